@@ -1,0 +1,1 @@
+"""Command-line front ends: kmodctl and the kmod-compatible tools."""

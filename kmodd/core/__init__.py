@@ -1,0 +1,1 @@
+"""Pure logic: bytes and text in, values out. Imports nothing outside the standard library."""

@@ -1,0 +1,1 @@
+"""The asyncio daemon: intake, loading, control socket."""
