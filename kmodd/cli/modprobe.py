@@ -1,0 +1,516 @@
+"""`modprobe`, compatible with kmod 30 (Debian 12): same flags, output and exit codes.
+
+The flow follows tools/modprobe.c: options (after `$MODPROBE_OPTIONS`, which is split and
+put in front of the arguments), the module directory from `-d`/`-S`, the configuration
+(its problems printed by libkmod's default logger, because kmod parses it while creating
+the library context), the indexes, then one of: `-c`, `-R`, `-D`/`-n`/`-v` (a plan printed),
+a real load, or `-r`. Planning and running are kmodd's core (`kmodd.core.plan`), shared with
+the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from kmodd.cli.getopt import NO_ARGUMENT, REQUIRED_ARGUMENT, LongOption, getopt_long
+from kmodd.cli.kmodlog import (
+    LOG_CRIT,
+    LOG_EMERG,
+    LOG_ERR,
+    LOG_WARNING,
+    Exit,
+    ToolLog,
+)
+from kmodd.core.config import Config
+from kmodd.core.plan import Plan, ProbeFlag, Step, plan_probe, run_plan
+from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
+from kmodd.core.resolve import LogRecord, LookupError_, Module, Resolver
+from kmodd.system.root import Root, kernel_release, module_dir
+
+SHORT_OPTIONS = "arw:RibfDcnC:d:S:sqvVh"
+LONG_OPTIONS = (
+    LongOption("all", NO_ARGUMENT, "a"),
+    LongOption("remove", NO_ARGUMENT, "r"),
+    LongOption("remove-dependencies", NO_ARGUMENT, 5),
+    LongOption("remove-holders", NO_ARGUMENT, 5),
+    LongOption("wait", REQUIRED_ARGUMENT, "w"),
+    LongOption("resolve-alias", NO_ARGUMENT, "R"),
+    LongOption("first-time", NO_ARGUMENT, 3),
+    LongOption("ignore-install", NO_ARGUMENT, "i"),
+    LongOption("ignore-remove", NO_ARGUMENT, "i"),
+    LongOption("use-blacklist", NO_ARGUMENT, "b"),
+    LongOption("force", NO_ARGUMENT, "f"),
+    LongOption("force-modversion", NO_ARGUMENT, 2),
+    LongOption("force-vermagic", NO_ARGUMENT, 1),
+    LongOption("show-depends", NO_ARGUMENT, "D"),
+    LongOption("showconfig", NO_ARGUMENT, "c"),
+    LongOption("show-config", NO_ARGUMENT, "c"),
+    LongOption("show-modversions", NO_ARGUMENT, 4),
+    LongOption("dump-modversions", NO_ARGUMENT, 4),
+    LongOption("show-exports", NO_ARGUMENT, 6),
+    LongOption("dry-run", NO_ARGUMENT, "n"),
+    LongOption("show", NO_ARGUMENT, "n"),
+    LongOption("config", REQUIRED_ARGUMENT, "C"),
+    LongOption("dirname", REQUIRED_ARGUMENT, "d"),
+    LongOption("set-version", REQUIRED_ARGUMENT, "S"),
+    LongOption("syslog", NO_ARGUMENT, "s"),
+    LongOption("quiet", NO_ARGUMENT, "q"),
+    LongOption("verbose", NO_ARGUMENT, "v"),
+    LongOption("version", NO_ARGUMENT, "V"),
+    LongOption("help", NO_ARGUMENT, "h"),
+)
+
+DEFAULT_VERBOSE = LOG_WARNING
+
+HELP = """Usage:
+\t{p} [options] [-i] [-b] modulename
+\t{p} [options] -a [-i] [-b] modulename [modulename...]
+\t{p} [options] -r [-i] modulename
+\t{p} [options] -r -a [-i] modulename [modulename...]
+\t{p} [options] -c
+\t{p} [options] --dump-modversions filename
+Management Options:
+\t-a, --all                   Consider every non-argument to
+\t                            be a module name to be inserted
+\t                            or removed (-r)
+\t-r, --remove                Remove modules instead of inserting
+\t    --remove-dependencies   Deprecated: use --remove-holders
+\t    --remove-holders        Also remove module holders (use together with -r)
+\t-w, --wait <MSEC>           When removing a module, wait up to MSEC for
+\t                            module's refcount to become 0 so it can be
+\t                            removed (use together with -r)
+\t    --first-time            Fail if module already inserted or removed
+\t-i, --ignore-install        Ignore install commands
+\t-i, --ignore-remove         Ignore remove commands
+\t-b, --use-blacklist         Apply blacklist to resolved alias.
+\t-f, --force                 Force module insertion or removal.
+\t                            implies --force-modversions and
+\t                            --force-vermagic
+\t    --force-modversion      Ignore module's version
+\t    --force-vermagic        Ignore module's version magic
+
+Query Options:
+\t-R, --resolve-alias         Only lookup and print alias and exit
+\t-D, --show-depends          Only print module dependencies and exit
+\t-c, --showconfig            Print out known configuration and exit
+\t-c, --show-config           Same as --showconfig
+\t    --show-modversions      Dump module symbol version and exit
+\t    --dump-modversions      Same as --show-modversions
+\t    --show-exports          Only print module exported symbol versions and exit
+
+General Options:
+\t-n, --dry-run               Do not execute operations, just print out
+\t-n, --show                  Same as --dry-run
+\t-C, --config=FILE           Use FILE instead of default search paths
+\t-d, --dirname=DIR           Use DIR as filesystem root for /lib/modules
+\t-S, --set-version=VERSION   Use VERSION instead of `uname -r`
+\t-s, --syslog                print to syslog, not stderr
+\t-q, --quiet                 disable messages
+\t-v, --verbose               enables more messages
+\t-V, --version               show version
+\t-h, --help                  show this help
+"""
+
+VERSION_TEXT = "kmodd version {version} (modprobe compatible with kmod 30)\n"
+
+
+def split_modprobe_options(env: str) -> list[str]:
+    """tools/modprobe.c: prepend_options_from_env's splitting, quirks and all.
+
+    Words are split on single spaces (so two spaces make an empty word); a word that starts
+    with a quote ends at the matching quote, and quotes inside a word are removed.
+    """
+    buf = list(env)
+    out: list[str] = []
+    start = 0
+    quote = -1
+    s = 0
+    while s < len(buf):
+        c = buf[s]
+        if quote < 0:
+            if c == " ":
+                out.append("".join(buf[start:s]))
+                start = s + 1
+            elif c in "\"'":
+                quote = s
+        elif c == buf[quote]:
+            if quote == start:
+                out.append("".join(buf[start + 1 : s]))
+                start = s + 1
+                # the NUL written over the closing quote ends this word
+                buf[s] = "\0"
+            else:
+                del buf[s]
+                del buf[quote]
+                s -= 2
+            quote = -1
+        s += 1
+    if start < s:
+        out.append("".join(buf[start:s]))
+    # A word ending at a NUL written over a closing quote is followed by an empty one when
+    # the next character is a space: "a" b -> a, "", b
+    return [w.split("\0", 1)[0] for w in out]
+
+
+ULONG_MAX = (1 << 64) - 1
+
+
+def strtoul(text: str) -> int | None:
+    """C strtoul(text, &end, 0) that must consume everything; None when it does not."""
+    s = text.lstrip(" \t\n\v\f\r")
+    neg = False
+    if s[:1] in "+-" and s:
+        neg = s[0] == "-"
+        s = s[1:]
+    base = 10
+    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+        base, s = 16, s[2:]
+    elif s[:1] == "0":
+        base = 8
+    if not text or not s:
+        return None if not text or (not s and base != 8) else 0
+    try:
+        value = int(s, base)
+    except ValueError:
+        return None
+    value = min(value, ULONG_MAX)
+    return (-value) & ULONG_MAX if neg else value
+
+
+def options_from_array(args: Sequence[str]) -> str | None:
+    """The module's own options from the command line, joined; values with spaces quoted."""
+    parts: list[str] = []
+    for arg in args[1:]:
+        eq = arg.find("=")
+        if eq >= 0:
+            value = arg[eq + 1 :]
+            if value[:1] not in ('"', "'") and " " in value:
+                parts.append(f'{arg[: eq + 1]}"{value}"')
+                continue
+        parts.append(arg)
+    if len(args) <= 1:
+        return None
+    return " ".join(parts)
+
+
+@dataclass
+class _Settings:
+    use_all: bool = False
+    remove: bool = False
+    remove_holders: bool = False
+    wait_msec: int = 0
+    first_time: bool = False
+    ignore_commands: bool = False
+    use_blacklist: bool = False
+    force: bool = False
+    strip_modversion: bool = False
+    strip_vermagic: bool = False
+    ignore_loaded: bool = False
+    dry_run: bool = False
+    do_show: bool = False
+    lookup_only: bool = False
+    show_config: bool = False
+    show_modversions: bool = False
+    show_exports: bool = False
+    config_paths: list[str] = field(default_factory=list)
+    root: str | None = None
+    kversion: str | None = None
+    use_syslog: bool = False
+    verbose: int = DEFAULT_VERBOSE
+    log_priority: int = LOG_CRIT
+
+
+class _Run:
+    """One modprobe invocation."""
+
+    def __init__(self, argv: Sequence[str], root: Root, stdout: BinaryIO, stderr: BinaryIO,
+                 environ: Mapping[str, str]) -> None:
+        self.argv = list(argv)
+        self.root = root
+        self.stdout = stdout
+        self.environ = dict(environ)
+        self.log = ToolLog(argv[0] if argv else "modprobe", stderr, environ)
+        self.s = _Settings()
+        self.moddir = ""
+        self.resolver: Resolver | None = None
+
+    # -- output helpers ------------------------------------------------------------------
+
+    def out(self, text: str) -> None:
+        self.stdout.write(text.encode("latin-1", "replace"))
+
+    def show(self, text: str) -> None:
+        """SHOW(): printed with -D/-n... only when showing or verbose."""
+        if self.s.do_show or self.s.verbose > DEFAULT_VERBOSE:
+            self.out(text)
+
+    def LOG(self, message: str) -> None:
+        self.log.tool(self.s.log_priority, message)
+
+    def library_log(self, record: LogRecord) -> None:
+        message = record.message.replace("ctx=(ctx)", f"ctx={hex(id(self))}")
+        self.log.library(record.priority, message)
+
+    def env_append(self, value: str) -> None:
+        old = self.environ.get("MODPROBE_OPTIONS")
+        self.environ["MODPROBE_OPTIONS"] = value if old is None else f"{old} {value}"
+
+    # -- the program -----------------------------------------------------------------------
+
+    def main(self) -> int:
+        argv = self.argv
+        env_opts = self.environ.get("MODPROBE_OPTIONS")
+        if env_opts is not None:
+            argv = [argv[0], *split_modprobe_options(env_opts), *argv[1:]]
+        parsed = getopt_long(argv, SHORT_OPTIONS, LONG_OPTIONS, self.log.write)
+        s = self.s
+        for val, arg in parsed.options:
+            if val == "a":
+                s.log_priority = LOG_WARNING
+                s.use_all = True
+            elif val == "r":
+                s.remove = True
+            elif val == 5:
+                s.remove_holders = True
+            elif val == "w":
+                assert arg is not None
+                value = strtoul(arg)
+                if value is None:
+                    self.log.tool(LOG_ERR, f"unexpected wait value '{arg}'.\n")
+                    return 1
+                s.wait_msec = value
+            elif val == 3:
+                s.first_time = True
+            elif val == "i":
+                s.ignore_commands = True
+            elif val == "b":
+                s.use_blacklist = True
+            elif val == "f":
+                s.force = True
+            elif val == 2:
+                s.strip_modversion = True
+            elif val == 1:
+                s.strip_vermagic = True
+            elif val == "D":
+                s.ignore_loaded = s.dry_run = s.do_show = True
+            elif val == "R":
+                s.lookup_only = True
+            elif val == "c":
+                s.show_config = True
+            elif val == 4:
+                s.show_modversions = True
+            elif val == 6:
+                s.show_exports = True
+            elif val == "n":
+                s.dry_run = True
+            elif val == "C":
+                assert arg is not None
+                s.config_paths.append(arg)
+                self.env_append("-C")
+                self.env_append(arg)
+            elif val == "d":
+                s.root = arg
+            elif val == "S":
+                s.kversion = arg
+            elif val == "s":
+                self.env_append("-s")
+                s.use_syslog = True
+            elif val == "q":
+                self.env_append("-q")
+                s.verbose = LOG_EMERG
+            elif val == "v":
+                self.env_append("-v")
+                s.verbose += 1
+            elif val == "V":
+                from kmodd import __version__
+
+                self.out(VERSION_TEXT.format(version=__version__))
+                return 0
+            elif val == "h":
+                self.out(HELP.format(p=self.log.prog))
+                return 0
+        if parsed.error:
+            return 1
+        args = parsed.operands
+        if not s.show_config and not args:
+            self.log.tool(LOG_ERR, "missing parameters. See -h.\n")
+            return 1
+        if s.root is not None or s.kversion is not None:
+            self.moddir = module_dir(s.root or "", s.kversion or kernel_release())
+        else:
+            self.moddir = self.root.path(f"/lib/modules/{kernel_release()}")
+        self.log.use_syslog = s.use_syslog
+        config = self._load_config()
+        self.log.setup(s.verbose)
+        resolver = self._open(config)
+        self.resolver = resolver
+        if s.show_config:
+            return self._show_config(config, resolver)
+        if s.show_modversions or s.show_exports:
+            return self._show_symbols(args[0])
+        if s.remove:
+            return self._rmmod_all(resolver, args)
+        if s.use_all:
+            err = 0
+            for a in args:
+                r = self._insmod(resolver, a, None)
+                if r < 0:
+                    err = r
+            return 0 if err >= 0 else 1
+        err = self._insmod(resolver, args[0], options_from_array(args))
+        return 0 if err >= 0 else 1
+
+    def _load_config(self) -> Config:
+        from kmodd.system.moddb import load_config
+
+        config = load_config(self.root, self.moddir, self.s.config_paths or None)
+        for d in config.diagnostics:
+            self.log.library_default(d.priority, d.where, d.message)
+        return config
+
+    def _open(self, config: Config) -> Resolver:
+        from kmodd.system.moddb import raw_indexes
+        from kmodd.system.sysview import SysfsView
+
+        indexes, problems = raw_indexes(self.moddir)
+        for p in problems:
+            self.log.library(LOG_ERR, f"{p}: index ignored")
+        self.sysfs = SysfsView(self.root, lambda prio, msg: self.log.library(prio, msg))
+        return Resolver(indexes, config, self.sysfs, log=self.library_log)
+
+    # -- -c ------------------------------------------------------------------------------------
+
+    def _show_config(self, config: Config, resolver: Resolver) -> int:
+        lines: list[str] = []
+        lines += [f"blacklist {b}\n" for b in config.blacklists]
+        lines += [f"install {k} {v}\n" for k, v in config.installs]
+        lines += [f"remove {k} {v}\n" for k, v in config.removes]
+        lines += [f"alias {k} {v}\n" for k, v in config.aliases]
+        lines += [f"options {k} {v}\n" for k, v in config.options]
+        lines += [f"softdep {sd.name} {sd.text()}\n" for sd in config.softdeps]
+        lines.append("\n# End of configuration files. Dumping indexes now:\n\n")
+        self.out("".join(lines))
+        for role in ("alias", "symbols"):
+            self.out("".join(f"alias {k} {v}\n" for k, v in resolver.indexes.dump(role)))
+        return 0
+
+    def _show_symbols(self, path: str) -> int:
+        self.LOG(f"Module {path} not found.\n")
+        return 1
+
+    # -- inserting -----------------------------------------------------------------------------
+
+    def _insmod(self, resolver: Resolver, alias: str, extra: str | None) -> int:
+        s = self.s
+        try:
+            mods = resolver.lookup(alias)
+        except LookupError_:
+            mods = []
+        if not mods:
+            self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
+            return -2
+        flags = ProbeFlag(0)
+        if s.strip_modversion or s.force:
+            flags |= ProbeFlag.FORCE_MODVERSION
+        if s.strip_vermagic or s.force:
+            flags |= ProbeFlag.FORCE_VERMAGIC
+        if s.ignore_commands:
+            flags |= ProbeFlag.IGNORE_COMMAND
+        if s.ignore_loaded:
+            flags |= ProbeFlag.IGNORE_LOADED
+        if s.dry_run:
+            flags |= ProbeFlag.DRY_RUN
+        flags |= ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY
+        if s.use_blacklist:
+            flags |= ProbeFlag.APPLY_BLACKLIST
+        if s.first_time:
+            flags |= ProbeFlag.FAIL_ON_LOADED
+        show = self._print_action if (s.do_show or s.verbose > DEFAULT_VERBOSE) else None
+        err = 0
+        for mod in mods:
+            if s.lookup_only:
+                self.out(f"{mod.name}\n")
+            else:
+                plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
+                err = self._run(resolver, plan, flags, show)
+            if err >= 0:
+                err = 0
+            else:
+                self._insert_error(mod, err)
+        return err
+
+    def _run(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
+             show: object) -> int:
+        from kmodd.system.actions import HostActions
+
+        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, resolver)
+        return run_plan(resolver, self.sysfs, plan, flags, actions,
+                        show=self._print_action if show else None)
+
+    def _print_action(self, step: Step, install: bool, options: str) -> None:
+        assert self.resolver is not None
+        m = step.module
+        if install:
+            self.out(f"install {step.command} {options}\n")
+            return
+        path = self.resolver.path(m)
+        if path is None:
+            from kmodd.core.plan import InitState, initstate
+
+            if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
+                self.out(f"builtin {m.name}\n")
+        else:
+            self.out(f"insmod {path} {options}\n")
+
+    def _insert_error(self, mod: Module, err: int) -> None:
+        if err == -17:
+            text = "Module already in kernel"
+        elif err == -2:
+            text = "Unknown symbol in module, or unknown parameter (see dmesg)"
+        else:
+            text = os.strerror(-err)
+        self.log.tool(LOG_ERR, f"could not insert '{mod.name}': {text}\n")
+
+    # -- removing -------------------------------------------------------------------------------
+
+    def _rmmod_all(self, resolver: Resolver, args: Sequence[str]) -> int:
+        from kmodd.system.actions import HostRemoval
+
+        s = self.s
+        io = HostRemoval(self, resolver, dry_run=s.dry_run, force=s.force,
+                         wait_msec=s.wait_msec, first_time=s.first_time, sysfs=self.sysfs)
+        opts = RemoveOptions(
+            ignore_commands=s.ignore_commands,
+            ignore_loaded=s.ignore_loaded,
+            first_time=s.first_time,
+            wait=s.wait_msec > 0,
+        )
+        flags = REMOVE_HOLDERS if s.remove_holders else 0
+        err = 0
+        for a in args:
+            try:
+                r = remove(resolver, self.sysfs, io, a, flags, opts)
+            except LookupError_ as e:
+                r = -e.errno
+            if r < 0:
+                err = r
+        return 0 if err >= 0 else 1
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    root: Root,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    environ: Mapping[str, str],
+) -> int:
+    """modprobe's main: returns the exit status."""
+    r = _Run(argv, root, stdout, stderr, environ)
+    try:
+        return r.main()
+    except Exit as e:
+        return e.status

@@ -1,0 +1,316 @@
+"""kmod's binary index files (`modules.*.bin`): read them the way libkmod does.
+
+The format (libkmod-index.c): a big-endian header (magic 0xB007F457, version with major 2,
+root node word), then a radix trie over 7-bit ASCII. A node word carries flags in its top
+bits and the node's file offset in the low 28 bits; a node holds an optional NUL-ended prefix,
+an optional child table indexed by `char - first`, and an optional list of (priority, value)
+pairs kept sorted by priority. Offsets are absolute, so pre-order (kmod >= 34) and post-order
+(older depmod) files read alike.
+
+`BinIndex` answers the two questions libkmod asks of an index, with libkmod's exact results:
+`search` (exact key, first value) and `search_wild` (keys are fnmatch patterns, the query is
+literal; every match, ordered by priority as libkmod's `add_value` orders them). `items`
+decodes the whole trie once, for the in-memory snapshot. Every read is bounds-checked: a
+damaged file raises `IndexFileError` naming the file, the offset and what is wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kmodd.core.glob import fnmatch
+
+INDEX_MAGIC = 0xB007F457
+INDEX_VERSION_MAJOR = 2
+HEADER_SIZE = 12
+
+NODE_PREFIX = 0x80000000
+NODE_VALUES = 0x40000000
+NODE_CHILDS = 0x20000000
+NODE_FLAGS = 0xF0000000
+NODE_OFFSET = 0x0FFFFFFF
+
+CHILD_MAX = 128  # 7-bit ASCII
+WILD_CHILDREN = ("*", "?", "[")
+
+_U32 = struct.Struct(">I")
+_HEADER = struct.Struct(">III")
+
+
+class IndexFileError(ValueError):
+    """A damaged index file: which file, where, and what is wrong."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: offset {offset:#x}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One decoded trie node."""
+
+    offset: int
+    prefix: str
+    first: int
+    children: tuple[int, ...]  # node words, indexed by char - first; 0 means none
+    values: tuple[tuple[int, str], ...]  # (priority, value) in file order
+
+    def child(self, ch: str) -> int:
+        i = ord(ch) - self.first
+        if 0 <= i < len(self.children):
+            return self.children[i]
+        return 0
+
+
+class BinIndex:
+    """A parsed view of one `.bin` index held in memory (bytes or an mmap)."""
+
+    __slots__ = ("_buf", "_size", "path", "root", "version")
+
+    def __init__(self, data: bytes, path: str) -> None:
+        self._buf = data
+        self._size = len(data)
+        self.path = path
+        if self._size < HEADER_SIZE:
+            raise IndexFileError(path, 0, f"file is {self._size} bytes, shorter than the header")
+        magic, version, root = _HEADER.unpack_from(data, 0)
+        if magic != INDEX_MAGIC:
+            raise IndexFileError(
+                path, 0, f"bad magic {magic:#010x} (an index starts with {INDEX_MAGIC:#010x})"
+            )
+        if version >> 16 != INDEX_VERSION_MAJOR:
+            raise IndexFileError(
+                path, 4, f"unsupported index version {version >> 16}.{version & 0xFFFF}"
+            )
+        self.version = version
+        self.root = root
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def node(self, word: int) -> Node:
+        """Decode the node a node word points to."""
+        buf = self._buf
+        size = self._size
+        off = word & NODE_OFFSET
+        start = off
+        if off < HEADER_SIZE or off >= size:
+            raise IndexFileError(self.path, off, "node offset outside the file")
+        prefix = ""
+        if word & NODE_PREFIX:
+            end = buf.find(b"\0", off)
+            if end < 0:
+                raise IndexFileError(self.path, off, "node prefix runs past the end of the file")
+            raw = buf[off:end]
+            if not raw.isascii():
+                raise IndexFileError(self.path, off, "node prefix is not 7-bit ASCII")
+            prefix = raw.decode("ascii")
+            off = end + 1
+        first = 0
+        children: tuple[int, ...] = ()
+        if word & NODE_CHILDS:
+            if off + 2 > size:
+                raise IndexFileError(self.path, off, "child table runs past the end of the file")
+            first = buf[off]
+            last = buf[off + 1]
+            if last >= CHILD_MAX or first > last:
+                raise IndexFileError(
+                    self.path, off, f"child range {first:#x}..{last:#x} is not 7-bit ASCII"
+                )
+            n = last - first + 1
+            if off + 2 + 4 * n > size:
+                raise IndexFileError(self.path, off, "child table runs past the end of the file")
+            children = struct.unpack_from(f">{n}I", buf, off + 2)
+            off += 2 + 4 * n
+        values: tuple[tuple[int, str], ...] = ()
+        if word & NODE_VALUES:
+            if off + 4 > size:
+                raise IndexFileError(self.path, off, "value count runs past the end of the file")
+            (count,) = _U32.unpack_from(buf, off)
+            off += 4
+            out = []
+            for _ in range(count):
+                if off + 4 > size:
+                    raise IndexFileError(self.path, off, "value runs past the end of the file")
+                (prio,) = _U32.unpack_from(buf, off)
+                end = buf.find(b"\0", off + 4)
+                if end < 0:
+                    raise IndexFileError(self.path, off, "value runs past the end of the file")
+                raw = buf[off + 4 : end]
+                if not raw.isascii():
+                    raise IndexFileError(self.path, off + 4, "value is not 7-bit ASCII")
+                out.append((prio, raw.decode("ascii")))
+                off = end + 1
+            values = tuple(out)
+        return Node(start, prefix, first, children, values)
+
+    # -- libkmod's lookups -----------------------------------------------------------------
+
+    def search(self, key: str) -> str | None:
+        """Exact lookup: the first (lowest priority) value of `key`, or None."""
+        word = self.root
+        i = 0
+        steps = 0
+        while word & NODE_OFFSET:
+            node = self.node(word)
+            steps += 1
+            if steps > len(key) + 2:
+                raise IndexFileError(self.path, node.offset, "trie loops back on itself")
+            p = node.prefix
+            if p:
+                if key[i : i + len(p)] != p:
+                    return None
+                i += len(p)
+            if i == len(key):
+                return node.values[0][1] if node.values else None
+            word = node.child(key[i])
+            i += 1
+        return None
+
+    def search_wild(self, key: str) -> list[tuple[int, str]]:
+        """Wildcard lookup: every value whose key pattern matches `key`, in libkmod's order."""
+        found: list[tuple[int, int, str]] = []  # (priority, -insertion, value)
+        self._wild_descend(key, found)
+        found.sort()
+        return [(prio, value) for prio, _, value in found]
+
+    def _wild_descend(self, key: str, found: list[tuple[int, int, str]]) -> None:
+        word = self.root
+        i = 0
+        steps = 0
+        while word & NODE_OFFSET:
+            node = self.node(word)
+            steps += 1
+            if steps > len(key) + 2:
+                raise IndexFileError(self.path, node.offset, "trie loops back on itself")
+            p = node.prefix
+            for j, ch in enumerate(p):
+                if ch in "*?[":
+                    self._wild_all(node, j, "", key[i + j :], found, set())
+                    return
+                if i + j >= len(key) or ch != key[i + j]:
+                    return
+            i += len(p)
+            for wc in WILD_CHILDREN:
+                child = node.child(wc)
+                if child:
+                    self._wild_all(self.node(child), 0, wc, key[i:], found, set())
+            if i == len(key):
+                for prio, value in node.values:
+                    found.append((prio, -len(found), value))
+                return
+            word = node.child(key[i])
+            i += 1
+
+    def _wild_all(
+        self,
+        node: Node,
+        j: int,
+        pattern: str,
+        subkey: str,
+        found: list[tuple[int, int, str]],
+        seen: set[int],
+    ) -> None:
+        """Visit a whole subtree below a wildcard: children first, then the node itself."""
+        if node.offset in seen:
+            raise IndexFileError(self.path, node.offset, "node is reached twice")
+        seen.add(node.offset)
+        pattern += node.prefix[j:]
+        for k, word in enumerate(node.children):
+            if word:
+                self._wild_all(self.node(word), 0, pattern + chr(node.first + k), subkey,
+                               found, seen)
+        if node.values and fnmatch(pattern, subkey):
+            for prio, value in node.values:
+                found.append((prio, -len(found), value))
+
+    # -- whole-index reads -----------------------------------------------------------------
+
+    def dump(self) -> Iterator[tuple[str, str]]:
+        """Every (key, value) in trie order, as `modprobe -c` prints the indexes."""
+        for key, _prio, value in self.items():
+            yield key, value
+
+    def items(self) -> list[tuple[str, int, str]]:
+        """Decode every (key, priority, value): keys in byte order, values in file order."""
+        try:
+            return self._items()
+        except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
+            if isinstance(e, IndexFileError):
+                raise
+            # Find the exact spot with the careful decoder; it names the offset and reason.
+            self._walk_checked()
+            raise IndexFileError(self.path, 0, f"damaged index ({e})") from e
+
+    def _items(self) -> list[tuple[str, int, str]]:
+        out: list[tuple[str, int, str]] = []
+        root = self.root
+        if not root & NODE_OFFSET:
+            return out
+        buf = self._buf
+        find = buf.find
+        unpack_from = struct.unpack_from
+        u32 = _U32.unpack_from
+        append = out.append
+        visited = 0
+        limit = self._size  # a valid trie has fewer nodes than bytes
+        stack: list[tuple[int, str]] = [(root, "")]
+        pop = stack.pop
+        extend = stack.extend
+        while stack:
+            word, key = pop()
+            visited += 1
+            if visited > limit:
+                raise IndexFileError(self.path, word & NODE_OFFSET, "trie loops back on itself")
+            off = word & NODE_OFFSET
+            if off < HEADER_SIZE:
+                raise IndexFileError(self.path, off, "node offset outside the file")
+            if word & NODE_PREFIX:
+                end = find(b"\0", off)
+                if end < 0:
+                    raise IndexFileError(self.path, off, "node prefix runs past the end of the file")
+                key += buf[off:end].decode("ascii")
+                off = end + 1
+            if word & NODE_CHILDS:
+                first = buf[off]
+                n = buf[off + 1] - first + 1
+                if n <= 0 or first + n > CHILD_MAX:
+                    raise IndexFileError(self.path, off, "child range is not 7-bit ASCII")
+                kids = unpack_from(_CHILD_FORMATS[n], buf, off + 2)
+                off += 2 + 4 * n
+                extend([(w, key + _CHR[first + k]) for k, w in _rev_enumerate(kids) if w])
+            if word & NODE_VALUES:
+                (count,) = u32(buf, off)
+                off += 4
+                for _ in range(count):
+                    (prio,) = u32(buf, off)
+                    end = find(b"\0", off + 4)
+                    if end < 0:
+                        raise IndexFileError(self.path, off, "value runs past the end of the file")
+                    append((key, prio, buf[off + 4 : end].decode("ascii")))
+                    off = end + 1
+        return out
+
+    def _walk_checked(self) -> None:
+        """Visit every node with full checks (raises IndexFileError at the first fault)."""
+        if not self.root & NODE_OFFSET:
+            return
+        seen: set[int] = set()
+        stack = [self.root]
+        while stack:
+            node = self.node(stack.pop())
+            if node.offset in seen:
+                raise IndexFileError(self.path, node.offset, "node is reached twice")
+            seen.add(node.offset)
+            stack.extend(w for w in node.children if w)
+
+
+_CHILD_FORMATS = {n: f">{n}I" for n in range(1, CHILD_MAX + 1)}
+_CHR = tuple(chr(i) for i in range(CHILD_MAX))
+
+
+def _rev_enumerate(seq: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    return zip(range(len(seq) - 1, -1, -1), reversed(seq), strict=True)

@@ -1,0 +1,460 @@
+"""modprobe.d configuration and the kernel command line, parsed exactly as kmod 30 parses them.
+
+The steps follow libkmod-config.c:
+
+1. `order_config_files` decides which files are read and in which order, from directory
+   listings the system layer hands in: one list sorted by basename across all directories,
+   the first directory (highest precedence) winning a name, `modules.softdep` from the module
+   directory inserted before everything. Names must end in `.conf` or `.alias`, be at least
+   six characters and not start with a dot; a subdirectory is reported and skipped.
+2. `parse_config_file` reads one file's logical lines (see `lines.py`) into entries.
+3. `parse_kernel_cmdline` turns `/proc/cmdline` into `options` and `blacklist` entries, which
+   are appended after every file.
+
+Problems are returned as `Diagnostic` values carrying the text and the libkmod function and
+source line that Debian's kmod prints with it; nothing here prints or raises for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kmodd.core.lines import logical_lines
+from kmodd.core.normalize import BadAlias, underscores
+
+#: /proc/cmdline is read into a 4096-byte buffer (KCMD_LINE_SIZE) with room for the NUL.
+KCMD_LINE_SIZE = 4096
+PATH_MAX = 4096
+
+#: Where libkmod 30 reports each config problem: (source file, line, function).
+#: Debian builds libkmod with debug logging, which prints these in every message.
+WHERE_BAD_LINE = ("libkmod/libkmod-config.c", 712, "kmod_config_parse")
+WHERE_DEPRECATED = ("libkmod/libkmod-config.c", 708, "kmod_config_parse")
+WHERE_SUBDIR = ("libkmod/libkmod-config.c", 772, "conf_files_filter_out")
+WHERE_OPENDIR = ("libkmod/libkmod-config.c", 868, "conf_files_list")
+WHERE_PATH_TOO_LONG = ("libkmod/libkmod-config.c", 936, "kmod_config_new")
+WHERE_KCMDLINE = ("libkmod/libkmod-config.c", 489, "kcmdline_parse_result")
+WHERE_READ_KCMDLINE = ("libkmod/libkmod-config.c", 521, "kmod_config_parse_kcmdline")
+
+LOG_ERR = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """A problem found in the configuration, as libkmod would log it."""
+
+    message: str  # without the trailing newline
+    where: tuple[str, int, str] = WHERE_BAD_LINE
+    priority: int = LOG_ERR
+
+
+@dataclass(frozen=True, slots=True)
+class Softdep:
+    """One `softdep` line: the key pattern and its pre and post lists."""
+
+    name: str
+    pre: tuple[str, ...]
+    post: tuple[str, ...]
+
+    def text(self) -> str:
+        """kmod's `softdep_to_char`: note there is no space before `post:` (a kmod quirk)."""
+        out = ""
+        if self.pre:
+            out += "pre: " + " ".join(self.pre)
+        if self.post:
+            out += "post: " + " ".join(self.post)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything modprobe.d and the kernel command line say, in kmod's list order."""
+
+    aliases: tuple[tuple[str, str], ...] = ()  # (pattern, module name)
+    blacklists: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()  # (module name or alias, option text)
+    installs: tuple[tuple[str, str], ...] = ()  # (key pattern, command)
+    removes: tuple[tuple[str, str], ...] = ()
+    softdeps: tuple[Softdep, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    files: tuple[str, ...] = ()  # the files read, in order
+
+
+# -- which files ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirListing:
+    """A configuration path as the system layer found it."""
+
+    path: str
+    kind: str  # "dir", "file" or "missing"
+    entries: tuple[tuple[str, bool], ...] = ()  # (name, is a directory) in readdir order
+    error: str | None = None  # strerror text when the directory could not be opened
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A file chosen for reading: its basename (the sort key) and its full path."""
+
+    name: str
+    path: str
+
+
+def _accept(name: str) -> bool:
+    if name.startswith("."):
+        return False
+    return len(name) >= 6 and (name.endswith(".conf") or name.endswith(".alias"))
+
+
+def order_config_files(
+    moddir: str, listings: Sequence[DirListing]
+) -> tuple[list[ConfigFile], list[Diagnostic]]:
+    """The files libkmod reads, in reading order, and the problems met choosing them."""
+    chosen: dict[str, ConfigFile] = {}
+    diags: list[Diagnostic] = []
+
+    def insert(name: str, path: str) -> None:
+        if name not in chosen:
+            chosen[name] = ConfigFile(name, path)
+
+    insert("modules.softdep", f"{moddir}/modules.softdep")
+    for listing in listings:
+        if listing.kind == "missing":
+            continue
+        if listing.kind == "file":
+            base = listing.path.rsplit("/", 1)[-1] if "/" in listing.path else listing.path
+            insert(base, listing.path)
+            continue
+        if listing.error is not None:
+            diags.append(Diagnostic(f"opendir({listing.path}): {listing.error}", WHERE_OPENDIR))
+            continue
+        for name, is_dir in listing.entries:
+            if not _accept(name):
+                continue
+            if is_dir:
+                diags.append(
+                    Diagnostic(
+                        "Directories inside directories are not supported: "
+                        f"{listing.path}/{name}",
+                        WHERE_SUBDIR,
+                    )
+                )
+                continue
+            full = f"{listing.path}/{name}"
+            if len(full) >= PATH_MAX:
+                # libkmod reports this only when it comes to read the file (see below).
+                pass
+            insert(name, full)
+    ordered = [chosen[name] for name in sorted(chosen, key=_c_sort_key)]
+    return ordered, diags
+
+
+def _c_sort_key(name: str) -> bytes:
+    """strcmp order: bytes, unsigned."""
+    return name.encode("latin-1", "surrogateescape")
+
+
+# -- one file --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Builder:
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+    blacklists: list[str] = field(default_factory=list)
+    options: list[tuple[str, str]] = field(default_factory=list)
+    installs: list[tuple[str, str]] = field(default_factory=list)
+    removes: list[tuple[str, str]] = field(default_factory=list)
+    softdeps: list[Softdep] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def build(self) -> Config:
+        return Config(
+            aliases=tuple(self.aliases),
+            blacklists=tuple(self.blacklists),
+            options=tuple(self.options),
+            installs=tuple(self.installs),
+            removes=tuple(self.removes),
+            softdeps=tuple(self.softdeps),
+            diagnostics=tuple(self.diagnostics),
+            files=tuple(self.files),
+        )
+
+
+_SEPARATORS = " \t"
+
+
+def _token(line: str, pos: int) -> tuple[str | None, int]:
+    """strtok_r(…, "\\t ") : the next token and the position after its terminator."""
+    n = len(line)
+    while pos < n and line[pos] in _SEPARATORS:
+        pos += 1
+    if pos >= n:
+        return None, n
+    end = pos
+    while end < n and line[end] not in _SEPARATORS:
+        end += 1
+    return line[pos:end], min(end + 1, n)
+
+
+def _rest(line: str, pos: int) -> str | None:
+    """strtok_r(NULL, "\\0", …): whatever is left, or None when nothing is."""
+    if pos >= len(line):
+        return None
+    return line[pos:]
+
+
+def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
+    for lineno, line in logical_lines(data):
+        if not line or line[0] == "#":
+            continue
+        cmd, pos = _token(line, 0)
+        if cmd is None:
+            continue
+        try:
+            if cmd == "alias":
+                alias, pos = _token(line, pos)
+                modname, pos = _token(line, pos)
+                if alias is None or modname is None:
+                    raise BadAlias(cmd)
+                b.aliases.append((underscores(alias), underscores(modname)))
+            elif cmd == "blacklist":
+                modname, pos = _token(line, pos)
+                if modname is None:
+                    raise BadAlias(cmd)
+                b.blacklists.append(underscores(modname))
+            elif cmd in ("options", "install", "remove", "softdep"):
+                modname, pos = _token(line, pos)
+                rest = _rest(line, pos)
+                if modname is None or rest is None:
+                    raise BadAlias(cmd)
+                key = underscores(modname)
+                if cmd == "options":
+                    b.options.append((key, rest.replace("\t", " ")))
+                elif cmd == "install":
+                    b.installs.append((key, rest))
+                elif cmd == "remove":
+                    b.removes.append((key, rest))
+                else:
+                    pre, post = parse_softdep_text(rest)
+                    b.softdeps.append(Softdep(key, pre, post))
+            elif cmd in ("include", "config"):
+                b.diagnostics.append(
+                    Diagnostic(
+                        f"{filename}: command {cmd} is deprecated and not parsed anymore",
+                        WHERE_DEPRECATED,
+                    )
+                )
+            else:
+                raise BadAlias(cmd)
+        except BadAlias:
+            b.diagnostics.append(
+                Diagnostic(f"{filename} line {lineno}: ignoring bad line starting with '{cmd}'")
+            )
+
+
+_C_SPACE = " \t\n\v\f\r"
+
+
+def parse_softdep_text(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """kmod's softdep tokenizer, quirks included.
+
+    Tokens are split on whitespace, but the scan keeps a lone leading blank inside the first
+    token (so `softdep x  pre: a`, with two spaces, makes ` pre:` a plain word and drops it),
+    `pre:`/`post:` switch lists only as whole tokens, and words before either are dropped.
+    """
+    pre: list[str] = []
+    post: list[str] = []
+    mode = 0  # 0 none, 1 pre, 2 post
+    was_space = False
+    p = 0
+    n = len(line)
+    s = 0
+    while True:
+        at_end = s >= n
+        if not at_end:
+            if line[s] not in _C_SPACE:
+                was_space = False
+                s += 1
+                continue
+            if was_space:
+                p = s + 1
+                s += 1
+                continue
+            was_space = True
+            if p >= s:
+                s += 1
+                continue
+        word = line[p:s]
+        if word == "pre:":
+            mode = 1
+        elif word == "post:":
+            mode = 2
+        elif not at_end or not was_space:
+            if mode == 1:
+                pre.append(word)
+            elif mode == 2:
+                post.append(word)
+        p = s + 1
+        if at_end:
+            break
+        s += 1
+    return tuple(pre), tuple(post)
+
+
+# -- the kernel command line -----------------------------------------------------------------
+
+
+def parse_kernel_cmdline(
+    data: bytes,
+) -> tuple[list[tuple[str, str]], list[str], list[Diagnostic]]:
+    """kmod's `kmod_config_parse_kcmdline`: (options, blacklists, diagnostics).
+
+    `mod.param` and `mod.param=value` become `options mod param[=value]`, one entry each;
+    `modprobe.blacklist=a,b` becomes blacklist entries (kept as written, not normalised);
+    a value may be quoted, and a token quoted as a whole (GRUB style) is re-quoted as
+    `mod param="value"`.
+    """
+    buf = list(data[: KCMD_LINE_SIZE - 1].decode("latin-1").split("\0", 1)[0]) + ["\0"]
+    options: list[tuple[str, str]] = []
+    blacklists: list[str] = []
+    diags: list[Diagnostic] = []
+
+    ignore, modname_st, param_st, value_st, complete = range(5)
+    state = modname_st
+    modname = 0
+    param = -1
+    value = -1
+    quote_start = -1
+    is_quoted = False
+    i = 0
+    n = len(buf)
+
+    def cstr(at: int) -> str:
+        end = at
+        while buf[end] != "\0":
+            end += 1
+        return "".join(buf[at:end])
+
+    while i < n:
+        c = buf[i]
+        stop = False
+        if c == '"':
+            is_quoted = not is_quoted
+            if is_quoted and state == modname_st and i == modname:
+                quote_start = i
+                modname = i + 1
+            elif state != value_st:
+                state = ignore
+        elif c in "\0 \n\t\v\f\r":
+            if c == "\0":
+                stop = True
+            if is_quoted and state == value_st:
+                pass
+            elif is_quoted:
+                state = ignore
+            elif state in (value_st, param_st):
+                buf[i] = "\0"
+                state = complete
+            else:
+                modname = i + 1
+                state = modname_st
+                quote_start = -1
+        elif c == ".":
+            if state == modname_st:
+                buf[i] = "\0"
+                param = i + 1
+                state = param_st
+            elif state == param_st:
+                state = ignore
+        elif c == "=":
+            if state == param_st:
+                value = i + 1
+                state = value_st
+            elif state == modname_st:
+                state = ignore
+
+        if state == complete:
+            if quote_start >= 0 and quote_start < modname:
+                # "mod.param=v a" -> mod param="v a": shift name and param left by one.
+                count = value - modname
+                buf[quote_start : quote_start + count] = buf[modname : modname + count]
+                value -= 1
+                modname -= 1
+                param -= 1
+                buf[value] = '"'
+            _kcmdline_result(cstr(modname), cstr(param), cstr(value) if value >= 0 else None,
+                             options, blacklists, diags)
+            modname = i + 1
+            state = modname_st
+            quote_start = -1
+        if stop:
+            break
+        i += 1
+    return options, blacklists, diags
+
+
+def _kcmdline_result(
+    modname: str,
+    param: str,
+    value: str | None,
+    options: list[tuple[str, str]],
+    blacklists: list[str],
+    diags: list[Diagnostic],
+) -> None:
+    if modname == "modprobe" and param.startswith("blacklist="):
+        blacklists.extend((value or "").split(","))
+        return
+    try:
+        name = underscores(modname)
+    except BadAlias:
+        diags.append(
+            Diagnostic(
+                "Ignoring bad option on kernel command line while parsing module name: "
+                f"'{modname}'",
+                WHERE_KCMDLINE,
+            )
+        )
+        return
+    options.append((name, param.replace("\t", " ")))
+
+
+# -- putting it together -------------------------------------------------------------------
+
+
+def build_config(
+    files: Iterable[tuple[ConfigFile, bytes | None]],
+    cmdline: bytes | None,
+    ordering_diagnostics: Iterable[Diagnostic] = (),
+) -> Config:
+    """Parse the chosen files in order (None = could not be opened), then the command line."""
+    b = _Builder()
+    b.diagnostics.extend(ordering_diagnostics)
+    for cf, data in files:
+        if len(cf.path) >= PATH_MAX:
+            b.diagnostics.append(
+                Diagnostic(
+                    f"Error parsing {cf.path.rsplit('/', 1)[0]}/{cf.name}: path too long",
+                    WHERE_PATH_TOO_LONG,
+                )
+            )
+            continue
+        if data is None:
+            continue
+        b.files.append(cf.path)
+        _parse_into(b, data, cf.path)
+    if cmdline is not None:
+        opts, bls, diags = parse_kernel_cmdline(cmdline)
+        b.options.extend(opts)
+        b.blacklists.extend(bls)
+        b.diagnostics.extend(diags)
+    return b.build()
+
+
+def parse_config_text(text: bytes, filename: str) -> Config:
+    """Parse a single file on its own (for tests and for `kmodctl explain`)."""
+    b = _Builder()
+    _parse_into(b, text, filename)
+    return b.build()

@@ -1,0 +1,187 @@
+"""The module database of one kernel version: the five `.bin` indexes libkmod reads.
+
+Two readers answer the same questions with the same answers:
+
+* `RawIndexes` reads each `.bin` on demand, the way libkmod walks an mmap: nothing is
+  decoded up front, which is what a one-shot `modprobe` wants.
+* `ModuleIndex` is the immutable snapshot the daemon keeps: every index decoded once into
+  dicts and an `AliasIndex`, so that a lookup costs microseconds.
+
+An index that is missing answers None ("no such index", libkmod's -ENOSYS), and the lookup
+chain moves on, as libkmod's does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from kmodd.core.aliasindex import AliasIndex
+from kmodd.core.binindex import BinIndex, IndexFileError
+
+#: The index files libkmod loads, by role.
+INDEX_FILES = {
+    "dep": "modules.dep.bin",
+    "alias": "modules.alias.bin",
+    "symbols": "modules.symbols.bin",
+    "builtin_alias": "modules.builtin.alias.bin",
+    "builtin": "modules.builtin.bin",
+}
+
+
+class Indexes(Protocol):
+    """What the resolver asks of a module database."""
+
+    moddir: str
+
+    def dep_line(self, name: str) -> str | None:
+        """The `modules.dep` line of a module (`path: deps...`), None if absent."""
+        ...
+
+    def aliases(self, key: str) -> list[str] | None:
+        """Modules of `modules.alias.bin` whose pattern matches; None if no index."""
+        ...
+
+    def symbols(self, key: str) -> list[str] | None:
+        """Modules of `modules.symbols.bin` matching `symbol:...`; None if no index."""
+        ...
+
+    def builtin(self, name: str) -> bool | None:
+        """Whether `modules.builtin.bin` has the name; None if no index."""
+        ...
+
+    def builtin_aliases(self, key: str) -> list[str] | None:
+        """Modules of `modules.builtin.alias.bin` matching; None if no index."""
+        ...
+
+    def dump(self, role: str) -> list[tuple[str, str]]:
+        """Every (key, value) of an index in trie order (for `modprobe -c`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexProblem:
+    """An index file that exists but cannot be used, and why."""
+
+    path: str
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: offset {self.offset:#x}: {self.reason}"
+
+
+def open_indexes(
+    moddir: str, files: Mapping[str, bytes | None]
+) -> tuple[dict[str, BinIndex], list[IndexProblem]]:
+    """Parse the headers of the index files present (`files` maps file name to bytes)."""
+    out: dict[str, BinIndex] = {}
+    problems: list[IndexProblem] = []
+    for role, fname in INDEX_FILES.items():
+        data = files.get(fname)
+        if data is None:
+            continue
+        path = f"{moddir}/{fname}"
+        if role == "builtin_alias" and len(data) == 0:
+            continue  # an empty modules.builtin.alias.bin occurs in practice; kmod skips it
+        try:
+            out[role] = BinIndex(data, path)
+        except IndexFileError as e:
+            problems.append(IndexProblem(e.path, e.offset, e.reason))
+    return out, problems
+
+
+class RawIndexes:
+    """Lookups straight on the `.bin` bytes, nothing decoded ahead of time."""
+
+    def __init__(self, moddir: str, bins: Mapping[str, BinIndex]) -> None:
+        self.moddir = moddir
+        self._bins = dict(bins)
+
+    def dep_line(self, name: str) -> str | None:
+        ix = self._bins.get("dep")
+        return ix.search(name) if ix is not None else None
+
+    def _wild(self, role: str, key: str) -> list[str] | None:
+        ix = self._bins.get(role)
+        if ix is None:
+            return None
+        return [v for _, v in ix.search_wild(key)]
+
+    def aliases(self, key: str) -> list[str] | None:
+        return self._wild("alias", key)
+
+    def symbols(self, key: str) -> list[str] | None:
+        return self._wild("symbols", key)
+
+    def builtin_aliases(self, key: str) -> list[str] | None:
+        return self._wild("builtin_alias", key)
+
+    def builtin(self, name: str) -> bool | None:
+        ix = self._bins.get("builtin")
+        if ix is None:
+            return None
+        return ix.search(name) is not None
+
+    def dump(self, role: str) -> list[tuple[str, str]]:
+        ix = self._bins.get(role)
+        return list(ix.dump()) if ix is not None else []
+
+
+class ModuleIndex:
+    """The decoded snapshot: immutable once built, cheap to replace."""
+
+    def __init__(self, moddir: str, bins: Mapping[str, BinIndex]) -> None:
+        self.moddir = moddir
+        self._bins = dict(bins)
+        dep = bins.get("dep")
+        self._dep: dict[str, str] | None = None
+        if dep is not None:
+            lines: dict[str, str] = {}
+            for key, _prio, value in dep.items():
+                lines.setdefault(key, value)
+            self._dep = lines
+        builtin = bins.get("builtin")
+        self._builtin: frozenset[str] | None = (
+            frozenset(k for k, _p, _v in builtin.items()) if builtin is not None else None
+        )
+        self._alias = _alias_index(bins.get("alias"))
+        self._builtin_alias = _alias_index(bins.get("builtin_alias"))
+        self._symbols: AliasIndex | None = None  # decoded on first `symbol:` lookup
+
+    def dep_line(self, name: str) -> str | None:
+        return self._dep.get(name) if self._dep is not None else None
+
+    def aliases(self, key: str) -> list[str] | None:
+        if self._alias is None:
+            return None
+        return [v for _, v in self._alias.search_wild(key)]
+
+    def symbols(self, key: str) -> list[str] | None:
+        if self._symbols is None:
+            self._symbols = _alias_index(self._bins.get("symbols"))
+            if self._symbols is None:
+                return None
+        return [v for _, v in self._symbols.search_wild(key)]
+
+    def builtin_aliases(self, key: str) -> list[str] | None:
+        if self._builtin_alias is None:
+            return None
+        return [v for _, v in self._builtin_alias.search_wild(key)]
+
+    def builtin(self, name: str) -> bool | None:
+        return name in self._builtin if self._builtin is not None else None
+
+    def dump(self, role: str) -> list[tuple[str, str]]:
+        ix = self._bins.get(role)
+        return list(ix.dump()) if ix is not None else []
+
+    @property
+    def module_names(self) -> list[str]:
+        """Every module of modules.dep, in index order."""
+        return list(self._dep) if self._dep is not None else []
+
+
+def _alias_index(ix: BinIndex | None) -> AliasIndex | None:
+    return AliasIndex(ix.items(), ix) if ix is not None else None

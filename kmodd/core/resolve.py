@@ -1,0 +1,380 @@
+"""From a name or alias to modules, exactly as libkmod resolves it.
+
+libkmod keeps one object per module name, or per `name\\alias` when the module was found
+through an alias, and caches on it what it learns (path, dependencies, options, install and
+remove commands, builtin). Results depend on that: options can match the alias text, an
+install command found by exact name sticks to the object, a dependency path is stat()ed and
+made absolute. `Resolver` reproduces those objects (`Module`) for one run, and the lookup
+chain of `kmod_module_new_from_lookup`:
+
+1. config `alias` lines (fnmatch, every match, alias = the pattern text)
+2. `modules.dep.bin`, exact name (not for keys with `:`)
+3. `modules.symbols.bin`, for `symbol:` keys
+4. the first `install` line whose key equals the name, else the first such `remove` line
+5. `modules.alias.bin` (every match, ordered by module priority)
+6. `modules.builtin.bin`, exact name
+7. `modules.builtin.alias.bin`
+
+The first step that finds anything wins. The system is seen only through `SystemView`
+(file existence for dependency paths, the current directory), so this stays pure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from kmodd.core.config import Config
+from kmodd.core.glob import compile_pattern, fnmatch
+from kmodd.core.index import Indexes
+from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
+
+PATH_MAX = 4096
+ENOENT = 2
+EEXIST = 17
+EINVAL = 22
+ENAMETOOLONG = 36
+
+
+class SystemView(Protocol):
+    """The little of the system the resolver needs to see."""
+
+    def stat_errno(self, path: str) -> int:
+        """0 if `path` exists (stat succeeds), else the errno."""
+        ...
+
+    def cwd(self) -> str:
+        """The current directory, for relative paths."""
+        ...
+
+
+class Builtin(Enum):
+    UNKNOWN = 0
+    YES = 1
+    NO = 2
+
+
+@dataclass(eq=False)
+class Module:
+    """libkmod's `struct kmod_module`: one per name (or name and alias) per run."""
+
+    name: str
+    alias: str | None = None
+    path: str | None = None
+    dep_init: bool = False
+    deps: list[Module] = field(default_factory=list)
+    builtin: Builtin = Builtin.UNKNOWN
+    install_init: bool = False
+    install: str | None = None
+    remove_init: bool = False
+    remove: str | None = None
+    options_init: bool = False
+    options: str | None = None
+    visited: bool = False
+    ignorecmd: bool = False
+    required: bool = False
+
+    def __repr__(self) -> str:
+        return f"Module({self.name!r}, alias={self.alias!r}, path={self.path!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A message libkmod would log during resolution (priority as syslog's)."""
+
+    priority: int
+    message: str
+    where: tuple[str, int, str]
+
+
+LOG_ERR = 3
+
+WHERE_DEP_STAT = ("libkmod/libkmod-module.c", 191, "kmod_module_parse_depline")
+WHERE_DEP_JOIN = ("libkmod/libkmod-module.c", 184, "kmod_module_parse_depline")
+WHERE_PATH_CONFLICT = ("libkmod/libkmod-module.c", 428, "kmod_module_new_from_path")
+WHERE_SOFTDEP_LOOKUP = ("libkmod/libkmod-module.c", 1567, "lookup_softdep")
+
+
+class LookupError_(Exception):
+    """A lookup that failed outright (libkmod returns a negative errno)."""
+
+    def __init__(self, errno: int) -> None:
+        super().__init__(errno)
+        self.errno = errno
+
+
+class Resolver:
+    """One libkmod context's worth of module objects over an index and a configuration."""
+
+    def __init__(
+        self,
+        indexes: Indexes,
+        config: Config,
+        system: SystemView,
+        log: Callable[[LogRecord], None] | None = None,
+    ) -> None:
+        self.indexes = indexes
+        self.config = config
+        self.system = system
+        self.moddir = indexes.moddir
+        self.pool: dict[str, Module] = {}
+        self.records: list[LogRecord] = []
+        self._log = log if log is not None else self.records.append
+        self._blacklist = frozenset(config.blacklists)
+        self._alias_matchers = [
+            (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
+        ]
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def _get(self, key: str, name: str, alias: str | None) -> Module:
+        mod = self.pool.get(key)
+        if mod is None:
+            mod = Module(name=name, alias=alias)
+            self.pool[key] = mod
+        return mod
+
+    def new_from_name(self, name: str) -> Module:
+        norm = modname_normalize(name)
+        return self._get(norm, norm, None)
+
+    def new_from_alias(self, alias: str, name: str) -> Module:
+        if len(name) + len(alias) + 2 > PATH_MAX:
+            raise LookupError_(ENAMETOOLONG)
+        return self._get(f"{name}\\{alias}", name, alias)
+
+    def new_from_path(self, path: str) -> Module:
+        """A module object for a file (which must exist), as kmod_module_new_from_path."""
+        abspath = path if path.startswith("/") else f"{self.system.cwd()}/{path}"
+        err = self.system.stat_errno(abspath)
+        if err:
+            raise LookupError_(err)
+        name = path_to_modname(path)
+        if name is None:
+            raise LookupError_(ENOENT)
+        mod = self.pool.get(name)
+        if mod is not None:
+            if mod.path is None:
+                mod.path = abspath
+            elif mod.path != abspath:
+                self._log(
+                    LogRecord(
+                        LOG_ERR,
+                        f"kmod_module '{name}' already exists with different path: "
+                        f"new-path='{abspath}' old-path='{mod.path}'",
+                        WHERE_PATH_CONFLICT,
+                    )
+                )
+                raise LookupError_(EEXIST)
+        else:
+            mod = self._get(name, name, None)
+            mod.path = abspath
+        mod.builtin = Builtin.NO
+        return mod
+
+    # -- lazily known facts --------------------------------------------------------------------
+
+    def parse_depline(self, mod: Module, line: str) -> None:
+        """kmod_module_parse_depline: set the path (if unset) and the dependency objects."""
+        if mod.dep_init:
+            return
+        mod.dep_init = True
+        colon = line.find(":")
+        if colon < 0:
+            return
+        dirname = self.moddir
+        if len(dirname) + 2 >= PATH_MAX:
+            return
+        prefix = dirname + "/"
+        relpath = line[:colon]
+        if mod.path is None:
+            joined = relpath if relpath.startswith("/") else prefix + relpath
+            if not relpath.startswith("/") and len(prefix) + len(relpath) + 1 >= PATH_MAX:
+                return
+            mod.path = joined
+        deps: list[Module] = []
+        for tok in line[colon + 1 :].replace("\t", " ").split(" "):
+            if not tok:
+                continue
+            if tok.startswith("/"):
+                dep_path = tok
+            else:
+                if len(prefix) + len(tok) + 1 >= PATH_MAX:
+                    self._log(
+                        LogRecord(LOG_ERR, f"could not join path '{dirname}' and '{tok}'.",
+                                  WHERE_DEP_JOIN)
+                    )
+                    mod.dep_init = False
+                    return
+                dep_path = prefix + tok
+            try:
+                dep = self.new_from_path(dep_path)
+            except LookupError_ as e:
+                self._log(
+                    LogRecord(
+                        LOG_ERR,
+                        f"ctx=(ctx) path={dep_path} error={_strerror(e.errno)}",
+                        WHERE_DEP_STAT,
+                    )
+                )
+                mod.dep_init = False
+                return
+            deps.append(dep)
+        deps.reverse()  # libkmod prepends: the line's last entry loads first
+        mod.deps = deps
+
+    def dependencies(self, mod: Module) -> list[Module]:
+        if not mod.dep_init:
+            line = self.indexes.dep_line(mod.name)
+            if line is None:
+                return []
+            self.parse_depline(mod, line)
+            if not mod.dep_init:
+                return []
+        return mod.deps
+
+    def path(self, mod: Module) -> str | None:
+        if mod.path is not None:
+            return mod.path
+        if mod.dep_init:
+            return None
+        line = self.indexes.dep_line(mod.name)
+        if line is None:
+            return None
+        self.parse_depline(mod, line)
+        return mod.path
+
+    def is_builtin(self, mod: Module) -> bool:
+        if mod.builtin is Builtin.UNKNOWN:
+            mod.builtin = Builtin.YES if self.indexes.builtin(mod.name) else Builtin.NO
+        return mod.builtin is Builtin.YES
+
+    def options(self, mod: Module) -> str | None:
+        """kmod_module_get_options: every options line for the name or the alias, joined."""
+        if not mod.options_init:
+            parts = [
+                text
+                for key, text in self.config.options
+                if text and (key == mod.name or (mod.alias is not None and key == mod.alias))
+            ]
+            mod.options = " ".join(parts) if parts else None
+            mod.options_init = True
+        return mod.options
+
+    def install_command(self, mod: Module) -> str | None:
+        if not mod.install_init:
+            mod.install = _first_match(self.config.installs, mod.name)
+            mod.install_init = True
+        return mod.install
+
+    def remove_command(self, mod: Module) -> str | None:
+        if not mod.remove_init:
+            mod.remove = _first_match(self.config.removes, mod.name)
+            mod.remove_init = True
+        return mod.remove
+
+    def softdeps(self, mod: Module) -> tuple[list[Module], list[Module]]:
+        """The first softdep line whose key matches the name, each dependency looked up."""
+        for sd in self.config.softdeps:
+            if fnmatch(sd.name, mod.name):
+                return self._lookup_each(sd.pre), self._lookup_each(sd.post)
+        return [], []
+
+    def _lookup_each(self, names: tuple[str, ...]) -> list[Module]:
+        out: list[Module] = []
+        for depname in names:
+            try:
+                out.extend(self.lookup(depname))
+            except LookupError_:
+                self._log(
+                    LogRecord(
+                        LOG_ERR,
+                        f"failed to lookup soft dependency '{depname}', continuing anyway.",
+                        WHERE_SOFTDEP_LOOKUP,
+                    )
+                )
+        return out
+
+    def is_blacklisted(self, mod: Module) -> bool:
+        return mod.name in self._blacklist
+
+    # -- the lookup chain ------------------------------------------------------------------
+
+    def lookup(self, given: str) -> list[Module]:
+        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias."""
+        try:
+            key = alias_normalize(given)
+        except BadAlias:
+            raise LookupError_(EINVAL) from None
+        found = self._from_config(key)
+        if found:
+            return found
+        if ":" not in key:
+            line = self.indexes.dep_line(key)
+            if line is not None:
+                mod = self.new_from_name(key)
+                self.parse_depline(mod, line)
+                return [mod]
+        if key.startswith("symbol:"):
+            names = self.indexes.symbols(key)
+            if names:
+                return [self.new_from_alias(key, n) for n in names]
+        found = self._from_commands(key)
+        if found:
+            return found
+        names = self.indexes.aliases(key)
+        if names:
+            return [self.new_from_alias(key, n) for n in names]
+        if self.indexes.builtin(key):
+            mod = self.new_from_name(key)
+            mod.builtin = Builtin.YES
+            return [mod]
+        names = self.indexes.builtin_aliases(key)
+        if names:
+            mods = [self.new_from_alias(key, n) for n in names]
+            for m in mods:
+                m.builtin = Builtin.YES
+            return mods
+        return []
+
+    def _from_config(self, key: str) -> list[Module]:
+        return [
+            self.new_from_alias(pattern, name)
+            for match, pattern, name in self._alias_matchers
+            if match(key)
+        ]
+
+    def _from_commands(self, key: str) -> list[Module]:
+        for modname, cmd in self.config.installs:
+            if modname == key:
+                mod = self.new_from_name(modname)
+                mod.install = cmd
+                mod.install_init = True
+                return [mod]
+        for modname, cmd in self.config.removes:
+            if modname == key:
+                mod = self.new_from_name(modname)
+                mod.remove = cmd
+                mod.remove_init = True
+                return [mod]
+        return []
+
+    def reset_marks(self) -> None:
+        """Before a probe: clear `visited` and `required` on every object (as libkmod does)."""
+        for mod in self.pool.values():
+            mod.visited = False
+            mod.required = False
+
+
+def _first_match(commands: tuple[tuple[str, str], ...], name: str) -> str | None:
+    for pattern, cmd in commands:
+        if fnmatch(pattern, name):
+            return cmd
+    return None
+
+
+def _strerror(errno: int) -> str:
+    return os.strerror(errno)

@@ -1,0 +1,94 @@
+"""Reading a module directory and the modprobe.d configuration from disk.
+
+The thin edge under `kmodd.core.index` and `kmodd.core.config`: map the index files,
+list the configuration directories the way libkmod stats and reads them, read the files and
+`/proc/cmdline`. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+from collections.abc import Iterable, Sequence
+
+from kmodd.core.config import Config, ConfigFile, DirListing, build_config, order_config_files
+from kmodd.core.index import INDEX_FILES, IndexProblem, ModuleIndex, RawIndexes, open_indexes
+from kmodd.system.root import Root
+
+
+def map_file(path: str) -> bytes | None:
+    """The file's bytes through a read-only mapping (None if it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)  # type: ignore[return-value]
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_index_files(moddir: str) -> dict[str, bytes | None]:
+    return {fname: map_file(f"{moddir}/{fname}") for fname in INDEX_FILES.values()}
+
+
+def raw_indexes(moddir: str) -> tuple[RawIndexes, list[IndexProblem]]:
+    bins, problems = open_indexes(moddir, read_index_files(moddir))
+    return RawIndexes(moddir, bins), problems
+
+
+def snapshot_indexes(moddir: str) -> tuple[ModuleIndex, list[IndexProblem]]:
+    bins, problems = open_indexes(moddir, read_index_files(moddir))
+    return ModuleIndex(moddir, bins), problems
+
+
+def list_config_path(path: str) -> DirListing:
+    """stat + readdir of one configuration path, as libkmod's conf_files_list sees it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return DirListing(path, "missing")
+    if not stat.S_ISDIR(st.st_mode):
+        return DirListing(path, "file")
+    try:
+        with os.scandir(path) as it:
+            entries = []
+            for e in it:
+                try:
+                    is_dir = e.is_dir(follow_symlinks=True)
+                except OSError:
+                    is_dir = False
+                entries.append((e.name, is_dir))
+    except OSError as e:
+        return DirListing(path, "dir", error=os.strerror(e.errno or errno.EIO))
+    return DirListing(path, "dir", tuple(entries))
+
+
+def read_file(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_cmdline(root: Root) -> bytes | None:
+    return read_file(root.proc("cmdline"))
+
+
+def load_config(
+    root: Root, moddir: str, config_paths: Sequence[str] | None = None
+) -> Config:
+    """Read modprobe.d (or the `-C` paths) and the kernel command line into a Config."""
+    paths: Iterable[str] = config_paths if config_paths else root.modprobe_d_dirs()
+    listings = [list_config_path(p) for p in paths]
+    files, diags = order_config_files(moddir, listings)
+    contents: list[tuple[ConfigFile, bytes | None]] = [(cf, read_file(cf.path)) for cf in files]
+    return build_config(contents, read_cmdline(root), diags)
