@@ -11,11 +11,11 @@ import errno
 import mmap
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from kmodd.core.config import Config, ConfigFile, DirListing, build_config, order_config_files
 from kmodd.core.index import INDEX_FILES, IndexProblem, ModuleIndex, RawIndexes, open_indexes
-from kmodd.system.root import Root
+from kmodd.system.root import MODPROBE_D_DIRS, Root
 
 
 def map_file(path: str) -> bytes | None:
@@ -49,14 +49,18 @@ def snapshot_indexes(moddir: str) -> tuple[ModuleIndex, list[IndexProblem]]:
     return ModuleIndex(moddir, bins), problems
 
 
-def list_config_path(path: str) -> DirListing:
-    """stat + readdir of one configuration path, as libkmod's conf_files_list sees it."""
+def list_config_path(path: str, shown: str | None = None) -> DirListing:
+    """stat + readdir of one configuration path, as libkmod's conf_files_list sees it.
+
+    `shown` is the path as messages name it (the path without a test root's prefix).
+    """
+    shown = path if shown is None else shown
     try:
         st = os.stat(path)
     except OSError:
-        return DirListing(path, "missing")
+        return DirListing(shown, "missing")
     if not stat.S_ISDIR(st.st_mode):
-        return DirListing(path, "file")
+        return DirListing(shown, "file")
     try:
         with os.scandir(path) as it:
             entries = []
@@ -67,8 +71,8 @@ def list_config_path(path: str) -> DirListing:
                     is_dir = False
                 entries.append((e.name, is_dir))
     except OSError as e:
-        return DirListing(path, "dir", error=os.strerror(e.errno or errno.EIO))
-    return DirListing(path, "dir", tuple(entries))
+        return DirListing(shown, "dir", error=os.strerror(e.errno or errno.EIO))
+    return DirListing(shown, "dir", tuple(entries))
 
 
 def read_file(path: str) -> bytes | None:
@@ -87,8 +91,15 @@ def load_config(
     root: Root, moddir: str, config_paths: Sequence[str] | None = None
 ) -> Config:
     """Read modprobe.d (or the `-C` paths) and the kernel command line into a Config."""
-    paths: Iterable[str] = config_paths if config_paths else root.modprobe_d_dirs()
-    listings = [list_config_path(p) for p in paths]
+    if config_paths:
+        pairs = [(p, p) for p in config_paths]
+    else:
+        pairs = [(root.path(p), p) for p in MODPROBE_D_DIRS]
+    listings = [list_config_path(real, shown) for real, shown in pairs]
     files, diags = order_config_files(moddir, listings)
-    contents: list[tuple[ConfigFile, bytes | None]] = [(cf, read_file(cf.path)) for cf in files]
+    prefix = "" if config_paths or root.is_host else root.prefix.rstrip("/")
+    contents: list[tuple[ConfigFile, bytes | None]] = [
+        (cf, read_file(prefix + cf.path if cf.name != "modules.softdep" else cf.path))
+        for cf in files
+    ]
     return build_config(contents, read_cmdline(root), diags)
