@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from kmodd.core.glob import fnmatch
+from kmodd.core.glob import match
 
 INDEX_MAGIC = 0xB007F457
 INDEX_VERSION_MAJOR = 2
@@ -223,7 +223,7 @@ class BinIndex:
             if word:
                 self._wild_all(self.node(word), 0, pattern + chr(node.first + k), subkey,
                                found, seen)
-        if node.values and fnmatch(pattern, subkey):
+        if node.values and match(pattern, subkey):
             for prio, value in node.values:
                 found.append((prio, -len(found), value))
 

@@ -363,6 +363,30 @@ def compile_pattern(pattern: str) -> Matcher:
     return star_matcher(pattern)
 
 
+def match(pattern: str, string: str) -> bool:
+    """fnmatch without building a matcher: the `*`-only fast path, else the general one."""
+    if "?" in pattern or "[" in pattern or "\\" in pattern or "\0" in pattern:
+        return fnmatch(pattern, string)
+    if "*" not in pattern:
+        return pattern == string
+    parts = pattern.split("*")
+    head = parts[0]
+    tail = parts[-1]
+    if len(string) < len(head) + len(tail) or not string.startswith(head):
+        return False
+    if not string.endswith(tail):
+        return False
+    pos = len(head)
+    end = len(string) - len(tail)
+    for m in parts[1:-1]:
+        if m:
+            pos = string.find(m, pos, end)
+            if pos < 0:
+                return False
+            pos += len(m)
+    return True
+
+
 def star_matcher(pattern: str) -> Matcher:
     """Matcher for a pattern made of literals and `*` only."""
     parts = pattern.split("*")

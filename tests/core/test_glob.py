@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.glob import compile_pattern, fnmatch
+from kmodd.core.glob import compile_pattern, fnmatch, match
 
 _libc = ctypes.CDLL("libc.so.6")
 _libc.newlocale.restype = ctypes.c_void_p
@@ -43,8 +43,10 @@ _STRING_CHARS = "ab-]![^:.=\\zA\x80\xff 09Z["
     st.text(alphabet=_STRING_CHARS, max_size=6),
 )
 def test_fnmatch_agrees_with_glibc_on_arbitrary_patterns(pattern: str, string: str) -> None:
-    assert fnmatch(pattern, string) == libc_fnmatch(pattern, string)
-    assert compile_pattern(pattern)(string) == libc_fnmatch(pattern, string)
+    want = libc_fnmatch(pattern, string)
+    assert fnmatch(pattern, string) == want
+    assert compile_pattern(pattern)(string) == want
+    assert match(pattern, string) == want
 
 
 @settings(max_examples=800, deadline=None)
@@ -53,7 +55,9 @@ def test_fnmatch_agrees_with_glibc_on_arbitrary_patterns(pattern: str, string: s
     st.text(alphabet="ab:-", max_size=10),
 )
 def test_star_and_question_patterns_agree_with_glibc(pattern: str, string: str) -> None:
-    assert compile_pattern(pattern)(string) == libc_fnmatch(pattern, string)
+    want = libc_fnmatch(pattern, string)
+    assert compile_pattern(pattern)(string) == want
+    assert match(pattern, string) == want
 
 
 @pytest.mark.parametrize(
