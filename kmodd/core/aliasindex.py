@@ -41,7 +41,7 @@ _AFTER_ALL = "\uffff"
 # An entry: (priority, value, key, index of the value on its key, tail, mids, matcher)
 # `matcher` is None for `*`-only patterns (matched by tail + mids), else a compiled matcher
 # applied to the query text after the bucket's literal prefix.
-Entry = tuple[int, str, str, int, str, tuple[str, ...], "_Lazy | None"]
+Entry = tuple[int, str, str, int, str, list[str], "_Lazy | None"]
 
 
 class _Bucket:
@@ -90,16 +90,17 @@ class AliasIndex:
                 grouped[key[:cut]].append((prio, value, key, vidx, "", (), _Lazy(rest)))
             else:
                 parts = rest.split("*")
-                grouped[key[:cut]].append(
-                    (prio, value, key, vidx, parts[-1], tuple(filter(None, parts[1:-1])), None)
-                )
+                grouped[key[:cut]].append((prio, value, key, vidx, parts[-1], parts[1:-1], None))
         self.size = size
         self._exact = exact
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, _Bucket | list[Entry]] = {}
         heads: dict[str, set[int]] = defaultdict(set)
         short: list[str] = []
         for prefix, entries in grouped.items():
-            self._buckets[prefix] = _build_bucket(len(prefix), entries)
+            self._buckets[prefix] = (
+                entries if len(entries) <= LINEAR_BUCKET_MAX
+                else _build_bucket(len(prefix), entries)
+            )
             if len(prefix) < HEAD:
                 short.append(prefix)
             else:
@@ -121,10 +122,17 @@ class AliasIndex:
                 break
             b = buckets.get(query[:length])
             if b is not None:
-                _scan(b, query, n, found)
+                if type(b) is list:
+                    _scan_plain(b, length, query, n, found)
+                else:
+                    _scan(b, query, n, found)  # type: ignore[arg-type]
         for prefix in self._short:
             if query.startswith(prefix):
-                _scan(buckets[prefix], query, n, found)
+                b = buckets[prefix]
+                if type(b) is list:
+                    _scan_plain(b, len(prefix), query, n, found)
+                else:
+                    _scan(b, query, n, found)  # type: ignore[arg-type]
         hits = self._exact.get(query)
         if not found:
             if not hits:
@@ -164,9 +172,6 @@ class _Lazy:
 def _build_bucket(start: int, entries: list[Entry]) -> _Bucket:
     b = _Bucket(start)
     b.size = len(entries)
-    if len(entries) <= LINEAR_BUCKET_MAX:
-        b.plain = entries
-        return b
     by_tail: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     by_seg: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in entries:
@@ -187,7 +192,7 @@ def _build_bucket(start: int, entries: list[Entry]) -> _Bucket:
     return b
 
 
-def _star_match(query: str, start: int, n: int, tail: str, mids: tuple[str, ...]) -> bool:
+def _star_match(query: str, start: int, n: int, tail: str, mids: list[str]) -> bool:
     end = n - len(tail)
     if end < start:
         return False
@@ -200,9 +205,11 @@ def _star_match(query: str, start: int, n: int, tail: str, mids: tuple[str, ...]
     return True
 
 
-def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, int]]) -> None:
-    start = b.start
-    for e in b.plain:
+def _scan_plain(
+    entries: list[Entry], start: int, query: str, n: int,
+    found: list[tuple[int, str, str, int, int]],
+) -> None:
+    for e in entries:
         matcher = e[6]
         if matcher is None:
             tail = e[4]
@@ -210,6 +217,12 @@ def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, 
                 found.append((e[0], e[1], e[2], e[3], start))
         elif matcher(query[start:]):
             found.append((e[0], e[1], e[2], e[3], start))
+
+
+def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, int]]) -> None:
+    start = b.start
+    if b.plain:
+        _scan_plain(b.plain, start, query, n, found)
     for length, table in b.tails:
         if length > n - start:
             break

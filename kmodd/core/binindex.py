@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from kmodd.core.glob import match
 
@@ -259,6 +260,7 @@ class BinIndex:
         limit = self._size  # a valid trie has fewer nodes than bytes
         stack: list[tuple[int, str]] = [(root, "")]
         pop = stack.pop
+        push = stack.append
         extend = stack.extend
         while stack:
             word, key = pop()
@@ -281,7 +283,11 @@ class BinIndex:
                     raise IndexFileError(self.path, off, "child range is not 7-bit ASCII")
                 kids = unpack_from(_CHILD_FORMATS[n], buf, off + 2)
                 off += 2 + 4 * n
-                extend([(w, key + _CHR[first + k]) for k, w in _rev_enumerate(kids) if w])
+                if n == 1:
+                    push((kids[0], key + _CHR[first]))
+                else:
+                    extend([(kids[k], key + _CHR[first + k])
+                            for k in reversed(list(compress(range(n), kids)))])
             if word & NODE_VALUES:
                 (count,) = u32(buf, off)
                 off += 4
@@ -311,6 +317,3 @@ class BinIndex:
 _CHILD_FORMATS = {n: f">{n}I" for n in range(1, CHILD_MAX + 1)}
 _CHR = tuple(chr(i) for i in range(CHILD_MAX))
 
-
-def _rev_enumerate(seq: tuple[int, ...]) -> Iterator[tuple[int, int]]:
-    return zip(range(len(seq) - 1, -1, -1), reversed(seq), strict=True)
