@@ -87,7 +87,7 @@ class AliasIndex:
             cut = m.start()
             rest = key[cut:]
             if "?" in rest or "[" in rest or "\\" in rest:
-                grouped[key[:cut]].append((prio, value, key, vidx, "", (), _Lazy(rest)))
+                grouped[key[:cut]].append((prio, value, key, vidx, "", [], _Lazy(rest)))
             else:
                 parts = rest.split("*")
                 grouped[key[:cut]].append((prio, value, key, vidx, parts[-1], parts[1:-1], None))

@@ -273,7 +273,7 @@ class BinIndex:
             if word & NODE_PREFIX:
                 end = find(b"\0", off)
                 if end < 0:
-                    raise IndexFileError(self.path, off, "node prefix runs past the end of the file")
+                    raise IndexFileError(self.path, off, "node prefix runs past the file's end")
                 key += buf[off:end].decode("ascii")
                 off = end + 1
             if word & NODE_CHILDS:

@@ -317,7 +317,7 @@ def parse_kernel_cmdline(
     a value may be quoted, and a token quoted as a whole (GRUB style) is re-quoted as
     `mod param="value"`.
     """
-    buf = list(data[: KCMD_LINE_SIZE - 1].decode("latin-1").split("\0", 1)[0]) + ["\0"]
+    buf = [*data[: KCMD_LINE_SIZE - 1].decode("latin-1").split("\0", 1)[0], "\0"]
     options: list[tuple[str, str]] = []
     blacklists: list[str] = []
     diags: list[Diagnostic] = []

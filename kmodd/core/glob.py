@@ -43,6 +43,7 @@ _CLASSES: dict[str, Callable[[int], bool]] = {
 }
 
 _NOMATCH = -1  # "the whole pattern fails", as glibc's early `return FNM_NOMATCH`
+_LITERAL = 2  # an unterminated bracket: the `[` stands for itself
 
 
 def has_wildcard(pattern: str) -> bool:
@@ -91,7 +92,7 @@ def _match(p: str, pi: int, s: str, si: int) -> int:
             return 0
         elif c == "[":
             r, pi = _bracket(p, pi, s, si)
-            if r == "literal":
+            if r == _LITERAL:
                 if si == slen or s[si] != "[":
                     return 0
             elif r != 1:
@@ -112,19 +113,19 @@ def _terminated(p: str, pi: int) -> bool:
     return p.find("]", pi) >= 0
 
 
-def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int | str, int]:
+def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int, int]:
     """Match one bracket expression starting after its `[`.
 
     Returns (1, next pattern index) on match, (0, _) on no match, (_NOMATCH, _) when glibc
-    gives up on the whole pattern, or ("literal", index after the `[`) when the bracket is
-    unterminated and the `[` stands for itself.
+    gives up on the whole pattern, or (_LITERAL, index after the `[`) when the bracket is
+    unterminated and the `[` stands for itself (_LITERAL).
     """
     p_init = pi
     plen = len(p)
     if si == len(s):
         return 0, pi
     if not _terminated(p, pi):
-        return "literal", p_init
+        return _LITERAL, p_init
     fn = ord(s[si])
 
     def at(i: int) -> str:
@@ -153,7 +154,7 @@ def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int | str, int]:
             pi += 1
         elif c == "[" and at(pi) == ":":
             startp = pi
-            name = []
+            name: list[str] = []
             valid_name = True
             while True:
                 if len(name) == _CHAR_CLASS_MAX_LENGTH:
@@ -229,7 +230,7 @@ def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int | str, int]:
                         break
                     continue
         elif c == "\0":
-            return "literal", p_init
+            return _LITERAL, p_init
         elif c == "[" and at(pi) == ".":
             startp = pi
             n = 0

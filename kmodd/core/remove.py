@@ -93,11 +93,10 @@ def remove_module(resolver: Resolver, live: LiveState, io: RemoveIO, mod: Module
         err = _remove_list(resolver, live, io, holders, True, opts)
         if err < 0:
             return err
-    if cmd is None and not opts.ignore_loaded and not opts.wait:
-        if io.refcnt(mod.name) > 0:
-            if not opts.quiet_inuse:
-                io.log(f"Module {mod.name} is in use.\n")
-            return -EBUSY
+    if cmd is None and not opts.ignore_loaded and not opts.wait and io.refcnt(mod.name) > 0:
+        if not opts.quiet_inuse:
+            io.log(f"Module {mod.name} is in use.\n")
+        return -EBUSY
     err = io.remove_module(mod) if cmd is None else io.run_remove_command(mod, cmd)
     if err < 0:
         return err
