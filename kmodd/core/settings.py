@@ -277,7 +277,7 @@ def parse_config(text: str, filename: str = CONFIG_FILE) -> SourceValues:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
-        layer.set(filename, number, name, value)
+        layer.set(filename, number, name.strip(), value)
     return SourceValues(layer.values, tuple(layer.diagnostics))
 
 

@@ -236,7 +236,10 @@ def _check(
         return UeventError(UeventDefect.UNKNOWN_ACTION, 0, detail=repr(action_text[:64]))
     seqnum_text = env["SEQNUM"]
     if not (seqnum_text.isascii() and seqnum_text.isdigit()) or len(seqnum_text) > 20:
-        return UeventError(UeventDefect.BAD_SEQNUM, len(data), detail=repr(seqnum_text[:64]))
+        index = list(env).index("SEQNUM") + 1
+        return UeventError(
+            UeventDefect.BAD_SEQNUM, _offset_of(data, index), index, repr(seqnum_text[:64])
+        )
     return Uevent(
         action=action,
         devpath=devpath,
