@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import pwd
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pytest
 
-RunAs = Callable[[Callable[[], str]], str]
+
+
+class RunAs(Protocol):
+    def __call__(self, fn: Callable[[], str], groups: Sequence[int] = ()) -> str: ...
 
 
 @pytest.fixture
@@ -17,18 +21,19 @@ def as_nobody() -> RunAs:
     """Run a function in a forked child that dropped to uid/gid `nobody`; return what it returns.
 
     Forking keeps the already-imported interpreter (`nobody` may not be able to exec the
-    test's Python). An exception in the child fails the test with the child's traceback.
+    test's Python). `groups` become its supplementary groups. An exception in the child
+    fails the test with the child's traceback.
     """
     nobody = pwd.getpwnam("nobody")
 
-    def run(fn: Callable[[], str]) -> str:
+    def run(fn: Callable[[], str], groups: Sequence[int] = ()) -> str:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: never return into pytest
             status = 0
             try:
                 os.close(read_end)
-                os.setgroups([])
+                os.setgroups(list(groups))
                 os.setgid(nobody.pw_gid)
                 os.setuid(nobody.pw_uid)
                 out = fn()
