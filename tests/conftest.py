@@ -11,7 +11,6 @@ from typing import Protocol
 import pytest
 
 
-
 class RunAs(Protocol):
     def __call__(self, fn: Callable[[], str], groups: Sequence[int] = ()) -> str: ...
 

@@ -280,7 +280,7 @@ def test_the_reference_python_varlink_client_reads_our_interface(
     control: tuple[RunningServer, FakeState, EventHub],
 ) -> None:
     varlink = pytest.importorskip("varlink")
-    server, state, _ = control
+    server, _state, _ = control
     with varlink.Client(address=f"unix:{server.path}") as client, \
             client.open("io.kmodd", namespaced=True) as kmodd:
         status = kmodd.GetStatus()
