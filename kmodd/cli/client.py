@@ -497,9 +497,12 @@ def run(
     except ValueError as e:
         err(str(e))
         return EXIT_USAGE
-    if options.help or not words or words[0] == "help":
-        (out if options.help or words[:1] == ["help"] else err)(usage())
-        return EXIT_OK if options.help or words[:1] == ["help"] else EXIT_USAGE
+    if options.help or words[:1] == ["help"]:
+        out(usage())
+        return EXIT_OK
+    if not words:
+        stderr.write(usage().encode())
+        return EXIT_USAGE
     name, args = words[0], words[1:]
     command = COMMANDS.get(name)
     if command is None:

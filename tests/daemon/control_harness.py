@@ -134,6 +134,9 @@ class RunningServer:
         self.loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+
         async def shutdown() -> None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
