@@ -9,6 +9,7 @@ syslog priority in angle brackets (`<3>...`), which journald and the console bot
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from kmodd.system.root import Root
 IDENTIFIER = "kmodd"
 #: journald's native protocol socket.
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+#: systemd-python's journal module (the PyPI package `systemd-python`, never `systemd`).
+JOURNAL_MODULE = "systemd.journal"
 #: Longest MESSAGE on stderr, in characters; longer ones are cut with "...".
 MAX_STDERR_MESSAGE = 4096
 
@@ -93,9 +96,10 @@ class JournalSink:
     """Native journal protocol through systemd-python."""
 
     def __init__(self) -> None:
-        from systemd import journal  # type: ignore[import-untyped]  # C extension, lazy
-
-        self._send = journal.send
+        # systemd-python, a C extension without type information; imported only when used.
+        # (By name, so that type checkers run from the source tree, where `systemd/` holds
+        # unit files, do not take that directory for the package.)
+        self._send = importlib.import_module(JOURNAL_MODULE).send
 
     def log(self, priority: Priority, message: str, **fields: str) -> None:
         self._send(
@@ -135,7 +139,7 @@ def journal_available(root: Root) -> bool:
     if not root.is_host or not os.path.exists(JOURNAL_SOCKET):
         return False
     try:
-        from systemd import journal  # noqa: F401
+        importlib.import_module(JOURNAL_MODULE)
     except ImportError:
         return False
     return True
