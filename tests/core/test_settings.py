@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kmodd.core.settings import (
     SETTINGS,
@@ -171,3 +173,9 @@ def test_help_lists_every_setting_with_its_default() -> None:
     for s in SETTINGS:
         assert f"--{s.name.replace('_', '-')}" in text
     assert "(size, default 128M)" in text
+
+
+@given(st.text())
+def test_any_config_text_gives_values_and_diagnostics_never_an_exception(text: str) -> None:
+    result = parse_config(text, "fuzz.conf")
+    assert all(d.source == "fuzz.conf" for d in result.diagnostics)
