@@ -331,10 +331,12 @@ class _Connection(asyncio.Protocol):
         self._limits = service.limits
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        # Complete requests in arrival order; None marks the client's end of sending.
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._busy = False
+        self._streaming = False
         self._closed = False
         self.peer = Peer(0, -1, -1)
 
@@ -377,8 +379,13 @@ class _Connection(asyncio.Protocol):
         self._arm()
 
     def eof_received(self) -> bool | None:
+        if self._streaming:
+            # Nothing tells a half-close from a hang-up, and a stream may stay silent for
+            # hours: a client that stops sending during a `more` call has gone.
+            self.close("client-done")
+            return None
         # The client finished sending; answer what is queued, then close (half-close is fine).
-        self._queue.put_nowait(b"")
+        self._queue.put_nowait(None)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -439,7 +446,7 @@ class _Connection(asyncio.Protocol):
             raw = await self._queue.get()
             if self._transport and self._queue.qsize() < self._limits.max_queued_requests:
                 self._transport.resume_reading()
-            if raw == b"" and self._queue.empty():
+            if raw is None:
                 self.close("client-done")
                 return
             self._busy = True
@@ -467,6 +474,7 @@ class _Connection(asyncio.Protocol):
             return
         service.statistics.requests += 1
         oneway = bool(message.get("oneway"))
+        self._streaming = bool(message.get("more"))
         try:
             async for reply in service.dispatch(message, self.peer):
                 if not oneway:
@@ -487,6 +495,8 @@ class _Connection(asyncio.Protocol):
             service.statistics.errors[error.name] += 1
             if not oneway:
                 self._send({"error": error.name, "parameters": error.parameters})
+        finally:
+            self._streaming = False
 
 
 #: Top-level request keys and the JSON type each must have.

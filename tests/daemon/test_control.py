@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,11 @@ def test_monitor_needs_more_and_streams_published_events(
         replies = [client.receive() for _ in range(3)]
     assert replies == [{"parameters": {"event": to_wire(event(n))}, "continues": True}
                        for n in range(3)]
+    # A monitor that hangs up is unsubscribed.
+    deadline = time.monotonic() + 5
+    while hub.subscribers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hub.subscribers == 0
 
 
 def test_a_monitor_that_falls_behind_is_ended_with_the_count_it_lost(
@@ -258,8 +264,6 @@ def test_a_monitor_that_falls_behind_is_ended_with_the_count_it_lost(
 
 
 def _wait_for_subscriber(hub: EventHub) -> None:
-    import time
-
     deadline = time.monotonic() + 5
     while hub.subscribers == 0:
         assert time.monotonic() < deadline, "Monitor never subscribed"

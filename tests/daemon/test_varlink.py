@@ -111,6 +111,7 @@ def test_malformed_requests_are_answered_and_the_connection_stays_usable(
         (b'{"method": "io.kmodd.Monitor", "more": true, "oneway": true}',
          "oneway and more exclude each other"),
         (b"[" * 2000 + b"]" * 2000, None),  # deeper than the JSON decoder recurses
+        (b"", "not JSON: Expecting value: line 1 column 1 (char 0)"),
     ]
     for request, reason in cases:
         sock.sendall(request + b"\0")
@@ -121,6 +122,18 @@ def test_malformed_requests_are_answered_and_the_connection_stays_usable(
     sock.sendall(b'{"method":"io.kmodd.GetStatus"}\0')
     assert _read_reply(sock)["parameters"]["status"]["state"] == "running"
     sock.close()
+
+
+def test_a_client_that_half_closes_still_gets_its_answers(
+    served: tuple[RunningServer, FakeState, EventHub],
+) -> None:
+    sock = _raw(served[0].path)
+    sock.sendall(b'{"method":"io.kmodd.GetStatus"}\0{"method":"io.kmodd.ListModules"}\0')
+    sock.shutdown(socket.SHUT_WR)
+    assert "status" in _read_reply(sock)["parameters"]
+    assert "modules" in _read_reply(sock)["parameters"]
+    assert _closed(sock)
+    assert served[0].service.statistics.disconnects["client-done"] == 1
 
 
 def test_pipelined_requests_are_answered_in_order(
