@@ -337,6 +337,7 @@ class _Connection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._busy = False
         self._streaming = False
+        self._request_started = 0.0
         self._closed = False
         self.peer = Peer(0, -1, -1)
 
@@ -361,6 +362,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        now = asyncio.get_running_loop().time()
+        if not self._buffer:
+            self._request_started = now
         self._buffer += data
         while True:
             end = self._buffer.find(b"\0")
@@ -371,6 +375,8 @@ class _Connection(asyncio.Protocol):
                 return
             self._queue.put_nowait(bytes(self._buffer[:end]))
             del self._buffer[: end + 1]
+            # Whatever follows began in this chunk: its deadline counts from now.
+            self._request_started = now
         if len(self._buffer) > self._limits.max_request_bytes:
             self._too_large()
             return
@@ -404,8 +410,9 @@ class _Connection(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         if self._buffer:
-            self._deadline = loop.call_later(self._limits.request_timeout, self.close,
-                                             "request-timeout")
+            # Counted from the request's first byte, so trickling bytes cannot extend it.
+            self._deadline = loop.call_at(self._request_started + self._limits.request_timeout,
+                                          self.close, "request-timeout")
         else:
             self._deadline = loop.call_later(self._limits.idle_timeout, self.close, "idle-timeout")
 
