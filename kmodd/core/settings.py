@@ -149,6 +149,7 @@ class Diagnostic:
 
     @property
     def text(self) -> str:
+        """The log line: `file:line: message, ignoring`."""
         where = f"{self.source}:{self.line}" if self.line is not None else self.source
         return f"{where}: {self.message}, ignoring"
 

@@ -115,10 +115,12 @@ class Uevent:
 
     @property
     def devtype(self) -> str | None:
+        """`DEVTYPE` (e.g. `scsi_device`, `usb_interface`), if the kernel sent one."""
         return self.env.get("DEVTYPE")
 
     @property
     def driver(self) -> str | None:
+        """`DRIVER`: the driver already bound to the device, if any."""
         return self.env.get("DRIVER")
 
     @property

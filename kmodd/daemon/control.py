@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kmodd.core.settings import Settings
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
     Call,
@@ -376,8 +377,21 @@ class EventHub:
             self._subscribers.discard(sub)
 
 
+def limits_from(settings: Settings) -> Limits:
+    """The control socket's limits as the daemon's settings give them."""
+    return Limits(
+        max_request_bytes=settings.control_max_request,
+        max_connections=settings.control_max_connections,
+        idle_timeout=settings.control_idle_timeout,
+        request_timeout=settings.control_request_timeout,
+    )
+
+
 def admin_gid(group: str) -> int | None:
-    """The gid of the configured admin group (a name or a number); None if unset or unknown."""
+    """The gid of the configured admin group (a name or a number); None if unset or unknown.
+
+    An unknown group leaves changing methods to root alone; the daemon reports it.
+    """
     if not group:
         return None
     if group.isdigit():

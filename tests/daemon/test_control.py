@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -25,9 +26,18 @@ from control_harness import (
 )
 
 from kmodd.cli.client import VarlinkClient, VarlinkClientError
+from kmodd.core.settings import defaults
 from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control import CHANGING_METHODS, IDL, MONITOR_QUEUE, EventHub, to_wire
-from kmodd.daemon.varlink import SERVICE_IDL
+from kmodd.daemon.control import (
+    CHANGING_METHODS,
+    IDL,
+    MONITOR_QUEUE,
+    EventHub,
+    admin_gid,
+    limits_from,
+    to_wire,
+)
+from kmodd.daemon.varlink import SERVICE_IDL, Limits
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid nobody")
 
@@ -300,3 +310,18 @@ def test_the_socket_file_is_open_to_everyone(
 ) -> None:
     mode = os.stat(control[0].path).st_mode
     assert mode & 0o777 == 0o666
+
+
+def test_the_limits_come_from_the_settings() -> None:
+    settings = dataclasses.replace(defaults(), control_max_request=2048,
+                                   control_max_connections=3, control_idle_timeout=5.0,
+                                   control_request_timeout=1.5)
+    assert limits_from(settings) == Limits(max_request_bytes=2048, max_connections=3,
+                                           idle_timeout=5.0, request_timeout=1.5)
+
+
+def test_the_admin_group_is_a_name_or_a_number() -> None:
+    assert admin_gid("") is None
+    assert admin_gid("4242") == 4242
+    assert admin_gid("root") == 0
+    assert admin_gid("no-such-group-here") is None
