@@ -10,12 +10,12 @@ EXIT_NOT_RUNNING. Every command, its arguments and its method are in `COMMANDS`.
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
+from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.root import Root
 
 #: Exit codes (the LSB init-script meanings for 3 and 4).
@@ -33,80 +33,6 @@ INTERFACE = "io.kmodd"
 CALL_TIMEOUT = 30.0
 #: Outcomes that make `load`/`unload` exit with EXIT_FAILURE.
 FAILED_OUTCOMES = frozenset({"failed", "not-found", "blacklisted", "refused"})
-
-# -- a small blocking Varlink client ------------------------------------------------------
-
-
-class VarlinkClientError(Exception):
-    """An error reply: its name and parameters."""
-
-    def __init__(self, name: str, parameters: Mapping[str, Any]) -> None:
-        super().__init__(f"{name} {json.dumps(dict(parameters))}")
-        self.name = name
-        self.parameters = dict(parameters)
-
-
-class VarlinkClient:
-    """Blocking Varlink client over an AF_UNIX stream socket."""
-
-    def __init__(self, path: str, timeout: float | None = CALL_TIMEOUT) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(path)
-        except BaseException:
-            self._sock.close()
-            raise
-        self._buffer = bytearray()
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        self._sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\0")
-
-    def receive(self) -> dict[str, Any]:
-        while True:
-            end = self._buffer.find(b"\0")
-            if end >= 0:
-                raw = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                reply: dict[str, Any] = json.loads(raw)
-                return reply
-            chunk = self._sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the daemon closed the connection")
-            self._buffer += chunk
-
-    def call(self, method: str, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One call, one reply; an error reply raises VarlinkClientError."""
-        self.send({"method": method, "parameters": dict(parameters or {})})
-        return _parameters(self.receive())
-
-    def stream(
-        self, method: str, parameters: Mapping[str, Any] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """A `more` call: each reply's parameters, until one does not continue."""
-        self.send({"method": method, "parameters": dict(parameters or {}), "more": True})
-        while True:
-            reply = self.receive()
-            yield _parameters(reply)
-            if not reply.get("continues"):
-                return
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> VarlinkClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-
-def _parameters(reply: Mapping[str, Any]) -> dict[str, Any]:
-    if "error" in reply:
-        raise VarlinkClientError(str(reply["error"]), reply.get("parameters") or {})
-    result: dict[str, Any] = dict(reply.get("parameters") or {})
-    return result
-
 
 # -- formatting ---------------------------------------------------------------------------
 

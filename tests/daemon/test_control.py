@@ -25,7 +25,6 @@ from control_harness import (
     start_control,
 )
 
-from kmodd.cli.client import VarlinkClient, VarlinkClientError
 from kmodd.core.settings import defaults
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import (
@@ -38,6 +37,7 @@ from kmodd.daemon.control import (
     to_wire,
 )
 from kmodd.daemon.varlink import SERVICE_IDL, Limits
+from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid nobody")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.cli.client import VarlinkClient
+from kmodd.system.control_client import VarlinkClient
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -46,8 +46,16 @@ def test_the_control_socket_can_come_from_systemd(tmp_path: Path) -> None:
             assert activator.poll() is None, activator.communicate()
             assert time.monotonic() < deadline, "the activator never listened"
             time.sleep(0.02)
+        # The file appears at bind(), a moment before listen(): retry a refused connect.
+        while True:
+            try:
+                client = VarlinkClient(str(path), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the activator never listened"
+                time.sleep(0.02)
         # The first connection starts the service, which finds the socket in LISTEN_FDS.
-        with VarlinkClient(str(path), timeout=10) as client:
+        with client:
             info = client.call("org.varlink.service.GetInfo")
             status = client.call("io.kmodd.GetStatus")["status"]
     finally:

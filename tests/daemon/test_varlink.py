@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from control_harness import FakeState, RunningServer, start_control
 
-from kmodd.cli.client import VarlinkClient, VarlinkClientError
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import EventHub
 from kmodd.daemon.varlink import Call, Limits, Method, ProtocolErrors, VarlinkService
+from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 
 LIMITS = Limits(
     max_request_bytes=4096,
