@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import methodcaller
 from types import MappingProxyType
 
 #: Largest datagram accepted, in bytes (the kernel's 2048-byte variable buffer plus a
@@ -39,6 +40,7 @@ MAX_VARIABLES = 64
 MAX_VALUE_LENGTH = 2048
 #: Variables the kernel adds to every uevent it broadcasts.
 REQUIRED_KEYS = ("ACTION", "DEVPATH", "SUBSYSTEM", "SEQNUM")
+_REQUIRED = frozenset(REQUIRED_KEYS)
 
 
 class Action(StrEnum):
@@ -141,7 +143,24 @@ def _offset_of(data: bytes, part: int) -> int:
 
 
 def _key_is_valid(key: str) -> bool:
-    return key.isascii() and key.isprintable() and " " not in key
+    return bool(key) and key.isascii() and key.isprintable() and " " not in key
+
+
+_split_variable = methodcaller("split", "=", 1)
+#: Keys already seen to be valid. Kernel uevents use a few dozen names, so checking a new
+#: event's keys is one C-level subset test; the memo is bounded so a flood of made-up names
+#: cannot grow it.
+_KNOWN_KEYS: set[str] = set()
+_KNOWN_KEYS_LIMIT = 4096
+
+
+def _learn_keys(env: Mapping[str, str]) -> bool:
+    """Whether all keys are valid; valid ones are remembered while the memo has room."""
+    if not all(map(_key_is_valid, env)):
+        return False
+    if len(_KNOWN_KEYS) < _KNOWN_KEYS_LIMIT:
+        _KNOWN_KEYS.update(env)
+    return True
 
 
 def parse_uevent(data: bytes) -> Uevent | UeventError:
@@ -178,17 +197,16 @@ def parse_uevent(data: bytes) -> Uevent | UeventError:
             MAX_VARIABLES + 1,
             f"{count} variables > {MAX_VARIABLES}",
         )
-    # Fast path: check all variables at once with C-level operations; only when one of these
-    # checks fails does `_first_defect` walk the variables to name the first bad one.
-    pairs = [part.partition("=") for part in parts[1:]]
-    env = {key: value for key, _, value in pairs}
-    keys = "".join(env)
+    # Fast path: every step below runs in C (map, dict, set operations), with no Python-level
+    # loop per variable; only when a check fails does `_first_defect` walk the variables to
+    # name the first bad one. dict() refuses a part without "=" (a 1-item split).
+    try:
+        env = dict(map(_split_variable, parts[1:]))
+    except ValueError:
+        return _first_defect(data, parts)
     if (
         len(env) != count
-        or "" in env
-        or "" in {sep for _, sep, _ in pairs}
-        or not (keys.isascii() and keys.isprintable())
-        or " " in keys
+        or (not _KNOWN_KEYS.issuperset(env) and not _learn_keys(env))
         or (count and max(map(len, env.values())) > MAX_VALUE_LENGTH)
     ):
         return _first_defect(data, parts)
@@ -204,7 +222,7 @@ def _first_defect(data: bytes, parts: list[str]) -> UeventError:
         if not sep:
             defect = UeventDefect.NO_EQUALS if part else UeventDefect.EMPTY_VARIABLE
             return UeventError(defect, _offset_of(data, index), index, repr(part[:64]))
-        if not key or not _key_is_valid(key):
+        if not _key_is_valid(key):
             return UeventError(UeventDefect.BAD_KEY, _offset_of(data, index), index, repr(key[:64]))
         if key in seen:
             return UeventError(UeventDefect.DUPLICATE_KEY, _offset_of(data, index), index, key)
@@ -222,9 +240,9 @@ def _first_defect(data: bytes, parts: list[str]) -> UeventError:
 def _check(
     data: bytes, header: str, at: int, env: dict[str, str], escaped: bool
 ) -> Uevent | UeventError:
-    for key in REQUIRED_KEYS:
-        if key not in env:
-            return UeventError(UeventDefect.MISSING_KEY, len(data), detail=key)
+    if not _REQUIRED.issubset(env):
+        missing = next(key for key in REQUIRED_KEYS if key not in env)
+        return UeventError(UeventDefect.MISSING_KEY, len(data), detail=missing)
     action_text = env["ACTION"]
     devpath = env["DEVPATH"]
     if header[:at] != action_text or header[at + 1 :] != devpath:
