@@ -115,7 +115,10 @@ def listen_fds(environ: Mapping[str, str], pid: int | None = None) -> tuple[List
     out = []
     for i in range(count):
         fd = LISTEN_FDS_START + i
-        os.set_inheritable(fd, False)
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            continue  # announced but not open: nothing was passed there
         out.append(ListenFd(fd, names[i] if i < len(names) and names[i] else "unknown"))
     return tuple(out)
 

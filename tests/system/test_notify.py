@@ -102,6 +102,10 @@ def test_passed_sockets_are_found_with_their_names() -> None:
         unnamed = listen_fds({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"})
         assert unnamed == (ListenFd(3, "unknown"),)
         assert listen_fds({**environ, "LISTEN_PID": "1"}, pid=2) == ()
+        closed = os.open(os.devnull, os.O_RDONLY)
+        os.close(closed)  # a descriptor number that is certainly not open now
+        too_many = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": str(closed - 2)}
+        assert ListenFd(closed, "unknown") not in listen_fds(too_many)
         assert listen_fds({}) == ()
     finally:
         for fd, copy in saved.items():
