@@ -3,16 +3,60 @@
 from __future__ import annotations
 
 import os
+import pwd
 import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from kerneltree import KernelTree, debian_kernel_tree  # noqa: E402
+from kerneltree import KernelTree, debian_kernel_tree
 
 
 @pytest.fixture(scope="session")
 def debian_tree() -> KernelTree:
     """The real Debian kernel tree (4023 modules), indexed by the real kmod depmod."""
     return debian_kernel_tree()
+
+
+class RunAs(Protocol):
+    def __call__(self, fn: Callable[[], str], groups: Sequence[int] = ()) -> str: ...
+
+
+@pytest.fixture
+def as_nobody() -> RunAs:
+    """Run a function in a forked child that dropped to uid/gid `nobody`; return what it returns.
+
+    Forking keeps the already-imported interpreter (`nobody` may not be able to exec the
+    test's Python). `groups` become its supplementary groups. An exception in the child
+    fails the test with the child's traceback.
+    """
+    nobody = pwd.getpwnam("nobody")
+
+    def run(fn: Callable[[], str], groups: Sequence[int] = ()) -> str:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            status = 0
+            try:
+                os.close(read_end)
+                os.setgroups(list(groups))
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                out = fn()
+            except BaseException:
+                out, status = traceback.format_exc(), 1
+            with os.fdopen(write_end, "w") as w:
+                w.write(out)
+            os._exit(status)
+        os.close(write_end)
+        with os.fdopen(read_end) as r:
+            out = r.read()
+        _, wait_status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(wait_status) == 0, out
+        return out
+
+    return run

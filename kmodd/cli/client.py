@@ -1,0 +1,464 @@
+"""`kmodctl`'s admin commands: talk to the running daemon over its Varlink socket.
+
+    kmodctl [--json] [--socket PATH] COMMAND [ARGS]
+
+Readable tables by default; `--json` prints the daemon's reply as JSON (JSON lines for
+`monitor`). When the daemon is not running, one line says so and the exit code is
+EXIT_NOT_RUNNING. Every command, its arguments and its method are in `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from xml.sax.saxutils import escape
+
+from kmodd.system.control_client import VarlinkClient, VarlinkClientError
+from kmodd.system.root import Root
+
+#: Exit codes (the LSB init-script meanings for 3 and 4).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_PERMISSION = 4
+
+#: Where the daemon listens, under the Root; $KMODD_SOCKET or --socket override it.
+SOCKET_PATH = "/run/kmodd/io.kmodd"
+SOCKET_ENV = "KMODD_SOCKET"
+INTERFACE = "io.kmodd"
+#: Seconds to wait for a reply (monitor waits forever).
+CALL_TIMEOUT = 30.0
+#: Outcomes that make `load`/`unload` exit with EXIT_FAILURE.
+FAILED_OUTCOMES = frozenset({"failed", "not-found", "blacklisted", "refused"})
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def format_usec(usec: int | None) -> str:
+    """Like systemd's timespans: 1.520s, 92ms, 713us; "-" when unknown."""
+    if usec is None:
+        return "-"
+    if usec >= 1_000_000:
+        return f"{usec / 1_000_000:.3f}s"
+    if usec >= 1000:
+        return f"{usec // 1000}ms"
+    return f"{usec}us"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) if rows else len(headers[i])
+              for i in range(len(headers))]
+    lines = []
+    for row in (headers, *rows):
+        cells = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _duration(item: Mapping[str, Any]) -> int | None:
+    start, end = item.get("started_usec"), item.get("finished_usec")
+    if start is None or end is None:
+        return None
+    return int(end) - int(start)
+
+
+def _steps(plan: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for step in plan:
+        line = f"{step['action']} {step['module']}"
+        if step.get("options"):
+            line += f" {step['options']}"
+        if step.get("reason"):
+            line += f" ({step['reason']})"
+        lines.append(line)
+    return lines
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    client: VarlinkClient
+    args: Sequence[str]
+    json: bool
+    dry_run: bool
+    output: str | None
+    out: Callable[[str], None]
+
+
+def _status(ctx: Context) -> int:
+    reply = ctx.client.call(f"{INTERFACE}.GetStatus")
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+        return EXIT_OK
+    s, st = reply["status"], reply["statistics"]
+    dropped = sum(st["uevents_dropped"].values())
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(st["outcomes"].items())) or "none"
+    rows = [
+        ("State", f"{s['state']}{' (dry run)' if s['dry_run'] else ''}"),
+        ("Version", s["version"]),
+        ("PID", str(s["pid"])),
+        ("Kernel", s["kernel_release"]),
+        ("Uptime", format_usec(s["uptime_usec"])),
+        ("Ready after", format_usec(s.get("ready_usec"))),
+        ("Coldplug", "done" if s["coldplug_done"] else "running"),
+        ("Index generation", str(s["index_generation"])),
+        ("Uevents", f"{st['uevents_received']} received, {st['uevents_accepted']} accepted, "
+                    f"{dropped} dropped"),
+        ("Lost/resyncs", f"{st['overruns']} overruns, {st['resyncs']} resyncs"),
+        ("Devices", str(st["devices"])),
+        ("Outcomes", outcomes),
+        ("Queue", str(st["queue_depth"])),
+        ("Connections", str(st["control_connections"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    ctx.out("".join(f"{k.rjust(width)}: {v}\n" for k, v in rows))
+    return EXIT_OK
+
+
+def _devices(ctx: Context) -> int:
+    params = {"devpath": ctx.args[0]} if ctx.args else {}
+    reply = ctx.client.call(f"{INTERFACE}.ListDevices", params)
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+        return EXIT_OK
+    rows = [
+        (d["devpath"], d.get("modalias") or "-", ",".join(d["candidates"]) or "-",
+         d.get("outcome") or "-", format_usec(_duration(d)))
+        for d in reply["devices"]
+    ]
+    ctx.out(table(("DEVPATH", "MODALIAS", "MODULES", "OUTCOME", "TIME"), rows))
+    if ctx.args:
+        for d in reply["devices"]:
+            for key in ("subsystem", "driver", "vendor", "model"):
+                if d.get(key):
+                    ctx.out(f"{key.capitalize()}: {d[key]}\n")
+            for line in _steps(d["plan"]):
+                ctx.out(f"  {line}\n")
+    return EXIT_OK
+
+
+def _modules(ctx: Context) -> int:
+    params = {"name": ctx.args[0]} if ctx.args else {}
+    reply = ctx.client.call(f"{INTERFACE}.ListModules", params)
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+        return EXIT_OK
+    rows = [
+        (m["name"], m["state"], m.get("outcome") or "-", format_usec(_duration(m)),
+         str(len(m["devices"])))
+        for m in reply["modules"]
+    ]
+    ctx.out(table(("MODULE", "STATE", "OUTCOME", "TIME", "DEVICES"), rows))
+    return EXIT_OK
+
+
+def _why(ctx: Context) -> int:
+    reply = ctx.client.call(f"{INTERFACE}.Why", {"target": ctx.args[0]})
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+        return EXIT_OK
+    r = reply["report"]
+    if r.get("devpath"):
+        ctx.out(f"Device: {r['devpath']}\n")
+    if r.get("modalias"):
+        ctx.out(f"Modalias: {r['modalias']}\n")
+    for c in r["candidates"]:
+        ctx.out(f"  {c['module']} ({c['source']}): {c['decision']}: {c['reason']}\n")
+    ctx.out(f"{r['summary']}\n")
+    return EXIT_OK
+
+
+def _explain(ctx: Context) -> int:
+    reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": ctx.args[0]})
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+        return EXIT_OK
+    e = reply["explanation"]
+    ctx.out("".join(f"{line}\n" for line in e["lines"]))
+    return EXIT_OK
+
+
+def _results(ctx: Context, reply: Mapping[str, Any]) -> int:
+    if ctx.json:
+        ctx.out(json.dumps(reply, indent=2) + "\n")
+    else:
+        for r in reply["results"]:
+            ctx.out(f"{r['module']}: {r['outcome']}: {r['message']}\n")
+            for line in _steps(r["plan"]):
+                ctx.out(f"  {line}\n")
+    failed = any(r["outcome"] in FAILED_OUTCOMES for r in reply["results"])
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _load(ctx: Context) -> int:
+    params: dict[str, Any] = {"modules": list(ctx.args)}
+    if ctx.dry_run:
+        params["dry_run"] = True
+    return _results(ctx, ctx.client.call(f"{INTERFACE}.Load", params))
+
+
+def _unload(ctx: Context) -> int:
+    return _results(ctx, ctx.client.call(f"{INTERFACE}.Unload", {"modules": list(ctx.args)}))
+
+
+def _reload(ctx: Context) -> int:
+    reply = ctx.client.call(f"{INTERFACE}.Reload")
+    generation = reply["generation"]
+    ctx.out(json.dumps(reply) + "\n" if ctx.json else f"Reloaded (generation {generation})\n")
+    return EXIT_OK
+
+
+def _monitor(ctx: Context) -> int:
+    for reply in ctx.client.stream(f"{INTERFACE}.Monitor"):
+        event = reply["event"]
+        if ctx.json:
+            ctx.out(json.dumps(event) + "\n")
+            continue
+        where = " ".join(event[k] for k in ("devpath", "module") if event.get(k))
+        ctx.out(f"{event['usec'] / 1e6:12.6f} {event['kind']:<10} {event['message']}"
+                + (f" [{where}]" if where else "") + "\n")
+    return EXIT_OK
+
+
+def _blame(ctx: Context) -> int:
+    modules = ctx.client.call(f"{INTERFACE}.ListModules")["modules"]
+    timed = sorted(((d, m["name"]) for m in modules if (d := _duration(m)) is not None),
+                   key=lambda pair: (-pair[0], pair[1]))
+    if ctx.json:
+        ctx.out(json.dumps([{"module": n, "duration_usec": d} for d, n in timed], indent=2)
+                + "\n")
+        return EXIT_OK
+    width = max((len(format_usec(d)) for d, _ in timed), default=0)
+    ctx.out("".join(f"{format_usec(d).rjust(width)} {n}\n" for d, n in timed))
+    return EXIT_OK
+
+
+def _plot(ctx: Context) -> int:
+    devices = ctx.client.call(f"{INTERFACE}.ListDevices")["devices"]
+    rows = [d for d in devices if d.get("started_usec") is not None
+            and d.get("finished_usec") is not None]
+    if ctx.json:
+        text = json.dumps([{
+            "devpath": d["devpath"], "modules": d["candidates"],
+            "queued_usec": d.get("queued_usec"),
+            "started_usec": d["started_usec"], "finished_usec": d["finished_usec"],
+            "outcome": d.get("outcome"),
+        } for d in rows], indent=2) + "\n"
+    else:
+        text = plot_svg(rows)
+    if ctx.output:
+        with open(ctx.output, "w") as f:
+            f.write(text)
+    else:
+        ctx.out(text)
+    return EXIT_OK
+
+
+#: Layout of `kmodctl plot`, in SVG user units (pixels).
+PLOT_LABEL_WIDTH = 520
+PLOT_TIMELINE_WIDTH = 800
+PLOT_ROW_HEIGHT = 18
+PLOT_MARGIN = 20
+#: Bar colour per outcome; anything else is grey.
+PLOT_COLOURS: Mapping[str, str] = {
+    "inserted": "#4c9a2a", "already-loaded": "#8fbc8f", "builtin": "#8fbc8f",
+    "failed": "#c0392b", "blacklisted": "#e67e22", "not-found": "#7f8c8d",
+}
+
+
+def plot_svg(devices: Sequence[Mapping[str, Any]]) -> str:
+    """An SVG timeline: one row per device, a bar from start to end of its loads."""
+    start = min((d.get("queued_usec") or d["started_usec"] for d in devices), default=0)
+    end = max((d["finished_usec"] for d in devices), default=start + 1)
+    span = max(end - start, 1)
+    scale = PLOT_TIMELINE_WIDTH / span
+    height = PLOT_MARGIN * 3 + PLOT_ROW_HEIGHT * len(devices)
+    width = PLOT_LABEL_WIDTH + PLOT_TIMELINE_WIDTH + 2 * PLOT_MARGIN
+    x0 = PLOT_MARGIN + PLOT_LABEL_WIDTH
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<text x="{PLOT_MARGIN}" y="{PLOT_MARGIN}" font-size="14">kmodd coldplug: '
+        f'{len(devices)} devices, {format_usec(span)}</text>',
+    ]
+    for i in range(11):  # ticks every tenth of the span
+        x = x0 + PLOT_TIMELINE_WIDTH * i / 10
+        out.append(f'<line x1="{x:.1f}" y1="{PLOT_MARGIN * 1.5}" x2="{x:.1f}" '
+                   f'y2="{height - PLOT_MARGIN}" stroke="#ddd"/>')
+        out.append(f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
+                   f'{format_usec(span * i // 10)}</text>')
+    for row, d in enumerate(devices):
+        y = PLOT_MARGIN * 2 + row * PLOT_ROW_HEIGHT
+        modules = ",".join(d.get("candidates") or []) or "-"
+        label = f"{d['devpath']} ({modules})"
+        colour = PLOT_COLOURS.get(d.get("outcome") or "", "#999")
+        bar_x = x0 + (d["started_usec"] - start) * scale
+        bar_w = max((d["finished_usec"] - d["started_usec"]) * scale, 1.0)
+        out.append(f'<text x="{PLOT_MARGIN}" y="{y + 12}">{escape(label)}</text>')
+        if d.get("queued_usec") is not None:
+            qx = x0 + (d["queued_usec"] - start) * scale
+            out.append(f'<rect x="{qx:.1f}" y="{y + 6}" width="{max(bar_x - qx, 0):.1f}" '
+                       f'height="3" fill="#bbb"/>')
+        out.append(f'<rect x="{bar_x:.1f}" y="{y + 2}" width="{bar_w:.1f}" height="12" '
+                   f'fill="{colour}"><title>{escape(label)}: '
+                   f'{format_usec(d["finished_usec"] - d["started_usec"])}</title></rect>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    run: Callable[[Context], int]
+    min_args: int
+    max_args: int | None
+    usage: str
+
+
+COMMANDS: Mapping[str, Command] = {
+    "status": Command(_status, 0, 0, "status"),
+    "devices": Command(_devices, 0, 1, "devices [DEVPATH]"),
+    "modules": Command(_modules, 0, 1, "modules [MODULE]"),
+    "why": Command(_why, 1, 1, "why DEVPATH|MODALIAS"),
+    "explain": Command(_explain, 1, 1, "explain MODULE"),
+    "load": Command(_load, 1, None, "load [--dry-run] MODULE..."),
+    "unload": Command(_unload, 1, None, "unload MODULE..."),
+    "reload": Command(_reload, 0, 0, "reload"),
+    "monitor": Command(_monitor, 0, 0, "monitor"),
+    "blame": Command(_blame, 0, 0, "blame"),
+    "plot": Command(_plot, 0, 0, "plot [-o FILE]"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: kmodctl [--json] [--socket PATH] COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {c.usage}" for c in COMMANDS.values()]
+    lines += ["", "kmod tools: kmodctl modprobe|modinfo|depmod|insmod|rmmod|lsmod ..."]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class _Options:
+    json: bool = False
+    dry_run: bool = False
+    socket: str | None = None
+    output: str | None = None
+    help: bool = False
+
+
+def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
+    options = _Options()
+    words: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            words += args[i:]
+            break
+        if arg in ("--socket", "-o", "--output"):
+            if i >= len(args):
+                raise ValueError(f"{arg} needs a value")
+            value, i = args[i], i + 1
+            if arg == "--socket":
+                options.socket = value
+            else:
+                options.output = value
+        elif arg.startswith("--socket="):
+            options.socket = arg.split("=", 1)[1]
+        elif arg.startswith("--output="):
+            options.output = arg.split("=", 1)[1]
+        elif arg == "--json":
+            options.json = True
+        elif arg == "--dry-run":
+            options.dry_run = True
+        elif arg in ("-h", "--help"):
+            options.help = True
+        elif arg.startswith("-") and arg != "-":
+            raise ValueError(f"unknown option {arg}")
+        else:
+            words.append(arg)
+    return options, words
+
+
+def socket_path(root: Root, environ: Mapping[str, str], option: str | None) -> str:
+    return option or environ.get(SOCKET_ENV) or root.path(SOCKET_PATH)
+
+
+#: Error names with their own exit code and wording.
+ERROR_EXITS: Mapping[str, tuple[int, str]] = {
+    "org.varlink.service.PermissionDenied": (EXIT_PERMISSION, "permission denied (run as root)"),
+    "io.kmodd.NoSuchDevice": (EXIT_FAILURE, "no such device"),
+    "io.kmodd.NoSuchModule": (EXIT_FAILURE, "no such module"),
+}
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    root: Root,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    environ: Mapping[str, str],
+) -> int:
+    """kmodctl's admin commands (argv[0] is the program name)."""
+
+    def out(text: str) -> None:
+        stdout.write(text.encode())
+        stdout.flush()
+
+    def err(text: str) -> None:
+        stderr.write(f"kmodctl: {text}\n".encode())
+        stderr.flush()
+
+    try:
+        options, words = _parse(argv[1:])
+    except ValueError as e:
+        err(str(e))
+        return EXIT_USAGE
+    if options.help or words[:1] == ["help"]:
+        out(usage())
+        return EXIT_OK
+    if not words:
+        stderr.write(usage().encode())
+        return EXIT_USAGE
+    name, args = words[0], words[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        err(f"unknown command '{name}'; see kmodctl --help")
+        return EXIT_USAGE
+    if len(args) < command.min_args or (command.max_args is not None
+                                        and len(args) > command.max_args):
+        err(f"usage: kmodctl {command.usage}")
+        return EXIT_USAGE
+    path = socket_path(root, environ, options.socket)
+    timeout = None if name == "monitor" else CALL_TIMEOUT
+    try:
+        client = VarlinkClient(path, timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        err(f"kmodd is not running (no one listens on {path})")
+        return EXIT_NOT_RUNNING
+    except PermissionError:
+        err(f"cannot connect to {path}: permission denied")
+        return EXIT_PERMISSION
+    ctx = Context(client, args, options.json, options.dry_run, options.output, out)
+    try:
+        with client:
+            return command.run(ctx)
+    except VarlinkClientError as e:
+        code, text = ERROR_EXITS.get(e.name, (EXIT_FAILURE, e.name))
+        detail = ", ".join(f"{k}={v}" for k, v in e.parameters.items())
+        err(f"{name}: {text}" + (f" ({detail})" if detail else ""))
+        return code
+    except (ConnectionError, TimeoutError, OSError) as e:
+        err(f"{name}: lost the connection to kmodd: {e}")
+        return EXIT_NOT_RUNNING
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,553 @@
+"""A Varlink server on asyncio: NUL-terminated JSON calls, IDL-checked, limited, credentialed.
+
+Protocol (varlink.org): a client sends `{"method": "iface.Method", "parameters": {...}}`
+followed by a NUL byte, optionally with `"oneway": true` (no reply) or `"more": true` (a
+stream of replies, each `{"parameters": {...}, "continues": true}` but the last). Errors are
+`{"error": "iface.Error", "parameters": {...}}`. Requests on one connection are answered in
+order. Every service implements `org.varlink.service` (`GetInfo`, `GetInterfaceDescription`).
+
+This module is generic; `daemon/control.py` defines kmodd's interface and handlers. Input
+parameters are checked against the method's IDL before a handler runs, so a handler only ever
+sees well-typed values. A misbehaving client can cost the daemon at most the named `Limits`:
+an oversized request is answered and the connection closed, a malformed one is answered, a
+client that stalls mid-request, idles, or stops reading its replies is disconnected, and
+connections beyond the limit are closed on accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import socket
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmodd.core.varlink_idl import Interface, check_value, parse_interface
+
+SERVICE_INTERFACE = "org.varlink.service"
+#: org.varlink.service as the current Varlink specification has it (PermissionDenied and
+#: ExpectedMore were added after the first edition).
+SERVICE_IDL = """\
+# The Varlink Service Interface is provided by every varlink service. It
+# describes the service and the interfaces it implements.
+interface org.varlink.service
+
+# Get a list of all the interfaces a service provides and information
+# about the implementation.
+method GetInfo() -> (
+  vendor: string,
+  product: string,
+  version: string,
+  url: string,
+  interfaces: []string
+)
+
+# Get the description of an interface that is implemented by this service.
+method GetInterfaceDescription(interface: string) -> (description: string)
+
+# The requested interface was not found.
+error InterfaceNotFound (interface: string)
+
+# The requested method was not found
+error MethodNotFound (method: string)
+
+# The interface defines the requested method, but the service does not
+# implement it.
+error MethodNotImplemented (method: string)
+
+# One of the passed parameters is invalid.
+error InvalidParameter (parameter: string)
+
+# Client is denied access
+error PermissionDenied ()
+
+# Method is expected to be called with 'more' set to true, but wasn't
+error ExpectedMore ()
+"""
+
+#: SO_PEERGROUPS (Linux 4.13), not exported by Python's socket module.
+SO_PEERGROUPS = 59
+_UCRED = struct.Struct("iII")
+#: Supplementary groups read per peer (Python's getsockopt buffer holds at most 1024 bytes;
+#: a peer in more groups is treated as in none of them but its primary group).
+MAX_PEER_GROUPS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may cost the server."""
+
+    #: Largest request, in bytes, NUL excluded.
+    max_request_bytes: int = 64 * 1024
+    #: Connections open at once; more are closed as soon as they are accepted.
+    max_connections: int = 64
+    #: A connection with no request in progress is closed after this many seconds.
+    idle_timeout: float = 60.0
+    #: A request must arrive whole within this many seconds of its first byte.
+    request_timeout: float = 10.0
+    #: Replies queued for a client that does not read them; beyond this it is disconnected.
+    max_pending_reply_bytes: int = 4 * 1024 * 1024
+    #: Complete requests buffered per connection before reading from it pauses.
+    max_queued_requests: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end (SO_PEERCRED, SO_PEERGROUPS)."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One method call as a handler sees it: parameters already checked against the IDL."""
+
+    method: str
+    parameters: Mapping[str, Any]
+    peer: Peer
+    more: bool = False
+    oneway: bool = False
+
+
+class VarlinkError(Exception):
+    """Raised by a handler to send a Varlink error reply."""
+
+    def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name)
+        self.name = name
+        self.parameters = dict(parameters or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One reply of a streaming method; `continues` False ends the stream."""
+
+    parameters: Mapping[str, Any]
+    continues: bool = True
+
+
+Handler = Callable[[Call], Awaitable[Mapping[str, Any]]]
+StreamHandler = Callable[[Call], AsyncIterator[Reply]]
+Authorizer = Callable[[Call], VarlinkError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A registered method: its handler (plain or streaming) and who may call it."""
+
+    handler: Handler | None = None
+    stream: StreamHandler | None = None
+    authorize: Authorizer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolErrors:
+    """Error names for failures that happen before any interface is involved."""
+
+    invalid_request: str
+    request_too_large: str
+    internal: str
+
+
+@dataclass(slots=True)
+class ServerStatistics:
+    accepted: int = 0
+    refused: int = 0
+    open: int = 0
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """SO_PEERCRED, and SO_PEERGROUPS where the kernel has it."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  _UCRED.size))
+    groups: tuple[int, ...] = ()
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * MAX_PEER_GROUPS)
+        groups = tuple(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    except OSError as e:
+        if e.errno not in (errno.ENOPROTOOPT, errno.ERANGE):
+            raise
+    return Peer(pid, uid, gid, groups)
+
+
+class VarlinkService:
+    """Interfaces, their method handlers, and the connections being served."""
+
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        product: str,
+        version: str,
+        url: str,
+        errors: ProtocolErrors,
+        limits: Limits | None = None,
+        check_replies: bool = False,
+        on_internal_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self._info = {"vendor": vendor, "product": product, "version": version, "url": url}
+        self._errors = errors
+        self.limits = limits or Limits()
+        self._check_replies = check_replies
+        self._on_internal_error = on_internal_error
+        self._interfaces: dict[str, Interface] = {}
+        self._descriptions: dict[str, str] = {}
+        self._methods: dict[str, Method] = {}
+        self._connections: set[_Connection] = set()
+        self.statistics = ServerStatistics()
+        self.add_interface(SERVICE_IDL, {
+            "GetInfo": Method(self._get_info),
+            "GetInterfaceDescription": Method(self._get_interface_description),
+        })
+
+    def add_interface(self, idl: str, methods: Mapping[str, Method]) -> Interface:
+        """Register an interface from its IDL text, with a Method for (some of) its methods."""
+        interface = parse_interface(idl)
+        unknown = set(methods) - set(interface.methods)
+        if unknown:
+            raise ValueError(f"{interface.name}: handlers for undeclared methods {sorted(unknown)}")
+        self._interfaces[interface.name] = interface
+        self._descriptions[interface.name] = idl
+        for name, method in methods.items():
+            self._methods[f"{interface.name}.{name}"] = method
+        return interface
+
+    @property
+    def interfaces(self) -> Mapping[str, Interface]:
+        return self._interfaces
+
+    async def _get_info(self, call: Call) -> Mapping[str, Any]:
+        return {**self._info, "interfaces": list(self._interfaces)}
+
+    async def _get_interface_description(self, call: Call) -> Mapping[str, Any]:
+        name = call.parameters["interface"]
+        if name not in self._descriptions:
+            raise VarlinkError(f"{SERVICE_INTERFACE}.InterfaceNotFound", {"interface": name})
+        return {"description": self._descriptions[name]}
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def serve(self, listener: socket.socket) -> None:
+        """Accept and serve connections on a listening AF_UNIX socket until cancelled."""
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        server = await loop.create_unix_server(lambda: _Connection(self), sock=listener)
+        try:
+            await server.serve_forever()
+        finally:
+            server.close()
+            for connection in list(self._connections):
+                connection.close("server-stopping")
+
+    def _admit(self, connection: _Connection) -> bool:
+        if len(self._connections) >= self.limits.max_connections:
+            self.statistics.refused += 1
+            return False
+        self._connections.add(connection)
+        self.statistics.accepted += 1
+        self.statistics.open = len(self._connections)
+        return True
+
+    def _forget(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        self.statistics.open = len(self._connections)
+
+    async def dispatch(self, message: Mapping[str, Any], peer: Peer) -> AsyncIterator[Reply]:
+        """Check one decoded request and run its handler; yield the replies to send."""
+        method_name = message["method"]
+        interface_name, _, short = method_name.rpartition(".")
+        interface = self._interfaces.get(interface_name)
+        if interface is None:
+            raise VarlinkError(f"{SERVICE_INTERFACE}.InterfaceNotFound",
+                               {"interface": interface_name})
+        signature = interface.methods.get(short)
+        if signature is None:
+            raise VarlinkError(f"{SERVICE_INTERFACE}.MethodNotFound", {"method": method_name})
+        method = self._methods.get(method_name)
+        if method is None:
+            raise VarlinkError(f"{SERVICE_INTERFACE}.MethodNotImplemented",
+                               {"method": method_name})
+        parameters = message.get("parameters") or {}
+        problem = check_value(parameters, signature.input, interface)
+        if problem is not None:
+            raise VarlinkError(f"{SERVICE_INTERFACE}.InvalidParameter", {"parameter": problem})
+        call = Call(method_name, parameters, peer, bool(message.get("more")),
+                    bool(message.get("oneway")))
+        if method.authorize is not None:
+            denied = method.authorize(call)
+            if denied is not None:
+                raise denied
+        if method.stream is not None:
+            if not call.more:
+                raise VarlinkError(f"{SERVICE_INTERFACE}.ExpectedMore")
+            async for reply in method.stream(call):
+                self._check_reply(interface, short, reply.parameters)
+                yield reply
+                if not reply.continues:
+                    return
+            return
+        assert method.handler is not None
+        result = await method.handler(call)
+        self._check_reply(interface, short, result)
+        yield Reply(result, continues=False)
+
+    def _check_reply(
+        self, interface: Interface, method: str, parameters: Mapping[str, Any]
+    ) -> None:
+        if not self._check_replies:
+            return
+        problem = check_value(parameters, interface.methods[method].output, interface)
+        if problem is not None:
+            raise AssertionError(f"{interface.name}.{method} reply does not match its IDL at "
+                                 f"{problem!r}: {parameters!r}")
+
+    def internal_error(self, method: str, exc: BaseException) -> VarlinkError:
+        if self._on_internal_error is not None:
+            self._on_internal_error(method, exc)
+        return VarlinkError(self._errors.internal, {"reason": f"{type(exc).__name__}: {exc}"})
+
+
+def _encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\0"
+
+
+class _Connection(asyncio.Protocol):
+    """One client: buffers its bytes, enforces the limits, answers its requests in order."""
+
+    def __init__(self, service: VarlinkService) -> None:
+        self._service = service
+        self._limits = service.limits
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        # Complete requests in arrival order; None marks the client's end of sending.
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._streaming = False
+        self._request_started = 0.0
+        self._closed = False
+        self.peer = Peer(0, -1, -1)
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if not self._service._admit(self):
+            self._closed = True
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        try:
+            self.peer = peer_credentials(sock)
+        except OSError:
+            self.close("no-credentials")
+            return
+        self._worker = asyncio.get_running_loop().create_task(self._serve())
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        if not self._buffer:
+            self._request_started = now
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\0")
+            if end < 0:
+                break
+            if end > self._limits.max_request_bytes:
+                self._too_large()
+                return
+            self._queue.put_nowait(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+            # Whatever follows began in this chunk: its deadline counts from now.
+            self._request_started = now
+        if len(self._buffer) > self._limits.max_request_bytes:
+            self._too_large()
+            return
+        if self._queue.qsize() >= self._limits.max_queued_requests and self._transport:
+            self._transport.pause_reading()  # a pipelining flood waits in the kernel
+        self._arm()
+
+    def eof_received(self) -> bool | None:
+        if self._streaming:
+            # Nothing tells a half-close from a hang-up, and a stream may stay silent for
+            # hours: a client that stops sending during a `more` call has gone.
+            self.close("client-done")
+            return None
+        # The client finished sending; answer what is queued, then close (half-close is fine).
+        self._queue.put_nowait(None)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._disarm()
+        if self._worker is not None:
+            self._worker.cancel()
+        self._service._forget(self)
+
+    # limits
+
+    def _arm(self) -> None:
+        """Set the deadline that fits the state: none while busy, request or idle timeout."""
+        self._disarm()
+        if self._closed or self._busy or not self._queue.empty():
+            return
+        loop = asyncio.get_running_loop()
+        if self._buffer:
+            # Counted from the request's first byte, so trickling bytes cannot extend it.
+            self._deadline = loop.call_at(self._request_started + self._limits.request_timeout,
+                                          self.close, "request-timeout")
+        else:
+            self._deadline = loop.call_later(self._limits.idle_timeout, self.close, "idle-timeout")
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_large(self) -> None:
+        self._service.statistics.errors["request-too-large"] += 1
+        self._send({"error": self._service._errors.request_too_large,
+                    "parameters": {"limit": self._limits.max_request_bytes}})
+        self.close("request-too-large")
+
+    def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._service.statistics.disconnects[reason] += 1
+        self._disarm()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        if self._closed or self._transport is None:
+            return
+        self._transport.write(_encode(message))
+        if self._transport.get_write_buffer_size() > self._limits.max_pending_reply_bytes:
+            # The client is not reading its replies: do not hold its backlog in memory.
+            self._closed = True
+            self._service.statistics.disconnects["not-reading"] += 1
+            self._transport.abort()
+
+    # requests
+
+    async def _serve(self) -> None:
+        while not self._closed:
+            raw = await self._queue.get()
+            if self._transport and self._queue.qsize() < self._limits.max_queued_requests:
+                self._transport.resume_reading()
+            if raw is None:
+                self.close("client-done")
+                return
+            self._busy = True
+            self._disarm()
+            try:
+                await self._handle(raw)
+            finally:
+                self._busy = False
+                self._arm()
+
+    async def _handle(self, raw: bytes) -> None:
+        service = self._service
+        errors = service._errors
+        try:
+            message = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            service.statistics.errors["invalid-json"] += 1
+            self._send({"error": errors.invalid_request,
+                        "parameters": {"reason": f"not JSON: {e}"[:200]}})
+            return
+        problem = _request_problem(message)
+        if problem is not None:
+            service.statistics.errors["invalid-request"] += 1
+            self._send({"error": errors.invalid_request, "parameters": {"reason": problem}})
+            return
+        service.statistics.requests += 1
+        oneway = bool(message.get("oneway"))
+        self._streaming = bool(message.get("more"))
+        try:
+            async for reply in service.dispatch(message, self.peer):
+                if not oneway:
+                    out: dict[str, Any] = {"parameters": dict(reply.parameters)}
+                    if reply.continues:
+                        out["continues"] = True
+                    self._send(out)
+                if self._closed:
+                    return
+        except VarlinkError as e:
+            service.statistics.errors[e.name] += 1
+            if not oneway:
+                self._send({"error": e.name, "parameters": e.parameters})
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a handler bug must cost one reply, never the daemon
+            error = service.internal_error(message["method"], e)
+            service.statistics.errors[error.name] += 1
+            if not oneway:
+                self._send({"error": error.name, "parameters": error.parameters})
+        finally:
+            self._streaming = False
+
+
+#: Top-level request keys and the JSON type each must have.
+_REQUEST_KEYS: Mapping[str, type | tuple[type, ...]] = {
+    "method": str,
+    "parameters": dict,
+    "oneway": bool,
+    "more": bool,
+    "upgrade": bool,
+}
+
+
+def _request_problem(message: object) -> str | None:
+    if not isinstance(message, dict):
+        return "a request must be a JSON object"
+    for key, value in message.items():
+        expected = _REQUEST_KEYS.get(key)
+        if expected is None:
+            return f"unknown request field {key!r}"
+        if not isinstance(value, expected):
+            return f"request field {key!r} has the wrong type"
+    if "method" not in message:
+        return "a request needs a method"
+    if "." not in message["method"]:
+        return "a method name is interface.Method"
+    if message.get("upgrade"):
+        return "protocol upgrades are not supported"
+    if message.get("oneway") and message.get("more"):
+        return "oneway and more exclude each other"
+    return None
+
+
+def bind_listener(path: str, mode: int = 0o666) -> socket.socket:
+    """A listening AF_UNIX stream socket at `path` (a stale socket file there is replaced)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(path)
+        # Reading is open to every user; changing methods check the caller's credentials.
+        os.chmod(path, mode)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

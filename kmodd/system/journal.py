@@ -1,0 +1,157 @@
+"""Where kmodd's log goes: structured journald records, or `<N>`-prefixed lines on stderr.
+
+Every load outcome is one journal record whose fields name the module, the device and the
+result (`OUTCOME_FIELDS`), so `journalctl KMODD_MODULE=foo` or `journalctl KMODD_OUTCOME=failed`
+answers "what happened to my device". Records go through systemd-python's `journal.send`
+when the journal socket exists; otherwise each record is one stderr line that starts with the
+syslog priority in angle brackets (`<3>...`), which journald and the console both understand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import BinaryIO, Protocol
+
+from kmodd.system.root import Root
+
+#: The name every record carries (SYSLOG_IDENTIFIER=).
+IDENTIFIER = "kmodd"
+#: journald's native protocol socket.
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+#: systemd-python's journal module (the PyPI package `systemd-python`, never `systemd`).
+JOURNAL_MODULE = "systemd.journal"
+#: Longest MESSAGE on stderr, in characters; longer ones are cut with "...".
+MAX_STDERR_MESSAGE = 4096
+
+
+class Priority(IntEnum):
+    """syslog priorities (PRIORITY=)."""
+
+    EMERG = 0
+    ALERT = 1
+    CRIT = 2
+    ERR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFO = 6
+    DEBUG = 7
+
+
+class LogTarget(StrEnum):
+    AUTO = "auto"
+    JOURNAL = "journal"
+    STDERR = "stderr"
+
+
+#: Journal field for each OutcomeRecord attribute, in the order they are sent.
+OUTCOME_FIELDS: Mapping[str, str] = {
+    "module": "KMODD_MODULE",
+    "modalias": "KMODD_MODALIAS",
+    "devpath": "KMODD_DEVPATH",
+    "seqnum": "KMODD_SEQNUM",
+    "errno": "ERRNO",
+    "outcome": "KMODD_OUTCOME",
+    "duration_usec": "KMODD_DURATION_USEC",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """One load outcome as the journal records it. Absent values send no field."""
+
+    message: str
+    priority: Priority
+    outcome: str
+    module: str | None = None
+    modalias: str | None = None
+    devpath: str | None = None
+    seqnum: int | None = None
+    errno: int | None = None
+    duration_usec: int | None = None
+
+    def fields(self) -> dict[str, str]:
+        """Every journal field of the record except MESSAGE and PRIORITY, as strings."""
+        out: dict[str, str] = {}
+        for attribute, name in OUTCOME_FIELDS.items():
+            value = getattr(self, attribute)
+            if value is not None:
+                out[name] = str(value)
+        return out
+
+
+class LogSink(Protocol):
+    """Where the daemon writes its records."""
+
+    def outcome(self, record: OutcomeRecord) -> None: ...
+
+    def log(self, priority: Priority, message: str, **fields: str) -> None: ...
+
+
+class JournalSink:
+    """Native journal protocol through systemd-python."""
+
+    def __init__(self) -> None:
+        # systemd-python, a C extension without type information; imported only when used.
+        # (By name, so that type checkers run from the source tree, where `systemd/` holds
+        # unit files, do not take that directory for the package.)
+        self._send = importlib.import_module(JOURNAL_MODULE).send
+
+    def log(self, priority: Priority, message: str, **fields: str) -> None:
+        self._send(
+            message, PRIORITY=str(int(priority)), SYSLOG_IDENTIFIER=IDENTIFIER, **fields
+        )
+
+    def outcome(self, record: OutcomeRecord) -> None:
+        self.log(record.priority, record.message, **record.fields())
+
+
+class StderrSink:
+    """`<N>message` lines on a binary stream (stderr when no journal is there)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def log(self, priority: Priority, message: str, **fields: str) -> None:
+        if len(message) > MAX_STDERR_MESSAGE:
+            message = message[: MAX_STDERR_MESSAGE - 3] + "..."
+        # One record, one line: a newline inside a message would start a record without <N>.
+        line = f"<{int(priority)}>{message}".replace("\n", " ") + "\n"
+        try:
+            self._stream.write(line.encode(errors="backslashreplace"))
+            self._stream.flush()
+        except OSError:
+            pass  # a closed stderr must not take the daemon down
+
+    def outcome(self, record: OutcomeRecord) -> None:
+        self.log(record.priority, record.message)
+
+
+def journal_available(root: Root) -> bool:
+    """Is journald listening (its socket exists) and is systemd-python importable?
+
+    systemd-python always talks to the host's socket, so a moved `Root` never has a journal.
+    """
+    if not root.is_host or not os.path.exists(JOURNAL_SOCKET):
+        return False
+    try:
+        importlib.import_module(JOURNAL_MODULE)
+    except ImportError:
+        return False
+    return True
+
+
+def open_log(
+    root: Root, target: LogTarget = LogTarget.AUTO, stream: BinaryIO | None = None
+) -> LogSink:
+    """The sink for `target`: `auto` picks the journal when `journal_available`, else stderr."""
+    if target is LogTarget.JOURNAL or (target is LogTarget.AUTO and journal_available(root)):
+        try:
+            return JournalSink()
+        except ImportError:
+            pass
+    return StderrSink(stream if stream is not None else sys.stderr.buffer)

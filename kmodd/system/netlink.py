@@ -1,0 +1,263 @@
+"""The kernel's uevent broadcast: a NETLINK_KOBJECT_UEVENT socket that accepts only the kernel.
+
+Why a small stdlib adapter and not pyroute2's `AsyncUeventSocket`: pyroute2 receives through
+an asyncio datagram endpoint, which hands the protocol `(data, address)` only. The
+`SCM_CREDENTIALS` control message and the `MSG_TRUNC` flag never reach the caller, its
+`bind()` joins every multicast group unless told otherwise, its messages are queued without
+bound, and it parses into dicts that `core.uevent` would parse again. Every check this edge
+exists for needs `recvmsg`, which is four lines of stdlib.
+
+Each datagram passes these checks, in this order, and the first that fails names the drop
+(udev's `device_monitor_receive_device`, Android's `uevent_kernel_recv`):
+
+1. not truncated (`MSG_TRUNC`: larger than `core.uevent.MAX_UEVENT_BYTES`);
+2. sent by the kernel: port id 0 (every userspace socket has a non-zero port id);
+3. sent to multicast group 1 (a unicast to our port id is always forged);
+4. carries `SCM_CREDENTIALS` and 5. the credentials say uid 0;
+6. parses as a kernel uevent (`core.uevent.parse_uevent`).
+
+When the kernel could not queue a uevent for us it reports `ENOBUFS` once; this socket turns
+that into an `EventsLost` value in the stream so the daemon resynchronises from sysfs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from kmodd.core.uevent import MAX_UEVENT_BYTES, Uevent, UeventDefect, UeventError, parse_uevent
+
+NETLINK_KOBJECT_UEVENT = 15
+#: The kernel's multicast group; group 2 carries udevd's processed rebroadcasts.
+KERNEL_GROUP = 1
+#: Not exported by Python's socket module (asm-generic/socket.h).
+SO_RCVBUFFORCE = 33
+_UCRED = struct.Struct("iII")  # pid, uid, gid
+#: Datagrams read per wake-up before the event loop gets a turn.
+RECEIVE_BATCH = 256
+#: Default receive buffer, the same as systemd-udevd's (PR #11389).
+DEFAULT_RECEIVE_BUFFER = 128 * 1024 * 1024
+
+
+class DropReason(StrEnum):
+    """Why a datagram on the uevent socket was not accepted."""
+
+    TRUNCATED = "truncated"
+    SENDER_NOT_KERNEL = "sender-not-kernel"
+    NOT_MULTICAST_GROUP_1 = "not-multicast-group-1"
+    NO_CREDENTIALS = "no-credentials"
+    SENDER_UID_NOT_0 = "sender-uid-not-0"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class EventsLost:
+    """The kernel dropped uevents meant for us (ENOBUFS): whoever reads must resynchronise."""
+
+    monotonic: float
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeStatistics:
+    """Counters of the uevent socket since it was opened."""
+
+    received: int
+    accepted: int
+    dropped: Mapping[DropReason, int]
+    malformed: Mapping[UeventDefect, int]
+    overruns: int
+    receive_buffer: int
+    receive_buffer_forced: bool
+
+
+class UeventSource(Protocol):
+    """What the daemon reads uevents from (this socket, or a fake in tests)."""
+
+    async def receive(self) -> Sequence[Uevent | EventsLost]: ...
+
+    def statistics(self) -> IntakeStatistics: ...
+
+    def close(self) -> None: ...
+
+
+def check_sender(
+    address: tuple[int, int], flags: int, ancillary: Sequence[tuple[int, int, bytes]]
+) -> DropReason | None:
+    """The first sender check (1-5 above) that a received datagram fails, or None."""
+    if flags & socket.MSG_TRUNC:
+        return DropReason.TRUNCATED
+    port_id, groups = address
+    if port_id != 0:
+        return DropReason.SENDER_NOT_KERNEL
+    if groups != KERNEL_GROUP:
+        return DropReason.NOT_MULTICAST_GROUP_1
+    for level, kind, data in ancillary:
+        if (
+            level == socket.SOL_SOCKET
+            and kind == socket.SCM_CREDENTIALS
+            and len(data) >= _UCRED.size
+        ):
+            _pid, uid, _gid = _UCRED.unpack_from(data)
+            return None if uid == 0 else DropReason.SENDER_UID_NOT_0
+    return DropReason.NO_CREDENTIALS
+
+
+class NetlinkUeventSocket:
+    """The kernel uevent socket: group 1 only, sender checked, ENOBUFS surfaced.
+
+    Build it with `open_uevent_socket` (or `adopt_uevent_socket` for a socket-activated fd).
+    """
+
+    def __init__(self, sock: socket.socket, receive_buffer: int, forced: bool) -> None:
+        self._sock = sock
+        self._receive_buffer = receive_buffer
+        self._forced = forced
+        self._received = 0
+        self._accepted = 0
+        self._overruns = 0
+        self._dropped: Counter[DropReason] = Counter()
+        self._malformed: Counter[UeventDefect] = Counter()
+        self._cmsg_space = socket.CMSG_SPACE(_UCRED.size)
+
+    @property
+    def port_id(self) -> int:
+        """Our netlink port id (what a forger would unicast to)."""
+        port_id: int = self._sock.getsockname()[0]
+        return port_id
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def statistics(self) -> IntakeStatistics:
+        return IntakeStatistics(
+            received=self._received,
+            accepted=self._accepted,
+            dropped=dict(self._dropped),
+            malformed=dict(self._malformed),
+            overruns=self._overruns,
+            receive_buffer=self._receive_buffer,
+            receive_buffer_forced=self._forced,
+        )
+
+    def receive_nowait(self, limit: int = RECEIVE_BATCH) -> list[Uevent | EventsLost]:
+        """Read up to `limit` datagrams without blocking; return the accepted ones in order."""
+        out: list[Uevent | EventsLost] = []
+        recvmsg = self._sock.recvmsg
+        for _ in range(limit):
+            try:
+                data, ancillary, flags, address = recvmsg(MAX_UEVENT_BYTES, self._cmsg_space)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self._overruns += 1
+                    out.append(EventsLost(time.monotonic()))
+                    continue
+                raise
+            self._received += 1
+            reason = check_sender(address, flags, ancillary)
+            if reason is not None:
+                self._dropped[reason] += 1
+                continue
+            event = parse_uevent(data)
+            if isinstance(event, UeventError):
+                self._dropped[DropReason.MALFORMED] += 1
+                self._malformed[event.defect] += 1
+                continue
+            self._accepted += 1
+            out.append(event)
+        return out
+
+    async def receive(self) -> list[Uevent | EventsLost]:
+        """Wait until at least one event (or an EventsLost) is ready and return what is ready."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self.receive_nowait()
+            if batch:
+                return batch
+            readable = loop.create_future()
+            loop.add_reader(self._sock.fileno(), readable.set_result, None)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(self._sock.fileno())
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> NetlinkUeventSocket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> tuple[int, bool]:
+    """SO_RCVBUFFORCE (needs CAP_NET_ADMIN; ignores rmem_max), else SO_RCVBUF (capped)."""
+    forced = True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        forced = False
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    # The kernel doubles the request for its bookkeeping; report what it really granted.
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), forced
+
+
+def open_uevent_socket(receive_buffer: int = DEFAULT_RECEIVE_BUFFER) -> NetlinkUeventSocket:
+    """Open, size and bind a kernel uevent socket to group 1 with SO_PASSCRED on."""
+    sock = socket.socket(
+        socket.AF_NETLINK,
+        socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+        NETLINK_KOBJECT_UEVENT,
+    )
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        size, forced = _set_receive_buffer(sock, receive_buffer)
+        sock.bind((0, KERNEL_GROUP))
+    except BaseException:
+        sock.close()
+        raise
+    return NetlinkUeventSocket(sock, size, forced)
+
+
+class NotAUeventSocket(ValueError):
+    """A passed file descriptor is not a NETLINK_KOBJECT_UEVENT socket bound to group 1."""
+
+
+def adopt_uevent_socket(
+    fd: int, receive_buffer: int = DEFAULT_RECEIVE_BUFFER
+) -> NetlinkUeventSocket:
+    """Take over a socket-activated uevent socket (`ListenNetlink=kobject-uevent 1`).
+
+    The buffer is only ever grown: a unit's `ReceiveBuffer=` that is larger wins.
+    """
+    sock = socket.socket(fileno=fd)
+    try:
+        domain = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        protocol = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+        if domain != socket.AF_NETLINK or protocol != NETLINK_KOBJECT_UEVENT:
+            raise NotAUeventSocket(f"fd {fd} is not a NETLINK_KOBJECT_UEVENT socket")
+        groups = sock.getsockname()[1]
+        if groups != KERNEL_GROUP:
+            raise NotAUeventSocket(f"fd {fd} is bound to groups {groups:#x}, not {KERNEL_GROUP}")
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        forced = False
+        if size < receive_buffer:
+            size, forced = _set_receive_buffer(sock, receive_buffer)
+    except BaseException:
+        sock.detach()
+        raise
+    return NetlinkUeventSocket(sock, size, forced)

@@ -1,0 +1,137 @@
+"""system.sysfs: the coldplug scan of real and fake sysfs trees, and device details."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kmodd.core.uevent import Action, Uevent
+from kmodd.system.root import Root
+from kmodd.system.sysfs import (
+    COLDPLUG_SEQNUM,
+    DeviceDetails,
+    ScanProblem,
+    SysfsDevice,
+    device_details,
+    loaded_modules,
+    module_is_present,
+    scan_devices,
+)
+
+
+def _expected_on_host() -> dict[str, str]:
+    """Every device under /sys/devices with a modalias, found independently with os.walk."""
+    found = {}
+    for directory, _dirs, files in os.walk("/sys/devices"):
+        if "uevent" not in files:
+            continue
+        with open(os.path.join(directory, "uevent")) as f:
+            env = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
+        modalias = env.get("MODALIAS", "")
+        if not modalias and "modalias" in files:
+            with open(os.path.join(directory, "modalias")) as f:
+                modalias = f.read().rstrip("\n")
+        if modalias:
+            found[directory.removeprefix("/sys")] = modalias
+    return found
+
+
+def test_the_scan_finds_every_device_with_a_modalias_on_this_machine() -> None:
+    scan = scan_devices(Root())
+    assert {d.devpath: d.modalias for d in scan.devices} == _expected_on_host()
+    assert scan.problems == ()
+    for device in scan.devices:
+        link = f"/sys{device.devpath}/subsystem"
+        expected = os.path.basename(os.readlink(link)) if os.path.islink(link) else ""
+        assert device.subsystem == expected
+
+
+def _tree(tmp_path: Path) -> Root:
+    sys = tmp_path / "sys"
+    (sys / "bus" / "pci").mkdir(parents=True)
+    (sys / "bus" / "virtio").mkdir(parents=True)
+    (sys / "module" / "sg").mkdir(parents=True)
+    (sys / "module" / "ext4").mkdir(parents=True)
+    pci = sys / "devices" / "pci0000:00" / "0000:00:03.0"
+    virtio = pci / "virtio2"
+    virtio.mkdir(parents=True)
+    (sys / "devices" / "pci0000:00" / "uevent").write_text("")
+    (pci / "uevent").write_text(
+        "DRIVER=virtio-pci\nPCI_ID=1AF4:1041\nMODALIAS=pci:v00001AF4d00001041\n"
+    )
+    (pci / "modalias").write_text("pci:v00001AF4d00001041\n")
+    (pci / "vendor").write_text("0x1af4\n")
+    (pci / "device").write_text("0x1041\n")
+    (pci / "subsystem").symlink_to("../../../bus/pci")
+    (virtio / "uevent").write_text("MODALIAS=virtio:d00000001v00001AF4\n")
+    (virtio / "subsystem").symlink_to("../../../../bus/virtio")
+    # A symlink back up the tree must not make the scan loop or see devices twice.
+    (virtio / "loop").symlink_to("../../..")
+    cpu = sys / "devices" / "system" / "cpu"
+    (cpu / "cpu0").mkdir(parents=True)
+    (cpu / "uevent").write_text("")
+    (cpu / "modalias").write_text("cpu:type:x86,ven0002:feature:,0001\n")
+    (cpu / "cpu0" / "uevent").write_text("MODALIAS=cpu:type:x86,ven0002:feature:,0001\n")
+    gone = sys / "devices" / "gone"
+    gone.mkdir()
+    (gone / "uevent").symlink_to("/nonexistent/uevent")
+    plain = sys / "devices" / "virtual" / "mem"
+    plain.mkdir(parents=True)
+    (plain / "uevent").write_text("MAJOR=1\nMINOR=1\n")
+    return Root(str(tmp_path))
+
+
+def test_the_scan_of_a_fake_tree_reads_uevent_files_and_falls_back_to_modalias(
+    tmp_path: Path,
+) -> None:
+    root = _tree(tmp_path)
+    scan = scan_devices(root)
+    assert [(d.devpath, d.subsystem, dict(d.env)) for d in scan.devices] == [
+        ("/devices/pci0000:00/0000:00:03.0", "pci",
+         {"DRIVER": "virtio-pci", "PCI_ID": "1AF4:1041", "MODALIAS": "pci:v00001AF4d00001041"}),
+        ("/devices/pci0000:00/0000:00:03.0/virtio2", "virtio",
+         {"MODALIAS": "virtio:d00000001v00001AF4"}),
+        ("/devices/system/cpu", "", {"MODALIAS": "cpu:type:x86,ven0002:feature:,0001"}),
+        ("/devices/system/cpu/cpu0", "", {"MODALIAS": "cpu:type:x86,ven0002:feature:,0001"}),
+    ]
+    assert scan.problems == (
+        ScanProblem(str(tmp_path / "sys" / "devices" / "gone"), "No such file or directory"),
+    )
+
+
+def test_a_scanned_device_becomes_the_add_uevent_the_kernel_would_send() -> None:
+    device = SysfsDevice("/devices/platform/pcspkr", "platform",
+                         {"MODALIAS": "platform:pcspkr", "DRIVER": "pcspkr"})
+    assert device.as_uevent() == Uevent(
+        Action.ADD, "/devices/platform/pcspkr", "platform", COLDPLUG_SEQNUM,
+        {"ACTION": "add", "DEVPATH": "/devices/platform/pcspkr", "SUBSYSTEM": "platform",
+         "MODALIAS": "platform:pcspkr", "DRIVER": "pcspkr", "SEQNUM": "0"},
+    )
+
+
+def test_loaded_modules_and_the_udev_module_test(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    assert loaded_modules(root) == ("ext4", "sg")
+    assert module_is_present(root, "sg") is True
+    assert module_is_present(root, "ppdev") is False
+    assert loaded_modules(Root(str(tmp_path / "nowhere"))) == ()
+
+
+def test_device_details_from_a_fake_tree(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    assert device_details(root, "/devices/pci0000:00/0000:00:03.0") == DeviceDetails(
+        devpath="/devices/pci0000:00/0000:00:03.0", subsystem="pci", devtype=None, driver=None,
+        modalias="pci:v00001AF4d00001041", vendor="0x1af4", model="0x1041",
+    )
+    assert device_details(root, "/devices/nothing") is None
+
+
+def test_pyudev_details_agree_with_sysfs_for_every_device_here() -> None:
+    from kmodd.system.sysfs import _details_from_sysfs
+
+    for device in scan_devices(Root()).devices:
+        from_udev = device_details(Root(), device.devpath)
+        assert from_udev is not None
+        assert from_udev == _details_from_sysfs(Root(), device.devpath)
+        assert from_udev.modalias == device.modalias
+    assert device_details(Root(), "/devices/does-not-exist") is None

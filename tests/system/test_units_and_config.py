@@ -1,0 +1,123 @@
+"""systemd/ and etc/: the units pass `systemd-analyze verify`, and agree with the code."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+from debian_udev import udev_rules_dir
+
+from kmodd.cli.client import SOCKET_PATH
+from kmodd.core.settings import SETTINGS, defaults, format_size, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+UNITS = ("kmodd.service", "kmodd.socket", "kmodd-kernel.socket")
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(REPO / "systemd" / name)
+    return parser
+
+
+def _verify_root(tmp_path: Path, units: dict[str, str]) -> Path:
+    """A root with this system's units, ours, and the executables our units name."""
+    entry = Path(sysconfig.get_path("scripts")) / "kmodd"
+    if not entry.exists():
+        pytest.skip("the kmodd entry point is not installed (pip install -e .)")
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").mkdir()
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
+    for name, text in units.items():
+        (root / "etc/systemd/system" / name).write_text(text)
+    # ExecStart=/usr/bin/kmodd: the console script that `pip install` makes for the daemon
+    # (kmodd.daemon.main:main), copied where a distribution package puts it.
+    shutil.copy(entry, root / "usr/bin/kmodd")
+    shutil.copy("/bin/kill", root / "bin/kill")
+    return root
+
+
+def _verify(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", *UNITS],
+                          capture_output=True, text=True, timeout=60)
+
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed")
+
+
+@needs_analyze
+def test_the_units_pass_systemd_analyze_verify_without_a_word(tmp_path: Path) -> None:
+    units = {n: (REPO / "systemd" / n).read_text() for n in UNITS}
+    result = _verify(_verify_root(tmp_path, units))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@needs_analyze
+def test_verify_does_catch_a_broken_unit(tmp_path: Path) -> None:
+    units = {n: (REPO / "systemd" / n).read_text() for n in UNITS}
+    units["kmodd.service"] = units["kmodd.service"].replace("Type=notify", "Typo=notify")
+    result = _verify(_verify_root(tmp_path, units))
+    assert "Unknown key 'Typo' in section [Service], ignoring." in result.stderr
+
+
+def test_the_service_is_an_early_notify_daemon_that_keeps_cap_sys_module() -> None:
+    service = _unit("kmodd.service")["Service"]
+    unit = _unit("kmodd.service")["Unit"]
+    assert service["Type"] == "notify"
+    assert service["WatchdogSec"] == "3min"
+    assert "systemd-udev-trigger.service" in unit["Before"].split()
+    assert unit["DefaultDependencies"] == "no"
+    assert service["CapabilityBoundingSet"].split() == ["CAP_SYS_MODULE", "CAP_NET_ADMIN"]
+    assert "@module" in service["SystemCallFilter"].split()
+    assert "ProtectKernelModules" not in service  # it would drop CAP_SYS_MODULE
+    assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_NETLINK"]
+    assert service["Sockets"].split() == ["kmodd.socket", "kmodd-kernel.socket"]
+
+
+def test_the_sockets_match_the_daemons_defaults() -> None:
+    control = _unit("kmodd.socket")["Socket"]
+    kernel = _unit("kmodd-kernel.socket")["Socket"]
+    assert control["ListenStream"] == defaults().control_socket == SOCKET_PATH
+    assert control["SocketMode"] == "0666"
+    assert kernel["ListenNetlink"] == "kobject-uevent 1"
+    assert kernel["ReceiveBuffer"] == format_size(defaults().receive_buffer)
+    assert kernel["PassCredentials"] == "yes"
+    assert {control["FileDescriptorName"], kernel["FileDescriptorName"]} == {"control", "kernel"}
+
+
+def test_the_default_config_file_documents_every_setting_at_its_default() -> None:
+    text = (REPO / "etc/kmodd.conf").read_text()
+    commented = re.findall(r"^#(\w+) =(.*)$", text, re.MULTILINE)
+    assert [name for name, _ in commented] == [s.name for s in SETTINGS]
+    uncommented = "\n".join(f"{name} ={value}" for name, value in commented)
+    result = parse_config(uncommented, "etc/kmodd.conf")
+    assert result.diagnostics == ()
+    assert result.values == {s.name: s.default for s in SETTINGS}
+
+
+def _rules(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_udev_overrides_remove_every_kmod_load_and_keep_everything_else() -> None:
+    debian = Path(udev_rules_dir())
+    for name in ("80-drivers.rules", "80-debian-compat.rules"):
+        ours = _rules((REPO / "etc/udev/rules.d" / name).read_text())
+        theirs = _rules((debian / name).read_text())
+        kept = [r for r in theirs if "kmod load" not in r]
+        if name == "80-drivers.rules":
+            # What remains of udev's file without its loads is only its own control flow.
+            assert kept == ['ACTION!="add", GOTO="drivers_end"', 'LABEL="drivers_end"']
+            assert ours == []
+        else:
+            assert ours == kept
+        assert not any("kmod" in r for r in ours)
