@@ -1,0 +1,131 @@
+"""Lookup speed: kmodd's snapshot against libkmod, side by side, on the differential corpus.
+
+    python3 bench/bench_lookup.py [--rounds N]
+
+One process, one corpus (tests/oracle/corpus.py, 5000+ keys from the Debian tree's own alias
+patterns), every key resolved once per round by each side:
+
+* libkmod through ctypes: `kmod_new` + `kmod_load_resources` once, then
+  `kmod_module_new_from_lookup` + `kmod_module_unref_list` per key;
+* kmodd: the snapshot (`ModuleIndex` + parsed config) built once, then a fresh `Resolver`
+  per key (no module objects, no results carried between keys) and `Resolver.lookup`.
+
+Both read the same module directory and the same (empty) configuration directory. Prints
+median, mean and p99 per lookup for each side and the ratios, plus the wildcard-heavy buses
+on their own, and the snapshot's build time and memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from kerneltree import debian_kernel_tree  # noqa: E402
+
+from kmodd.core.resolve import Resolver  # noqa: E402
+from kmodd.system.moddb import load_config, snapshot_indexes  # noqa: E402
+from kmodd.system.root import Root  # noqa: E402
+from kmodd.system.sysview import SysfsView  # noqa: E402
+from tests.oracle.corpus import build_corpus  # noqa: E402
+
+WILDCARD_HEAVY = ("of", "pcmcia", "hid", "acpi*", "dmi*")
+
+
+class LibKmod:
+    """The anchor: libkmod.so.2 through ctypes."""
+
+    def __init__(self, moddir: str, confdir: str) -> None:
+        lk = ctypes.CDLL("libkmod.so.2")
+        lk.kmod_new.restype = ctypes.c_void_p
+        lk.kmod_new.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
+        lk.kmod_load_resources.argtypes = [ctypes.c_void_p]
+        lk.kmod_module_new_from_lookup.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        lk.kmod_module_unref_list.argtypes = [ctypes.c_void_p]
+        paths = (ctypes.c_char_p * 2)(confdir.encode(), None)
+        self.lk = lk
+        self.ctx = lk.kmod_new(moddir.encode(), paths)
+        if lk.kmod_load_resources(self.ctx) != 0:
+            raise SystemExit("kmod_load_resources failed")
+        self.out = ctypes.c_void_p()
+
+    def lookup(self, key: bytes) -> None:
+        self.out.value = None
+        self.lk.kmod_module_new_from_lookup(self.ctx, key, ctypes.byref(self.out))
+        self.lk.kmod_module_unref_list(self.out)
+
+
+def stats(samples: list[float]) -> tuple[float, float, float]:
+    s = sorted(samples)
+    return statistics.median(s) * 1e6, statistics.fmean(s) * 1e6, s[int(len(s) * 0.99)] * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    tree = debian_kernel_tree()
+    corpus = build_corpus(tree.moddir)
+    keys = [e.text for e in corpus]
+    buses = [e.bus for e in corpus]
+    confdir = tempfile.mkdtemp(prefix="kmodd-bench-conf.")
+    root = Root(tempfile.mkdtemp(prefix="kmodd-bench-root."))  # no cmdline, no /sys/module
+
+    gc.collect()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    index, problems = snapshot_indexes(tree.moddir)
+    config = load_config(root, tree.moddir, [confdir])
+    build = time.perf_counter() - t0
+    mem = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert not problems, problems
+    gc.freeze()
+    sysview = SysfsView(root)
+    lib = LibKmod(tree.moddir, confdir)
+    encoded = [k.encode("latin-1") for k in keys]
+
+    lib_t: list[float] = []
+    kd_t: list[float] = []
+    clock = time.perf_counter
+    for _ in range(args.rounds):
+        for k in encoded:
+            t = clock()
+            lib.lookup(k)
+            lib_t.append(clock() - t)
+        for k in keys:
+            t = clock()
+            Resolver(index, config, sysview).lookup(k)
+            kd_t.append(clock() - t)
+
+    def line(label: str, lt: list[float], kt: list[float]) -> None:
+        lm, la, lp = stats(lt)
+        km, ka, kp = stats(kt)
+        print(f"{label:<22} libkmod median {lm:7.1f} mean {la:7.1f} p99 {lp:8.1f} us | "
+              f"kmodd median {km:7.1f} mean {ka:7.1f} p99 {kp:8.1f} us | "
+              f"ratio median {km / lm:.2f} mean {ka / la:.2f}")
+
+    n = len(keys)
+    print(f"corpus: {n} keys, {args.rounds} rounds, module dir {tree.moddir}")
+    print(f"snapshot build: {build * 1e3:.1f} ms, {mem / 2**20:.1f} MiB traced")
+    line("all keys", lib_t, kd_t)
+    heavy = [i for i, b in enumerate(buses) if b in WILDCARD_HEAVY]
+    idx = [r * n + i for r in range(args.rounds) for i in heavy]
+    line("of/pcmcia/hid/acpi/dmi", [lib_t[i] for i in idx], [kd_t[i] for i in idx])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
