@@ -6,7 +6,8 @@ This file runs as a standalone script (`unshare -m python3 _nsdriver.py`), start
 * first line: a JSON spec `{"scratch": dir, "masks": [[target, source|null, "dir"|"file"], ...]}`;
   `source` null means the target must not exist for kmod, `"@empty"` an empty file or directory;
 * the driver answers `READY\\n` once the mounts are in place (or `ERROR <text>\\n`);
-* then one JSON line per batch `{"cases": [{"exe", "argv", "env", "cwd", "timeout"}, ...]}`;
+* a line `{"masks": [...], "read_only": bool}` switches to another fake root (same answer);
+* one JSON line per batch `{"cases": [{"exe", "argv", "env", "cwd", "timeout"}, ...]}`;
   for each batch it writes one record per case, in order: `>iII` (exit code, stdout length,
   stderr length) followed by the two byte strings.
 
@@ -27,6 +28,7 @@ import signal
 import struct
 import sys
 import time
+from typing import Any, BinaryIO
 
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
@@ -72,6 +74,7 @@ class Masker:
         _mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
         self.scratch = scratch
         self.rebuilt: set[str] = set()
+        self.binds: list[str] = []
         self.counter = 0
 
     def _fresh(self, kind: str) -> str:
@@ -157,7 +160,11 @@ class Masker:
             pass
         return path
 
-    def apply(self, masks: list[tuple[str, str | None, str]]) -> None:
+    def apply(self, masks: list[tuple[str, str | None, str]], read_only: bool = True) -> None:
+        """Show a (new) fake root: undo the previous view's binds, then lay out this one."""
+        for real in reversed(self.binds):
+            _umount(real)
+        self.binds = []
         # Structure first (absent targets, then mount points), then the bind mounts, so
         # that a later tmpfs rebuild can never hide an earlier bind.
         for target, source, _kind in masks:
@@ -171,8 +178,10 @@ class Masker:
                 binds.append((source, self.make_present(target, kind)))
         for source, real in binds:
             _mount(source, real, None, MS_BIND | MS_REC)
-            # Read-only: kmod must never write into a fake root (nor through it to the host).
-            _mount("none", real, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+            self.binds.append(real)
+            if read_only:
+                # kmod must never write into a fake root (nor through it to the host).
+                _mount("none", real, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
 
 
 class Batch:
@@ -261,24 +270,41 @@ def _drain(fd: int) -> bytes:
     return data
 
 
+def _reply_view(out: BinaryIO, masker: Masker, request: dict[str, Any]) -> bool:
+    try:
+        masker.apply([(t, src, k) for t, src, k in request["masks"]],
+                     bool(request.get("read_only", True)))
+    except Exception as exc:  # report, do not trace back: the parent shows the message
+        out.write(f"ERROR {exc}\n".encode())
+        out.flush()
+        return False
+    out.write(b"READY\n")
+    out.flush()
+    return True
+
+
 def main() -> int:
     stdin = sys.stdin.buffer
     out = sys.stdout.buffer
     spec = json.loads(stdin.readline())
+    workers = int(spec.get("workers") or (os.cpu_count() or 1) + 1)
     try:
         masker = Masker(spec["scratch"])
-        masker.apply([(t, s, k) for t, s, k in spec["masks"]])
-    except Exception as exc:  # report, do not trace back: the parent shows the message
+    except Exception as exc:
         out.write(f"ERROR {exc}\n".encode())
         out.flush()
         return 1
-    out.write(b"READY\n")
-    out.flush()
-    workers = int(spec.get("workers") or (os.cpu_count() or 1) + 1)
+    if not _reply_view(out, masker, spec):
+        return 1
     for line in stdin:
         if not line.strip():
             continue
-        for rc, so, se in Batch(json.loads(line)["cases"], workers).run():
+        request = json.loads(line)
+        if "masks" in request:  # switch to another fake root
+            if not _reply_view(out, masker, request):
+                return 1
+            continue
+        for rc, so, se in Batch(request["cases"], workers).run():
             out.write(RECORD_HEADER.pack(rc, len(so), len(se)))
             out.write(so)
             out.write(se)

@@ -7,7 +7,8 @@ sessions, see `cache.py`) by running the real kmod in a masked namespace (`kmodr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -75,20 +76,39 @@ def suites(oracle_tree: Tree, empty_root: str, blacklist_root: str,
     return {s.name: s for s in all_suites}
 
 
-def _run_oracle(suite: Suite) -> list[Result]:
-    with KmodRunner(suite.root) as kmod:
-        return kmod.run(suite.cases)
+@pytest.fixture(scope="session")
+def kmod_runner() -> Iterator[Callable[[], KmodRunner]]:
+    """`kmod_runner()`: one namespace for the session, started on first use."""
+    _needs_root()
+    with tempfile.TemporaryDirectory() as nowhere:
+        runner = KmodRunner(nowhere)
+        started = False
+
+        def get() -> KmodRunner:
+            nonlocal started
+            if not started:
+                runner.start()
+                started = True
+            return runner
+
+        yield get
+        if started:
+            runner.close()
 
 
 @pytest.fixture(scope="session")
-def oracle() -> Callable[[Suite], list[Result]]:
+def oracle(kmod_runner: Callable[[], KmodRunner]) -> Callable[[Suite], list[Result]]:
     """`oracle(suite)`: the real kmod's results for a suite (once per session, disk-cached)."""
-    _needs_root()
     memo: dict[str, list[Result]] = {}
+
+    def compute(suite: Suite) -> list[Result]:
+        runner = kmod_runner()
+        runner.use_root(suite.root)
+        return runner.run(suite.cases)
 
     def get(suite: Suite) -> list[Result]:
         if suite.name not in memo:
-            memo[suite.name] = cache.cached_results(suite, _run_oracle)
+            memo[suite.name] = cache.cached_results(suite, compute)
         return memo[suite.name]
 
     return get

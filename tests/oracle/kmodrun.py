@@ -128,6 +128,9 @@ class KmodRunner:
     root: str
     workers: int | None = None
     timeout: float = CASE_TIMEOUT
+    #: Bind the fake root's paths read-only (kmod never writes); False lets a depmod run
+    #: inside the namespace write the fake root's /lib/modules.
+    read_only: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _scratch: str | None = field(default=None, init=False, repr=False)
     _exes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -147,18 +150,31 @@ class KmodRunner:
         spec = {
             "scratch": self._scratch,
             "workers": self.workers or (os.cpu_count() or 1) + 1,
+            "read_only": self.read_only,
             "masks": [[m.target, m.source, m.kind] for m in masks_for(self.root)],
         }
         self._proc = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", sys.executable, "-I", _DRIVER],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._request(spec)
+
+    def _request(self, request: dict[str, Any]) -> None:
+        assert self._proc is not None
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
         self._proc.stdin.flush()
         ready = self._proc.stdout.readline()
         if ready != b"READY\n":
             self.close()
             raise OracleError(f"namespace set-up failed: {ready.decode(errors='replace')}")
+
+    def use_root(self, root: str, *, read_only: bool = True) -> None:
+        """Show kmod another fake root from now on (cheaper than a new namespace)."""
+        if self._proc is None:
+            raise OracleError("runner not started")
+        self.root, self.read_only = root, read_only
+        self._request({"read_only": read_only,
+                       "masks": [[m.target, m.source, m.kind] for m in masks_for(root)]})
 
     def run(self, cases: Sequence[Case]) -> list[Result]:
         """Run `cases` (in parallel inside the namespace); results in the same order."""
@@ -262,11 +278,22 @@ def make_selftest_root(base: str) -> str:
     return root
 
 
-def run_depmod(root: str, kver: str) -> None:
-    """The real depmod on `root/lib/modules/kver`, with the fake root's depmod.d only."""
-    config = os.path.join(root, "etc/depmod.d")
-    subprocess.run(["depmod", "-b", root, "-C", config, kver], check=True,
-                   env={"PATH": DEFAULT_PATH}, capture_output=True)
+def run_depmod(root: str, kver: str, *args: str, runner: KmodRunner | None = None) -> Result:
+    """The real depmod as if `root` were `/`: it reads the fake root's depmod.d and writes
+    `root/lib/modules/<kver>` (external directories in depmod.d name paths as seen from the
+    fake root). Uses `runner` (switching it to `root`) when given. Raises OracleError when
+    depmod fails."""
+    case = Case.of("depmod", *args, kver)
+    if runner is None:
+        with KmodRunner(root, read_only=False) as kmod:
+            (result,) = kmod.run([case])
+    else:
+        runner.use_root(root, read_only=False)
+        (result,) = runner.run([case])
+    if result.rc != 0:
+        message = result.stderr.decode(errors="replace")
+        raise OracleError(f"depmod {kver} failed in {root}: {message}")
+    return result
 
 
 #: (case, expected result) pairs for the self test. `@R` is the fake root's path.

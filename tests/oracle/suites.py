@@ -237,7 +237,8 @@ def flag_cases(tree: Tree) -> Iterator[Case]:
         Case.of(*base, "--show-depends", "--", "e1000"),
         Case.of(*base, "-n", "e1000e"),
         Case.of(*base, "-n", "-v", "e1000e"),
-        Case.of(*base, "-n", "-v", "-v", "e1000e"),
+        # No -v -v: at INFO level libkmod logs a function pointer ("custom logging function
+        # 0x55... registered"), which differs from run to run.
         Case.of(*base, "-nv", "usb-storage"),
         Case.of(*base, "-n", "-v", "psmouse"),
         Case.of(*base, "-n", "-v", "mii"),

@@ -8,6 +8,7 @@ host's configuration, or a quirks file that stops exercising its quirk, fails he
 from __future__ import annotations
 
 import os
+import pathlib
 import tempfile
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from .kmodrun import (
     host_view,
     make_selftest_root,
     run_cases,
+    write_tree,
 )
 from .suites import QUIRKS_ROOT, Suite, Tree
 
@@ -60,6 +62,30 @@ def test_runner_returns_results_in_case_order_across_batches(selftest_root: str)
         second = kmod.run(cases[::-1])
     assert first == [Result(i % 3, f"{i}\n".encode(), f"e{i}\n".encode()) for i in range(40)]
     assert second == first[::-1]
+
+
+def test_runner_switches_fake_roots_in_one_namespace(tmp_path: pathlib.Path) -> None:
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    write_tree(a, {"etc/modprobe.d/a.conf": "A\n", "proc/cmdline": "a.x=1\n",
+                   "sys/module/mod_a/initstate": "live\n"})
+    write_tree(b, {"usr/local/lib/modprobe.d/b.conf": "B\n", "run/modprobe.d/": "",
+                   "lib/modprobe.d/b.conf": "-> /dev/null"})
+    os.makedirs(c)
+    probe = [Case.of("/bin/sh", "-c", "for d in /etc /run /usr/local/lib /lib; do "
+                     "if [ -e $d/modprobe.d ]; then ls -A $d/modprobe.d | tr '\\n' ' '; "
+                     "else printf 'absent '; fi; echo \"$d\"; done; "
+                     "cat /proc/cmdline; ls /sys/module")]
+    seen = {}
+    with KmodRunner(a) as kmod:
+        for name, root in (("a", a), ("b", b), ("a2", a), ("c", c), ("b2", b)):
+            kmod.use_root(root)
+            (seen[name],) = kmod.run(probe)
+    assert seen["a"].stdout == (b"a.conf /etc\nabsent /run\nabsent /usr/local/lib\n"
+                                  b"absent /lib\na.x=1\nmod_a\n")
+    assert seen["b"].stdout == b"absent /etc\n/run\nb.conf /usr/local/lib\nb.conf /lib\n"
+    assert seen["c"].stdout == (b"absent /etc\nabsent /run\nabsent /usr/local/lib\n"
+                                b"absent /lib\n")
+    assert seen["a2"] == seen["a"] and seen["b2"] == seen["b"]
 
 
 def test_runner_passes_only_path_and_the_case_environment(selftest_root: str) -> None:
