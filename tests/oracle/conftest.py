@@ -112,3 +112,10 @@ def oracle(kmod_runner: Callable[[], KmodRunner]) -> Callable[[Suite], list[Resu
         return memo[suite.name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def kmodd_front_end() -> None:
+    """kmodd's modprobe front end must import: until it exists, tests using this fixture error
+    at set-up (without stopping the collection of other tests)."""
+    import kmodd.cli.modprobe  # noqa: F401

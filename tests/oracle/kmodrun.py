@@ -176,6 +176,11 @@ class KmodRunner:
         self._request({"read_only": read_only,
                        "masks": [[m.target, m.source, m.kind] for m in masks_for(root)]})
 
+    def ensure_root(self, root: str) -> None:
+        """Switch to `root` (read-only) unless it is already the one shown."""
+        if root != self.root or not self.read_only:
+            self.use_root(root)
+
     def run(self, cases: Sequence[Case]) -> list[Result]:
         """Run `cases` (in parallel inside the namespace); results in the same order."""
         if self._proc is None:

@@ -32,12 +32,6 @@ COMMAND_SAMPLE = 300
 SYMLINK_SAMPLE = 40
 
 
-@pytest.fixture(scope="session")
-def kmodd_front_end() -> None:
-    """kmodd's modprobe front end must import; an ImportError fails every test of this module."""
-    import kmodd.cli.modprobe  # noqa: F401
-
-
 def _check(suite: Suite, oracle: Oracle) -> None:
     expected = oracle(suite)
     actual = [run_inprocess(c, suite.root) for c in suite.cases]
