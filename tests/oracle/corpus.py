@@ -123,7 +123,7 @@ class _Fnmatch:
         self._f.restype = ctypes.c_int
 
     def __call__(self, pattern: str, text: str) -> bool:
-        return self._f(pattern.encode(), text.encode(), 0) == 0
+        return bool(self._f(pattern.encode(), text.encode(), 0) == 0)
 
 
 def bus_of(alias: str) -> str:

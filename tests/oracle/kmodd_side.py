@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import shutil
 import subprocess
 import traceback
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from .kmodrun import Case, Result
 
@@ -26,6 +27,10 @@ from .kmodrun import Case, Result
 RC_CRASH = -2000
 #: Seconds one installed-command case may take.
 COMMAND_TIMEOUT = 60.0
+#: Below this many cases the in-process runs stay in this process.
+PARALLEL_MIN_CASES = 200
+#: Work pieces per worker process (small enough to even out, large enough to be cheap).
+CHUNKS_PER_WORKER = 8
 
 
 @contextlib.contextmanager
@@ -58,6 +63,28 @@ def run_inprocess(case: Case, root: str) -> Result:
         rc = RC_CRASH
         err.write(traceback.format_exc().encode())
     return Result(rc, out.getvalue(), err.getvalue())
+
+
+def _run_chunk(chunk: Sequence[Case], root: str) -> list[Result]:
+    return [run_inprocess(c, root) for c in chunk]
+
+
+def run_inprocess_many(cases: Sequence[Case], root: str, *,
+                       workers: int | None = None) -> list[Result]:
+    """`run_inprocess` for many cases, split over forked worker processes (one per CPU).
+
+    Each worker is a fork of this process, so it shares what kmodd has imported; results come
+    back in case order. With one CPU (or few cases) everything runs here.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(cases) < PARALLEL_MIN_CASES:
+        return _run_chunk(cases, root)
+    size = -(-len(cases) // (workers * CHUNKS_PER_WORKER))
+    chunks = [cases[i : i + size] for i in range(0, len(cases), size)]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        parts = pool.map(_run_chunk, chunks, [root] * len(chunks))
+        return [r for part in parts for r in part]
 
 
 def kmodctl_path() -> str:

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 #: The modprobe.d search path of kmod 30 on Debian 12, highest precedence first.
 MODPROBE_D_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
@@ -213,7 +213,7 @@ class KmodRunner:
             self._scratch = None
 
 
-def _read_record(stream: BinaryIO) -> Result:
+def _read_record(stream: IO[bytes]) -> Result:
     header = stream.read(_RECORD_HEADER.size)
     if len(header) != _RECORD_HEADER.size:
         raise OracleError("namespace driver died (short record)")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import pytest
 
 from .compare import report
-from .kmodd_side import kmodctl_path, run_inprocess, run_many_commands
+from .kmodd_side import kmodctl_path, run_inprocess_many, run_many_commands
 from .kmodrun import Result
 from .suites import Suite
 
@@ -29,12 +29,12 @@ pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("kmodd_front_end")]
 Oracle = Callable[[Suite], list[Result]]
 #: About this many cases go through the installed command (spread over every suite).
 COMMAND_SAMPLE = 300
-SYMLINK_SAMPLE = 40
+SYMLINK_SAMPLE = 20
 
 
 def _check(suite: Suite, oracle: Oracle) -> None:
     expected = oracle(suite)
-    actual = [run_inprocess(c, suite.root) for c in suite.cases]
+    actual = run_inprocess_many(suite.cases, suite.root)
     problem = report(suite.name, suite.cases, expected, actual)
     if problem:
         pytest.fail(problem, pytrace=False)
