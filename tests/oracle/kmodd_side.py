@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -88,9 +89,19 @@ def run_inprocess_many(cases: Sequence[Case], root: str, *,
 
 
 def kmodctl_path() -> str:
-    path = shutil.which("kmodctl")
+    """The installed `kmodctl` console script itself.
+
+    It is looked for next to this Python first: a wrapper found on PATH (a pyenv shim) picks
+    the program by its own name, so a `modprobe` symlink to it would run the real kmod.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), "kmodctl")
+    path = beside if os.access(beside, os.X_OK) else shutil.which("kmodctl")
     if path is None:
         raise FileNotFoundError("kmodctl is not installed (pip install -e .)")
+    with open(path, "rb") as f:
+        shebang = f.readline()
+    if not (shebang.startswith(b"#!") and b"python" in shebang):
+        raise RuntimeError(f"{path} is not kmodctl's Python console script ({shebang!r})")
     return path
 
 

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("kmodd_front_end")]
 
 Oracle = Callable[[Suite], list[Result]]
 #: About this many cases go through the installed command (spread over every suite).
-COMMAND_SAMPLE = 300
+COMMAND_SAMPLE = 250
 SYMLINK_SAMPLE = 20
 
 

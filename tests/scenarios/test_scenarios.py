@@ -58,11 +58,10 @@ def test_golden_output_is_what_kmod_prints(built: dict[str, tuple[Scenario, str]
                     describe(case, expected, actual), pytrace=False)
 
 
+@pytest.mark.usefixtures("kmodd_front_end")
 @pytest.mark.parametrize("name", names())
 def test_kmodd_prints_what_kmod_printed(built: dict[str, tuple[Scenario, str]],
                                         name: str) -> None:
-    import kmodd.cli.modprobe  # noqa: F401  (ImportError until kmodd's front end exists)
-
     scenario, root = built[name]
     expected = scenario.expected(root)
     assert expected is not None
