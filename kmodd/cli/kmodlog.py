@@ -50,21 +50,32 @@ class Exit(Exception):
 
 
 def kmod_log_priority(environ: Mapping[str, str]) -> int:
-    """libkmod's initial priority: $KMOD_LOG as a number or err/info/debug, else LOG_ERR."""
+    """libkmod's initial priority (libkmod.c: log_priority) from $KMOD_LOG, else LOG_ERR.
+
+    A leading decimal number wins when only blanks follow it; else `err`, `info`, `debug`
+    by prefix; anything else is 0 (only emergencies).
+    """
     value = environ.get("KMOD_LOG")
     if value is None:
         return LOG_ERR
-    try:
-        return int(value, 0)
-    except ValueError:
-        pass
+    digits = value.lstrip(" \t\n\v\f\r")
+    sign = 1
+    if digits[:1] in ("+", "-"):
+        sign = -1 if digits[0] == "-" else 1
+        digits = digits[1:]
+    n = len(digits) - len(digits.lstrip("0123456789"))
+    rest = digits[n:]
+    if n and (rest == "" or rest[0] in " \t\n\v\f\r"):
+        return sign * int(digits[:n])
+    if not n and (value == "" or value[0] in " \t\n\v\f\r" and not value.strip()):
+        return 0
     if value.startswith("err"):
         return LOG_ERR
     if value.startswith("info"):
         return LOG_INFO
     if value.startswith("debug"):
         return LOG_DEBUG
-    return LOG_ERR
+    return 0
 
 
 def _prio_name(table: dict[int, str], prio: int, fmt: str) -> str:
@@ -112,15 +123,19 @@ class ToolLog:
         file, line, fn = where
         self.write(f"libkmod: {name} ../{file}:{line} {fn}: {message}\n")
 
-    def library(self, prio: int, message: str) -> None:
-        """libkmod messages once the tool has installed its logger (log_kmod)."""
+    def library(self, prio: int, message: str, where: tuple[str, int, str]) -> None:
+        """libkmod messages once the tool has installed its logger (tools/log.c: log_kmod).
+
+        Debian's tools are built with debug logging too, so the source location shows.
+        """
         if prio > self.lib_filter:
             return
         name = _prio_name(_TOOL_LEVELS, prio, "LOG-%03d")
+        file, line, fn = where
         if self.use_syslog and self._syslog is not None:
-            self._syslog(prio, f"{name}: {message}\n")
+            self._syslog(prio, f"{name}: ../{file}:{line} {fn}() {message}\n")
         else:
-            self.write(f"{self.prog}: {name}: {message}\n")
+            self.write(f"{self.prog}: {name}: ../{file}:{line} {fn}() {message}\n")
 
     def setup(self, priority: int) -> None:
         """log_setup_kmod_log: the tool's verbosity now filters both voices."""

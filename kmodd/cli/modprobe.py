@@ -24,7 +24,9 @@ from kmodd.cli.kmodlog import (
     Exit,
     ToolLog,
 )
+from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
+from kmodd.core.index import INDEX_FILES, IndexProblem
 from kmodd.core.plan import Plan, ProbeFlag, Step, plan_probe, run_plan
 from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
 from kmodd.core.resolve import LogRecord, LookupError_, Module, Resolver
@@ -64,6 +66,10 @@ LONG_OPTIONS = (
 )
 
 DEFAULT_VERBOSE = LOG_WARNING
+
+WHERE_INDEX_MAGIC = ("libkmod/libkmod-index.c", 790, "index_mm_open")
+WHERE_INDEX_VERSION = ("libkmod/libkmod-index.c", 797, "index_mm_open")
+WHERE_INITSTATE = ("libkmod/libkmod-module.c", 1847, "kmod_module_get_initstate")
 
 HELP = """Usage:
 \t{p} [options] [-i] [-b] modulename
@@ -235,6 +241,7 @@ class _Run:
         self.log = ToolLog(argv[0] if argv else "modprobe", stderr, environ)
         self.s = _Settings()
         self.moddir = ""
+        self.real_moddir = ""
         self.resolver: Resolver | None = None
 
     # -- output helpers ------------------------------------------------------------------
@@ -252,7 +259,7 @@ class _Run:
 
     def library_log(self, record: LogRecord) -> None:
         message = record.message.replace("ctx=(ctx)", f"ctx={hex(id(self))}")
-        self.log.library(record.priority, message)
+        self.log.library(record.priority, message, record.where)
 
     def env_append(self, value: str) -> None:
         old = self.environ.get("MODPROBE_OPTIONS")
@@ -338,10 +345,10 @@ class _Run:
         if not s.show_config and not args:
             self.log.tool(LOG_ERR, "missing parameters. See -h.\n")
             return 1
-        if s.root is not None or s.kversion is not None:
-            self.moddir = module_dir(s.root or "", s.kversion or kernel_release())
-        else:
-            self.moddir = self.root.path(f"/lib/modules/{kernel_release()}")
+        self.moddir = module_dir(s.root or "", s.kversion or kernel_release())
+        # Without -d, module files live under the root like everything else; -d DIR names a
+        # directory as it is.
+        self.real_moddir = self.moddir if s.root is not None else self.root.path(self.moddir)
         self.log.use_syslog = s.use_syslog
         config = self._load_config()
         self.log.setup(s.verbose)
@@ -366,7 +373,8 @@ class _Run:
     def _load_config(self) -> Config:
         from kmodd.system.moddb import load_config
 
-        config = load_config(self.root, self.moddir, self.s.config_paths or None)
+        config = load_config(self.root, self.moddir, self.s.config_paths or None,
+                             real_moddir=self.real_moddir)
         for d in config.diagnostics:
             self.log.library_default(d.priority, d.where, d.message)
         return config
@@ -375,11 +383,31 @@ class _Run:
         from kmodd.system.moddb import raw_indexes
         from kmodd.system.sysview import SysfsView
 
-        indexes, problems = raw_indexes(self.moddir)
-        for p in problems:
-            self.log.library(LOG_ERR, f"{p}: index ignored")
-        self.sysfs = SysfsView(self.root, lambda prio, msg: self.log.library(prio, msg))
+        indexes, problems = raw_indexes(self.moddir, self.real_moddir)
+        self._report_index_problems(indexes, problems)
+        self.sysfs = SysfsView(
+            self.root,
+            lambda prio, msg: self.log.library(prio, msg, WHERE_INITSTATE),
+            files_under_root=self.s.root is None,
+        )
         return Resolver(indexes, config, self.sysfs, log=self.library_log)
+
+    def _report_index_problems(self, indexes: object, problems: list[IndexProblem]) -> None:
+        """What kmod_load_resources says: it maps the indexes in order and stops at the first
+        one that fails (except modules.builtin.alias.bin), naming a bad magic or version.
+        Damage deeper in a file, which kmod does not check, kmodd names with its offset."""
+        bad = {p.role: p for p in problems}
+        present = set(getattr(indexes, "_bins", {}))
+        for role in INDEX_FILES:
+            p = bad.get(role)
+            if p is not None and p.kind == "magic":
+                self.log.library(LOG_ERR, f"magic check fail: {p.found:x} instead of "
+                                 f"{INDEX_MAGIC:x}", WHERE_INDEX_MAGIC)
+            elif p is not None and p.kind == "version":
+                self.log.library(LOG_ERR, f"major version check fail: {p.found} instead of "
+                                 f"{INDEX_VERSION_MAJOR}", WHERE_INDEX_VERSION)
+            if role not in present and role != "builtin_alias":
+                break
 
     # -- -c ------------------------------------------------------------------------------------
 
@@ -509,6 +537,11 @@ def run(
     environ: Mapping[str, str],
 ) -> int:
     """modprobe's main: returns the exit status."""
+    # kmod sees bytes: give every argument and variable back the bytes it came as, one
+    # character per byte, so that output writes them back unchanged.
+    argv = [os.fsencode(a).decode("latin-1") for a in argv]
+    environ = {os.fsencode(k).decode("latin-1"): os.fsencode(v).decode("latin-1")
+               for k, v in environ.items()}
     r = _Run(argv, root, stdout, stderr, environ)
     try:
         return r.main()

@@ -41,13 +41,20 @@ _HEADER = struct.Struct(">III")
 
 
 class IndexFileError(ValueError):
-    """A damaged index file: which file, where, and what is wrong."""
+    """A damaged index file: which file, where, and what is wrong.
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
+    `kind` tells the header problems libkmod itself reports ("short", "magic", "version")
+    from damage deeper in the trie ("structure"); `found` is the bad magic or major version.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str, kind: str = "structure",
+                 found: int = 0) -> None:
         super().__init__(f"{path}: offset {offset:#x}: {reason}")
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.kind = kind
+        self.found = found
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +84,19 @@ class BinIndex:
         self._size = len(data)
         self.path = path
         if self._size < HEADER_SIZE:
-            raise IndexFileError(path, 0, f"file is {self._size} bytes, shorter than the header")
+            raise IndexFileError(
+                path, 0, f"file is {self._size} bytes, shorter than the header", "short"
+            )
         magic, version, root = _HEADER.unpack_from(data, 0)
         if magic != INDEX_MAGIC:
             raise IndexFileError(
-                path, 0, f"bad magic {magic:#010x} (an index starts with {INDEX_MAGIC:#010x})"
+                path, 0, f"bad magic {magic:#010x} (an index starts with {INDEX_MAGIC:#010x})",
+                "magic", magic,
             )
         if version >> 16 != INDEX_VERSION_MAJOR:
             raise IndexFileError(
-                path, 4, f"unsupported index version {version >> 16}.{version & 0xFFFF}"
+                path, 4, f"unsupported index version {version >> 16}.{version & 0xFFFF}",
+                "version", version >> 16,
             )
         self.version = version
         self.root = root
@@ -98,6 +109,10 @@ class BinIndex:
         size = self._size
         off = word & NODE_OFFSET
         start = off
+        if not word & NODE_FLAGS:
+            # Nothing is read for a node without prefix, children or values (an empty
+            # index's root points just past the header, at the end of the file).
+            return Node(start, "", 0, (), ())
         if off < HEADER_SIZE or off >= size:
             raise IndexFileError(self.path, off, "node offset outside the file")
         prefix = ""
@@ -268,7 +283,7 @@ class BinIndex:
             if visited > limit:
                 raise IndexFileError(self.path, word & NODE_OFFSET, "trie loops back on itself")
             off = word & NODE_OFFSET
-            if off < HEADER_SIZE:
+            if off < HEADER_SIZE and word & NODE_FLAGS:
                 raise IndexFileError(self.path, off, "node offset outside the file")
             if word & NODE_PREFIX:
                 end = find(b"\0", off)

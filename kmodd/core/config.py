@@ -51,19 +51,26 @@ class Diagnostic:
 
 @dataclass(frozen=True, slots=True)
 class Softdep:
-    """One `softdep` line: the key pattern and its pre and post lists."""
+    """One `softdep` line: the key pattern and its pre and post lists.
+
+    `words` keeps every pre/post word in line order: kmod stores them in one buffer in that
+    order, and `modprobe -c` prints each list as the stretch of that buffer from its first
+    to its last word, so interleaved sections show up in both.
+    """
 
     name: str
     pre: tuple[str, ...]
     post: tuple[str, ...]
+    words: tuple[tuple[bool, str], ...] = ()  # (is pre, word), in line order
 
     def text(self) -> str:
-        """kmod's `softdep_to_char`: note there is no space before `post:` (a kmod quirk)."""
+        """kmod's `softdep_to_char`; note there is no space before `post:` (a kmod quirk)."""
+        words = self.words or tuple([(True, w) for w in self.pre] + [(False, w) for w in self.post])
         out = ""
-        if self.pre:
-            out += "pre: " + " ".join(self.pre)
-        if self.post:
-            out += "post: " + " ".join(self.post)
+        for want, label in ((True, "pre: "), (False, "post: ")):
+            idx = [i for i, (is_pre, _) in enumerate(words) if is_pre is want]
+            if idx:
+                out += label + " ".join(w for _, w in words[idx[0] : idx[-1] + 1])
         return out
 
 
@@ -238,8 +245,13 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 elif cmd == "remove":
                     b.removes.append((key, rest))
                 else:
-                    pre, post = parse_softdep_text(rest)
-                    b.softdeps.append(Softdep(key, pre, post))
+                    words = softdep_words(rest)
+                    b.softdeps.append(Softdep(
+                        key,
+                        tuple(w for is_pre, w in words if is_pre),
+                        tuple(w for is_pre, w in words if not is_pre),
+                        words,
+                    ))
             elif cmd in ("include", "config"):
                 b.diagnostics.append(
                     Diagnostic(
@@ -259,14 +271,20 @@ _C_SPACE = " \t\n\v\f\r"
 
 
 def parse_softdep_text(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The pre and post lists of a softdep line (see `softdep_words`)."""
+    words = softdep_words(line)
+    return (tuple(w for is_pre, w in words if is_pre),
+            tuple(w for is_pre, w in words if not is_pre))
+
+
+def softdep_words(line: str) -> tuple[tuple[bool, str], ...]:
     """kmod's softdep tokenizer, quirks included.
 
     Tokens are split on whitespace, but the scan keeps a lone leading blank inside the first
     token (so `softdep x  pre: a`, with two spaces, makes ` pre:` a plain word and drops it),
     `pre:`/`post:` switch lists only as whole tokens, and words before either are dropped.
     """
-    pre: list[str] = []
-    post: list[str] = []
+    words: list[tuple[bool, str]] = []
     mode = 0  # 0 none, 1 pre, 2 post
     was_space = False
     p = 0
@@ -292,16 +310,13 @@ def parse_softdep_text(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             mode = 1
         elif word == "post:":
             mode = 2
-        elif not at_end or not was_space:
-            if mode == 1:
-                pre.append(word)
-            elif mode == 2:
-                post.append(word)
+        elif (not at_end or not was_space) and mode:
+            words.append((mode == 1, word))
         p = s + 1
         if at_end:
             break
         s += 1
-    return tuple(pre), tuple(post)
+    return tuple(words)
 
 
 # -- the kernel command line -----------------------------------------------------------------

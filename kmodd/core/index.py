@@ -20,7 +20,7 @@ from typing import Protocol
 from kmodd.core.aliasindex import AliasIndex
 from kmodd.core.binindex import BinIndex, IndexFileError
 
-#: The index files libkmod loads, by role.
+#: The index files libkmod loads, by role, in the order kmod_load_resources maps them.
 INDEX_FILES = {
     "dep": "modules.dep.bin",
     "alias": "modules.alias.bin",
@@ -64,9 +64,12 @@ class Indexes(Protocol):
 class IndexProblem:
     """An index file that exists but cannot be used, and why."""
 
+    role: str
     path: str
     offset: int
     reason: str
+    kind: str  # "short", "magic", "version" or "structure" (see IndexFileError)
+    found: int = 0
 
     def __str__(self) -> str:
         return f"{self.path}: offset {self.offset:#x}: {self.reason}"
@@ -88,7 +91,7 @@ def open_indexes(
         try:
             out[role] = BinIndex(data, path)
         except IndexFileError as e:
-            problems.append(IndexProblem(e.path, e.offset, e.reason))
+            problems.append(IndexProblem(role, e.path, e.offset, e.reason, e.kind, e.found))
     return out, problems
 
 

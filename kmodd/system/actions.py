@@ -63,7 +63,8 @@ class HostActions:
         err = kernel.insert_file(path, options, force)
         if err < 0:
             self.front.log.library(
-                6, f"Failed to insert module '{path}': {os.strerror(-err)}"
+                6, f"Failed to insert module '{path}': {os.strerror(-err)}",
+                ("libkmod/libkmod-module.c", 949, "kmod_module_insert_module"),
             )
         return err
 
@@ -74,6 +75,7 @@ class HostActions:
                 LOG_ERR,
                 f"Could not run install command '{command}' for module {mod.name}: "
                 f"{os.strerror(errno.ENOEXEC)}",
+                ("libkmod/libkmod-module.c", 1041, "command_do"),
             )
             return -errno.EINVAL
         if status:
@@ -81,6 +83,7 @@ class HostActions:
                 LOG_ERR,
                 f"Error running install command '{command}' for module {mod.name}: "
                 f"retcode {status}",
+                ("libkmod/libkmod-module.c", 1047, "command_do"),
             )
             return -errno.EINVAL
         return 0
@@ -109,18 +112,19 @@ class HostRemoval:
         return self.sysfs.holders(name)  # type: ignore[attr-defined, no-any-return]
 
     def remove_module(self, mod: Module) -> int:
-        from kmodd.system import kernel
-
         self.front.show(f"rmmod {mod.name}\n")
         if self.dry_run:
             return 0
+        from kmodd.system import kernel
+
         deadline = 0.0
         interval = 0.0
         while True:
             err = kernel.delete(mod.name, force=self.force)
             if err < 0 and not self.wait_msec:
                 self.front.log.library(
-                    LOG_ERR, f"could not remove '{mod.name}': {os.strerror(-err)}"
+                    LOG_ERR, f"could not remove '{mod.name}': {os.strerror(-err)}",
+                    ("libkmod/libkmod-module.c", 856, "kmod_module_remove_module"),
                 )
             if err == -errno.EEXIST:
                 if not self.first_time:

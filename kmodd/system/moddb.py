@@ -35,17 +35,21 @@ def map_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def read_index_files(moddir: str) -> dict[str, bytes | None]:
-    return {fname: map_file(f"{moddir}/{fname}") for fname in INDEX_FILES.values()}
+def read_index_files(real_moddir: str) -> dict[str, bytes | None]:
+    return {fname: map_file(f"{real_moddir}/{fname}") for fname in INDEX_FILES.values()}
 
 
-def raw_indexes(moddir: str) -> tuple[RawIndexes, list[IndexProblem]]:
-    bins, problems = open_indexes(moddir, read_index_files(moddir))
+def raw_indexes(moddir: str, real_moddir: str | None = None
+                ) -> tuple[RawIndexes, list[IndexProblem]]:
+    """Indexes read on demand; `moddir` names them, `real_moddir` (default: the same) is read."""
+    bins, problems = open_indexes(moddir, read_index_files(real_moddir or moddir))
     return RawIndexes(moddir, bins), problems
 
 
-def snapshot_indexes(moddir: str) -> tuple[ModuleIndex, list[IndexProblem]]:
-    bins, problems = open_indexes(moddir, read_index_files(moddir))
+def snapshot_indexes(moddir: str, real_moddir: str | None = None
+                     ) -> tuple[ModuleIndex, list[IndexProblem]]:
+    """The decoded snapshot of a module directory (see `raw_indexes` for the two paths)."""
+    bins, problems = open_indexes(moddir, read_index_files(real_moddir or moddir))
     return ModuleIndex(moddir, bins), problems
 
 
@@ -88,9 +92,14 @@ def read_cmdline(root: Root) -> bytes | None:
 
 
 def load_config(
-    root: Root, moddir: str, config_paths: Sequence[str] | None = None
+    root: Root, moddir: str, config_paths: Sequence[str] | None = None,
+    real_moddir: str | None = None,
 ) -> Config:
-    """Read modprobe.d (or the `-C` paths) and the kernel command line into a Config."""
+    """Read modprobe.d (or the `-C` paths) and the kernel command line into a Config.
+
+    `moddir` names the module directory's `modules.softdep` in messages; `real_moddir` is
+    where it is read (they differ under a test root).
+    """
     if config_paths:
         pairs = [(p, p) for p in config_paths]
     else:
@@ -98,8 +107,9 @@ def load_config(
     listings = [list_config_path(real, shown) for real, shown in pairs]
     files, diags = order_config_files(moddir, listings)
     prefix = "" if config_paths or root.is_host else root.prefix.rstrip("/")
+    softdep = f"{real_moddir or moddir}/modules.softdep"
     contents: list[tuple[ConfigFile, bytes | None]] = [
-        (cf, read_file(prefix + cf.path if cf.name != "modules.softdep" else cf.path))
+        (cf, read_file(softdep if cf.path == f"{moddir}/modules.softdep" else prefix + cf.path))
         for cf in files
     ]
     return build_config(contents, read_cmdline(root), diags)

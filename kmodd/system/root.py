@@ -75,6 +75,8 @@ def kernel_release() -> str:
 
 
 def module_dir(basedir: str | None, kver: str) -> str:
-    """`<basedir>/lib/modules/<kver>`, as modprobe and depmod build it from `-d`/`-b` and `-S`."""
-    base = (basedir or "").rstrip("/")
-    return f"{base}{MODULE_DIRECTORY}/{kver}"
+    """`<basedir>/lib/modules/<kver>`, as modprobe and depmod build it from `-d`/`-b` and `-S`.
+
+    Like kmod, a trailing slash on basedir is kept (`dir//lib/modules/...`).
+    """
+    return f"{basedir or ''}{MODULE_DIRECTORY}/{kver}"

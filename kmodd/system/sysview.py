@@ -19,13 +19,21 @@ _STATES = {"live\n": InitState.LIVE, "coming\n": InitState.COMING, "going\n": In
 
 
 class SysfsView:
-    """Reads /sys/module under `root`; reports read problems through `log`."""
+    """Reads /sys/module under `root`; reports read problems through `log`.
 
-    def __init__(self, root: Root, log: Callable[[int, str], None] | None = None) -> None:
+    Module files are looked up under the root too (`files_under_root`), unless the tool was
+    pointed at a directory of the host (`modprobe -d DIR`).
+    """
+
+    def __init__(self, root: Root, log: Callable[[int, str], None] | None = None,
+                 *, files_under_root: bool = True) -> None:
         self.root = root
         self._log = log
+        self._files_under_root = files_under_root and not root.is_host
 
     def stat_errno(self, path: str) -> int:
+        if self._files_under_root and path.startswith("/"):
+            path = self.root.path(path)
         try:
             os.stat(path)
         except OSError as e:
