@@ -29,11 +29,14 @@ It reads modules with kmodd.core.elf, never with a parser of its own.
 from __future__ import annotations
 
 import errno as E
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from kmodd.core.kmsg import KmsgRecord, Level, format_record
 from kmodd.core.signature import (
@@ -46,6 +49,14 @@ from kmodd.core.signature import (
 from kmodd.core.taint import TAINT_BY_NAME, module_taint_letters
 from kmodd.system.kernel import InsertFlag, LinuxKernel
 from kmodd.system.root import Root
+
+#: The simulation reads modules with the depmod branch's ELF reader; until it is merged,
+#: tests that need it say so and skip.
+HAS_CORE_ELF = all(importlib.util.find_spec(f"kmodd.core.{m}") is not None
+                   for m in ("elf", "compression"))
+needs_core_elf = pytest.mark.skipif(
+    not HAS_CORE_ELF,
+    reason="kmodd.core.elf / kmodd.core.compression (depmod branch) are not merged yet")
 
 DEBIAN_RELEASE = "6.1.0-56-amd64"
 DEBIAN_VERMAGIC = "6.1.0-56-amd64 SMP preempt mod_unload modversions "
