@@ -58,6 +58,11 @@ def ko(tmp_path):
                         kernel_crcs={"printk": 7}, layout_crc=9)
 
 
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def set_compression(root, kind):
     with open(root.path("/sys/module/compression"), "w") as f:
         f.write(kind + "\n")
@@ -93,7 +98,7 @@ def test_a_finit_error_other_than_enosys_is_final(root, ko):
 def test_compressed_module_matching_the_kernels_decompressor_goes_to_finit_flagged(root, tmp_path,
                                                                                    ko):
     xz = tmp_path / "mod_a.ko.xz"
-    xz.write_bytes(lzma.compress(open(ko, "rb").read()))
+    xz.write_bytes(lzma.compress(read(ko)))
     set_compression(root, "xz")
     sys = Recorder()
     result = LinuxKernel(root, syscalls=sys).insert(str(xz))
@@ -103,19 +108,19 @@ def test_compressed_module_matching_the_kernels_decompressor_goes_to_finit_flagg
 
 def test_compression_the_kernel_lacks_is_decompressed_in_user_space(root, tmp_path, ko):
     gz = tmp_path / "mod_a.ko.gz"
-    gz.write_bytes(gzip.compress(open(ko, "rb").read()))
+    gz.write_bytes(gzip.compress(read(ko)))
     set_compression(root, "zstd")
     sys = Recorder()
     result = LinuxKernel(root, syscalls=sys, codec=Codec()).insert(str(gz), "x=1")
     assert result.ok and result.syscall == "init_module"
-    assert sys.calls == [("init_module", open(ko, "rb").read(), b"x=1")]
+    assert sys.calls == [("init_module", read(ko), b"x=1")]
     assert result.notes == ("the kernel does not decompress gzip (it has zstd): decompressing "
                             "in user space",)
 
 
 def test_compression_is_detected_by_magic_not_by_name(root, tmp_path, ko):
     disguised = tmp_path / "mod_a.ko"
-    disguised.write_bytes(lzma.compress(open(ko, "rb").read()))
+    disguised.write_bytes(lzma.compress(read(ko)))
     sys = Recorder()
     result = LinuxKernel(root, syscalls=sys, codec=Codec()).insert(str(disguised))
     assert (result.syscall, result.compression) == ("init_module", "xz")
@@ -155,7 +160,7 @@ def test_enosys_falls_back_to_init_module_and_strips_for_the_force_flags(root, k
 def test_without_force_flags_the_fallback_passes_the_file_unchanged(root, ko):
     sys = Recorder(finit=E.ENOSYS)
     LinuxKernel(root, syscalls=sys).insert(ko)
-    assert sys.calls[1][1] == open(ko, "rb").read()
+    assert sys.calls[1][1] == read(ko)
 
 
 @needs_core_elf
@@ -165,7 +170,7 @@ def test_a_module_without_vermagic_is_passed_on_when_stripping_fails(root, tmp_p
     result = LinuxKernel(root, syscalls=sys).insert(ko, force_vermagic=True)
     assert result.ok
     assert result.notes[-1] == "Failed to strip vermagic: No such file or directory"
-    assert sys.calls[1][1] == open(ko, "rb").read()
+    assert sys.calls[1][1] == read(ko)
 
 
 def test_a_file_shorter_than_six_bytes_is_einval_before_any_syscall(root, tmp_path):

@@ -5,7 +5,13 @@ import os
 import pytest
 
 from kmodd.core.kmodlog import LibkmodEvent
-from kmodd.system.modstate import InitState, ProcModule, ProcModulesError, SysModules, parse_proc_modules
+from kmodd.system.modstate import (
+    InitState,
+    ProcModule,
+    ProcModulesError,
+    SysModules,
+    parse_proc_modules,
+)
 from kmodd.system.root import Root
 
 
@@ -52,7 +58,8 @@ def test_no_module_directory_means_not_loaded(modules):
 def test_initstate_without_its_newline_is_unknown_and_logged_like_libkmod(root, modules, events):
     put(root, "sys/module/fat/initstate", "live")
     assert modules.initstate("fat") is None
-    assert events == [LibkmodEvent("initstate_unknown", "unknown /sys/module/fat/initstate: 'live'\n")]
+    assert events == [LibkmodEvent("initstate_unknown",
+                                   "unknown /sys/module/fat/initstate: 'live'\n")]
 
 
 def test_refcnt_needs_a_number_followed_by_whitespace(root, modules, events):
@@ -92,7 +99,8 @@ def test_a_proc_modules_line_with_only_name_and_size_is_invalid_because_of_the_n
     os.makedirs(root.sys_module("fat"))
     put(root, "proc/modules", "fat 90000\n")
     assert modules.size("fat") == -2
-    assert events == [LibkmodEvent("size_bad_line_size", "invalid line format at /proc/modules:1\n")]
+    assert events == [LibkmodEvent("size_bad_line_size",
+                                   "invalid line format at /proc/modules:1\n")]
 
 
 def test_holders_come_in_directory_order_normalised(root, modules):
@@ -100,7 +108,8 @@ def test_holders_come_in_directory_order_normalised(root, modules):
     for holder in ("vfat", "msdos-x"):
         os.symlink(f"../../{holder}", root.sys_module("fat", "holders", holder))
     assert sorted(modules.holders("fat")) == ["msdos_x", "vfat"]
-    assert modules.holders("fat") == [n.replace("-", "_") for n in os.listdir(root.sys_module("fat", "holders"))]
+    in_readdir_order = os.listdir(root.sys_module("fat", "holders"))
+    assert modules.holders("fat") == [n.replace("-", "_") for n in in_readdir_order]
 
 
 def test_unreadable_holders_is_none_and_logged(modules, events):
