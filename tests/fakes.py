@@ -828,3 +828,47 @@ def write_module(directory: str, name: str, *, exports: Iterable[str] = (),
                   weak_needs=list(weak_needs), versions=versions)
     os.makedirs(directory, exist_ok=True)
     return write_ko(os.path.join(directory, filename or f"{name.replace('_', '-')}.ko"), spec)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A throw-away RSA key and self-signed certificate made with openssl."""
+
+    key: str
+    cert: str
+    subject: str
+    serial: int
+
+
+def make_signing_key(directory: str, subject: str = "/CN=kmodd test key",
+                     serial: int = 0x1234ABCD, bits: int = 1024) -> SigningKey:
+    import subprocess
+
+    os.makedirs(directory, exist_ok=True)
+    tag = f"{abs(hash((subject, serial))):x}"
+    key, cert = os.path.join(directory, f"{tag}.key"), os.path.join(directory, f"{tag}.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout",
+                    key, "-out", cert, "-subj", subject, "-set_serial", str(serial),
+                    "-days", "2"], check=True, capture_output=True)
+    return SigningKey(key, cert, subject, serial)
+
+
+def pkcs7_signature(data: bytes, key: SigningKey, digest: str = "sha256") -> bytes:
+    """A detached PKCS#7 (CMS) signature of `data`, as scripts/sign-file makes them."""
+    import subprocess
+
+    return subprocess.run(
+        ["openssl", "cms", "-sign", "-signer", key.cert, "-inkey", key.key, "-binary",
+         "-noattr", "-nocerts", "-outform", "DER", "-md", digest],
+        input=data, check=True, capture_output=True).stdout
+
+
+def append_signature(data: bytes, blob: bytes, *, id_type: int = PKEY_ID_PKCS7, algo: int = 0,
+                     hash_: int = 0, signer: bytes = b"", key_id: bytes = b"") -> bytes:
+    """`data` with a signature block and `struct module_signature` and the magic appended."""
+    header = MODULE_SIGNATURE.pack(algo, hash_, id_type, len(signer), len(key_id), len(blob))
+    return data + signer + key_id + blob + header + SIG_MAGIC
+
+
+def sign_module(data: bytes, key: SigningKey, digest: str = "sha256") -> bytes:
+    return append_signature(data, pkcs7_signature(data, key, digest))

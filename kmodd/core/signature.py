@@ -7,10 +7,10 @@ A signed module ends with (`libkmod/libkmod-signature.c`, `scripts/sign-file.c`)
 `struct module_signature` is 12 bytes: algo, hash, id_type, signer_len, key_id_len (u8 each),
 3 bytes of padding, sig_len (u32 big-endian). The magic is `~Module signature appended~\\n`.
 For `id_type` PKCS#7 (what every current kernel writes) the signature is a DER PKCS#7
-SignedData; kmod (built with OpenSSL) reports the first SignerInfo's issuer common name as the
+SignedData; Debian's kmod (30+20221128, built with OpenSSL) reports the first SignerInfo's issuer common name as the
 signer, its serial number as the key id, its digest algorithm and its encrypted digest. The
-DER reader below is small and strict about lengths; anything it cannot read becomes a
-`SignatureError` naming the offset, never an exception.
+DER is read with `kmodd.core.der`, which refuses what OpenSSL refuses; anything it cannot
+read becomes a `SignatureError` naming the offset, never an exception.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from kmodd.core import der
+from kmodd.core.der import DerError, Tlv
 
 SIG_MAGIC = b"~Module signature appended~\n"
 MODULE_SIGNATURE = struct.Struct(">BBBBB3xI")
@@ -39,23 +42,15 @@ DIGEST_OIDS: Mapping[bytes, str] = {
     bytes.fromhex("608648016503040202"): "sha384",
     bytes.fromhex("608648016503040203"): "sha512",
     bytes.fromhex("608648016503040204"): "sha224",
-    bytes.fromhex("2a811ccf5501831100"): "sm3",
+    bytes.fromhex("2a811ccf55018311"): "sm3",
 }
-#: What kmodd reports for a digest OpenSSL has no kmod name for (kmod itself reads out of
-#: bounds there).
-UNKNOWN_HASH_ALGO = "unknown"
 
 OID_PKCS7_SIGNED_DATA = bytes.fromhex("2a864886f70d010702")
+OID_PKCS7_DATA = bytes.fromhex("2a864886f70d010701")
 OID_COMMON_NAME = bytes.fromhex("550403")
 
-#: How deep nested DER may go before the reader calls it hostile.
-MAX_DER_DEPTH = 32
 #: Bytes per line of a hex value in modinfo's output (`kmod_module_hex_to_str`).
 HEX_BYTES_PER_LINE = 20
-
-# Universal tags
-_INTEGER, _OCTET_STRING, _NULL, _OID, _SEQUENCE, _SET = 0x02, 0x04, 0x05, 0x06, 0x10, 0x11
-_UNIVERSAL, _CONTEXT = 0, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,185 +83,161 @@ class SignatureError:
         return f"module signature: {self.reason} (at byte {self.offset} of the PKCS#7 data)"
 
 
-class _DerError(Exception):
-    def __init__(self, reason: str, offset: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.offset = offset
+def _fields(buf: bytes, seq: Tlv, what: str, depth: int) -> list[Tlv]:
+    return der.children(buf, der.expect(seq, der.SEQUENCE, what), depth)
 
 
-class _Tlv(NamedTuple):
-    cls: int
-    constructed: bool
-    tag: int
-    start: int  # first content byte
-    end: int  # one past the last content byte
-    next: int  # first byte after this element (after 00 00 for indefinite lengths)
+def _algorithm(buf: bytes, tlv: Tlv, what: str, depth: int) -> bytes:
+    """An AlgorithmIdentifier (OID and optional parameters); returns the OID."""
+    parts = _fields(buf, tlv, what, depth)
+    if not 1 <= len(parts) <= 2:
+        raise DerError(f"{what} has {len(parts)} fields", tlv.header)
+    oid = der.check_oid(buf, der.expect(parts[0], der.OID, f"{what} OID"))
+    if len(parts) == 2:
+        der.check_any(buf, parts[1], depth + 1)
+    return oid
 
 
-def _read_tlv(buf: bytes, pos: int, limit: int, depth: int = 0) -> _Tlv:
-    if depth > MAX_DER_DEPTH:
-        raise _DerError("nesting too deep", pos)
-    if pos >= limit:
-        raise _DerError("element expected, data ended", pos)
-    first = buf[pos]
-    cls = first >> 6
-    constructed = bool(first & 0x20)
-    tag = first & 0x1F
-    i = pos + 1
-    if tag == 0x1F:
-        tag = 0
-        for _ in range(4):
-            if i >= limit:
-                raise _DerError("tag number runs past the data", i)
-            b = buf[i]
-            i += 1
-            tag = tag << 7 | (b & 0x7F)
-            if not b & 0x80:
-                break
-        else:
-            raise _DerError("tag number too long", pos)
-    if i >= limit:
-        raise _DerError("length expected, data ended", i)
-    length_byte = buf[i]
-    i += 1
-    if length_byte < 0x80:
-        end = i + length_byte
-    elif length_byte == 0x80:
-        if not constructed:
-            raise _DerError("indefinite length on a primitive element", pos)
-        child = i
-        while True:
-            if child + 2 <= limit and buf[child] == 0 and buf[child + 1] == 0:
-                return _Tlv(cls, constructed, tag, i, child, child + 2)
-            child = _read_tlv(buf, child, limit, depth + 1).next
-    else:
-        count = length_byte & 0x7F
-        if count > 4:
-            raise _DerError("length field wider than 4 bytes", i - 1)
-        if i + count > limit:
-            raise _DerError("length field runs past the data", i)
-        end = i + int.from_bytes(buf[i:i + count], "big") + count
-        i += count
-    if end > limit:
-        raise _DerError(f"element claims {end - i} bytes, {limit - i} are left", pos)
-    return _Tlv(cls, constructed, tag, i, end, end)
+def _attributes(buf: bytes, tlv: Tlv, depth: int) -> None:
+    """[n] IMPLICIT SET OF Attribute { type OID, values SET OF ANY }."""
+    for attr in der.children(buf, tlv, depth):
+        parts = _fields(buf, attr, "Attribute", depth + 1)
+        if len(parts) != 2:
+            raise DerError("Attribute needs a type and values", attr.header)
+        der.check_oid(buf, der.expect(parts[0], der.OID, "attribute type"))
+        for value in der.children(buf, der.expect(parts[1], der.SET, "attribute values"),
+                                  depth + 2):
+            der.check_any(buf, value, depth + 3)
 
 
-def _children(buf: bytes, tlv: _Tlv, depth: int) -> list[_Tlv]:
-    if not tlv.constructed:
-        raise _DerError("constructed element expected", tlv.start)
-    out: list[_Tlv] = []
-    pos = tlv.start
-    while pos < tlv.end:
-        child = _read_tlv(buf, pos, tlv.end, depth + 1)
-        out.append(child)
-        pos = child.next
-    return out
+def _name(buf: bytes, tlv: Tlv, depth: int) -> list[tuple[bytes, bytes]]:
+    """An X.509 Name: its (attribute OID, value) entries, flattened in order."""
+    entries: list[tuple[bytes, bytes]] = []
+    for rdn in _fields(buf, tlv, "Name", depth):
+        for atv in der.children(buf, der.expect(rdn, der.SET, "RelativeDistinguishedName"),
+                                depth + 1):
+            parts = _fields(buf, atv, "AttributeTypeAndValue", depth + 2)
+            if len(parts) != 2:
+                raise DerError("AttributeTypeAndValue needs a type and a value", atv.header)
+            oid = der.check_oid(buf, der.expect(parts[0], der.OID, "attribute type"))
+            entries.append((oid, der.name_value(buf, parts[1], depth + 3)))
+    return entries
 
 
-def _expect(tlv: _Tlv, cls: int, tag: int, what: str) -> _Tlv:
-    if tlv.cls != cls or tlv.tag != tag:
-        raise _DerError(f"{what} expected", tlv.start)
-    return tlv
+def _issuer_string(entries: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The signer as kmod's `x509_name_to_str` picks it.
 
-
-def _take(items: list[_Tlv], index: int, what: str, at: int) -> _Tlv:
-    if index >= len(items):
-        raise _DerError(f"{what} missing", at)
-    return items[index]
-
-
-def _bn_bytes(content: bytes) -> bytes:
-    """An INTEGER's magnitude, big-endian, without leading zeros (OpenSSL's BN_bn2bin)."""
-    if not content:
-        return b""
-    value = int.from_bytes(content, "big", signed=True)
-    value = -value if value < 0 else value
-    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
-
-
-def _issuer_string(buf: bytes, name: _Tlv, depth: int) -> bytes | None:
-    """The issuer's common name, as kmod's `x509_name_to_str` finds it.
-
-    kmod walks the entries and stops at the first commonName; when there is none it returns
-    the last entry's value, and None only for an empty name. The value is a C string.
+    kmod stops at the first commonName; when there is none it falls out of its loop holding
+    the last entry, so that entry's value is used; an empty name gives nothing. The value is
+    a C string (cut at a NUL).
     """
-    entries: list[_Tlv] = []
-    for rdn in _children(buf, _expect(name, _UNIVERSAL, _SEQUENCE, "Name"), depth):
-        for atv in _children(buf, _expect(rdn, _UNIVERSAL, _SET, "RelativeDistinguishedName"),
-                             depth + 1):
-            entries.append(_expect(atv, _UNIVERSAL, _SEQUENCE, "AttributeTypeAndValue"))
-    chosen: _Tlv | None = None
-    for entry in entries:
-        chosen = entry
-        parts = _children(buf, entry, depth + 2)
-        oid = _expect(_take(parts, 0, "attribute type", entry.start), _UNIVERSAL, _OID,
-                      "attribute type")
-        if buf[oid.start:oid.end] == OID_COMMON_NAME:
-            break
-    if chosen is None:
+    if not entries:
         return None
-    parts = _children(buf, chosen, depth + 2)
-    value = _take(parts, 1, "attribute value", chosen.start)
-    raw = buf[value.start:value.end]
-    nul = raw.find(b"\0")
-    return raw if nul < 0 else raw[:nul]
+    chosen = next((value for oid, value in entries if oid == OID_COMMON_NAME), entries[-1][1])
+    nul = chosen.find(b"\0")
+    return chosen if nul < 0 else chosen[:nul]
+
+
+class _Signer(NamedTuple):
+    issuer: list[tuple[bytes, bytes]]
+    serial: bytes
+    digest_oid: bytes
+    encrypted_digest: bytes
+
+
+def _signer_info(buf: bytes, tlv: Tlv, depth: int) -> _Signer:
+    fields = _fields(buf, tlv, "SignerInfo", depth)
+    at = tlv.header
+
+    def field(i: int, what: str) -> Tlv:
+        if i >= len(fields):
+            raise DerError(f"SignerInfo {what} missing", at)
+        return fields[i]
+
+    der.check_integer(buf, der.expect(field(0, "version"), der.INTEGER, "SignerInfo version"))
+    issuer_serial = _fields(buf, field(1, "issuerAndSerialNumber"), "issuerAndSerialNumber",
+                            depth + 1)
+    if len(issuer_serial) != 2:
+        raise DerError("issuerAndSerialNumber needs an issuer and a serial", fields[1].header)
+    issuer = _name(buf, issuer_serial[0], depth + 2)
+    serial = der.check_integer(buf, der.expect(issuer_serial[1], der.INTEGER, "serialNumber"))
+    digest_oid = _algorithm(buf, field(2, "digestAlgorithm"), "digestAlgorithm", depth + 1)
+    i = 3
+    if field(i, "digestEncryptionAlgorithm").cls == der.CONTEXT and fields[i].tag == 0:
+        _attributes(buf, fields[i], depth + 1)
+        i += 1
+    _algorithm(buf, field(i, "digestEncryptionAlgorithm"), "digestEncryptionAlgorithm",
+               depth + 1)
+    digest = der.expect(field(i + 1, "encryptedDigest"), der.OCTET_STRING, "encryptedDigest")
+    i += 2
+    if i < len(fields) and fields[i].cls == der.CONTEXT and fields[i].tag == 1:
+        _attributes(buf, fields[i], depth + 1)
+        i += 1
+    if i != len(fields):
+        raise DerError("SignerInfo has extra fields", fields[i].header)
+    return _Signer(issuer, serial, digest_oid, der.string_bytes(buf, digest, depth + 1))
+
+
+def _content_info(buf: bytes, tlv: Tlv, depth: int) -> tuple[bytes, Tlv | None]:
+    """ContentInfo { contentType, [0] EXPLICIT content OPTIONAL }: the type and the content."""
+    parts = _fields(buf, tlv, "ContentInfo", depth)
+    if not 1 <= len(parts) <= 2:
+        raise DerError(f"ContentInfo has {len(parts)} fields", tlv.header)
+    ctype = der.check_oid(buf, der.expect(parts[0], der.OID, "contentType"))
+    if len(parts) == 1:
+        return ctype, None
+    explicit = der.expect(parts[1], 0, "[0] content", der.CONTEXT)
+    inner = der.children(buf, explicit, depth + 1)
+    if len(inner) != 1:
+        raise DerError("[0] content must hold exactly one element", explicit.header)
+    if ctype == OID_PKCS7_DATA:
+        der.string_bytes(buf, der.expect(inner[0], der.OCTET_STRING, "data"), depth + 2)
+    return ctype, inner[0]
 
 
 def _parse_pkcs7(blob: bytes, id_type: str) -> SignatureInfo:
-    top = _read_tlv(blob, 0, len(blob))
-    content_info = _children(blob, _expect(top, _UNIVERSAL, _SEQUENCE, "ContentInfo"), 0)
-    ctype = _expect(_take(content_info, 0, "contentType", top.start), _UNIVERSAL, _OID,
-                    "contentType")
-    if blob[ctype.start:ctype.end] != OID_PKCS7_SIGNED_DATA:
-        raise _DerError("not a PKCS#7 SignedData", ctype.start)
-    explicit = _expect(_take(content_info, 1, "content", top.start), _CONTEXT, 0, "[0] content")
-    inner = _children(blob, explicit, 1)
-    signed = _children(blob, _expect(_take(inner, 0, "SignedData", explicit.start),
-                                     _UNIVERSAL, _SEQUENCE, "SignedData"), 2)
-    _expect(_take(signed, 0, "version", explicit.start), _UNIVERSAL, _INTEGER, "version")
-    _expect(_take(signed, 1, "digestAlgorithms", explicit.start), _UNIVERSAL, _SET,
-            "digestAlgorithms")
-    _expect(_take(signed, 2, "contentInfo", explicit.start), _UNIVERSAL, _SEQUENCE,
-            "contentInfo")
-    index = 3
-    while index < len(signed) and signed[index].cls == _CONTEXT and signed[index].tag in (0, 1):
-        index += 1  # certificates [0], crls [1]
-    signer_infos = _expect(_take(signed, index, "signerInfos", explicit.start), _UNIVERSAL,
-                           _SET, "signerInfos")
-    infos = _children(blob, signer_infos, 3)
-    first = _expect(_take(infos, 0, "SignerInfo", signer_infos.start), _UNIVERSAL, _SEQUENCE,
-                    "SignerInfo")
-    fields = _children(blob, first, 4)
-    _expect(_take(fields, 0, "SignerInfo version", first.start), _UNIVERSAL, _INTEGER,
-            "SignerInfo version")
-    issuer_serial = _children(blob, _expect(
-        _take(fields, 1, "issuerAndSerialNumber", first.start), _UNIVERSAL, _SEQUENCE,
-        "issuerAndSerialNumber"), 5)
-    issuer = _take(issuer_serial, 0, "issuer", first.start)
-    serial = _expect(_take(issuer_serial, 1, "serialNumber", first.start), _UNIVERSAL, _INTEGER,
-                     "serialNumber")
-    digest_alg = _children(blob, _expect(_take(fields, 2, "digestAlgorithm", first.start),
-                                         _UNIVERSAL, _SEQUENCE, "digestAlgorithm"), 5)
-    digest_oid = _expect(_take(digest_alg, 0, "digest OID", first.start), _UNIVERSAL, _OID,
-                         "digest OID")
-    index = 3
-    if index < len(fields) and fields[index].cls == _CONTEXT and fields[index].tag == 0:
-        index += 1  # authenticatedAttributes
-    _expect(_take(fields, index, "digestEncryptionAlgorithm", first.start), _UNIVERSAL,
-            _SEQUENCE, "digestEncryptionAlgorithm")
-    digest = _take(fields, index + 1, "encryptedDigest", first.start)
-    _expect(digest, _UNIVERSAL, _OCTET_STRING, "encryptedDigest")
-    if digest.constructed:
-        raise _DerError("constructed encryptedDigest", digest.start)
-    signer = _issuer_string(blob, issuer, 5)
+    top = der.read(blob, 0, len(blob))
+    ctype, signed_tlv = _content_info(blob, top, 0)
+    if ctype != OID_PKCS7_SIGNED_DATA:
+        raise DerError("not a PKCS#7 SignedData", top.header)
+    if signed_tlv is None:
+        raise DerError("SignedData content missing", top.header)
+    signed = _fields(blob, signed_tlv, "SignedData", 2)
+    at = signed_tlv.header
+
+    def field(i: int, what: str) -> Tlv:
+        if i >= len(signed):
+            raise DerError(f"SignedData {what} missing", at)
+        return signed[i]
+
+    der.check_integer(blob, der.expect(field(0, "version"), der.INTEGER, "version"))
+    for alg in der.children(blob, der.expect(field(1, "digestAlgorithms"), der.SET,
+                                             "digestAlgorithms"), 3):
+        _algorithm(blob, alg, "digest algorithm", 4)
+    _content_info(blob, field(2, "contentInfo"), 3)
+    i = 3
+    for tag in (0, 1):  # certificates [0], crls [1]: OpenSSL parses them; kmodd only skips
+        if field(i, "signerInfos").cls == der.CONTEXT and signed[i].tag == tag:
+            der.children(blob, signed[i], 3)
+            i += 1
+    infos = der.children(blob, der.expect(field(i, "signerInfos"), der.SET, "signerInfos"), 3)
+    if i + 1 != len(signed):
+        raise DerError("SignedData has extra fields", signed[i + 1].header)
+    signers = [_signer_info(blob, info, 4) for info in infos]
+    if not signers:
+        raise DerError("no SignerInfo", signed[i].header)
+    first = signers[0]
+    hash_algo = DIGEST_OIDS.get(first.digest_oid)
+    if hash_algo is None:
+        # Debian's kmod (30+20221128) has "do not crash on unknown signature algorithm":
+        # such a signature is not shown at all.
+        raise DerError("digest algorithm kmod does not know", infos[0].header)
     return SignatureInfo(
         id_type=id_type,
-        signer=signer or b"",
-        key_id=_bn_bytes(blob[serial.start:serial.end]),
-        hash_algo=DIGEST_OIDS.get(blob[digest_oid.start:digest_oid.end], UNKNOWN_HASH_ALGO),
-        signature=blob[digest.start:digest.end],
+        signer=_issuer_string(first.issuer) or b"",
+        key_id=der.integer_magnitude(first.serial),
+        hash_algo=hash_algo,
+        signature=first.encrypted_digest,
     )
 
 
@@ -290,7 +261,7 @@ def parse_module_signature(data: bytes) -> SignatureInfo | NoSignature | Signatu
     if id_type == PKEY_ID_PKCS7:
         try:
             return _parse_pkcs7(data[sig_start:size], PKEY_ID_TYPE[id_type])
-        except _DerError as err:
+        except DerError as err:
             return SignatureError(err.reason, err.offset)
     key_start = sig_start - key_id_len
     signer_start = key_start - signer_len
