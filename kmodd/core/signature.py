@@ -7,10 +7,11 @@ A signed module ends with (`libkmod/libkmod-signature.c`, `scripts/sign-file.c`)
 `struct module_signature` is 12 bytes: algo, hash, id_type, signer_len, key_id_len (u8 each),
 3 bytes of padding, sig_len (u32 big-endian). The magic is `~Module signature appended~\\n`.
 For `id_type` PKCS#7 (what every current kernel writes) the signature is a DER PKCS#7
-SignedData; Debian's kmod (30+20221128, built with OpenSSL) reports the first SignerInfo's issuer common name as the
-signer, its serial number as the key id, its digest algorithm and its encrypted digest. The
-DER is read with `kmodd.core.der`, which refuses what OpenSSL refuses; anything it cannot
-read becomes a `SignatureError` naming the offset, never an exception.
+SignedData; Debian's kmod (30+20221128, built with OpenSSL) reports the first SignerInfo's
+issuer common name as the signer, its serial number as the key id, its digest algorithm and
+its encrypted digest. The DER is read with `kmodd.core.der`, which refuses what OpenSSL
+refuses; anything it cannot read becomes a `SignatureError` naming the offset, never an
+exception.
 """
 
 from __future__ import annotations
