@@ -32,7 +32,8 @@ def kmodd_tool(argv: Sequence[str], *, root: Root | None = None,
 
 def real_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               cwd: str | None = None) -> Ran:
-    """The installed kmod tool (the oracle)."""
-    proc = subprocess.run(list(argv), capture_output=True, env=dict(env) if env else None,
+    """The installed kmod tool (the oracle); `env` is added to the current environment."""
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.run(list(argv), capture_output=True, env=full_env,
                           cwd=cwd)
     return Ran(proc.returncode, proc.stdout, proc.stderr)

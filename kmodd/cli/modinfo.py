@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import errno as E
 import importlib
+import mmap
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
@@ -126,19 +128,49 @@ def absolute_path(path: str, environ: Mapping[str, str]) -> str:
     return f"{cwd}/{path}"
 
 
+_READERS: list[ModuleType] = []
+
+
+def _readers() -> tuple[ModuleType, ModuleType]:
+    """kmodd.core.compression and kmodd.core.elf (the depmod branch's), imported once."""
+    if not _READERS:
+        _READERS.extend(importlib.import_module(f"kmodd.core.{name}")
+                        for name in ("compression", "elf"))
+    return _READERS[0], _READERS[1]
+
+
 def read_module_info(path: str) -> ModinfoData | int:
-    """`.modinfo` strings and signature of a module file, or the errno kmod would report."""
+    """`.modinfo` strings and signature of a module file, or the errno kmod would report.
+
+    Like libkmod, the file is mapped rather than read, so only the pages holding the headers,
+    `.modinfo` and the signature are touched.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         return err.errno or E.EIO
-    compression = importlib.import_module("kmodd.core.compression")
-    elf = importlib.import_module("kmodd.core.elf")
     try:
-        kind = str(compression.detect(data))
+        size = os.fstat(fd).st_size
+        image: bytes | mmap.mmap = (
+            mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) if size else b"")
+    except (OSError, ValueError) as err:
+        return getattr(err, "errno", None) or E.EINVAL
+    finally:
+        os.close(fd)
+    try:
+        return _module_info(path, image)
+    finally:
+        if isinstance(image, mmap.mmap):
+            image.close()
+
+
+def _module_info(path: str, image: bytes | mmap.mmap) -> ModinfoData | int:
+    compression, elf = _readers()
+    data: bytes | mmap.mmap = image
+    try:
+        kind = str(compression.detect(image[:compression.MAGIC_PROBE_SIZE]))
         if kind in DEBIAN_KMOD_DECOMPRESSES:
-            data = compression.decompress(data)
+            data = compression.decompress(bytes(image))
     except compression.DecompressError as err:
         code: int = err.errno
         return code

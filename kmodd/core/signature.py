@@ -16,6 +16,7 @@ exception.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from typing import NamedTuple
 
 from kmodd.core import der
 from kmodd.core.der import DerError, Tlv
+
+#: What parse_module_signature reads: bytes, or a read-only mapping of the module file.
+Buffer = bytes | bytearray | mmap.mmap
 
 SIG_MAGIC = b"~Module signature appended~\n"
 MODULE_SIGNATURE = struct.Struct(">BBBBB3xI")
@@ -64,6 +68,10 @@ class SignatureInfo:
     hash_algo: str
     signature: bytes
     algo: str | None = None  # the header's algo; kmod leaves it unset for PKCS#7
+
+    def _replace_signature(self, signature: bytes) -> SignatureInfo:
+        return SignatureInfo(self.id_type, self.signer, self.key_id, self.hash_algo,
+                             signature, self.algo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +152,7 @@ class _Signer(NamedTuple):
     serial: bytes
     digest_oid: bytes
     encrypted_digest: bytes
+    digest_span: tuple[int, int] | None  # where the digest's octets sit, when primitive
 
 
 def _signer_info(buf: bytes, tlv: Tlv, depth: int) -> _Signer:
@@ -176,7 +185,8 @@ def _signer_info(buf: bytes, tlv: Tlv, depth: int) -> _Signer:
         i += 1
     if i != len(fields):
         raise DerError("SignerInfo has extra fields", fields[i].header)
-    return _Signer(issuer, serial, digest_oid, der.string_bytes(buf, digest, depth + 1))
+    span = None if digest.constructed else (digest.start, digest.end)
+    return _Signer(issuer, serial, digest_oid, der.string_bytes(buf, digest, depth + 1), span)
 
 
 def _content_info(buf: bytes, tlv: Tlv, depth: int) -> tuple[bytes, Tlv | None]:
@@ -196,7 +206,42 @@ def _content_info(buf: bytes, tlv: Tlv, depth: int) -> tuple[bytes, Tlv | None]:
     return ctype, inner[0]
 
 
+class _Template(NamedTuple):
+    """A checked signature with its digest cut out: the rest of a blob that matches it
+    byte for byte needs no second check (every module signed with one key shares it)."""
+
+    prefix: bytes
+    suffix: bytes
+    info: SignatureInfo
+
+
+#: Checked signature layouts remembered per blob length (modules signed with the same key
+#: differ only in the digest's octets).
+SIGNATURE_TEMPLATES_PER_LENGTH = 4
+_templates: dict[int, list[_Template]] = {}
+
+
+def _from_template(blob: bytes) -> SignatureInfo | None:
+    for template in _templates.get(len(blob), ()):
+        if blob.startswith(template.prefix) and blob.endswith(template.suffix):
+            end = len(blob) - len(template.suffix)
+            return template.info._replace_signature(blob[len(template.prefix):end])
+    return None
+
+
+def _remember(blob: bytes, info: SignatureInfo, span: tuple[int, int] | None) -> None:
+    if span is None:
+        return
+    known = _templates.setdefault(len(blob), [])
+    if len(known) >= SIGNATURE_TEMPLATES_PER_LENGTH:
+        known.pop(0)
+    known.append(_Template(blob[:span[0]], blob[span[1]:], info))
+
+
 def _parse_pkcs7(blob: bytes, id_type: str) -> SignatureInfo:
+    known = _from_template(blob)
+    if known is not None:
+        return known
     top = der.read(blob, 0, len(blob))
     ctype, signed_tlv = _content_info(blob, top, 0)
     if ctype != OID_PKCS7_SIGNED_DATA:
@@ -233,18 +278,25 @@ def _parse_pkcs7(blob: bytes, id_type: str) -> SignatureInfo:
         # Debian's kmod (30+20221128) has "do not crash on unknown signature algorithm":
         # such a signature is not shown at all.
         raise DerError("digest algorithm kmod does not know", infos[0].header)
-    return SignatureInfo(
+    info = SignatureInfo(
         id_type=id_type,
         signer=_issuer_string(first.issuer) or b"",
         key_id=der.integer_magnitude(first.serial),
         hash_algo=hash_algo,
         signature=first.encrypted_digest,
     )
+    if len(signers) == 1:
+        _remember(blob, info, first.digest_span)
+    return info
 
 
-def parse_module_signature(data: bytes) -> SignatureInfo | NoSignature | SignatureError:
-    """Read the signature appended to a module image (decompressed), as kmod 30 does."""
-    if len(data) < len(SIG_MAGIC) or not data.endswith(SIG_MAGIC):
+def parse_module_signature(data: Buffer) -> SignatureInfo | NoSignature | SignatureError:
+    """Read the signature appended to a module image (decompressed), as kmod 30 does.
+
+    `data` may be any buffer that slices to bytes (bytes, or a mapped file): only its tail
+    is looked at.
+    """
+    if len(data) < len(SIG_MAGIC) or data[-len(SIG_MAGIC):] != SIG_MAGIC:
         return NoSignature("no '~Module signature appended~' marker at the end")
     size = len(data) - len(SIG_MAGIC)
     if size < MODULE_SIGNATURE.size:
@@ -261,17 +313,17 @@ def parse_module_signature(data: bytes) -> SignatureInfo | NoSignature | Signatu
     sig_start = size - sig_len
     if id_type == PKEY_ID_PKCS7:
         try:
-            return _parse_pkcs7(data[sig_start:size], PKEY_ID_TYPE[id_type])
+            return _parse_pkcs7(bytes(data[sig_start:size]), PKEY_ID_TYPE[id_type])
         except DerError as err:
             return SignatureError(err.reason, err.offset)
     key_start = sig_start - key_id_len
     signer_start = key_start - signer_len
     return SignatureInfo(
         id_type=PKEY_ID_TYPE[id_type],
-        signer=data[signer_start:key_start],
-        key_id=data[key_start:sig_start],
+        signer=bytes(data[signer_start:key_start]),
+        key_id=bytes(data[key_start:sig_start]),
         hash_algo=PKEY_HASH_ALGO[hash_],
-        signature=data[sig_start:size],
+        signature=bytes(data[sig_start:size]),
         algo=PKEY_ALGO[algo],
     )
 
