@@ -204,7 +204,7 @@ class FakeKernel:
                  kallsyms: Mapping[str, int | None] | None = None,
                  builtins: Iterable[str] = (), builtin_sysfs: Iterable[str] = (),
                  module_layout_crc: int | None = None,
-                 sig_enforce: bool = False, trusted_signers: Iterable[str] = (DEBIAN_SIGNER,),
+                 module_sig: bool = True, sig_enforce: bool = False, trusted_signers: Iterable[str] = (DEBIAN_SIGNER,),
                  module_blacklist: Iterable[str] = (), modules_disabled: bool = False,
                  force_load: bool = True, force_unload: bool = True,
                  compression: str | None = None,
@@ -220,6 +220,7 @@ class FakeKernel:
             self.kallsyms["module_layout"] = module_layout_crc
         self.kallsyms.setdefault("module_layout", None)
         self.builtins = set(builtins)
+        self.module_sig = module_sig  # CONFIG_MODULE_SIG: Debian's kernels have it
         self.sig_enforce = sig_enforce
         self.trusted_signers = set(trusted_signers)
         self.module_blacklist = list(module_blacklist)
@@ -429,7 +430,7 @@ class FakeKernel:
         old = self.module(name)
         if old is not None:
             return E.EEXIST if old.state == "live" else E.EBUSY
-        if not sig_ok:
+        if self.module_sig and not sig_ok:
             if "sig_notice" not in self._warned_once:
                 self._warned_once.add("sig_notice")
                 self._log(Level.NOTICE, f"{name}: module verification failed: signature "
@@ -487,6 +488,8 @@ class FakeKernel:
 
     def _sig_check(self, data: bytes, flags: int) -> tuple[int, bool, bytes]:
         """module_sig_check + mod_verify_sig; returns (errno, signature ok, image)."""
+        if not self.module_sig:
+            return 0, True, data
         mangled = flags & (InsertFlag.IGNORE_MODVERSIONS | InsertFlag.IGNORE_VERMAGIC)
         err = E.ENODATA
         if not mangled and len(data) > len(SIG_MAGIC) and data.endswith(SIG_MAGIC):
