@@ -37,3 +37,24 @@ def real_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     proc = subprocess.run(list(argv), capture_output=True, env=full_env,
                           cwd=cwd)
     return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+def can_mask_host() -> bool:
+    """True when tests may bind a fake root over /proc and /sys/module (root and unshare)."""
+    import shutil
+
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def real_tool_in_root(argv: Sequence[str], root: Root,
+                      binds: Sequence[str] = ("/proc", "/sys/module")) -> Ran:
+    """Run the real kmod tool in a private mount namespace with `binds` taken from `root`.
+
+    This is how the real lsmod and rmmod are made to read a fake /proc/modules and
+    /sys/module (they have no option for another root).
+    """
+    mounts = " && ".join(f'mount --bind "{root.path(b)}" "{b}"' for b in binds)
+    script = f'{mounts} && exec "$@"'
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *argv],
+                          capture_output=True)
+    return Ran(proc.returncode, proc.stdout, proc.stderr)

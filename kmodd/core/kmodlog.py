@@ -77,7 +77,8 @@ class Site:
     function: str
 
 
-#: The libkmod messages kmodd reproduces, keyed by a short name; file and line are kmod 30's.
+#: The libkmod messages kmodd reproduces, keyed by a short name. The line is where the ERR(
+#: macro starts in kmod 30 (what __LINE__ gives for a call spread over several lines).
 LIBKMOD_SITES: Mapping[str, Site] = {
     "remove_failed": Site(Priority.ERR, "libkmod-module.c", 856, "kmod_module_remove_module"),
     "proc_modules_open": Site(Priority.ERR, "libkmod-module.c", 1725,
@@ -88,10 +89,10 @@ LIBKMOD_SITES: Mapping[str, Site] = {
     "initstate_unknown": Site(Priority.ERR, "libkmod-module.c", 1847,
                               "kmod_module_get_initstate"),
     "coresize_read": Site(Priority.ERR, "libkmod-module.c", 1886, "kmod_module_get_size"),
-    "size_proc_modules_open": Site(Priority.ERR, "libkmod-module.c", 1896,
+    "size_proc_modules_open": Site(Priority.ERR, "libkmod-module.c", 1895,
                                    "kmod_module_get_size"),
-    "size_bad_line_name": Site(Priority.ERR, "libkmod-module.c", 1913, "kmod_module_get_size"),
-    "size_bad_line_size": Site(Priority.ERR, "libkmod-module.c", 1920, "kmod_module_get_size"),
+    "size_bad_line_name": Site(Priority.ERR, "libkmod-module.c", 1912, "kmod_module_get_size"),
+    "size_bad_line_size": Site(Priority.ERR, "libkmod-module.c", 1919, "kmod_module_get_size"),
     "refcnt_read": Site(Priority.ERR, "libkmod-module.c", 1967, "kmod_module_get_refcnt"),
     "holders_open": Site(Priority.ERR, "libkmod-module.c", 1998, "kmod_module_get_holders"),
 }
