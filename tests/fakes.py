@@ -785,9 +785,13 @@ def kallsyms_from_modules(images: Iterable[Any]) -> dict[str, int | None]:
     """
     exported: set[str] = set()
     needed: dict[str, int | None] = {}
+    from kmodd.core import elf
+
     for image in images:
-        for export in image.exports():
-            exported.add(export.name)
+        try:
+            exported.update(export.name for export in image.exports())
+        except elf.ElfError:
+            pass  # exports nothing
         versions = {v.name: v.crc for v in image.versions()}
         for need in image.needed_symbols():
             if not need.weak:
