@@ -28,6 +28,7 @@ It reads modules with kmodd.core.elf, never with a parser of its own.
 
 from __future__ import annotations
 
+import contextlib
 import errno as E
 import importlib.util
 import os
@@ -788,10 +789,8 @@ def kallsyms_from_modules(images: Iterable[Any]) -> dict[str, int | None]:
     from kmodd.core import elf
 
     for image in images:
-        try:
+        with contextlib.suppress(elf.ElfError):  # a module that exports nothing
             exported.update(export.name for export in image.exports())
-        except elf.ElfError:
-            pass  # exports nothing
         versions = {v.name: v.crc for v in image.versions()}
         for need in image.needed_symbols():
             if not need.weak:

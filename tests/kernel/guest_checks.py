@@ -5,7 +5,8 @@ exits 0 when every check passed. What it does, with fat, vfat, msdos and loop (n
 them on its own in the test guest):
 
 1. vfat before fat: insmod fails with "Unknown symbol in module" and the kernel's own lines
-   `vfat: Unknown symbol fat_dir_empty (err -2)` and the like are caught from /dev/kmsg during the attempt;
+   `vfat: Unknown symbol fat_dir_empty (err -2)` and the like are caught from /dev/kmsg
+   during the attempt;
 2. fat, then vfat, load (finit_module); a second fat is "File exists";
 3. lsmod shows vfat holding fat; rmmod fat says "in use by: vfat"; rmmod -f fat gets
    EWOULDBLOCK from the kernel; rmmod vfat then fat remove them;
