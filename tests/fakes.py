@@ -879,3 +879,14 @@ def append_signature(data: bytes, blob: bytes, *, id_type: int = PKEY_ID_PKCS7, 
 
 def sign_module(data: bytes, key: SigningKey, digest: str = "sha256") -> bytes:
     return append_signature(data, pkcs7_signature(data, key, digest))
+
+
+def kallsyms_from_symvers(path: str) -> dict[str, int | None]:
+    """The kernel's own exports and CRCs, from a build's Module.symvers (vmlinux's lines)."""
+    symbols: dict[str, int | None] = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) >= 3 and fields[2] == "vmlinux":
+                symbols[fields[1]] = int(fields[0], 16)
+    return symbols

@@ -14,6 +14,10 @@ them on its own in the test guest):
    kernel's line;
 5. last (it taints the kernel): insmod -f msdos ignores modversions and vermagic.
 
+With `--test-modules DIR` (tests/modules built for the guest's kernel) it first also checks
+an unknown symbol between two modules of our own, parameters in sysfs, holders, and an init
+function that fails with ENODEV (its own kmsg line says so).
+
 Every kmodd message is compared byte for byte with the real kmod tool's on the same step
 (`--no-real` skips that, which is how the host test runs the script on the simulated kernel).
 The kmodd side runs in-process through the front ends' `run()`, the real side as processes.
@@ -176,13 +180,51 @@ def run_checks(session: Session) -> list[Check]:
     return s.checks
 
 
+def run_test_module_checks(s: Session, directory: str) -> list[Check]:
+    """The checks with tests/modules' own modules (built against the guest kernel's headers)."""
+    dep, user, nodev = (os.path.join(directory, f"kmodd_{n}.ko") for n in ("dep", "user",
+                                                                          "nodev"))
+    _, records = s.step("insmod kmodd_user without kmodd_dep", ["insmod", user],
+                        lambda r: r.err == f"insmod: ERROR: could not insert module {user}: "
+                                          "Unknown symbol in module\n",
+                        then_real=["insmod", user])
+    s.checks.append(Check("kmsg: kmodd_user's unknown symbol",
+                          [r.text for r in module_lines(records, "kmodd_user")
+                           if "Unknown symbol" in r.text] ==
+                          ["kmodd_user: Unknown symbol kmodd_dep_value (err -2)"],
+                          {"kmsg": [r.text for r in records]}))
+    _, records = s.step("insmod kmodd_dep with parameters", ["insmod", dep, "level=2", "tag=x"],
+                        lambda r: r.rc == 0)
+    params = SysModules(s.root).parameters("kmodd_dep")
+    s.checks.append(Check("kmodd_dep's parameters in sysfs",
+                          (params.get("level"), params.get("tag")) == ("2", "x"),
+                          {"parameters": params}))
+    s.step("insmod kmodd_user", ["insmod", user], lambda r: r.rc == 0)
+    s.step("rmmod kmodd_dep: in use by kmodd_user", ["rmmod", "kmodd_dep"],
+           lambda r: r.err == "rmmod: ERROR: Module kmodd_dep is in use by: kmodd_user\n",
+           then_real=["rmmod", "kmodd_dep"])
+    _, records = s.step("insmod kmodd_nodev: its init finds no device", ["insmod", nodev],
+                        lambda r: r.err == f"insmod: ERROR: could not insert module {nodev}: "
+                                          "No such device\n",
+                        then_real=["insmod", nodev])
+    s.checks.append(Check("kmodd_nodev left nothing behind", s.state("kmodd_nodev") is None))
+    for name in ("kmodd_user", "kmodd_dep"):
+        s.step(f"cleanup: rmmod {name}", ["rmmod", name], lambda r: r.rc == 0)
+    return s.checks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--moddir", default=f"/lib/modules/{os.uname().release}")
     parser.add_argument("--no-real", action="store_true",
                         help="do not compare with the real kmod tools")
+    parser.add_argument("--test-modules", metavar="DIR",
+                        help="also check with tests/modules' kmodd_*.ko built for this kernel")
     args = parser.parse_args(argv)
-    checks = run_checks(Session(Root(), args.moddir, compare_real=not args.no_real))
+    session = Session(Root(), args.moddir, compare_real=not args.no_real)
+    if args.test_modules:
+        run_test_module_checks(session, args.test_modules)
+    checks = run_checks(session)
     json.dump([asdict(c) for c in checks], sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0 if all(c.ok for c in checks) else 1
