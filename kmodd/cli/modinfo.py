@@ -74,6 +74,8 @@ DEBIAN_KMOD_EXTENSIONS = (".ko", ".ko.xz", ".ko.zst")
 DEBIAN_KMOD_DECOMPRESSES = frozenset({"zstd", "xz"})
 #: The file of built-in modules' `.modinfo` strings (`modname.key=value\0`).
 MODULES_BUILTIN_MODINFO = "modules.builtin.modinfo"
+#: The keys the signature adds (`kmod_module_get_info`).
+SIGNATURE_KEYS = frozenset({b"sig_id", b"signer", b"sig_key", b"sig_hashalgo", b"signature"})
 #: Width of the key column in the default output (`%-16s`, and `key:%-*s` with 15 - len).
 KEY_COLUMN = 16
 
@@ -139,7 +141,7 @@ def _readers() -> tuple[ModuleType, ModuleType]:
     return _READERS[0], _READERS[1]
 
 
-def read_module_info(path: str) -> ModinfoData | int:
+def read_module_info(path: str, *, signature: bool = True) -> ModinfoData | int:
     """`.modinfo` strings and signature of a module file, or the errno kmod would report.
 
     Like libkmod, the file is mapped rather than read, so only the pages holding the headers,
@@ -158,13 +160,13 @@ def read_module_info(path: str) -> ModinfoData | int:
     finally:
         os.close(fd)
     try:
-        return _module_info(path, image)
+        return _module_info(path, image, signature)
     finally:
         if isinstance(image, mmap.mmap):
             image.close()
 
 
-def _module_info(path: str, image: bytes | mmap.mmap) -> ModinfoData | int:
+def _module_info(path: str, image: bytes | mmap.mmap, with_signature: bool) -> ModinfoData | int:
     compression, elf = _readers()
     data: bytes | mmap.mmap = image
     try:
@@ -179,7 +181,7 @@ def _module_info(path: str, image: bytes | mmap.mmap) -> ModinfoData | int:
     except elf.ElfError as err:
         code = err.errno
         return code
-    signature = parse_module_signature(data)
+    signature = parse_module_signature(data) if with_signature else None
     return ModinfoData([s.encode("latin-1") for s in strings],
                        signature if isinstance(signature, SignatureInfo) else None)
 
@@ -293,7 +295,11 @@ class Modinfo:
             return 0
         if field is None:
             out.write(b"filename:".ljust(KEY_COLUMN) + filename + sep)
-        info = read_builtin_info(self.moddir, name) if path is None else read_module_info(path)
+        if path is None:
+            info = read_builtin_info(self.moddir, name)
+        else:
+            # A field that is not a signature key prints the same whatever the signature is.
+            info = read_module_info(path, signature=field is None or field in SIGNATURE_KEYS)
         if isinstance(info, int):
             if path is None and info == E.ENOENT:
                 return 0  # an old kernel without modules.builtin.modinfo
