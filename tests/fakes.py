@@ -23,7 +23,10 @@ and `/dev/kmsg` in the root up to date the way the kernel does. What it models, 
 * delete_module: ENOENT, EWOULDBLOCK while used (O_TRUNC forces past references, not past
   holders), EBUSY while not LIVE or without an exit function.
 
-It reads modules with kmodd.core.elf, never with a parser of its own.
+It reads modules with kmodd.core.elf, never with a parser of its own. Not modelled:
+GPL-only exports and symbol namespaces, the signature's cryptography (a signer is trusted by
+its name), `retpoline` warnings, livepatch; the core size is an estimate; a `__versions`
+record without an undefined symbol counts as a need (kmodd.core.elf lists them together).
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ class FakeKernel:
     def __init__(self, root: Root, *, release: str = DEBIAN_RELEASE,
                  vermagic: str = DEBIAN_VERMAGIC,
                  kallsyms: Mapping[str, int | None] | None = None,
-                 builtins: Iterable[str] = (), builtin_sysfs: Iterable[str] = (),
+                 builtin_sysfs: Iterable[str] = (),
                  module_layout_crc: int | None = None,
                  module_sig: bool = True, sig_enforce: bool = False,
                  trusted_signers: Iterable[str] = (DEBIAN_SIGNER,),
@@ -221,7 +224,6 @@ class FakeKernel:
         if module_layout_crc is not None:
             self.kallsyms["module_layout"] = module_layout_crc
         self.kallsyms.setdefault("module_layout", None)
-        self.builtins = set(builtins)
         self.module_sig = module_sig  # CONFIG_MODULE_SIG: Debian's kernels have it
         self.sig_enforce = sig_enforce
         self.trusted_signers = set(trusted_signers)
@@ -241,8 +243,7 @@ class FakeKernel:
         self.calls: list[tuple[str, str]] = []  # (syscall, module name or "?")
         for directory in ("proc/sys/kernel", "sys/module", "dev"):
             os.makedirs(os.path.join(root.prefix, directory), exist_ok=True)
-        for name in builtin_sysfs:
-            self.builtins.add(name)
+        for name in builtin_sysfs:  # built-ins with parameters have a /sys/module directory
             os.makedirs(root.sys_module(name, "parameters"), exist_ok=True)
         if compression is not None:
             with open(root.path("/sys/module/compression"), "w") as f:
@@ -370,8 +371,8 @@ class FakeKernel:
             return err
         try:
             image = elf.parse_module(data)
-        except elf.ElfError as exc:
-            return self._elf_invalid(data, exc)
+        except elf.ElfError:
+            return self._elf_invalid(data)
         if image.machine != EM_X86_64:
             self._log(Level.ERR, f"Invalid architecture in ELF header: {image.machine}")
             return E.ENOEXEC
@@ -530,7 +531,7 @@ class FakeKernel:
             return E.ENOKEY, image
         return 0, image
 
-    def _elf_invalid(self, data: bytes, exc: Exception) -> int:
+    def _elf_invalid(self, data: bytes) -> int:
         if len(data) < 64:
             self._log(Level.ERR, f"Invalid ELF header len {len(data)}")
         elif data[:4] != b"\x7fELF":
@@ -573,7 +574,13 @@ class FakeKernel:
 
     def _resolve_symbols(self, module: LoadedModule, image: Any, versions: list[tuple[str,
                          int]], has_versions: bool, info_name: str) -> int:
-        needed = image.needed_symbols()
+        from kmodd.core import elf
+
+        try:
+            needed = image.needed_symbols()
+        except elf.ElfError:
+            self._log(Level.WARNING, f"{module.name}: module has no symbols (stripped?)")
+            return E.ENOEXEC
         err = 0
         for need in needed:
             if need.name == "_GLOBAL_OFFSET_TABLE_":
