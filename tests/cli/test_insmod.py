@@ -6,7 +6,8 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, needs_core_elf, standard_modinfo, write_module
+from tests.fakes import FakeKernel, needs_core_elf
+from tests.kofixtures import standard_modinfo, write_module
 from tests.toolrun import kmodd_tool, real_tool
 
 pytestmark = needs_core_elf

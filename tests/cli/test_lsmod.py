@@ -5,7 +5,8 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, needs_core_elf, write_module
+from tests.fakes import FakeKernel, needs_core_elf
+from tests.kofixtures import write_module
 from tests.toolrun import can_mask_host, kmodd_tool, real_tool, real_tool_in_root
 
 needs_host_masking = pytest.mark.skipif(not can_mask_host(),

@@ -9,15 +9,8 @@ import pytest
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import InitState, SysModules
 from kmodd.system.root import Root
-from tests.fakes import (
-    DEBIAN_VERMAGIC,
-    FakeKernel,
-    make_signing_key,
-    needs_core_elf,
-    sign_module,
-    standard_modinfo,
-    write_module,
-)
+from tests.fakes import DEBIAN_VERMAGIC, FakeKernel, needs_core_elf
+from tests.kofixtures import make_signing_key, sign_module, standard_modinfo, write_module
 
 pytestmark = needs_core_elf
 

@@ -16,7 +16,8 @@ from kmodd.system.kernel import (
     machine,
 )
 from kmodd.system.root import Root
-from tests.fakes import needs_core_elf, standard_modinfo, write_module
+from tests.fakes import needs_core_elf
+from tests.kofixtures import standard_modinfo, write_module
 
 MODULE_LESS_KERNEL = not os.path.exists("/proc/modules")
 

@@ -14,10 +14,10 @@ from kmodd.core.signature import (
     modinfo_fields,
     parse_module_signature,
 )
-from tests.fakes import (
+from tests.fakes import needs_core_elf
+from tests.kofixtures import (
     append_signature,
     make_signing_key,
-    needs_core_elf,
     pkcs7_signature,
     sign_module,
     standard_modinfo,
