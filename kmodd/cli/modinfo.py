@@ -22,7 +22,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
@@ -82,10 +82,11 @@ KEY_COLUMN = 16
 
 @dataclass(frozen=True, slots=True)
 class FoundModule:
-    """A module a lookup found: a file, or a built-in (path None)."""
+    """A module a lookup found: its file (None when modules.dep has none), built in or not."""
 
     name: str
     path: str | None
+    builtin: bool = False
 
 
 class ModuleLookup(Protocol):
@@ -278,8 +279,13 @@ class Modinfo:
         self.out = stdout
         self.log = log
 
-    def show(self, name: str, path: str | None) -> int:
-        """`modinfo_do`: print one module; returns 0 or minus an errno."""
+    def show(self, name: str, path: str | None, builtin: bool = False) -> int:
+        """`modinfo_do`: print one module; returns 0 or minus an errno.
+
+        The header lines follow the path (none: `(builtin)`); the strings come from
+        modules.builtin.modinfo when the index says built-in, else from the file, as
+        `kmod_module_get_info` decides.
+        """
         field, sep, out = self.field, self.sep, self.out
         name_b = name.encode("latin-1", "replace")
         if path is None:
@@ -295,14 +301,16 @@ class Modinfo:
             return 0
         if field is None:
             out.write(b"filename:".ljust(KEY_COLUMN) + filename + sep)
-        if path is None:
+        if builtin:
             info = read_builtin_info(self.moddir, name)
+        elif path is None:
+            info = E.ENOENT
         else:
             # A field that is not a signature key prints the same whatever the signature is.
             info = read_module_info(path, signature=field is None or field in SIGNATURE_KEYS)
         if isinstance(info, int):
             if path is None and info == E.ENOENT:
-                return 0  # an old kernel without modules.builtin.modinfo
+                return 0  # no modules.builtin.modinfo (old kernel), or no file to read
             self.log.err(f"could not get modinfo from '{name}': {strerror(info)}\n")
             return -info
         entries = [_split(s) for s in info.strings]
@@ -336,17 +344,60 @@ class Modinfo:
         return 0
 
 
-def default_lookup(root: Root, moddir: str) -> ModuleLookup | str:
-    """The resolver's lookups, or why they are not available."""
+class ResolverLookup:
+    """modinfo's lookups through kmodd.core.resolve, as a libkmod context with no config.
+
+    modinfo calls `kmod_new(dirname, &null_config)`: no modprobe.d file is read, so only the
+    indexes (and the kernel command line) count. `-m` is kmod_module_new_from_name_lookup:
+    modules.dep by exact name, else modules.builtin.
+    """
+
+    def __init__(self, resolver: Any, log: ToolLog) -> None:
+        self.resolver = resolver
+        self.log = log
+
+    def by_alias(self, text: str) -> list[FoundModule] | int:
+        resolve = importlib.import_module("kmodd.core.resolve")
+        try:
+            modules = self.resolver.lookup(text)
+        except resolve.LookupError_ as err:
+            code: int = err.errno
+            return code
+        return [self._found(m) for m in modules]
+
+    def by_name(self, name: str) -> FoundModule | None:
+        resolve = importlib.import_module("kmodd.core.resolve")
+        key = modname_normalize(name)
+        line = self.resolver.indexes.dep_line(key)
+        if line is not None:
+            module = self.resolver.new_from_name(key)
+            self.resolver.parse_depline(module, line)
+            return self._found(module)
+        if self.resolver.indexes.builtin(key):
+            module = self.resolver.new_from_name(key)
+            module.builtin = resolve.Builtin.YES
+            return self._found(module)
+        return None
+
+    def _found(self, module: Any) -> FoundModule:
+        path: str | None = self.resolver.path(module)
+        builtin: bool = self.resolver.is_builtin(module)
+        return FoundModule(module.name, path, builtin)
+
+
+def default_lookup(root: Root, moddir: str, log: ToolLog) -> ModuleLookup | str:
+    """The resolver's lookups over `moddir`, or why they are not available."""
     try:
         resolve = importlib.import_module("kmodd.core.resolve")
-    except ImportError:
-        return "looking modules up by name or alias needs kmodd.core.resolve"
-    factory = getattr(resolve, "modinfo_lookup", None)
-    if factory is None:
-        return "kmodd.core.resolve has no modinfo_lookup(root, moddir)"
-    lookup: ModuleLookup = factory(root, moddir)
-    return lookup
+        config = importlib.import_module("kmodd.core.config")
+        moddb = importlib.import_module("kmodd.system.moddb")
+        sysview = importlib.import_module("kmodd.system.sysview")
+    except ImportError as err:
+        return f"looking modules up by name or alias needs {err.name}"
+    indexes, _problems = moddb.raw_indexes(moddir)
+    resolver = resolve.Resolver(indexes, config.build_config([], moddb.read_cmdline(root)),
+                                sysview.SysfsView(root), log=lambda record: None)
+    return ResolverLookup(resolver, log)
 
 
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
@@ -399,7 +450,7 @@ def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
                                  absolute_path(arg, environ))
         else:
             if resolved is None:
-                resolved = default_lookup(root, moddir)
+                resolved = default_lookup(root, moddir, log)
             result = _lookup_and_show(arg, by_name, resolved, shower, log)
         failed = failed or result < 0
     return EXIT_FAILURE if failed else EXIT_SUCCESS
@@ -415,7 +466,7 @@ def _lookup_and_show(arg: str, by_name: bool, lookup: ModuleLookup | str, shower
         if found is None:
             log.err(f"Module name {arg} not found.\n")
             return -E.ENOENT
-        return shower.show(found.name, found.path)
+        return shower.show(found.name, found.path, found.builtin)
     modules = lookup.by_alias(arg)
     if isinstance(modules, int):
         log.err(f"Module alias {arg} not found.\n")
@@ -425,7 +476,7 @@ def _lookup_and_show(arg: str, by_name: bool, lookup: ModuleLookup | str, shower
         return -E.ENOENT
     result = 0
     for module in modules:
-        r = shower.show(module.name, module.path)
+        r = shower.show(module.name, module.path, module.builtin)
         if r < 0:
             result = r
     return result

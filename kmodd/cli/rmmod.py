@@ -9,9 +9,10 @@ O_NONBLOCK (and O_TRUNC for -f). The exit code is 1 if any module failed.
 from __future__ import annotations
 
 import errno as E
+import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
@@ -20,7 +21,7 @@ from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import libkmod_remove_error, rmmod_remove_error
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.modstate import InitState, SysModules
-from kmodd.system.root import Root
+from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
 
 SHORT_OPTIONS = "fsvVwh"
 LONG_OPTIONS = (
@@ -49,8 +50,25 @@ BuiltinLookup = Callable[[str], bool]
 
 
 def _not_builtin(name: str) -> bool:
-    """Used until the module index (kmodd.core.binindex) can answer: nothing is builtin."""
+    """Without the module index (kmodd.system.moddb) nothing can be known to be built in."""
     return False
+
+
+def default_builtin_lookup(root: Root) -> BuiltinLookup:
+    """`kmod_lookup_alias_is_builtin`: the name in modules.builtin.bin of the running kernel."""
+    try:
+        moddb = importlib.import_module("kmodd.system.moddb")
+    except ImportError:
+        return _not_builtin
+    opened: list[Any] = []
+
+    def lookup(name: str) -> bool:
+        if not opened:  # map the index only when a name needs it (never with -f)
+            moddir = root.path(f"{MODULE_DIRECTORY}/{kernel_release()}")
+            opened.append(moddb.raw_indexes(moddir)[0])
+        return bool(opened[0].builtin(name))
+
+    return lookup
 
 
 def check_module_inuse(name: str, *, builtin: bool, modules: SysModules, log: ToolLog) -> int:
@@ -116,7 +134,7 @@ def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         log.priority = verbose
         return _remove_all(parser.operands, force=force, log=log, root=root,
                            kernel=kernel if kernel is not None else LinuxKernel(root),
-                           builtin=builtin or _not_builtin)
+                           builtin=builtin or default_builtin_lookup(root))
     finally:
         log.close()
 

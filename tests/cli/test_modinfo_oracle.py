@@ -46,9 +46,18 @@ def test_fields_of_every_debian_module_match(paths, options):
 
 
 @needs_resolver
-@pytest.mark.parametrize("arg", ["e1000", "snd-hda-intel", "fat", "pci:v00008086d0000100Esv*"])
-def test_module_names_and_aliases_match(tree, arg):
-    argv = ["modinfo", "-b", tree.root, "-k", tree.kver, arg]
+@pytest.mark.parametrize("args", [
+    ["e1000", "snd-hda-intel", "fat"],
+    ["pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"],  # a device's modalias
+    ["usb:v0403p6001d0600dc00dsc00dp00icFFiscFFipFFin00"],
+    ["symbol:fat_fill_super"],
+    ["fs-debugfs", "zpool-zbud"],  # aliases of built-in modules
+    ["no-such-module", "bad[alias"],
+    ["-F", "filename", "e1000", "unix"],
+    ["-0", "e1000"],
+])
+def test_module_names_and_aliases_match(tree, args):
+    argv = ["modinfo", "-b", tree.root, "-k", tree.kver, *args]
     assert kmodd_tool(argv, root=Root()) == real_tool(argv)
 
 

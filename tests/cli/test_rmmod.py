@@ -1,11 +1,14 @@
 """rmmod: kmod 30's checks and messages, on the simulated kernel and against the real rmmod."""
 
+import importlib.util
 import os
+import shutil
 
 import pytest
 
 from kmodd.system.root import Root
 from tests.fakes import FakeKernel, needs_core_elf
+from tests.kerneltree import debian_kernel_tree
 from tests.kofixtures import write_module
 from tests.toolrun import can_mask_host, kmodd_tool, real_tool, real_tool_in_root
 
@@ -162,3 +165,22 @@ def test_options_match_the_real_rmmod(argv):
 def test_on_this_host_a_name_not_loaded_and_a_forced_removal_match(tmp_path):
     for argv in (["rmmod", "fat"], ["rmmod", "-f", "fat"], ["rmmod", "-f", "-v", "a-b"]):
         assert kmodd_tool(argv, root=Root()) == real_tool(argv)
+
+
+HAS_INDEX_READER = importlib.util.find_spec("kmodd.system.moddb") is not None
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not (HAS_INDEX_READER and can_mask_host()),
+                    reason="needs kmodd.system.moddb (lead's index reader), root and unshare")
+def test_a_builtin_found_in_modules_builtin_bin_is_refused_like_the_real_rmmod(root):
+    tree = debian_kernel_tree()
+    moddir = root.path(f"/lib/modules/{os.uname().release}")
+    os.makedirs(moddir)
+    shutil.copy(f"{tree.moddir}/modules.builtin.bin", moddir)
+    os.makedirs(root.path("/sys/module/unix"))
+    argv = ["rmmod", "unix"]
+    ours = kmodd_tool(argv, root=root)
+    real = real_tool_in_root(argv, root, binds=("/sys/module", "/lib/modules"))
+    assert ours == real
+    assert ours.err == b"rmmod: ERROR: Module unix is builtin.\n"
