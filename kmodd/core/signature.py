@@ -16,17 +16,22 @@ exception.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from kmodd.core import der
 from kmodd.core.der import DerError, Tlv
 
-#: What parse_module_signature reads: bytes, or a read-only mapping of the module file.
-Buffer = bytes | bytearray | mmap.mmap
+
+class Buffer(Protocol):
+    """What parse_module_signature reads: bytes, or a mapping of the module file."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
 
 SIG_MAGIC = b"~Module signature appended~\n"
 MODULE_SIGNATURE = struct.Struct(">BBBBB3xI")
@@ -302,8 +307,8 @@ def parse_module_signature(data: Buffer) -> SignatureInfo | NoSignature | Signat
     if size < MODULE_SIGNATURE.size:
         return NoSignature("marker present but no room for struct module_signature")
     size -= MODULE_SIGNATURE.size
-    algo, hash_, id_type, signer_len, key_id_len, sig_len = MODULE_SIGNATURE.unpack_from(
-        data, size)
+    algo, hash_, id_type, signer_len, key_id_len, sig_len = MODULE_SIGNATURE.unpack(
+        data[size:size + MODULE_SIGNATURE.size])
     if algo >= len(PKEY_ALGO) or hash_ >= len(PKEY_HASH_ALGO) or id_type >= len(PKEY_ID_TYPE):
         return NoSignature(f"unknown algorithm numbers in struct module_signature "
                            f"(algo {algo}, hash {hash_}, id_type {id_type})")
