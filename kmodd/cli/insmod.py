@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
-from kmodd.core.kmodlog import strerror
+from kmodd.core.libkmodlog import strerror
 from kmodd.core.outcome import insmod_insert_error
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.root import Root

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import BinaryIO
 
-from kmodd.core.kmodlog import (
+from kmodd.core.libkmodlog import (
     TOOL_PRIORITY_NAMES,
     LibkmodEvent,
     Priority,

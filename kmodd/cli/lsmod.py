@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, LibkmodDefaultLog, fs_bytes, latin1
-from kmodd.core.kmodlog import strerror
+from kmodd.core.libkmodlog import strerror
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
-from kmodd.core.kmodlog import strerror
+from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
-from kmodd.core.kmodlog import LibkmodEvent, Priority, strerror
+from kmodd.core.libkmodlog import LibkmodEvent, Priority, strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import libkmod_remove_error, rmmod_remove_error
 from kmodd.system.kernel import KernelPort, LinuxKernel

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kmodd.core.kmodlog import LibkmodEvent, strerror
+from kmodd.core.libkmodlog import LibkmodEvent, strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.taint import Taint, TaintError, parse_module_taint, parse_tainted
 from kmodd.system.root import Root

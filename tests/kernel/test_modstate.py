@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kmodd.core.kmodlog import LibkmodEvent
+from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.system.modstate import (
     InitState,
     ProcModule,
