@@ -17,6 +17,10 @@ Insertion follows libkmod (`kmod_module_insert_module`, `kmod_file_open`):
 
 Removal is `delete_module(name, O_NONBLOCK | (O_TRUNC if force))`; kmod always sets
 O_NONBLOCK.
+
+Step 3 for compressed files is kmod 31's; kmod 30 always decompressed in user space. On a
+kernel without in-kernel decompression (Debian 12's 6.1 has no /sys/module/compression) the
+two do the same. Unlike Debian's kmod 30 (built without zlib), gzip is decompressed too.
 """
 
 from __future__ import annotations
