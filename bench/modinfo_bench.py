@@ -2,7 +2,8 @@
 
     python3 bench/modinfo_bench.py [--repeat N] [--sample N]
 
-Prints wall-clock medians and kmodd/kmod ratios for:
+Prints wall-clock medians (and CPU seconds, steadier on a busy machine) and kmodd/kmod
+ratios for:
   * one process over all 4023 modules (`modinfo PATH...`, and `-F signer`);
   * one process per module for a sample (what scripts calling modinfo in a loop pay);
   * kmodd in-process (no interpreter start-up);
@@ -16,6 +17,7 @@ import argparse
 import glob
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,16 +26,17 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kmodd.cli import modinfo  # noqa: E402
-from kmodd.core import signature  # noqa: E402
-from kmodd.system.root import Root  # noqa: E402
-from tests.kerneltree import debian_kernel_tree  # noqa: E402
+from kmodd.cli import modinfo
+from kmodd.core import signature
+from kmodd.system.root import Root
+from tests.kerneltree import debian_kernel_tree
 
 KMODD = [sys.executable, "-m", "kmodd.cli.kmodctl", "modinfo"]
 REAL = ["modinfo"]
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall-clock seconds of `fn`."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -42,13 +45,34 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def cpu(fn: Callable[[], object], repeat: int) -> float:
+    """Median CPU seconds (user + system) `fn` spends, in this process and its children."""
+    def used() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    times = []
+    for _ in range(repeat):
+        start = used()
+        fn()
+        times.append(used() - start)
+    return statistics.median(times)
+
+
+#: kmodd runs as an installed package would: with its bytecode cached (compiled below), even
+#: where the environment sets PYTHONDONTWRITEBYTECODE.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPATH"] = os.getcwd()
+
+
 def run(argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": os.getcwd()})
+                   env=ENV)
 
 
-def row(label: str, ours: float, theirs: float) -> None:
-    print(f"{label:<44} kmodd {ours:8.3f} s   kmod {theirs:8.3f} s   ratio {ours / theirs:5.2f}")
+def row(label: str, ours: float, theirs: float, unit: str = "s") -> None:
+    print(f"{label:<50} kmodd {ours:8.3f} {unit}  kmod {theirs:8.3f} {unit}  "
+          f"ratio {ours / theirs:5.2f}")
 
 
 def main() -> int:
@@ -59,15 +83,24 @@ def main() -> int:
     tree = debian_kernel_tree()
     paths = sorted(glob.glob(f"{tree.moddir}/kernel/**/*.ko", recursive=True))
     print(f"{len(paths)} modules of {tree.package}; medians of {args.repeat} runs")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "kmodd"], check=True, env=ENV)
     run(REAL + paths)  # warm the page cache for both
     for options in ([], ["-F", "signer"]):
         label = "one process, all modules" + (f" ({' '.join(options)})" if options else "")
         row(label, timed(lambda o=options: run(KMODD + o + paths), args.repeat),
             timed(lambda o=options: run(REAL + o + paths), args.repeat))
+        row(label + ", CPU", cpu(lambda o=options: run(KMODD + o + paths), args.repeat),
+            cpu(lambda o=options: run(REAL + o + paths), args.repeat), "cpu-s")
     sample = paths[:: max(1, len(paths) // args.sample)][: args.sample]
     row(f"one process per module ({len(sample)} modules)",
-        timed(lambda: [run(KMODD + [p]) for p in sample], 1),
-        timed(lambda: [run(REAL + [p]) for p in sample], 1))
+        timed(lambda: [run([*KMODD, p]) for p in sample], 1),
+        timed(lambda: [run([*REAL, p]) for p in sample], 1))
+    row(f"one process per module ({len(sample)} modules), CPU",
+        cpu(lambda: [run([*KMODD, p]) for p in sample], 1),
+        cpu(lambda: [run([*REAL, p]) for p in sample], 1), "cpu-s")
+    row(f"  of which bare interpreter start-up ({len(sample)}x)",
+        cpu(lambda: [run([sys.executable, "-c", "pass"]) for _ in sample], 1),
+        cpu(lambda: [run([*REAL, p]) for p in sample], 1), "cpu-s")
 
     def in_process() -> None:
         modinfo.run(["modinfo", *paths], root=Root(), stdout=io.BytesIO(),

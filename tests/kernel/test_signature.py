@@ -145,7 +145,8 @@ def test_modinfo_fields_are_in_kmods_order(module_bytes, key):
     assert [k for k, _ in modinfo_fields(info)] == [f.encode() for f in SIG_FIELDS]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupt_or_truncated_signatures_never_raise(module_bytes, key, data):
     signed = bytearray(sign_module(module_bytes, key))
