@@ -1,0 +1,107 @@
+"""What every kmod-compatible front end shares: version text and kmod's two log paths.
+
+`ToolLog` is `tools/log.c`: a tool's own messages (`<prog>: ERROR: ...`), filtered by the
+tool's priority, to stderr or (rmmod -s, modprobe -s) to syslog; and libkmod's messages
+routed through the tool (`log_setup_kmod_log`). `LibkmodDefaultLog` is libkmod's own
+stderr logger, used by the tools that never install one (insmod, lsmod, modinfo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import BinaryIO
+
+from kmodd.core.libkmodlog import (
+    TOOL_PRIORITY_NAMES,
+    LibkmodEvent,
+    Priority,
+    libkmod_line_default,
+    libkmod_line_for_tool,
+    libkmod_priority,
+    tool_line,
+)
+
+#: `--version` output of Debian 12's kmod 30 (`puts(PACKAGE " version " VERSION)`, features).
+VERSION_TEXT = b"kmod version 30\n+ZSTD +XZ -ZLIB +LIBCRYPTO -EXPERIMENTAL\n"
+
+#: tools/log.c's default priority before a tool sets one.
+TOOL_DEFAULT_PRIORITY = Priority.WARNING
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1
+
+
+def latin1(text: str) -> bytes:
+    """Text kmodd read byte-for-byte (Latin-1) back to its bytes."""
+    return text.encode("latin-1", "replace")
+
+
+def fs_bytes(text: str) -> bytes:
+    """An argv string back to the bytes the user typed."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+class ToolLog:
+    """A kmod tool's log: `log_printf` and, once set up, libkmod's messages too."""
+
+    def __init__(self, prog: str, stderr: BinaryIO, *,
+                 priority: int = int(TOOL_DEFAULT_PRIORITY)) -> None:
+        self.prog = prog
+        self.stderr = stderr
+        self.priority = priority
+        self.use_syslog = False
+
+    def open_syslog(self) -> None:
+        """`log_open(true)`: later messages go to syslog (facility daemon)."""
+        import syslog
+
+        syslog.openlog(self.prog, syslog.LOG_CONS, syslog.LOG_DAEMON)
+        self.use_syslog = True
+
+    def close(self) -> None:
+        if self.use_syslog:
+            import syslog
+
+            syslog.closelog()
+
+    def _emit(self, priority: int, line: str, syslog_text: str) -> None:
+        if self.use_syslog:
+            import syslog
+
+            syslog.syslog(priority, syslog_text)
+        else:
+            self.stderr.write(fs_bytes(line))
+
+    def log(self, priority: Priority, text: str) -> None:
+        """A tool's own message (`log_printf`); `text` keeps its newline."""
+        if priority > self.priority:
+            return
+        name = TOOL_PRIORITY_NAMES.get(priority, f"LOG-{int(priority):03d}")
+        self._emit(priority, tool_line(self.prog, priority, text), f"{name}: {text}")
+
+    def err(self, text: str) -> None:
+        self.log(Priority.ERR, text)
+
+    def libkmod(self, event: LibkmodEvent) -> None:
+        """A libkmod message through this tool's log function (`log_kmod`)."""
+        if event.priority > self.priority:
+            return
+        line = libkmod_line_for_tool(self.prog, event)
+        self._emit(event.priority, line, line.split(": ", 1)[1])
+
+    def raw(self, text: str) -> None:
+        """Bytes a tool writes straight to stderr (fprintf(stderr, ...)), syslog or not."""
+        self.stderr.write(fs_bytes(text))
+
+
+class LibkmodDefaultLog:
+    """libkmod's own logger (`log_filep` to stderr), filtered by `KMOD_LOG`."""
+
+    def __init__(self, stderr: BinaryIO, environ: Mapping[str, str]) -> None:
+        self.stderr = stderr
+        self.priority = libkmod_priority(environ)
+
+    def __call__(self, event: LibkmodEvent) -> None:
+        if event.priority > self.priority:
+            return
+        self.stderr.write(fs_bytes(libkmod_line_default(event)))

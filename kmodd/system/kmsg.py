@@ -1,0 +1,118 @@
+"""The kernel log at `/dev/kmsg`: watch what the kernel says during one attempt.
+
+`with kmsg.watch() as watch: ...; watch.records()` opens `/dev/kmsg` before the attempt, seeks
+to its end and afterwards reads every record the kernel added. On the real device each read()
+returns one record; on a plain file (a test root, a saved log) the new bytes are cut into
+records. An unreadable log is not an error for the caller: it yields no records and says why.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+from kmodd.core.kmsg import KmsgError, KmsgRecord, parse_record, split_records
+from kmodd.system.root import Root
+
+#: Largest record the kernel hands out in one read (CONSOLE_EXT_LOG_MAX is 8192).
+KMSG_RECORD_MAX = 8192
+#: Stop reading after this many records in one watch (a log storm must not stall a load).
+KMSG_WATCH_MAX_RECORDS = 4096
+
+
+class KmsgWatch(Protocol):
+    def records(self) -> list[KmsgRecord]: ...
+
+
+class KmsgSource(Protocol):
+    """Something that can show the kernel log lines written during an attempt."""
+
+    def watch(self) -> AbstractContextManager[KmsgWatch]: ...
+
+
+class _FdWatch:
+    def __init__(self, fd: int | None, is_device: bool, problem: str | None) -> None:
+        self._fd = fd
+        self._is_device = is_device
+        self.problem = problem
+        self.errors: list[KmsgError] = []
+
+    def records(self) -> list[KmsgRecord]:
+        if self._fd is None:
+            return []
+        raws = self._read_device() if self._is_device else self._read_file()
+        out: list[KmsgRecord] = []
+        for raw in raws:
+            parsed = parse_record(raw)
+            if isinstance(parsed, KmsgError):
+                self.errors.append(parsed)
+            else:
+                out.append(parsed)
+        return out
+
+    def _read_device(self) -> list[bytes]:
+        assert self._fd is not None
+        raws: list[bytes] = []
+        while len(raws) < KMSG_WATCH_MAX_RECORDS:
+            try:
+                raw = os.read(self._fd, KMSG_RECORD_MAX)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno == E.EPIPE:
+                    continue  # records were overwritten while we read; go on with the next
+                if err.errno == E.EINTR:
+                    continue
+                self.problem = f"reading /dev/kmsg: {os.strerror(err.errno or E.EIO)}"
+                break
+            if not raw:
+                break
+            raws.append(raw)
+        return raws
+
+    def _read_file(self) -> list[bytes]:
+        assert self._fd is not None
+        chunks = []
+        while True:
+            piece = os.read(self._fd, 1 << 16)
+            if not piece:
+                break
+            chunks.append(piece)
+        return split_records(b"".join(chunks))[:KMSG_WATCH_MAX_RECORDS]
+
+
+class DevKmsg:
+    """`/dev/kmsg` under a Root (a character device on a real system, a file in tests)."""
+
+    def __init__(self, root: Root) -> None:
+        self.path = root.path("/dev/kmsg")
+
+    @contextmanager
+    def watch(self) -> Iterator[_FdWatch]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            yield _FdWatch(None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
+            return
+        try:
+            is_device = stat.S_ISCHR(os.fstat(fd).st_mode)
+            os.lseek(fd, 0, os.SEEK_END)
+            yield _FdWatch(fd, is_device, None)
+        finally:
+            os.close(fd)
+
+    def read_all(self) -> list[KmsgRecord]:
+        """Every record still in the log (for `kmodctl explain` without a fresh attempt)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return []
+        try:
+            watch = _FdWatch(fd, stat.S_ISCHR(os.fstat(fd).st_mode), None)
+            return watch.records()
+        finally:
+            os.close(fd)
