@@ -36,7 +36,7 @@ from kerneltree import debian_kernel_tree  # noqa: E402
 from kmodd.core.resolve import Resolver  # noqa: E402
 from kmodd.system.moddb import load_config, snapshot_indexes  # noqa: E402
 from kmodd.system.root import Root  # noqa: E402
-from kmodd.system.sysview import SysfsView  # noqa: E402
+from kmodd.system.sysview import FileView  # noqa: E402
 from tests.oracle.corpus import build_corpus  # noqa: E402
 
 WILDCARD_HEAVY = ("of", "pcmcia", "hid", "acpi*", "dmi*")
@@ -93,7 +93,7 @@ def main() -> int:
     tracemalloc.stop()
     assert not problems, problems
     gc.freeze()
-    sysview = SysfsView(root)
+    sysview = FileView(root)
     lib = LibKmod(tree.moddir, confdir)
     encoded = [k.encode("latin-1") for k in keys]
 

@@ -115,9 +115,11 @@ class GetoptLong:
         if not matches:
             return OptError(f"{self.prog}: unrecognized option '--{text}'\n"), i
         first = matches[0]
-        if len(matches) > 1 and any((o.arg, o.short) != (first.arg, first.short)
-                                    for o in matches[1:]):
-            names = "".join(f" '--{o.name}'" for o in matches)
+        # glibc lists the first match and every later one that differs from it; matches that
+        # stand for the same option as the first are not ambiguous and are not listed.
+        differing = [o for o in matches[1:] if (o.arg, o.short) != (first.arg, first.short)]
+        if differing:
+            names = "".join(f" '--{o.name}'" for o in [first, *differing])
             return OptError(f"{self.prog}: option '--{text}' is ambiguous; possibilities:"
                             f"{names}\n"), i
         if eq:

@@ -22,14 +22,18 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.core.config import build_config
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
+from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
 from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
+from kmodd.system.moddb import raw_indexes, read_cmdline
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
+from kmodd.system.sysview import FileView
 
 SHORT_OPTIONS = "adlpn0mF:k:b:Vh"
 LONG_OPTIONS = (
@@ -352,21 +356,19 @@ class ResolverLookup:
     modules.dep by exact name, else modules.builtin.
     """
 
-    def __init__(self, resolver: Any, log: ToolLog) -> None:
+    def __init__(self, resolver: Resolver, log: ToolLog) -> None:
         self.resolver = resolver
         self.log = log
 
     def by_alias(self, text: str) -> list[FoundModule] | int:
-        resolve = importlib.import_module("kmodd.core.resolve")
         try:
             modules = self.resolver.lookup(text)
-        except resolve.LookupError_ as err:
+        except LookupError_ as err:
             code: int = err.errno
             return code
         return [self._found(m) for m in modules]
 
     def by_name(self, name: str) -> FoundModule | None:
-        resolve = importlib.import_module("kmodd.core.resolve")
         key = modname_normalize(name)
         line = self.resolver.indexes.dep_line(key)
         if line is not None:
@@ -375,28 +377,21 @@ class ResolverLookup:
             return self._found(module)
         if self.resolver.indexes.builtin(key):
             module = self.resolver.new_from_name(key)
-            module.builtin = resolve.Builtin.YES
+            module.builtin = Builtin.YES
             return self._found(module)
         return None
 
-    def _found(self, module: Any) -> FoundModule:
+    def _found(self, module: Module) -> FoundModule:
         path: str | None = self.resolver.path(module)
         builtin: bool = self.resolver.is_builtin(module)
         return FoundModule(module.name, path, builtin)
 
 
 def default_lookup(root: Root, moddir: str, log: ToolLog) -> ModuleLookup | str:
-    """The resolver's lookups over `moddir`, or why they are not available."""
-    try:
-        resolve = importlib.import_module("kmodd.core.resolve")
-        config = importlib.import_module("kmodd.core.config")
-        moddb = importlib.import_module("kmodd.system.moddb")
-        sysview = importlib.import_module("kmodd.system.sysview")
-    except ImportError as err:
-        return f"looking modules up by name or alias needs {err.name}"
-    indexes, _problems = moddb.raw_indexes(moddir)
-    resolver = resolve.Resolver(indexes, config.build_config([], moddb.read_cmdline(root)),
-                                sysview.SysfsView(root), log=lambda record: None)
+    """The resolver's lookups over `moddir`."""
+    indexes, _problems = raw_indexes(moddir)
+    resolver = Resolver(indexes, build_config([], read_cmdline(root)), FileView(root),
+                        log=lambda record: None)
     return ResolverLookup(resolver, log)
 
 

@@ -13,63 +13,59 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from kmodd.cli.getopt import NO_ARGUMENT, REQUIRED_ARGUMENT, LongOption, getopt_long
-from kmodd.cli.kmodlog import (
-    LOG_CRIT,
-    LOG_EMERG,
-    LOG_ERR,
-    LOG_WARNING,
-    Exit,
-    ToolLog,
-)
+from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
+from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
 from kmodd.core.index import INDEX_FILES, IndexProblem
-from kmodd.core.plan import Plan, ProbeFlag, Step, plan_probe, run_plan
+from kmodd.core.initstate import InitState
+from kmodd.core.libkmodlog import LibkmodEvent, Priority
+from kmodd.core.plan import Plan, ProbeFlag, Step, initstate, plan_probe, run_plan
 from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
-from kmodd.core.resolve import LogRecord, LookupError_, Module, Resolver
+from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
 from kmodd.system.root import Root, kernel_release, module_dir
 
+if TYPE_CHECKING:
+    from kmodd.system.kernel import KernelPort
+
 SHORT_OPTIONS = "arw:RibfDcnC:d:S:sqvVh"
+# Long-only options are keyed by their own name (modprobe.c gives them small numbers).
+_N, _R = Arg.NONE, Arg.REQUIRED
 LONG_OPTIONS = (
-    LongOption("all", NO_ARGUMENT, "a"),
-    LongOption("remove", NO_ARGUMENT, "r"),
-    LongOption("remove-dependencies", NO_ARGUMENT, 5),
-    LongOption("remove-holders", NO_ARGUMENT, 5),
-    LongOption("wait", REQUIRED_ARGUMENT, "w"),
-    LongOption("resolve-alias", NO_ARGUMENT, "R"),
-    LongOption("first-time", NO_ARGUMENT, 3),
-    LongOption("ignore-install", NO_ARGUMENT, "i"),
-    LongOption("ignore-remove", NO_ARGUMENT, "i"),
-    LongOption("use-blacklist", NO_ARGUMENT, "b"),
-    LongOption("force", NO_ARGUMENT, "f"),
-    LongOption("force-modversion", NO_ARGUMENT, 2),
-    LongOption("force-vermagic", NO_ARGUMENT, 1),
-    LongOption("show-depends", NO_ARGUMENT, "D"),
-    LongOption("showconfig", NO_ARGUMENT, "c"),
-    LongOption("show-config", NO_ARGUMENT, "c"),
-    LongOption("show-modversions", NO_ARGUMENT, 4),
-    LongOption("dump-modversions", NO_ARGUMENT, 4),
-    LongOption("show-exports", NO_ARGUMENT, 6),
-    LongOption("dry-run", NO_ARGUMENT, "n"),
-    LongOption("show", NO_ARGUMENT, "n"),
-    LongOption("config", REQUIRED_ARGUMENT, "C"),
-    LongOption("dirname", REQUIRED_ARGUMENT, "d"),
-    LongOption("set-version", REQUIRED_ARGUMENT, "S"),
-    LongOption("syslog", NO_ARGUMENT, "s"),
-    LongOption("quiet", NO_ARGUMENT, "q"),
-    LongOption("verbose", NO_ARGUMENT, "v"),
-    LongOption("version", NO_ARGUMENT, "V"),
-    LongOption("help", NO_ARGUMENT, "h"),
+    LongOpt("all", _N, "a"),
+    LongOpt("remove", _N, "r"),
+    LongOpt("remove-dependencies", _N, "remove-holders"),
+    LongOpt("remove-holders", _N, "remove-holders"),
+    LongOpt("wait", _R, "w"),
+    LongOpt("resolve-alias", _N, "R"),
+    LongOpt("first-time", _N, "first-time"),
+    LongOpt("ignore-install", _N, "i"),
+    LongOpt("ignore-remove", _N, "i"),
+    LongOpt("use-blacklist", _N, "b"),
+    LongOpt("force", _N, "f"),
+    LongOpt("force-modversion", _N, "force-modversion"),
+    LongOpt("force-vermagic", _N, "force-vermagic"),
+    LongOpt("show-depends", _N, "D"),
+    LongOpt("showconfig", _N, "c"),
+    LongOpt("show-config", _N, "c"),
+    LongOpt("show-modversions", _N, "show-modversions"),
+    LongOpt("dump-modversions", _N, "show-modversions"),
+    LongOpt("show-exports", _N, "show-exports"),
+    LongOpt("dry-run", _N, "n"),
+    LongOpt("show", _N, "n"),
+    LongOpt("config", _R, "C"),
+    LongOpt("dirname", _R, "d"),
+    LongOpt("set-version", _R, "S"),
+    LongOpt("syslog", _N, "s"),
+    LongOpt("quiet", _N, "q"),
+    LongOpt("verbose", _N, "v"),
+    LongOpt("version", _N, "V"),
+    LongOpt("help", _N, "h"),
 )
 
-DEFAULT_VERBOSE = LOG_WARNING
-
-WHERE_INDEX_MAGIC = ("libkmod/libkmod-index.c", 790, "index_mm_open")
-WHERE_INDEX_VERSION = ("libkmod/libkmod-index.c", 797, "index_mm_open")
-WHERE_INITSTATE = ("libkmod/libkmod-module.c", 1847, "kmod_module_get_initstate")
+DEFAULT_VERBOSE = int(Priority.WARNING)
 
 HELP = """Usage:
 \t{p} [options] [-i] [-b] modulename
@@ -202,6 +198,14 @@ def options_from_array(args: Sequence[str]) -> str | None:
     return " ".join(parts)
 
 
+class _Exit(Exception):
+    """kmod's log_printf exits on FATAL; this carries the status out of the run."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 @dataclass
 class _Settings:
     use_all: bool = False
@@ -226,19 +230,22 @@ class _Settings:
     kversion: str | None = None
     use_syslog: bool = False
     verbose: int = DEFAULT_VERBOSE
-    log_priority: int = LOG_CRIT
+    log_priority: Priority = Priority.CRIT  # LOG(): FATAL, or WARNING under -a
 
 
 class _Run:
     """One modprobe invocation."""
 
     def __init__(self, argv: Sequence[str], root: Root, stdout: BinaryIO, stderr: BinaryIO,
-                 environ: Mapping[str, str]) -> None:
+                 environ: Mapping[str, str], kernel: KernelPort | None = None) -> None:
         self.argv = list(argv)
+        self.kernel = kernel
         self.root = root
         self.stdout = stdout
         self.environ = dict(environ)
-        self.log = ToolLog(argv[0] if argv else "modprobe", stderr, environ)
+        self.prog = os.path.basename(argv[0]) if argv else "modprobe"
+        self.log = ToolLog(self.prog, stderr)
+        self.default_log = LibkmodDefaultLog(stderr, self.environ)
         self.s = _Settings()
         self.moddir = ""
         self.real_moddir = ""
@@ -255,11 +262,18 @@ class _Run:
             self.out(text)
 
     def LOG(self, message: str) -> None:
-        self.log.tool(self.s.log_priority, message)
+        """log_printf at modprobe's LOG priority: FATAL ends the run (status 1)."""
+        if self.s.log_priority > self.log.priority:
+            return
+        self.log.log(self.s.log_priority, message)
+        if self.s.log_priority <= Priority.CRIT:
+            raise _Exit(1)
 
-    def library_log(self, record: LogRecord) -> None:
-        message = record.message.replace("ctx=(ctx)", f"ctx={hex(id(self))}")
-        self.log.library(record.priority, message, record.where)
+    def libkmod(self, event: LibkmodEvent) -> None:
+        """A libkmod message through modprobe's log function (with libkmod's ctx pointer)."""
+        if CTX in event.text:
+            event = LibkmodEvent(event.site, event.text.replace(CTX, hex(id(self))))
+        self.log.libkmod(event)
 
     def env_append(self, value: str) -> None:
         old = self.environ.get("MODPROBE_OPTIONS")
@@ -272,24 +286,28 @@ class _Run:
         env_opts = self.environ.get("MODPROBE_OPTIONS")
         if env_opts is not None:
             argv = [argv[0], *split_modprobe_options(env_opts), *argv[1:]]
-        parsed = getopt_long(argv, SHORT_OPTIONS, LONG_OPTIONS, self.log.write)
+        parser = GetoptLong(argv, SHORT_OPTIONS, LONG_OPTIONS)
         s = self.s
-        for val, arg in parsed.options:
+        for item in parser:
+            if isinstance(item, OptError):
+                self.log.raw(item.message)
+                return 1
+            val, arg = item.key, item.value
             if val == "a":
-                s.log_priority = LOG_WARNING
+                s.log_priority = Priority.WARNING
                 s.use_all = True
             elif val == "r":
                 s.remove = True
-            elif val == 5:
+            elif val == "remove-holders":
                 s.remove_holders = True
             elif val == "w":
                 assert arg is not None
                 value = strtoul(arg)
                 if value is None:
-                    self.log.tool(LOG_ERR, f"unexpected wait value '{arg}'.\n")
+                    self.log.err(f"unexpected wait value '{arg}'.\n")
                     return 1
                 s.wait_msec = value
-            elif val == 3:
+            elif val == "first-time":
                 s.first_time = True
             elif val == "i":
                 s.ignore_commands = True
@@ -297,9 +315,9 @@ class _Run:
                 s.use_blacklist = True
             elif val == "f":
                 s.force = True
-            elif val == 2:
+            elif val == "force-modversion":
                 s.strip_modversion = True
-            elif val == 1:
+            elif val == "force-vermagic":
                 s.strip_vermagic = True
             elif val == "D":
                 s.ignore_loaded = s.dry_run = s.do_show = True
@@ -307,9 +325,9 @@ class _Run:
                 s.lookup_only = True
             elif val == "c":
                 s.show_config = True
-            elif val == 4:
+            elif val == "show-modversions":
                 s.show_modversions = True
-            elif val == 6:
+            elif val == "show-exports":
                 s.show_exports = True
             elif val == "n":
                 s.dry_run = True
@@ -327,7 +345,7 @@ class _Run:
                 s.use_syslog = True
             elif val == "q":
                 self.env_append("-q")
-                s.verbose = LOG_EMERG
+                s.verbose = int(Priority.EMERG)
             elif val == "v":
                 self.env_append("-v")
                 s.verbose += 1
@@ -337,21 +355,20 @@ class _Run:
                 self.out(VERSION_TEXT.format(version=__version__))
                 return 0
             elif val == "h":
-                self.out(HELP.format(p=self.log.prog))
+                self.out(HELP.format(p=self.prog))
                 return 0
-        if parsed.error:
-            return 1
-        args = parsed.operands
+        args = parser.operands
         if not s.show_config and not args:
-            self.log.tool(LOG_ERR, "missing parameters. See -h.\n")
+            self.log.err("missing parameters. See -h.\n")
             return 1
         self.moddir = module_dir(s.root or "", s.kversion or kernel_release())
         # Without -d, module files live under the root like everything else; -d DIR names a
         # directory as it is.
         self.real_moddir = self.moddir if s.root is not None else self.root.path(self.moddir)
-        self.log.use_syslog = s.use_syslog
+        if s.use_syslog:
+            self.log.open_syslog()
         config = self._load_config()
-        self.log.setup(s.verbose)
+        self.log.priority = s.verbose  # log_setup_kmod_log: libkmod now logs through modprobe
         resolver = self._open(config)
         self.resolver = resolver
         if s.show_config:
@@ -376,21 +393,19 @@ class _Run:
         config = load_config(self.root, self.moddir, self.s.config_paths or None,
                              real_moddir=self.real_moddir)
         for d in config.diagnostics:
-            self.log.library_default(d.priority, d.where, d.message)
+            self.default_log(d.event())
         return config
 
     def _open(self, config: Config) -> Resolver:
         from kmodd.system.moddb import raw_indexes
-        from kmodd.system.sysview import SysfsView
+        from kmodd.system.modstate import SysModules
+        from kmodd.system.sysview import FileView
 
         indexes, problems = raw_indexes(self.moddir, self.real_moddir)
         self._report_index_problems(indexes, problems)
-        self.sysfs = SysfsView(
-            self.root,
-            lambda prio, msg: self.log.library(prio, msg, WHERE_INITSTATE),
-            files_under_root=self.s.root is None,
-        )
-        return Resolver(indexes, config, self.sysfs, log=self.library_log)
+        self.sysfs = SysModules(self.root, self.libkmod)
+        files = FileView(self.root, files_under_root=self.s.root is None)
+        return Resolver(indexes, config, files, log=self.libkmod)
 
     def _report_index_problems(self, indexes: object, problems: list[IndexProblem]) -> None:
         """What kmod_load_resources says: it maps the indexes in order and stops at the first
@@ -401,11 +416,12 @@ class _Run:
         for role in INDEX_FILES:
             p = bad.get(role)
             if p is not None and p.kind == "magic":
-                self.log.library(LOG_ERR, f"magic check fail: {p.found:x} instead of "
-                                 f"{INDEX_MAGIC:x}", WHERE_INDEX_MAGIC)
+                self.libkmod(LibkmodEvent(
+                    "index_magic", f"magic check fail: {p.found:x} instead of {INDEX_MAGIC:x}\n"))
             elif p is not None and p.kind == "version":
-                self.log.library(LOG_ERR, f"major version check fail: {p.found} instead of "
-                                 f"{INDEX_VERSION_MAJOR}", WHERE_INDEX_VERSION)
+                self.libkmod(LibkmodEvent(
+                    "index_version",
+                    f"major version check fail: {p.found} instead of {INDEX_VERSION_MAJOR}\n"))
             if role not in present and role != "builtin_alias":
                 break
 
@@ -474,7 +490,7 @@ class _Run:
              show: object) -> int:
         from kmodd.system.actions import HostActions
 
-        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, resolver)
+        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel())
         return run_plan(resolver, self.sysfs, plan, flags, actions,
                         show=self._print_action if show else None)
 
@@ -486,8 +502,6 @@ class _Run:
             return
         path = self.resolver.path(m)
         if path is None:
-            from kmodd.core.plan import InitState, initstate
-
             if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
                 self.out(f"builtin {m.name}\n")
         else:
@@ -500,7 +514,14 @@ class _Run:
             text = "Unknown symbol in module, or unknown parameter (see dmesg)"
         else:
             text = os.strerror(-err)
-        self.log.tool(LOG_ERR, f"could not insert '{mod.name}': {text}\n")
+        self.log.err(f"could not insert '{mod.name}': {text}\n")
+
+    def _kernel(self) -> KernelPort:
+        if self.kernel is None:
+            from kmodd.system.kernel import LinuxKernel
+
+            self.kernel = LinuxKernel(self.root)
+        return self.kernel
 
     # -- removing -------------------------------------------------------------------------------
 
@@ -508,8 +529,8 @@ class _Run:
         from kmodd.system.actions import HostRemoval
 
         s = self.s
-        io = HostRemoval(self, resolver, dry_run=s.dry_run, force=s.force,
-                         wait_msec=s.wait_msec, first_time=s.first_time, sysfs=self.sysfs)
+        io = HostRemoval(self, self._kernel(), dry_run=s.dry_run, force=s.force,
+                         wait_msec=s.wait_msec, first_time=s.first_time)
         opts = RemoveOptions(
             ignore_commands=s.ignore_commands,
             ignore_loaded=s.ignore_loaded,
@@ -535,15 +556,18 @@ def run(
     stdout: BinaryIO,
     stderr: BinaryIO,
     environ: Mapping[str, str],
+    kernel: KernelPort | None = None,
 ) -> int:
-    """modprobe's main: returns the exit status."""
+    """modprobe's main: returns the exit status (`kernel`: a simulated kernel for tests)."""
     # kmod sees bytes: give every argument and variable back the bytes it came as, one
     # character per byte, so that output writes them back unchanged.
     argv = [os.fsencode(a).decode("latin-1") for a in argv]
     environ = {os.fsencode(k).decode("latin-1"): os.fsencode(v).decode("latin-1")
                for k, v in environ.items()}
-    r = _Run(argv, root, stdout, stderr, environ)
+    r = _Run(argv, root, stdout, stderr, environ, kernel)
     try:
         return r.main()
-    except Exit as e:
+    except _Exit as e:
         return e.status
+    finally:
+        r.log.close()

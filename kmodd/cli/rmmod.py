@@ -9,18 +9,20 @@ O_NONBLOCK (and O_TRUNC for -f). The exit code is 1 if any module failed.
 from __future__ import annotations
 
 import errno as E
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.core.index import RawIndexes
+from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority, strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import libkmod_remove_error, rmmod_remove_error
 from kmodd.system.kernel import KernelPort, LinuxKernel
-from kmodd.system.modstate import InitState, SysModules
+from kmodd.system.moddb import raw_indexes
+from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
 
 SHORT_OPTIONS = "fsvVwh"
@@ -49,23 +51,14 @@ DEFAULT_VERBOSE = Priority.ERR
 BuiltinLookup = Callable[[str], bool]
 
 
-def _not_builtin(name: str) -> bool:
-    """Without the module index (kmodd.system.moddb) nothing can be known to be built in."""
-    return False
-
-
 def default_builtin_lookup(root: Root) -> BuiltinLookup:
     """`kmod_lookup_alias_is_builtin`: the name in modules.builtin.bin of the running kernel."""
-    try:
-        moddb = importlib.import_module("kmodd.system.moddb")
-    except ImportError:
-        return _not_builtin
-    opened: list[Any] = []
+    opened: list[RawIndexes] = []
 
     def lookup(name: str) -> bool:
         if not opened:  # map the index only when a name needs it (never with -f)
             moddir = root.path(f"{MODULE_DIRECTORY}/{kernel_release()}")
-            opened.append(moddb.raw_indexes(moddir)[0])
+            opened.append(raw_indexes(moddir)[0])
         return bool(opened[0].builtin(name))
 
     return lookup

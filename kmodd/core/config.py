@@ -11,8 +11,8 @@ The steps follow libkmod-config.c:
 3. `parse_kernel_cmdline` turns `/proc/cmdline` into `options` and `blacklist` entries, which
    are appended after every file.
 
-Problems are returned as `Diagnostic` values carrying the text and the libkmod function and
-source line that Debian's kmod prints with it; nothing here prints or raises for bad input.
+Problems are returned as `Diagnostic` values naming libkmod's message site (the source
+location Debian's kmod prints with it) and the text; nothing here prints or raises.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.lines import logical_lines
 from kmodd.core.normalize import BadAlias, underscores
 
@@ -27,26 +28,17 @@ from kmodd.core.normalize import BadAlias, underscores
 KCMD_LINE_SIZE = 4096
 PATH_MAX = 4096
 
-#: Where libkmod 30 reports each config problem: (source file, line, function).
-#: Debian builds libkmod with debug logging, which prints these in every message.
-WHERE_BAD_LINE = ("libkmod/libkmod-config.c", 712, "kmod_config_parse")
-WHERE_DEPRECATED = ("libkmod/libkmod-config.c", 708, "kmod_config_parse")
-WHERE_SUBDIR = ("libkmod/libkmod-config.c", 772, "conf_files_filter_out")
-WHERE_OPENDIR = ("libkmod/libkmod-config.c", 868, "conf_files_list")
-WHERE_PATH_TOO_LONG = ("libkmod/libkmod-config.c", 936, "kmod_config_new")
-WHERE_KCMDLINE = ("libkmod/libkmod-config.c", 489, "kcmdline_parse_result")
-WHERE_READ_KCMDLINE = ("libkmod/libkmod-config.c", 521, "kmod_config_parse_kcmdline")
-
-LOG_ERR = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """A problem found in the configuration, as libkmod would log it."""
+    """A problem found in the configuration: libkmod's message site and text."""
 
     message: str  # without the trailing newline
-    where: tuple[str, int, str] = WHERE_BAD_LINE
-    priority: int = LOG_ERR
+    site: str = "config_bad_line"  # a key of kmodd.core.libkmodlog.LIBKMOD_SITES
+
+    def event(self) -> LibkmodEvent:
+        return LibkmodEvent(self.site, self.message + "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +127,7 @@ def order_config_files(
             insert(base, listing.path)
             continue
         if listing.error is not None:
-            diags.append(Diagnostic(f"opendir({listing.path}): {listing.error}", WHERE_OPENDIR))
+            diags.append(Diagnostic(f"opendir({listing.path}): {listing.error}", "config_opendir"))
             continue
         for name, is_dir in listing.entries:
             if not _accept(name):
@@ -145,7 +137,7 @@ def order_config_files(
                     Diagnostic(
                         "Directories inside directories are not supported: "
                         f"{listing.path}/{name}",
-                        WHERE_SUBDIR,
+                        "config_subdir",
                     )
                 )
                 continue
@@ -256,7 +248,7 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 b.diagnostics.append(
                     Diagnostic(
                         f"{filename}: command {cmd} is deprecated and not parsed anymore",
-                        WHERE_DEPRECATED,
+                        "config_deprecated",
                     )
                 )
             else:
@@ -429,7 +421,7 @@ def _kcmdline_result(
             Diagnostic(
                 "Ignoring bad option on kernel command line while parsing module name: "
                 f"'{modname}'",
-                WHERE_KCMDLINE,
+                "config_kcmdline",
             )
         )
         return
@@ -452,7 +444,7 @@ def build_config(
             b.diagnostics.append(
                 Diagnostic(
                     f"Error parsing {cf.path.rsplit('/', 1)[0]}/{cf.name}: path too long",
-                    WHERE_PATH_TOO_LONG,
+                    "config_path_too_long",
                 )
             )
             continue

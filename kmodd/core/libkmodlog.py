@@ -95,6 +95,27 @@ LIBKMOD_SITES: Mapping[str, Site] = {
     "size_bad_line_size": Site(Priority.ERR, "libkmod-module.c", 1919, "kmod_module_get_size"),
     "refcnt_read": Site(Priority.ERR, "libkmod-module.c", 1967, "kmod_module_get_refcnt"),
     "holders_open": Site(Priority.ERR, "libkmod-module.c", 1998, "kmod_module_get_holders"),
+    # resolution (libkmod-module.c)
+    "dep_join": Site(Priority.ERR, "libkmod-module.c", 184, "kmod_module_parse_depline"),
+    "dep_path": Site(Priority.ERR, "libkmod-module.c", 191, "kmod_module_parse_depline"),
+    "path_conflict": Site(Priority.ERR, "libkmod-module.c", 428, "kmod_module_new_from_path"),
+    "no_module_path": Site(Priority.ERR, "libkmod-module.c", 895, "kmod_module_insert_module"),
+    "insert_failed": Site(Priority.INFO, "libkmod-module.c", 949, "kmod_module_insert_module"),
+    "command_run": Site(Priority.ERR, "libkmod-module.c", 1041, "command_do"),
+    "command_status": Site(Priority.ERR, "libkmod-module.c", 1047, "command_do"),
+    "softdep_lookup": Site(Priority.ERR, "libkmod-module.c", 1567, "lookup_softdep"),
+    # index files (libkmod-index.c)
+    "index_magic": Site(Priority.ERR, "libkmod-index.c", 790, "index_mm_open"),
+    "index_version": Site(Priority.ERR, "libkmod-index.c", 797, "index_mm_open"),
+    # configuration (libkmod-config.c)
+    "config_kcmdline": Site(Priority.ERR, "libkmod-config.c", 489, "kcmdline_parse_result"),
+    "config_read_kcmdline": Site(Priority.ERR, "libkmod-config.c", 521,
+                                 "kmod_config_parse_kcmdline"),
+    "config_deprecated": Site(Priority.ERR, "libkmod-config.c", 708, "kmod_config_parse"),
+    "config_bad_line": Site(Priority.ERR, "libkmod-config.c", 712, "kmod_config_parse"),
+    "config_subdir": Site(Priority.ERR, "libkmod-config.c", 772, "conf_files_filter_out"),
+    "config_opendir": Site(Priority.ERR, "libkmod-config.c", 868, "conf_files_list"),
+    "config_path_too_long": Site(Priority.ERR, "libkmod-config.c", 936, "kmod_config_new"),
 }
 
 

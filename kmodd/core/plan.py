@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum, IntFlag
+from enum import IntFlag
 from typing import Protocol
 
+from kmodd.core.initstate import IN_KERNEL, InitState
 from kmodd.core.resolve import Module, Resolver
 
 EEXIST = 17
@@ -39,15 +40,6 @@ class ProbeFlag(IntFlag):
     APPLY_BLACKLIST_ALL = 0x10000
     APPLY_BLACKLIST = 0x20000
     APPLY_BLACKLIST_ALIAS_ONLY = 0x40000
-
-
-class InitState(IntEnum):
-    """libkmod's module states (negative values are errnos: not loaded)."""
-
-    LIVE = 0
-    COMING = 1
-    GOING = 2
-    BUILTIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +66,12 @@ class Plan:
 class LiveState(Protocol):
     """How modules stand in the kernel right now."""
 
-    def initstate(self, name: str) -> InitState | int:
-        """The state of /sys/module/<name>, or a negative errno when it is not there."""
+    def initstate(self, name: str) -> InitState | None:
+        """The state of /sys/module/<name>; None when it is not loaded (or unreadable)."""
         ...
 
 
-def initstate(resolver: Resolver, live: LiveState, mod: Module) -> InitState | int:
+def initstate(resolver: Resolver, live: LiveState, mod: Module) -> InitState | None:
     """kmod_module_get_initstate: builtin (from the index) first, then /sys/module."""
     if resolver.is_builtin(mod):
         return InitState.BUILTIN
@@ -87,7 +79,7 @@ def initstate(resolver: Resolver, live: LiveState, mod: Module) -> InitState | i
 
 
 def in_kernel(resolver: Resolver, live: LiveState, mod: Module) -> bool:
-    return initstate(resolver, live, mod) in (InitState.LIVE, InitState.BUILTIN)
+    return initstate(resolver, live, mod) in IN_KERNEL
 
 
 def options_concat(opt: str | None, extra: str | None) -> str | None:
@@ -188,8 +180,8 @@ def _fill_softdep(resolver: Resolver, mod: Module, out: list[Module]) -> None:
 class Actions(Protocol):
     """What running a plan does to the system. A dry run never calls these."""
 
-    def insert(self, mod: Module, path: str, options: str, flags: ProbeFlag) -> int:
-        """Insert a module file; 0 or a negative errno."""
+    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
+        """Insert a module file (None: no file known, -ENOENT); 0 or a negative errno."""
         ...
 
     def run_install(self, mod: Module, command: str) -> int:
@@ -233,8 +225,7 @@ def run_plan(
                 if show is not None:
                     show(step, False, opts)
                 if not flags & ProbeFlag.DRY_RUN and actions is not None:
-                    path = resolver.path(m)
-                    err = -ENOENT if path is None else actions.insert(m, path, opts, flags)
+                    err = actions.insert(m, resolver.path(m), opts, flags)
         if on_step is not None:
             on_step(step, err)
         if err == -EEXIST and step.requested and flags & ProbeFlag.FAIL_ON_LOADED:

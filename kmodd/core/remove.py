@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from kmodd.core.plan import InitState, LiveState, initstate
+from kmodd.core.initstate import InitState
+from kmodd.core.plan import LiveState, initstate
 from kmodd.core.resolve import Module, Resolver
 
 ENOENT = 2
@@ -41,7 +42,7 @@ class RemoveIO(Protocol):
 
     def refcnt(self, name: str) -> int: ...
 
-    def holders(self, name: str) -> list[str]: ...
+    def holders(self, name: str) -> list[str] | None: ...
 
     def remove_module(self, mod: Module) -> int:
         """rmmod_do_remove_module (prints `rmmod X` when showing; dry runs stop there)."""
@@ -77,7 +78,7 @@ def remove_module(resolver: Resolver, live: LiveState, io: RemoveIO, mod: Module
         cmd = resolver.remove_command(mod)
     if cmd is None and not opts.ignore_loaded:
         state = initstate(resolver, live, mod)
-        if not isinstance(state, InitState):
+        if state is None:
             if opts.first_time:
                 io.log(f"Module {mod.name} is not in kernel.\n")
                 return -ENOENT
@@ -89,7 +90,7 @@ def remove_module(resolver: Resolver, live: LiveState, io: RemoveIO, mod: Module
             return -ENOENT
     _remove_list(resolver, live, io, post, False, opts)
     if flags & REMOVE_HOLDERS:
-        holders = [resolver.new_from_name(h) for h in io.holders(mod.name)]
+        holders = [resolver.new_from_name(h) for h in io.holders(mod.name) or []]
         err = _remove_list(resolver, live, io, holders, True, opts)
         if err < 0:
             return err

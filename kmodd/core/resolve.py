@@ -30,9 +30,13 @@ from typing import Protocol
 from kmodd.core.config import Config
 from kmodd.core.glob import compile_pattern, fnmatch
 from kmodd.core.index import Indexes
+from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
 
 PATH_MAX = 4096
+#: Where libkmod prints its context pointer (`ctx=%p`), kmodd prints this stand-in; the front
+#: end may replace it.
+CTX = "(ctx)"
 ENOENT = 2
 EEXIST = 17
 EINVAL = 22
@@ -81,21 +85,6 @@ class Module:
         return f"Module({self.name!r}, alias={self.alias!r}, path={self.path!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """A message libkmod would log during resolution (priority as syslog's)."""
-
-    priority: int
-    message: str
-    where: tuple[str, int, str]
-
-
-LOG_ERR = 3
-
-WHERE_DEP_STAT = ("libkmod/libkmod-module.c", 191, "kmod_module_parse_depline")
-WHERE_DEP_JOIN = ("libkmod/libkmod-module.c", 184, "kmod_module_parse_depline")
-WHERE_PATH_CONFLICT = ("libkmod/libkmod-module.c", 428, "kmod_module_new_from_path")
-WHERE_SOFTDEP_LOOKUP = ("libkmod/libkmod-module.c", 1567, "lookup_softdep")
 
 
 class LookupError_(Exception):
@@ -114,14 +103,14 @@ class Resolver:
         indexes: Indexes,
         config: Config,
         system: SystemView,
-        log: Callable[[LogRecord], None] | None = None,
+        log: Callable[[LibkmodEvent], None] | None = None,
     ) -> None:
         self.indexes = indexes
         self.config = config
         self.system = system
         self.moddir = indexes.moddir
         self.pool: dict[str, Module] = {}
-        self.records: list[LogRecord] = []
+        self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
         self._blacklist = frozenset(config.blacklists)
         self._alias_matchers = [
@@ -160,14 +149,11 @@ class Resolver:
             if mod.path is None:
                 mod.path = abspath
             elif mod.path != abspath:
-                self._log(
-                    LogRecord(
-                        LOG_ERR,
-                        f"kmod_module '{name}' already exists with different path: "
-                        f"new-path='{abspath}' old-path='{mod.path}'",
-                        WHERE_PATH_CONFLICT,
-                    )
-                )
+                self._log(LibkmodEvent(
+                    "path_conflict",
+                    f"kmod_module '{name}' already exists with different path: "
+                    f"new-path='{abspath}' old-path='{mod.path}'\n",
+                ))
                 raise LookupError_(EEXIST)
         else:
             mod = self._get(name, name, None)
@@ -203,23 +189,16 @@ class Resolver:
                 dep_path = tok
             else:
                 if len(prefix) + len(tok) + 1 >= PATH_MAX:
-                    self._log(
-                        LogRecord(LOG_ERR, f"could not join path '{dirname}' and '{tok}'.",
-                                  WHERE_DEP_JOIN)
-                    )
+                    self._log(LibkmodEvent(
+                        "dep_join", f"could not join path '{dirname}' and '{tok}'.\n"))
                     mod.dep_init = False
                     return
                 dep_path = prefix + tok
             try:
                 dep = self.new_from_path(dep_path)
             except LookupError_ as e:
-                self._log(
-                    LogRecord(
-                        LOG_ERR,
-                        f"ctx=(ctx) path={dep_path} error={_strerror(e.errno)}",
-                        WHERE_DEP_STAT,
-                    )
-                )
+                self._log(LibkmodEvent(
+                    "dep_path", f"ctx={CTX} path={dep_path} error={os.strerror(e.errno)}\n"))
                 mod.dep_init = False
                 return
             deps.append(dep)
@@ -289,13 +268,9 @@ class Resolver:
             try:
                 out.extend(self.lookup(depname))
             except LookupError_:
-                self._log(
-                    LogRecord(
-                        LOG_ERR,
-                        f"failed to lookup soft dependency '{depname}', continuing anyway.",
-                        WHERE_SOFTDEP_LOOKUP,
-                    )
-                )
+                self._log(LibkmodEvent(
+                    "softdep_lookup",
+                    f"failed to lookup soft dependency '{depname}', continuing anyway.\n"))
         return out
 
     def is_blacklisted(self, mod: Module) -> bool:
@@ -376,5 +351,3 @@ def _first_match(commands: tuple[tuple[str, str], ...], name: str) -> str | None
     return None
 
 
-def _strerror(errno: int) -> str:
-    return os.strerror(errno)

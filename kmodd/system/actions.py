@@ -1,31 +1,34 @@
 """What modprobe does to the system when it is not a dry run: insert, remove, run commands.
 
-`HostActions` is the `Actions` a plan runs with on the real system: module files go to the
-kernel through `kmodd.system.kernel`, install commands run through `/bin/sh -c` with
-`MODPROBE_MODULE` set, as libkmod's `command_do` does (a failing command is an error,
--EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module`,
-`command_do("remove")`).
+`HostActions` is the `Actions` a plan runs with: module files go to the kernel through a
+`KernelPort` (the real one, or the simulated kernel in tests), install commands run through
+`/bin/sh -c` with `MODPROBE_MODULE` set, as libkmod's `command_do` does (a failing command
+is -EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module` and its
+`-w` retry loop, `command_do("remove")`).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from kmodd.cli.kmodlog import LOG_ERR
+from kmodd.core.libkmodlog import LibkmodEvent, strerror
 from kmodd.core.plan import ProbeFlag
-from kmodd.core.resolve import Module, Resolver
+from kmodd.core.resolve import Module
 
 if TYPE_CHECKING:
-    from kmodd.cli.kmodlog import ToolLog
+    from kmodd.cli.kmodtool import ToolLog
+    from kmodd.system.kernel import KernelPort
+
+#: `-w`: the retry interval starts here and doubles, as get_backoff_delta_msec does.
+WAIT_FIRST_INTERVAL = 0.001
 
 
 class Front(Protocol):
-    """The tool an action works for: its settings, output and log."""
+    """The tool an action works for: its environment, output and log."""
 
     environ: dict[str, str]
     log: ToolLog
@@ -34,57 +37,56 @@ class Front(Protocol):
 
     def LOG(self, message: str) -> None: ...
 
+    def libkmod(self, event: LibkmodEvent) -> None: ...
+
 
 def run_shell(command: str, environ: Mapping[str, str], module: str) -> int:
     """system(3) with MODPROBE_MODULE set: the exit status, or -1 if it could not run."""
     env = dict(environ)
     env["MODPROBE_MODULE"] = module
     try:
-        return subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode
+        status = subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode
     except OSError:
         return -1
+    return status if status >= 0 else 128 - status  # killed by a signal: sh's convention
 
 
 class HostActions:
-    """Insert module files into the running kernel and run install commands."""
+    """Insert module files and run install commands, as libkmod's insertion loop does."""
 
-    def __init__(self, front: Front, resolver: Resolver) -> None:
+    def __init__(self, front: Front, kernel: KernelPort) -> None:
         self.front = front
-        self.resolver = resolver
+        self.kernel = kernel
 
-    def insert(self, mod: Module, path: str, options: str, flags: ProbeFlag) -> int:
-        from kmodd.system import kernel
-
-        force = 0
-        if flags & ProbeFlag.FORCE_VERMAGIC:
-            force |= kernel.FORCE_VERMAGIC
-        if flags & ProbeFlag.FORCE_MODVERSION:
-            force |= kernel.FORCE_MODVERSION
-        err = kernel.insert_file(path, options, force)
-        if err < 0:
-            self.front.log.library(
-                6, f"Failed to insert module '{path}': {os.strerror(-err)}",
-                ("libkmod/libkmod-module.c", 949, "kmod_module_insert_module"),
-            )
-        return err
+    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
+        if path is None:
+            self.front.libkmod(LibkmodEvent(
+                "no_module_path", f"could not find module by name='{mod.name}'\n"))
+            return -errno.ENOENT
+        result = self.kernel.insert(
+            path, options,
+            force_vermagic=bool(flags & ProbeFlag.FORCE_VERMAGIC),
+            force_modversion=bool(flags & ProbeFlag.FORCE_MODVERSION),
+        )
+        if result.ok:
+            return 0
+        self.front.libkmod(LibkmodEvent(
+            "insert_failed", f"Failed to insert module '{path}': {strerror(result.errno)}\n"))
+        return -result.errno
 
     def run_install(self, mod: Module, command: str) -> int:
         status = run_shell(command, self.front.environ, mod.name)
         if status < 0:
-            self.front.log.library(
-                LOG_ERR,
+            self.front.libkmod(LibkmodEvent(
+                "command_run",
                 f"Could not run install command '{command}' for module {mod.name}: "
-                f"{os.strerror(errno.ENOEXEC)}",
-                ("libkmod/libkmod-module.c", 1041, "command_do"),
-            )
+                f"{strerror(errno.ENOEXEC)}\n"))
             return -errno.EINVAL
         if status:
-            self.front.log.library(
-                LOG_ERR,
+            self.front.libkmod(LibkmodEvent(
+                "command_status",
                 f"Error running install command '{command}' for module {mod.name}: "
-                f"retcode {status}",
-                ("libkmod/libkmod-module.c", 1047, "command_do"),
-            )
+                f"retcode {status}\n"))
             return -errno.EINVAL
         return 0
 
@@ -92,40 +94,36 @@ class HostActions:
 class HostRemoval:
     """modprobe -r's side effects (and their dry-run printing)."""
 
-    def __init__(self, front: Front, resolver: Resolver, *, dry_run: bool, force: bool,
-                 wait_msec: int, first_time: bool, sysfs: object) -> None:
+    def __init__(self, front: Front, kernel: KernelPort, *, dry_run: bool, force: bool,
+                 wait_msec: int, first_time: bool) -> None:
         self.front = front
-        self.resolver = resolver
+        self.kernel = kernel
         self.dry_run = dry_run
         self.force = force
         self.wait_msec = wait_msec
         self.first_time = first_time
-        self.sysfs = sysfs
 
     def log(self, message: str) -> None:
         self.front.LOG(message)
 
     def refcnt(self, name: str) -> int:
-        return self.sysfs.refcnt(name)  # type: ignore[attr-defined, no-any-return]
+        return self.kernel.modules.refcnt(name)
 
-    def holders(self, name: str) -> list[str]:
-        return self.sysfs.holders(name)  # type: ignore[attr-defined, no-any-return]
+    def holders(self, name: str) -> list[str] | None:
+        return self.kernel.modules.holders(name)
 
     def remove_module(self, mod: Module) -> int:
+        """rmmod_do_remove_module: print `rmmod X` when showing; retry on EAGAIN under -w."""
         self.front.show(f"rmmod {mod.name}\n")
         if self.dry_run:
             return 0
-        from kmodd.system import kernel
-
         deadline = 0.0
         interval = 0.0
         while True:
-            err = kernel.delete(mod.name, force=self.force)
+            err = -self.kernel.delete(mod.name, force=self.force)
             if err < 0 and not self.wait_msec:
-                self.front.log.library(
-                    LOG_ERR, f"could not remove '{mod.name}': {os.strerror(-err)}",
-                    ("libkmod/libkmod-module.c", 856, "kmod_module_remove_module"),
-                )
+                self.front.libkmod(LibkmodEvent(
+                    "remove_failed", f"could not remove '{mod.name}': {strerror(-err)}\n"))
             if err == -errno.EEXIST:
                 if not self.first_time:
                     err = 0
@@ -136,18 +134,18 @@ class HostRemoval:
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + self.wait_msec / 1000
-                    interval = 0.001
+                    interval = WAIT_FIRST_INTERVAL
                 else:
                     interval *= 2
-                while interval > 0.0005 and now + interval > deadline:
+                while interval >= WAIT_FIRST_INTERVAL and now + interval > deadline:
                     interval /= 2
-                if interval <= 0.0005:
+                if interval < WAIT_FIRST_INTERVAL:
                     break
                 time.sleep(interval)
                 continue
             break
         if err < 0 and self.wait_msec:
-            self.front.log.tool(LOG_ERR, f"could not remove '{mod.name}': {os.strerror(-err)}\n")
+            self.front.log.err(f"could not remove '{mod.name}': {strerror(-err)}\n")
         return err
 
     def run_remove_command(self, mod: Module, command: str) -> int:

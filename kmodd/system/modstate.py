@@ -21,8 +21,8 @@ import errno as E
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
+from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.taint import Taint, TaintError, parse_module_taint, parse_tainted
@@ -40,15 +40,6 @@ LogFn = Callable[[LibkmodEvent], None]
 
 def _no_log(event: LibkmodEvent) -> None:
     """Drop libkmod-style messages (the daemon does not print them)."""
-
-
-class InitState(StrEnum):
-    """kmod's `enum kmod_module_initstate`."""
-
-    BUILTIN = "builtin"
-    LIVE = "live"
-    COMING = "coming"
-    GOING = "going"
 
 
 _INITSTATE_TEXT = {b"live\n": InitState.LIVE, b"coming\n": InitState.COMING,
