@@ -242,6 +242,8 @@ class _Run:
         self.kernel = kernel
         self.root = root
         self.stdout = stdout
+        self.stderr = stderr
+        self._pending: list[bytes] = []  # stdio's buffer: printf'd, not yet flushed
         self.environ = dict(environ)
         self.prog = os.path.basename(argv[0]) if argv else "modprobe"
         self.log = ToolLog(self.prog, stderr)
@@ -254,12 +256,19 @@ class _Run:
     # -- output helpers ------------------------------------------------------------------
 
     def out(self, text: str) -> None:
-        self.stdout.write(text.encode("latin-1", "replace"))
+        """printf(): buffered like stdio, so a command run meanwhile writes before it."""
+        self._pending.append(text.encode("latin-1", "replace"))
+
+    def flush(self) -> None:
+        if self._pending:
+            self.stdout.write(b"".join(self._pending))
+            self._pending.clear()
 
     def show(self, text: str) -> None:
-        """SHOW(): printed with -D/-n... only when showing or verbose."""
+        """SHOW(): printed (and flushed) only when showing or verbose."""
         if self.s.do_show or self.s.verbose > DEFAULT_VERBOSE:
             self.out(text)
+            self.flush()
 
     def LOG(self, message: str) -> None:
         """log_printf at modprobe's LOG priority: FATAL ends the run (status 1)."""
@@ -529,7 +538,7 @@ class _Run:
         from kmodd.system.actions import HostRemoval
 
         s = self.s
-        io = HostRemoval(self, self._kernel(), dry_run=s.dry_run, force=s.force,
+        io = HostRemoval(self, self._kernel(), self.sysfs, dry_run=s.dry_run, force=s.force,
                          wait_msec=s.wait_msec, first_time=s.first_time)
         opts = RemoveOptions(
             ignore_commands=s.ignore_commands,
@@ -570,4 +579,5 @@ def run(
     except _Exit as e:
         return e.status
     finally:
+        r.flush()
         r.log.close()

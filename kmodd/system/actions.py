@@ -13,7 +13,7 @@ import errno
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from kmodd.core.libkmodlog import LibkmodEvent, strerror
 from kmodd.core.plan import ProbeFlag
@@ -22,6 +22,7 @@ from kmodd.core.resolve import Module
 if TYPE_CHECKING:
     from kmodd.cli.kmodtool import ToolLog
     from kmodd.system.kernel import KernelPort
+    from kmodd.system.modstate import SysModules
 
 #: `-w`: the retry interval starts here and doubles, as get_backoff_delta_msec does.
 WAIT_FIRST_INTERVAL = 0.001
@@ -32,6 +33,8 @@ class Front(Protocol):
 
     environ: dict[str, str]
     log: ToolLog
+    stdout: BinaryIO
+    stderr: BinaryIO
 
     def show(self, text: str) -> None: ...
 
@@ -40,14 +43,36 @@ class Front(Protocol):
     def libkmod(self, event: LibkmodEvent) -> None: ...
 
 
-def run_shell(command: str, environ: Mapping[str, str], module: str) -> int:
-    """system(3) with MODPROBE_MODULE set: the exit status, or -1 if it could not run."""
+def _fd_of(stream: BinaryIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def run_shell(command: str, environ: Mapping[str, str], module: str,
+              stdout: BinaryIO, stderr: BinaryIO) -> int:
+    """system(3) with MODPROBE_MODULE set: the exit status, or -1 if it could not run.
+
+    The command writes straight to the tool's output, as a child of system() does: to the
+    file descriptors when the streams have them, else (in-process runs) into the streams.
+    """
     env = dict(environ)
     env["MODPROBE_MODULE"] = module
+    out_fd, err_fd = _fd_of(stdout), _fd_of(stderr)
     try:
-        status = subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode
+        proc = subprocess.run(
+            ["/bin/sh", "-c", command], env=env, check=False,
+            stdout=out_fd if out_fd is not None else subprocess.PIPE,
+            stderr=err_fd if err_fd is not None else subprocess.PIPE,
+        )
     except OSError:
         return -1
+    if out_fd is None and proc.stdout:
+        stdout.write(proc.stdout)
+    if err_fd is None and proc.stderr:
+        stderr.write(proc.stderr)
+    status = proc.returncode
     return status if status >= 0 else 128 - status  # killed by a signal: sh's convention
 
 
@@ -75,7 +100,8 @@ class HostActions:
         return -result.errno
 
     def run_install(self, mod: Module, command: str) -> int:
-        status = run_shell(command, self.front.environ, mod.name)
+        front = self.front
+        status = run_shell(command, front.environ, mod.name, front.stdout, front.stderr)
         if status < 0:
             self.front.libkmod(LibkmodEvent(
                 "command_run",
@@ -94,10 +120,11 @@ class HostActions:
 class HostRemoval:
     """modprobe -r's side effects (and their dry-run printing)."""
 
-    def __init__(self, front: Front, kernel: KernelPort, *, dry_run: bool, force: bool,
-                 wait_msec: int, first_time: bool) -> None:
+    def __init__(self, front: Front, kernel: KernelPort, modules: SysModules, *,
+                 dry_run: bool, force: bool, wait_msec: int, first_time: bool) -> None:
         self.front = front
         self.kernel = kernel
+        self.modules = modules  # reads /sys/module, logging through the tool
         self.dry_run = dry_run
         self.force = force
         self.wait_msec = wait_msec
@@ -107,10 +134,10 @@ class HostRemoval:
         self.front.LOG(message)
 
     def refcnt(self, name: str) -> int:
-        return self.kernel.modules.refcnt(name)
+        return self.modules.refcnt(name)
 
     def holders(self, name: str) -> list[str] | None:
-        return self.kernel.modules.holders(name)
+        return self.modules.holders(name)
 
     def remove_module(self, mod: Module) -> int:
         """rmmod_do_remove_module: print `rmmod X` when showing; retry on EAGAIN under -w."""
@@ -153,7 +180,8 @@ class HostRemoval:
         self.front.show(f"remove {cmd}\n")
         if self.dry_run:
             return 0
-        status = run_shell(cmd, self.front.environ, mod.name)
+        front = self.front
+        status = run_shell(cmd, front.environ, mod.name, front.stdout, front.stderr)
         if status:
             self.front.LOG(f"Error running remove command for {mod.name}\n")
             return -status if status > 0 else -1
