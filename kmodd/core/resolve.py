@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
@@ -61,25 +60,31 @@ class Builtin(Enum):
     NO = 2
 
 
-@dataclass(eq=False)
 class Module:
     """libkmod's `struct kmod_module`: one per name (or name and alias) per run."""
 
-    name: str
-    alias: str | None = None
-    path: str | None = None
-    dep_init: bool = False
-    deps: list[Module] = field(default_factory=list)
-    builtin: Builtin = Builtin.UNKNOWN
-    install_init: bool = False
-    install: str | None = None
-    remove_init: bool = False
-    remove: str | None = None
-    options_init: bool = False
-    options: str | None = None
-    visited: bool = False
-    ignorecmd: bool = False
-    required: bool = False
+    __slots__ = (
+        "alias", "builtin", "dep_init", "deps", "ignorecmd", "install", "install_init",
+        "name", "options", "options_init", "path", "remove", "remove_init", "required",
+        "visited",
+    )
+
+    def __init__(self, name: str, alias: str | None = None) -> None:
+        self.name = name
+        self.alias = alias
+        self.path: str | None = None
+        self.dep_init = False
+        self.deps: list[Module] = []
+        self.builtin = Builtin.UNKNOWN
+        self.install_init = False
+        self.install: str | None = None
+        self.remove_init = False
+        self.remove: str | None = None
+        self.options_init = False
+        self.options: str | None = None
+        self.visited = False
+        self.ignorecmd = False
+        self.required = False
 
     def __repr__(self) -> str:
         return f"Module({self.name!r}, alias={self.alias!r}, path={self.path!r})"
@@ -93,6 +98,44 @@ class LookupError_(Exception):
     def __init__(self, errno: int) -> None:
         super().__init__(errno)
         self.errno = errno
+
+
+class CompiledConfig:
+    """What the resolver derives from a Config, once per Config (see `compiled`)."""
+
+    __slots__ = ("alias_matchers", "blacklist", "first_install", "first_remove")
+
+    def __init__(self, config: Config) -> None:
+        self.alias_matchers = tuple(
+            (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
+        )
+        self.blacklist = frozenset(config.blacklists)
+        self.first_install: dict[str, str] = {}
+        for key, cmd in config.installs:
+            self.first_install.setdefault(key, cmd)
+        self.first_remove: dict[str, str] = {}
+        for key, cmd in config.removes:
+            self.first_remove.setdefault(key, cmd)
+
+
+_COMPILED: dict[int, tuple[Config, CompiledConfig]] = {}
+_COMPILED_MAX = 8
+
+
+def compiled(config: Config) -> CompiledConfig:
+    """The CompiledConfig of a Config, built on first use and kept while it is in use.
+
+    A daemon swaps its Config on reload; only the last few are kept (a bounded table keyed
+    by identity, holding the Config so the identity cannot be reused).
+    """
+    hit = _COMPILED.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    c = CompiledConfig(config)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(config)] = (config, c)
+    return c
 
 
 class Resolver:
@@ -112,10 +155,11 @@ class Resolver:
         self.pool: dict[str, Module] = {}
         self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
-        self._blacklist = frozenset(config.blacklists)
-        self._alias_matchers = [
-            (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
-        ]
+        c = compiled(config)
+        self._blacklist = c.blacklist
+        self._alias_matchers = c.alias_matchers
+        self._first_install = c.first_install
+        self._first_remove = c.first_remove
 
     # -- objects -----------------------------------------------------------------------------
 
@@ -284,23 +328,24 @@ class Resolver:
             key = alias_normalize(given)
         except BadAlias:
             raise LookupError_(EINVAL) from None
-        found = self._from_config(key)
-        if found:
-            return found
+        indexes = self.indexes
+        if self._alias_matchers:
+            found = self._from_config(key)
+            if found:
+                return found
         if ":" not in key:
-            line = self.indexes.dep_line(key)
+            line = indexes.dep_line(key)
             if line is not None:
                 mod = self.new_from_name(key)
                 self.parse_depline(mod, line)
                 return [mod]
-        if key.startswith("symbol:"):
-            names = self.indexes.symbols(key)
+        elif key.startswith("symbol:"):
+            names = indexes.symbols(key)
             if names:
                 return [self.new_from_alias(key, n) for n in names]
-        found = self._from_commands(key)
-        if found:
-            return found
-        names = self.indexes.aliases(key)
+        if key in self._first_install or key in self._first_remove:
+            return self._from_commands(key)
+        names = indexes.aliases(key)
         if names:
             return [self.new_from_alias(key, n) for n in names]
         if self.indexes.builtin(key):
@@ -323,18 +368,19 @@ class Resolver:
         ]
 
     def _from_commands(self, key: str) -> list[Module]:
-        for modname, cmd in self.config.installs:
-            if modname == key:
-                mod = self.new_from_name(modname)
-                mod.install = cmd
-                mod.install_init = True
-                return [mod]
-        for modname, cmd in self.config.removes:
-            if modname == key:
-                mod = self.new_from_name(modname)
-                mod.remove = cmd
-                mod.remove_init = True
-                return [mod]
+        """The first install line keyed exactly `key`, else the first such remove line."""
+        cmd = self._first_install.get(key)
+        if cmd is not None:
+            mod = self.new_from_name(key)
+            mod.install = cmd
+            mod.install_init = True
+            return [mod]
+        cmd = self._first_remove.get(key)
+        if cmd is not None:
+            mod = self.new_from_name(key)
+            mod.remove = cmd
+            mod.remove_init = True
+            return [mod]
         return []
 
     def reset_marks(self) -> None:
