@@ -20,6 +20,11 @@ TRAILER = "TRAILER!!!"
 # aligned for any reader and matches what `cpio -o` itself pads to.
 SEGMENT_ALIGN = 512
 _COPY_CHUNK = 1 << 20
+# Zeroes after the last archive of an initrd. QEMU loads the initrd at the top of the RAM below
+# 4 GiB, and with many devices the firmware's ACPI tables/high zone overlap its last KiBs:
+# seen as "initramfs name without nulterm" or a corrupted file of the overlay in about half of
+# the `rich` boots. The kernel skips zero padding between and after archives.
+TAIL_GUARD = 2 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,8 @@ def write_entries(path: str, entries: Iterable[Entry]) -> None:
 
 
 def concatenate(out_path: str, parts: Iterable[str]) -> None:
-    """Join archives into one initrd, each part starting on a SEGMENT_ALIGN boundary."""
+    """Join archives into one initrd, each part starting on a SEGMENT_ALIGN boundary,
+    followed by TAIL_GUARD zero bytes."""
     tmp = out_path + ".tmp"
     with open(tmp, "wb") as out:
         for part in parts:
@@ -121,4 +127,5 @@ def concatenate(out_path: str, parts: Iterable[str]) -> None:
                     out.write(chunk)
             pad = (SEGMENT_ALIGN - out.tell() % SEGMENT_ALIGN) % SEGMENT_ALIGN
             out.write(b"\0" * pad)
+        out.write(b"\0" * TAIL_GUARD)
     os.replace(tmp, out_path)

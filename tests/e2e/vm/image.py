@@ -79,6 +79,8 @@ ETC_SOURCE = "etc"
 # What of the checkout goes into the overlay (hashed to decide when to rebuild it).
 CHECKOUT_PARTS = ("pyproject.toml", "README.md", "kmodd", "systemd", "etc")
 KEEP_INITRDS = 3
+# Bump when the way base and overlay are joined changes (the parts themselves stay valid).
+INITRD_FORMAT = 2
 
 Log = Callable[[str], None]
 
@@ -364,7 +366,7 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
 def initrd(base: BaseImage, overlay: Overlay) -> str:
     """The initrd to boot: base.cpio + overlay, cached by both keys."""
     d = os.path.join(CACHE, "initrd")
-    path = os.path.join(d, f"{base.key}-{overlay.key}.img")
+    path = os.path.join(d, f"{base.key}-{overlay.key}-f{INITRD_FORMAT}.img")
     with _locked("initrd"):
         if os.path.exists(path):
             os.utime(path)
