@@ -61,6 +61,8 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "late_modules": r["late_modules"],
         **{k: round(v, 2) for k, v in r["times"].items()},
         "uevents": r["uevents"], "synthetic_uevents": r["synthetic_uevents"],
+        "insert_attempts": r["inserts"]["attempts"],
+        "duplicate_inserts": r["inserts"]["duplicates"],
         "boot_host_seconds": r["boot"]["host_seconds"],
         "boot_init_uptime": r["boot"]["init_uptime"],
     } for r in runs]
@@ -76,6 +78,7 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "modules_in_some_runs": sorted(frozenset.union(*sets) - frozenset.intersection(*sets)),
         "medians": {k: _median([float(p[k]) for p in per_run]) for k in keys},
         "per_run": per_run,
+        "inserts_run1": first["inserts"],
         "load_order_run1": [[m["module"], round(m["t"], 3)] for m in load_order],
         "bindings_run1": first["bindings"],
     }
@@ -118,7 +121,7 @@ HOTPLUG_DEVICES: tuple[HotplugDevice, ...] = (
     _pci("virtio-net-pci", 0x11, ("virtio_net",), ("virtio-pci", "virtio_net")),
     _pci("intel-hda", 0x12, ("snd_hda_intel",), ("snd_hda_intel",)),
     HotplugDevice("usb-kbd", {"driver": "usb-kbd", "id": "hp-usb-kbd", "bus": "xhci.0"},
-                  ("usbhid",), ("usbhid",)),
+                  ("usbhid", "hid_generic"), ("usbhid", "hid-generic")),
     HotplugDevice("usb-storage", {"driver": "usb-storage", "id": "hp-usb-storage",
                                   "bus": "ehci.0", "drive": "hotdisk0"},
                   ("usb_storage", "sd_mod"), ("usb-storage", "sd")),
@@ -126,7 +129,7 @@ HOTPLUG_DEVICES: tuple[HotplugDevice, ...] = (
 EXTRA_HOTPLUG_DEVICES: tuple[HotplugDevice, ...] = (
     _pci("e1000e", 0x13, ("e1000e",), ("e1000e",)),
     _pci("rtl8139", 0x14, ("8139cp",), ("8139cp",)),
-    _pci("i6300esb", 0x15, ("i6300esb",), ("i6300esb_wdt",)),
+    _pci("i6300esb", 0x15, ("i6300esb",), ("i6300ESB timer",)),
     _pci("virtio-blk-pci", 0x16, ("virtio_blk",), ("virtio_blk",), drive="hotdisk1"),
 )
 

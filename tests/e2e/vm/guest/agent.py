@@ -27,6 +27,12 @@ UEVENT_KERNEL_GROUP = 1
 UEVENT_RCVBUF = 16 << 20
 UEVENT_MAX = 1 << 16
 NOTIFY_DIR = "/run/vm-notify"
+TRACEFS = "/sys/kernel/tracing"
+# Syscall tracepoints that show every module insertion attempt and its result, whoever makes
+# it (modprobe forked by udev, kmodd's own finit_module): a duplicate insert returns -EEXIST.
+INSERT_EVENTS = ("syscalls/sys_enter_finit_module", "syscalls/sys_exit_finit_module",
+                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module")
+EEXIST = 17
 SPAWN_LOG_DIR = "/run/vm-spawn"
 
 
@@ -89,6 +95,41 @@ class UeventListener:
     def stop(self) -> None:
         self.running = False
         self.sock.close()
+
+
+def insert_trace_start() -> None:
+    """Clear the trace buffer and record module insertion syscalls from now on."""
+    if not os.path.exists(f"{TRACEFS}/trace"):
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACEFS], check=True)
+    with open(f"{TRACEFS}/buffer_size_kb", "w") as f:
+        f.write("4096")
+    for ev in INSERT_EVENTS:
+        with open(f"{TRACEFS}/events/{ev}/enable", "w") as f:
+            f.write("1")
+    with open(f"{TRACEFS}/trace", "w") as f:
+        f.write("")
+
+
+def insert_trace_report() -> dict[str, object]:
+    """Insertion attempts since insert_trace_start: counts by result, and who made them."""
+    with open(f"{TRACEFS}/trace") as f:
+        lines = [ln for ln in f if not ln.startswith("#")]
+    attempts = 0
+    results: dict[str, int] = {}
+    callers: dict[str, int] = {}
+    for ln in lines:
+        if "sys_finit_module(" in ln or "sys_init_module(" in ln:
+            attempts += 1
+            comm = ln.split("[", 1)[0].strip().rsplit("-", 1)[0]
+            callers[comm] = callers.get(comm, 0) + 1
+        elif "sys_finit_module ->" in ln or "sys_init_module ->" in ln:
+            ret = int(ln.rsplit("->", 1)[1].strip(), 16)
+            if ret >= 1 << 63:
+                ret -= 1 << 64
+            key = "ok" if ret == 0 else f"errno{-ret}"
+            results[key] = results.get(key, 0) + 1
+    return {"attempts": attempts, "results": results,
+            "duplicates": results.get(f"errno{EEXIST}", 0), "callers": callers}
 
 
 class Agent:
@@ -225,6 +266,13 @@ class Agent:
             self.listener = None
         self.stream = False
         return {"events": events}
+
+    def op_insert_trace_start(self) -> dict[str, object]:
+        insert_trace_start()
+        return {}
+
+    def op_insert_trace_report(self) -> dict[str, object]:
+        return insert_trace_report()
 
     def op_clock(self) -> dict[str, object]:
         return {"t": time.monotonic()}

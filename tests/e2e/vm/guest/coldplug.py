@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent import UeventListener  # noqa: E402
+from agent import UeventListener, insert_trace_report, insert_trace_start  # noqa: E402
 
 SYSFS_DEVICES = "/sys/devices"
 UDEVD = "/lib/systemd/systemd-udevd"
@@ -142,6 +142,7 @@ def main() -> int:
     a = p.parse_args()
 
     listener = UeventListener()
+    insert_trace_start()
     before_mods = loaded_modules()
     before_alias = modaliases()
     t: dict[str, float] = {}
@@ -159,6 +160,7 @@ def main() -> int:
     bound = bindings()
     events.extend(listener.take())
     listener.stop()
+    inserts = insert_trace_report()
 
     t0 = t["trigger_start"]
     module_events = [{"module": str(e["devpath"]).split("/")[2], "t": float(e["t"]) - t0}
@@ -178,7 +180,7 @@ def main() -> int:
         "uevents": len(events),
         "synthetic_uevents": sum(1 for e in events if "SYNTH_UUID" in e["env"]),  # type: ignore[operator]
         "modaliases_before": before_alias, "modaliases_after": after_alias,
-        "bindings": bound,
+        "bindings": bound, "inserts": inserts,
     }
     with open(a.out + ".tmp", "w") as f:
         json.dump(report, f)
