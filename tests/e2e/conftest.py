@@ -16,9 +16,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from vm import image  # noqa: E402
-from vm.loaders import LOADERS, Loader  # noqa: E402
-from vm.machine import VM  # noqa: E402
+from vm import image
+from vm.loaders import LOADERS, Loader
+from vm.machine import VM
 
 
 def _missing() -> str | None:

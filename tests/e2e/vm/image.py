@@ -337,7 +337,7 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
                 src = os.path.join(GUEST_DIR, name)
                 if name == "__pycache__" or not os.path.isfile(src):
                     continue
-                dst = os.path.join(tree, "init") if name == "init" else os.path.join(tree, "vm", name)
+                dst = os.path.join(tree, "init" if name == "init" else f"vm/{name}")
                 shutil.copy(src, dst)
                 os.chmod(dst, 0o755)
             has_kmodd = _install_checkout(checkout, tree, log)
@@ -359,7 +359,7 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
         meta = {"has_kmodd": has_kmodd, "has_unit": has_unit}
         with open(meta_path, "w") as f:
             json.dump(meta, f)
-        log(f"overlay {key}: kmodd={'yes' if has_kmodd else 'no'} unit={'yes' if has_unit else 'no'}")
+        log(f"overlay {key}: kmodd installed: {has_kmodd}, unit: {has_unit}")
         return Overlay(key=key, cpio=path, **meta)
 
 

@@ -13,6 +13,7 @@ starts the guest (and before it opens the QMP socket), so no guest output is los
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -135,10 +136,8 @@ class AgentClient:
             return [(t, p) for t, k, p in self.unsolicited if k == kind and t >= since]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class VM:
@@ -250,10 +249,8 @@ class VM:
         if self.proc is None:
             return
         if self.agent is not None and self.proc.poll() is None and not self.agent.closed:
-            try:
+            with contextlib.suppress(GuestError):
                 self.agent.call("poweroff", reply_timeout=5)
-            except GuestError:
-                pass
         try:
             self.proc.wait(SHUTDOWN_TIMEOUT)
         except subprocess.TimeoutExpired:

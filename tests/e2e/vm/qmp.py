@@ -6,6 +6,7 @@ commands are serialised) and asynchronous events (kept with the host time they a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -90,7 +91,5 @@ class QMP:
                 self._cond.wait(left)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

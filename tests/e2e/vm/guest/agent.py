@@ -182,11 +182,10 @@ class Agent:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(path)
             full_env["NOTIFY_SOCKET"] = path
-        log = open(f"{SPAWN_LOG_DIR}/{name}.log", "ab")
         t = time.monotonic()
-        p = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        with open(f"{SPAWN_LOG_DIR}/{name}.log", "ab") as log:
+            p = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs[p.pid] = p
         if sock is not None:
             self.notify_socks[p.pid] = sock

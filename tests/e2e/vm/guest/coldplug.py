@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent import UeventListener, insert_trace_report, insert_trace_start  # noqa: E402
+from agent import UeventListener, insert_trace_report, insert_trace_start
 
 SYSFS_DEVICES = "/sys/devices"
 UDEVD = "/lib/systemd/systemd-udevd"
@@ -100,10 +100,10 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
         sock.bind(path)
         sock.setblocking(False)
         full_env["NOTIFY_SOCKET"] = path
-    log = open("/run/coldplug-loader.log", "ab")
     t["loader_start"] = t["trigger_start"] = time.monotonic()
-    proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open("/run/coldplug-loader.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = t["loader_start"] + timeout
     last = time.monotonic()
     while time.monotonic() < deadline:
