@@ -33,7 +33,7 @@ def test_no_udevd_and_no_module_loader_runs_unless_a_test_starts_one(vm: VM) -> 
 def test_guest_has_all_modules_indexed_by_its_own_depmod(vm: VM, guest: image.Guest) -> None:
     kver = guest.base.kver
     count = vm.sh(f"find /usr/lib/modules/{kver} -name '*.ko*' | wc -l").out.strip()
-    assert int(count) == guest.base.manifest["modules"] == 4023
+    assert int(count) == guest.base.manifest["modules"]
     assert vm.sh("modprobe -n -v e1000").out.strip().endswith("e1000.ko")
 
 

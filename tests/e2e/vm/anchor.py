@@ -22,7 +22,7 @@ from vm import devices, image
 from vm.loaders import LOADERS, Loader
 from vm.machine import VM, GuestError
 
-DATA_DIR = os.path.join(image.CHECKOUT, "tests", "data", "qemu")
+DATA_DIR = os.path.join(image.REPO, "tests", "data", "qemu")
 HOTPLUG_TIMEOUT = 30.0
 HOTPLUG_QUIET = 1.0  # after the expected events, wait this long without any uevent
 UNPLUG_TIMEOUT = 15.0

@@ -36,6 +36,11 @@ def main(argv: list[str]) -> int:
     b.add_argument("--append", default="", help="extra kernel command line")
     b.add_argument("--timeout", type=float, default=300)
     b.add_argument("--cmd", action="append", default=[], help="shell command (repeatable)")
+    sub.add_parser("demo", help="what `make demo` runs (see vm/demo.py)", add_help=False)
+    if argv[:1] == ["demo"]:
+        from vm import demo
+
+        return demo.main(argv[1:])
     args = p.parse_args(argv)
     if args.cmd_name == "build":
         return image.main([])

@@ -45,8 +45,10 @@ from vm import cpio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_DIR = os.path.join(HERE, "guest")
-CHECKOUT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-TESTS_DIR = os.path.join(CHECKOUT, "tests")
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+TESTS_DIR = os.path.join(REPO, "tests")
+# The kmodd checkout that goes into the guest (another worktree's, to try its kmodd here).
+CHECKOUT = os.path.abspath(os.environ.get("KMODD_E2E_CHECKOUT", REPO))
 
 CACHE = os.environ.get("KMODD_E2E_CACHE", "/var/cache/kmodd-e2e")
 # Bump when the build steps change in a way the other key parts do not show.

@@ -302,6 +302,13 @@ class VM:
               name: str = "proc") -> dict[str, Any]:
         return self.call("spawn", argv=argv, env=env or {}, notify=notify, name=name)
 
+    def start_journald(self, timeout: float = 60) -> None:
+        """Run systemd-journald standalone (no systemd as PID 1), as a service would see it."""
+        self.sh("mkdir -p /run/systemd/journal /var/log/journal")
+        self.spawn(["/lib/systemd/systemd-journald"], name="journald")
+        if not self.wait_path(["/run/systemd/journal/socket"], timeout=timeout):
+            raise GuestError("systemd-journald did not create its socket")
+
     def qmp(self, command: str, **arguments: Any) -> Any:
         assert self.qmp_client is not None, "VM not started"
         return self.qmp_client.execute(command, **arguments)
