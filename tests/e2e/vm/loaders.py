@@ -18,7 +18,8 @@ from vm.unit import ServiceCommand, UnitError, service_command
 
 UDEVD = "/lib/systemd/systemd-udevd"
 UNIT_PATH = "/" + image.UNIT_GUEST
-QUIET_SECONDS = 3.0  # a loader is idle after this long without a module going live
+QUIET_SECONDS = 5.0  # a loader is idle after this long without any uevent...
+FIRST_MODULE_WAIT = 60.0  # ...once its first module went live (or this long passed)
 READY_TIMEOUT = 120.0
 
 
@@ -35,20 +36,24 @@ class Loader(Protocol):
         """Start the loader as a service and return once its coldplug is done."""
 
 
-def wait_module_quiet(vm: VM, quiet: float = QUIET_SECONDS, timeout: float = 600,
-                      since: float = 0.0) -> float:
-    """Wait (streamed uevents) until no module went live for `quiet` s; host time of the last."""
+def wait_quiet(vm: VM, since: float, quiet: float = QUIET_SECONDS,
+               first_wait: float = FIRST_MODULE_WAIT, timeout: float = 600) -> float:
+    """Wait (streamed uevents) until the kernel is quiet after a loader started at `since`.
+
+    Quiet: no uevent for `quiet` s, and a first module went live unless `first_wait` s
+    passed without one. Returns the host time of the last module going live (or `since`).
+    """
     deadline = time.monotonic() + timeout
-    last = max(since, time.monotonic())
     while time.monotonic() < deadline:
-        mods = [t for t, ev in vm.uevents(since)
+        evs = vm.uevents(since)
+        mods = [t for t, ev in evs
                 if ev["action"] == "add" and ev["devpath"].startswith("/module/")]
-        if mods:
-            last = max(last, mods[-1])
-        if time.monotonic() - last >= quiet:
-            return last
+        now = time.monotonic()
+        last = evs[-1][0] if evs else since
+        if now - last >= quiet and (mods or now - since >= first_wait):
+            return mods[-1] if mods else since
         time.sleep(0.1)
-    raise GuestError(f"modules still loading after {timeout} s")
+    raise GuestError(f"uevents still coming after {timeout} s")
 
 
 class Udev:
@@ -121,7 +126,7 @@ class Kmodd:
                 raise GuestError(f"kmodd sent no READY=1 within {READY_TIMEOUT} s:\n"
                                  + vm.sh(f"cat {info['log']}", check=False).out[-3000:])
             out["ready_seconds"] = ready[0] - t0
-        out["coldplug_seconds"] = wait_module_quiet(vm, since=since) - t0
+        out["coldplug_seconds"] = wait_quiet(vm, since=since) - t0
         return out
 
 

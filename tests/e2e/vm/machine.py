@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import itertools
 import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -37,6 +39,12 @@ KERNEL_APPEND = "console=ttyS0 panic=-1 quiet"
 BOOT_TIMEOUT = 180.0
 SHUTDOWN_TIMEOUT = 30.0
 _counter = itertools.count()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when the test process dies (no orphaned guests)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 Uevent = dict[str, Any]
 
@@ -189,7 +197,7 @@ class VM:
         t0 = time.monotonic()
         with open(os.path.join(self.rundir, "qemu.log"), "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             self.agent = AgentClient(self._connect(os.path.join(self.rundir, "agent.sock")))
             self.qmp_client = QMP(self._connect(os.path.join(self.rundir, "qmp.sock"),

@@ -6,9 +6,10 @@
 
 udev: systemd-udevd --daemon, `udevadm trigger --type=devices --action=add`, `udevadm settle`.
 exec: the loader's own command line (as its systemd unit gives it), started in its own
-session; it is done when it has said READY=1 (with --notify) and no module went live for
---quiet seconds. Both: linger, snapshot again (asynchronously probed devices, e.g. behind a
-USB hub, can still load modules after `udevadm settle`). Module load times come from the
+session; it is done when it has said READY=1 (with --notify), a first module went live and
+then no uevent came for --quiet seconds (see start_exec). Both: linger, snapshot again
+(asynchronously probed devices, e.g. behind a USB hub, can still load modules after
+`udevadm settle`). Module load times come from the
 kernel's `add@/module/NAME` uevents, sent once the module's init returned.
 Times in the report are seconds from the loader's start (udev: from the trigger).
 """
@@ -90,8 +91,14 @@ def start_udev(t: dict[str, float]) -> None:
 
 
 def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify: bool,
-               quiet: float, timeout: float, listener: UeventListener,
+               quiet: float, first_wait: float, timeout: float, listener: UeventListener,
                events: list[dict[str, object]]) -> subprocess.Popen[bytes]:
+    """Start the loader; return once it is ready and the kernel has gone quiet.
+
+    Quiet: no uevent of any kind for `quiet` s after READY=1 (or the start), and a first
+    module went live unless `first_wait` s passed without one (loading the first module can
+    take seconds under TCG, so an early lull is no sign of the end).
+    """
     full_env = {**os.environ, **env}
     sock = None
     if notify:
@@ -105,7 +112,6 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
         proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = t["loader_start"] + timeout
-    last = time.monotonic()
     while time.monotonic() < deadline:
         if sock is not None and "ready" not in t:
             try:
@@ -115,14 +121,17 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
             except BlockingIOError:
                 pass
         events.extend(listener.take())
-        mods = [e for e in events if str(e["devpath"]).startswith("/module/")]
-        if mods:
-            last = max(last, float(mods[-1]["t"]))  # type: ignore[arg-type]
         if proc.poll() is not None:
             raise SystemExit(f"loader exited with {proc.returncode} during coldplug "
                              "(see /run/coldplug-loader.log)")
-        if (not notify or "ready" in t) and time.monotonic() - last >= quiet:
-            break
+        now = time.monotonic()
+        if not notify or "ready" in t:
+            since_ready = now - t.get("ready", t["loader_start"])
+            last = max([t.get("ready", t["loader_start"]),
+                        *(float(e["t"]) for e in events[-1:])])  # type: ignore[arg-type]
+            any_module = any(str(e["devpath"]).startswith("/module/") for e in events)
+            if now - last >= quiet and (any_module or since_ready >= first_wait):
+                break
         time.sleep(POLL)
     t["settle_end"] = time.monotonic()
     return proc
@@ -134,8 +143,10 @@ def main() -> int:
     p.add_argument("--exec", dest="exec_argv", default="[]", help="JSON argv of the loader")
     p.add_argument("--env", default="{}", help="JSON environment additions")
     p.add_argument("--notify", action="store_true", help="wait for READY=1 (Type=notify)")
-    p.add_argument("--quiet", type=float, default=3.0,
-                   help="exec loader: done after this long without a module going live")
+    p.add_argument("--quiet", type=float, default=5.0,
+                   help="exec loader: done after this long without any uevent")
+    p.add_argument("--first-wait", type=float, default=60.0,
+                   help="exec loader: how long to wait for its first module")
     p.add_argument("--linger", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--out", default="/run/coldplug.json")
@@ -151,7 +162,7 @@ def main() -> int:
         start_udev(t)
     else:
         start_exec(t, json.loads(a.exec_argv), json.loads(a.env), a.notify, a.quiet,
-                   a.timeout, listener, events)
+                   a.first_wait, a.timeout, listener, events)
     settled_mods = loaded_modules()
     time.sleep(a.linger)
     t["linger_end"] = time.monotonic()
