@@ -40,6 +40,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from vm import cpio
 
@@ -136,7 +137,7 @@ def _run(argv: list[str], log_file: str | None = None, **kw: object) -> None:
         raise RuntimeError(f"{argv[0]} failed (exit {out.returncode}):\n{tail}")
 
 
-def _kernel_tree():  # type: ignore[no-untyped-def]
+def _kernel_tree() -> Any:
     if TESTS_DIR not in sys.path:
         sys.path.insert(0, TESTS_DIR)
     import kerneltree

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from typing import Protocol
 
 from vm import image
@@ -18,8 +17,9 @@ from vm.unit import ServiceCommand, UnitError, service_command
 
 UDEVD = "/lib/systemd/systemd-udevd"
 UNIT_PATH = "/" + image.UNIT_GUEST
-QUIET_SECONDS = 5.0  # a loader is idle after this long without any uevent...
+QUIET_SECONDS = 3.0  # a loader is done after this long idle, without uevents (agent.wait_idle)
 FIRST_MODULE_WAIT = 60.0  # ...once its first module went live (or this long passed)
+IDLE_TIMEOUT = 900.0
 READY_TIMEOUT = 120.0
 
 
@@ -34,26 +34,6 @@ class Loader(Protocol):
 
     def start(self, vm: VM) -> dict[str, float]:
         """Start the loader as a service and return once its coldplug is done."""
-
-
-def wait_quiet(vm: VM, since: float, quiet: float = QUIET_SECONDS,
-               first_wait: float = FIRST_MODULE_WAIT, timeout: float = 600) -> float:
-    """Wait (streamed uevents) until the kernel is quiet after a loader started at `since`.
-
-    Quiet: no uevent for `quiet` s, and a first module went live unless `first_wait` s
-    passed without one. Returns the host time of the last module going live (or `since`).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        evs = vm.uevents(since)
-        mods = [t for t, ev in evs
-                if ev["action"] == "add" and ev["devpath"].startswith("/module/")]
-        now = time.monotonic()
-        last = evs[-1][0] if evs else since
-        if now - last >= quiet and (mods or now - since >= first_wait):
-            return mods[-1] if mods else since
-        time.sleep(0.1)
-    raise GuestError(f"uevents still coming after {timeout} s")
 
 
 class Udev:
@@ -114,7 +94,6 @@ class Kmodd:
     def start(self, vm: VM) -> dict[str, float]:
         cmd = self.command(vm)
         since = vm.uevents_start(stream=True)
-        t0 = time.monotonic()
         info = vm.spawn(list(cmd.argv), env=cmd.env, notify=cmd.notify, name="kmodd")
         out = {"pid": float(info["pid"])}
         if cmd.notify:
@@ -125,8 +104,13 @@ class Kmodd:
             if ready is None:
                 raise GuestError(f"kmodd sent no READY=1 within {READY_TIMEOUT} s:\n"
                                  + vm.sh(f"cat {info['log']}", check=False).out[-3000:])
-            out["ready_seconds"] = ready[0] - t0
-        out["coldplug_seconds"] = wait_quiet(vm, since=since) - t0
+            out["ready_seconds"] = ready[1]["t"] - info["t0"]
+        idle = vm.call("wait_idle", reply_timeout=IDLE_TIMEOUT + 30, pid=info["pid"],
+                       since=info["t0"], quiet=QUIET_SECONDS, first_wait=FIRST_MODULE_WAIT,
+                       timeout=IDLE_TIMEOUT)
+        if not idle["idle"]:
+            raise GuestError(f"kmodd still busy {IDLE_TIMEOUT} s after its start")
+        out["coldplug_seconds"] = (idle["last_module"] or info["t0"]) - info["t0"]
         return out
 
 

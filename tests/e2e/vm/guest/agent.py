@@ -132,6 +132,65 @@ def insert_trace_report() -> dict[str, object]:
             "duplicates": results.get(f"errno{EEXIST}", 0), "callers": callers}
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2:].split()  # state, ppid, pgrp, session, ...
+
+
+def session_busy(sid: int) -> bool:
+    """Is the process session `sid` (a loader started with start_new_session) working?
+
+    Busy: a child process exists (e.g. a modprobe), or a thread of the leader is not
+    sleeping (running, runnable, or in uninterruptible sleep such as inside finit_module).
+    """
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == sid:
+            continue
+        fields = _stat_fields(pid)
+        if fields is not None and fields[3] == str(sid):
+            return True
+    try:
+        tids = os.listdir(f"/proc/{sid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        fields = _stat_fields(f"{sid}/task/{tid}")
+        if fields is not None and fields[0] not in ("S", "I"):
+            return True
+    return False
+
+
+IDLE_POLL = 0.2
+
+
+def wait_idle(sid: int, last_uevent: object, any_module: object, start: float, quiet: float,
+              first_wait: float, timeout: float) -> dict[str, object]:
+    """Wait until the loader in session `sid` is done with what the kernel asked of it.
+
+    Done: for `quiet` s in a row no uevent arrived and the session was not busy, and a
+    first module went live (or `first_wait` s passed without one: loading the first module
+    can take seconds under TCG). `last_uevent()` and `any_module()` read the listener.
+    """
+    calm_since = None
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        busy = session_busy(sid) or now - last_uevent() < quiet  # type: ignore[operator]
+        if busy:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = now
+        if (calm_since is not None and now - calm_since >= quiet
+                and (any_module() or now - start >= first_wait)):  # type: ignore[operator]
+            return {"idle": True, "t": now}
+        time.sleep(IDLE_POLL)
+    return {"idle": False, "t": time.monotonic()}
+
+
 class Agent:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
@@ -143,6 +202,8 @@ class Agent:
         self.wlock = threading.Lock()
         self.listener: UeventListener | None = None
         self.stream = False
+        self.last_uevent = 0.0
+        self.module_times: list[float] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.notify_socks: dict[int, socket.socket] = {}
 
@@ -251,6 +312,9 @@ class Agent:
         return {"t": time.monotonic()}
 
     def _on_uevent(self, ev: dict[str, object]) -> None:
+        self.last_uevent = float(ev["t"])  # type: ignore[arg-type]
+        if ev["action"] == "add" and str(ev["devpath"]).startswith("/module/"):
+            self.module_times.append(self.last_uevent)
         if self.stream:
             self.send({"uevent": ev})
 
@@ -272,6 +336,17 @@ class Agent:
 
     def op_insert_trace_report(self) -> dict[str, object]:
         return insert_trace_report()
+
+    def op_wait_idle(self, pid: int, since: float, quiet: float = 3.0, first_wait: float = 60.0,
+                     timeout: float = 600.0) -> dict[str, object]:
+        """wait_idle for a spawned loader; also the last module to go live since `since`."""
+        if self.listener is None:
+            self.listener = UeventListener(self._on_uevent)
+        r = wait_idle(pid, lambda: self.last_uevent,
+                      lambda: any(t >= since for t in self.module_times),
+                      since, quiet, first_wait, timeout)
+        mods = [t for t in self.module_times if t >= since]
+        return {**r, "last_module": mods[-1] if mods else None, "modules": len(mods)}
 
     def op_clock(self) -> dict[str, object]:
         return {"t": time.monotonic()}
