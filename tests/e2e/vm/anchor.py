@@ -59,6 +59,7 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "modules": len(r["modules"]),
         "modules_before": len(r["modules_before"]),
         "late_modules": r["late_modules"],
+        "modules_after_snapshot": r.get("modules_after_snapshot", []),
         **{k: round(v, 2) for k, v in r["times"].items()},
         "uevents": r["uevents"], "synthetic_uevents": r["synthetic_uevents"],
         "insert_attempts": r["inserts"]["attempts"],
