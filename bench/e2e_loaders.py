@@ -11,7 +11,7 @@ every expected module live and driver bound. With more than one loader the table
 loader's median over the first one's (the anchor, udev). `kmodd` is started from its systemd
 unit (see tests/e2e/vm/loaders.py); it is reported as unavailable until the checkout has one.
 The host load average is recorded with each run: this machine may be shared, and TCG timings
-move with it. --record writes the udev coldplug summary and the modalias list into
+move with it. --record writes udev's summary (and for coldplug the modalias list) into
 tests/data/qemu/. Full results go to $KMODD_E2E_CACHE/results/.
 """
 
@@ -143,6 +143,8 @@ def bench_hotplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, Any
                 "bound_run1": runs[0][i]["bound"],
             }
         summary["loaders"][name] = {"devices": table, "raw": runs}
+    if args.record and "udev" in summary["loaders"]:
+        print("recorded:", anchor.save("hotplug-udev-usbhost.json", summary["loaders"]["udev"]))
     rows = summary["loaders"]
     if rows:
         anchor_name = next(iter(rows))
@@ -171,7 +173,7 @@ def main(argv: list[str]) -> int:
                    help="coldplug device set (default rich)")
     p.add_argument("--extra", action="store_true", help="hotplug: more devices")
     p.add_argument("--record", action="store_true",
-                   help="coldplug: write the udev summary and modaliases to tests/data/qemu/")
+                   help="write udev's results to tests/data/qemu/ (coldplug: with modaliases)")
     args = p.parse_args(argv)
     args.loader = args.loader or ["udev"]
     guest = image.build()
