@@ -83,3 +83,10 @@ def test_qmp_answers_with_the_pci_devices_of_the_board(vm: VM) -> None:
            for d in bus["devices"]}
     # i440FX host bridge, PIIX3 ISA bridge, std VGA
     assert {(0x8086, 0x1237), (0x8086, 0x7000), (0x1234, 0x1111)} <= ids
+
+
+def test_journald_runs_standalone_and_records_what_python_sends(vm: VM) -> None:
+    vm.start_journald()
+    vm.sh("python3 -c 'from systemd import journal; journal.send(\"e2e-journal-probe\")'")
+    out = vm.sh("journalctl --no-pager -o cat MESSAGE=e2e-journal-probe").out
+    assert out.strip() == "e2e-journal-probe"

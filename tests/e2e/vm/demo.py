@@ -81,6 +81,6 @@ def main(argv: list[str]) -> int:
         else:
             _section("lsmod (first lines)")
             _show(vm, "lsmod | head -n 15")
-            _section("journal (systemd-udevd)")
+            _section("journal (kernel and systemd-udevd, last lines)")
             _show(vm, "journalctl --no-pager -o short-monotonic | tail -n 20")
     return 0
