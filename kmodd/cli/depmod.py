@@ -86,7 +86,6 @@ Options:
 
 The following options are useful for people managing distributions:
 \t-b, --basedir=DIR    Use an image of a module tree.
-\t-o, --outdir=DIR     Output directory for generated files.
 \t-F, --filesyms=FILE  Use the file instead of the
 \t                     current kernel symbols.
 \t-E, --symvers=FILE   Use Module.symvers file to check

@@ -375,8 +375,9 @@ def parse_symvers(data: bytes, path: str, sym_prefix: str = "") -> KernelSymbols
         ver, sym = fields[0], fields[1]
         number = _STRTOULL_HEX.fullmatch(ver)
         if number is None:
-            messages.append(Message(Level.ERROR,
-                                    f"{path}:{lineno} Invalid symbol version {ver}: Success\n"))
+            # kmod appends %m, which shows an errno left over from its start-up lookups.
+            messages.append(Message(Level.ERROR, f"{path}:{lineno} Invalid symbol version "
+                                                 f"{ver}: {os.strerror(errno.ENOENT)}\n"))
             continue
         crc = int(number["sign"] + number["digits"], 16) & 0xFFFFFFFFFFFFFFFF
         if sym_prefix and sym[:1] == sym_prefix:
@@ -553,6 +554,18 @@ class _Vertex:
     parent: _Vertex | None
 
 
+def _ring_remove(ring: list[int], module: int) -> None:
+    """kmod's `kmod_list_remove_data` on its circular list: the element after the removed
+    one becomes the head (`ring[0]`), so later walks start from there."""
+    try:
+        at = ring.index(module)
+    except ValueError:
+        return
+    del ring[at]
+    if ring and at:
+        ring[:] = ring[at % len(ring) :] + ring[: at % len(ring)]
+
+
 def _loop_back_to(vertex: _Vertex) -> list[int]:
     """The modules from an earlier visit of vertex's module on its own path down to
     vertex's parent ([] when the module is not on its path)."""
@@ -570,7 +583,8 @@ def _loop_back_to(vertex: _Vertex) -> list[int]:
 def _report_cycles(modules: Sequence[DepmodModule], deps: list[list[int]],
                    users: list[int]) -> list[Message]:
     """`depmod_report_cycles`: walk from each module still in use, report each return to
-    the starting module, then count the modules seen in cycles."""
+    the starting module, then count the modules seen in cycles. The walks start in the
+    order of kmod's circular list of such modules, whose head moves on every removal."""
     roots = [i for i in range(len(modules)) if users[i] > 0]
     visited = [False] * len(modules)
     in_loops: set[str] = set()
@@ -591,15 +605,13 @@ def _report_cycles(modules: Sequence[DepmodModule], deps: list[list[int]],
                     v = v.parent
                 chain.reverse()
                 for c in chain:
-                    if c in roots:
-                        roots.remove(c)
+                    _ring_remove(roots, c)
                 text = " -> ".join([*(modules[c].modname for c in chain), modules[m].modname])
                 messages.append(Message(Level.ERROR, f"Cycle detected: {text}\n"))
                 continue
             visited[m] = True
             if not deps[m]:
-                if m in roots:
-                    roots.remove(m)
+                _ring_remove(roots, m)
                 continue
             loop = _loop_back_to(vertex)
             if loop:
@@ -607,8 +619,7 @@ def _report_cycles(modules: Sequence[DepmodModule], deps: list[list[int]],
                 # Report it here instead, in the same words, and walk on.
                 for c in loop:
                     in_loops.add(modules[c].modname)
-                    if c in roots:
-                        roots.remove(c)
+                    _ring_remove(roots, c)
                 text = " -> ".join([*(modules[c].modname for c in loop), modules[m].modname])
                 if text not in hang_reports:
                     hang_reports.add(text)
