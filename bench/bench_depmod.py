@@ -14,6 +14,7 @@ reader (kmodd/core/elf.py) against pyelftools.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import os
 import resource
@@ -94,10 +95,8 @@ def bench_elf_readers() -> None:
         total = 0
         for p, data in zip(paths, blobs, strict=True):
             elf = parse_module(data, p)
-            try:
+            with contextlib.suppress(ElfError):  # no exports at all
                 total += len(elf.export_pairs())
-            except ElfError:
-                pass
             total += len(elf.needed_triples()) + len(elf.strings(".modinfo"))
         return total
 

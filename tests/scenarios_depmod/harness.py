@@ -27,7 +27,7 @@ OUTPUTS = (
     "modules.builtin.alias.bin", "modules.devname", "modules.weakdep",
 )
 #: The real depmod must finish well within this; kmod 30 loops forever on some cycles.
-KMOD_TIMEOUT = 20
+KMOD_TIMEOUT = 5
 REAL_DEPMOD = shutil.which("depmod") or "/sbin/depmod"
 
 
