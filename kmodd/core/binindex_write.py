@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 INDEX_MAGIC = 0xB007F457
@@ -96,6 +96,30 @@ class IndexBuilder:
         """Add many entries in order."""
         for e in entries:
             self.add(e.key, e.value, e.priority)
+
+    def add_many(self, keys: Sequence[str], values: Sequence[str],
+                 priorities: Sequence[int]) -> None:
+        """Add entries in order, in bulk (duplicates are stored, not reported).
+
+        Raises IndexCharacterError for non-ASCII text.
+        """
+        if not ("".join(keys).isascii() and "".join(values).isascii()):
+            for pair in zip(keys, values, strict=True):  # the first bad one, as kmod finds it
+                for text in pair:
+                    if not text.isascii():
+                        raise IndexCharacterError(text)
+        store = self._values
+        serial = self._serial
+        for key, value, priority in zip(map(str.encode, keys), map(str.encode, values),
+                                        priorities, strict=True):
+            serial += 1
+            entry = (priority & 0xFFFFFFFF, -serial, value)
+            existing = store.get(key)
+            if existing is None:
+                store[key] = [entry]
+            else:
+                existing.append(entry)
+        self._serial = serial
 
     def __len__(self) -> int:
         return len(self._values)

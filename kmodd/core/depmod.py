@@ -29,6 +29,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from kmodd.core import compression
 from kmodd.core.depmod_config import Level, Message
@@ -193,6 +194,7 @@ class ModuleFacts:
     needs: tuple[str, ...] = ()
     need_crcs: tuple[int, ...] = ()  # only with FactsOptions.crcs
     need_weak: tuple[bool, ...] = ()  # only with FactsOptions.crcs or .weak
+    dotted: bool = False  # some needed name starts with "." (PPC64 function descriptors)
     messages: tuple[Message, ...] = ()  # what loading the module logs, in kmod's order
 
 
@@ -235,8 +237,9 @@ def module_facts(raw: compression.Buffer | None, path: str, options: FactsOption
         strings = elf.strings(".modinfo")
     except ElfError:
         strings = []
-    aliases = tuple(_values(strings, ALIAS_KEY))
-    softdeps = tuple(_values(strings, SOFTDEP_KEY))
+    joined = "\0".join(strings)  # one C-level scan tells which keys are there at all
+    aliases = _values(strings, ALIAS_KEY) if ALIAS_KEY in joined else ()
+    softdeps = _values(strings, SOFTDEP_KEY) if SOFTDEP_KEY in joined else ()
     needs: list[str] = []
     need_crcs: list[int] = []
     need_weak: list[bool] = []
@@ -252,15 +255,20 @@ def module_facts(raw: compression.Buffer | None, path: str, options: FactsOption
         needs, need_crcs, need_weak = [], [], []
     prefix = options.sym_prefix
     names = [n[1:] if prefix and n[:1] == prefix else n for n, _ in exports]
+    needs_tuple = tuple(needs)
     return ModuleFacts(
-        aliases, softdeps, tuple(names), tuple(c for _, c in exports), tuple(needs),
-        tuple(need_crcs) if options.crcs else (), tuple(need_weak), tuple(messages))
+        aliases=aliases, softdeps=softdeps, exports=tuple(names),
+        export_crcs=tuple(c for _, c in exports), needs=needs_tuple,
+        need_crcs=tuple(need_crcs) if options.crcs else (), need_weak=tuple(need_weak),
+        dotted="\0." in "\0" + "\0".join(needs_tuple), messages=tuple(messages))
 
 
-def _values(strings: list[str], key: str) -> list[str]:
+def _values(strings: list[str], key: str) -> tuple[str, ...]:
+    """The values of one modinfo key, in order; a bare `key` string has value ""."""
     prefix = key + "="
-    return [s[len(prefix):] if s != key else "" for s in strings
-            if s == key or s.startswith(prefix)]
+    cut = len(prefix)
+    return tuple(s[cut:] if s != key else "" for s in strings
+                 if s == key or s.startswith(prefix))
 
 
 # -- the modules and their order ------------------------------------------------------
@@ -464,30 +472,58 @@ def resolve_dependencies(
     there are dependency cycles (they are reported in the events).
     """
     events: list[OutputEvent] = []
+    # Who owns each exported symbol: later modules overwrite earlier ones, as kmod's
+    # hash_add does; the kernel's own symbols (System.map, Module.symvers) own nothing.
+    owner_of: dict[str, int] = {}
+    for idx, f in enumerate(facts):
+        events.extend(OutputEvent(m) for m in f.messages)
+        owner_of.update(zip(f.exports, repeat(idx)))
+    n = len(modules)
+    deps: list[list[int]] = [[] for _ in range(n)]
+    users = [0] * n
+    detailed = options.print_unknown or options.check_symvers or options.verbose or \
+        options.sym_prefix
+    if detailed:
+        symbols = _symbol_table(facts, kernel)
+        for idx, f in enumerate(facts):
+            if f.needs:
+                _link(idx, f, modules, symbols, deps[idx], users, options, events)
+    else:
+        get = owner_of.get
+        for idx, f in enumerate(facts):
+            if not f.needs:
+                continue
+            needs = f.needs if not f.dotted else [n[1:] if n[:1] == "." else n
+                                                  for n in f.needs]
+            # The owners, each once, in the order first needed; kernel symbols and unknown
+            # ones have none.
+            found = dict.fromkeys(map(get, needs))
+            found.pop(None, None)
+            mine = deps[idx] = list(found)  # type: ignore[arg-type]
+            for owner in mine:
+                users[owner] += 1
+    dep_sort_idx, leftover = _topological_sort(deps, users)
+    if leftover is not None:
+        events.extend(OutputEvent(m) for m in _report_cycles(modules, deps, leftover))
+        return None, events
+    names = [name.encode("latin-1") for name in owner_of]
+    buckets = [h & (SYMBOL_BUCKETS - 1) for h in kmod_hashes(names)]
+    owned = tuple(zip(buckets, names, owner_of.values(), strict=True))
+    graph = DependencyGraph(tuple(tuple(d) for d in deps), tuple(dep_sort_idx), owned)
+    return graph, events
+
+
+def _symbol_table(facts: Sequence[ModuleFacts],
+                  kernel: KernelSymbols | None) -> dict[str, _Symbol]:
+    """Every symbol with its owner (-1: the kernel) and CRC, for the detailed checks."""
     symbols: dict[str, _Symbol] = {}
     if kernel is not None:
         for name, crc in kernel.crcs.items():
             symbols[name] = _Symbol(-1, crc)
     for idx, f in enumerate(facts):
-        events.extend(OutputEvent(m) for m in f.messages)
         for name, crc in zip(f.exports, f.export_crcs, strict=True):
             symbols[name] = _Symbol(idx, crc)
-    n = len(modules)
-    deps: list[list[int]] = [[] for _ in range(n)]
-    users = [0] * n
-    for idx, f in enumerate(facts):
-        if f.needs:
-            _link(idx, f, modules, symbols, deps[idx], users, options, events)
-    dep_sort_idx, leftover = _topological_sort(deps, users)
-    if leftover is not None:
-        events.extend(OutputEvent(m) for m in _report_cycles(modules, deps, leftover))
-        return None, events
-    names = [name.encode("latin-1") for name, s in symbols.items() if s.owner >= 0]
-    owners = [s.owner for s in symbols.values() if s.owner >= 0]
-    buckets = [h & (SYMBOL_BUCKETS - 1) for h in kmod_hashes(names)]
-    owned = tuple(zip(buckets, names, owners, strict=True))
-    graph = DependencyGraph(tuple(tuple(d) for d in deps), tuple(dep_sort_idx), owned)
-    return graph, events
+    return symbols
 
 
 def _link(idx: int, f: ModuleFacts, modules: Sequence[DepmodModule],
@@ -496,17 +532,11 @@ def _link(idx: int, f: ModuleFacts, modules: Sequence[DepmodModule],
     """`depmod_load_module_dependencies` for one module."""
     prefix = options.sym_prefix
     get = symbols.get
-    detailed = options.print_unknown or options.check_symvers or options.verbose
     for k, name in enumerate(f.needs):
         look = name[1:] if name[:1] == "." else name  # PPC64: .foo is foo
         if prefix and look[:1] == prefix:
             look = look[1:]
         sym = get(look)
-        if not detailed:
-            if sym is not None and sym.owner >= 0 and sym.owner not in mine:
-                mine.append(sym.owner)
-                users[sym.owner] += 1
-            continue
         weak = f.need_weak[k] if f.need_weak else False
         if sym is None:
             if options.print_unknown and not weak:

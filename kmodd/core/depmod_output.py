@@ -148,6 +148,7 @@ class _Renderer:
         self.options = options
         self.events: list[OutputEvent] = []
         self._lines: list[str] | None = None
+        self._owned: list[tuple[int, bytes, int]] | None = None
 
     @property
     def graph(self) -> DependencyGraph:
@@ -199,10 +200,10 @@ class _Renderer:
         return "".join(line + "\n" for line in self.dep_lines()).encode("latin-1")
 
     def deps_bin(self) -> bytes:
+        # Module names are unique: no duplicate to report even with -w.
         index = IndexBuilder()
-        for idx, (m, line) in enumerate(zip(self.modules, self.dep_lines(), strict=True)):
-            if index.add(m.modname, line, idx) and self.options.warn_dups:
-                self._warn(f"duplicate module deps:\n{line}\n")
+        index.add_many([m.modname for m in self.modules], self.dep_lines(),
+                       range(len(self.modules)))
         return index.to_bytes()
 
     def aliases(self) -> bytes:
@@ -213,6 +214,10 @@ class _Renderer:
 
     def aliases_bin(self) -> bytes:
         index = IndexBuilder()
+        keys: list[str] = []
+        names: list[str] = []
+        positions: list[int] = []
+        warn_dups = self.options.warn_dups
         for idx, (m, f) in enumerate(zip(self.modules, self.facts, strict=True)):
             for alias in f.aliases:
                 try:
@@ -220,8 +225,14 @@ class _Renderer:
                 except BadAlias:
                     self._warn(f"Unmatched bracket in {alias}\n")
                     continue
-                if index.add(key, m.modname, idx) and self.options.warn_dups:
-                    self._warn(f"duplicate module alias:\n{key} {m.modname}\n")
+                if warn_dups:  # one at a time, so that the warnings keep kmod's order
+                    if index.add(key, m.modname, idx):
+                        self._warn(f"duplicate module alias:\n{key} {m.modname}\n")
+                    continue
+                keys.append(key)
+                names.append(m.modname)
+                positions.append(idx)
+        index.add_many(keys, names, positions)
         return index.to_bytes()
 
     def softdeps(self) -> bytes:
@@ -232,7 +243,9 @@ class _Renderer:
 
     def _owned_symbols(self) -> list[tuple[int, bytes, int]]:
         # kmod's symbol hash iterates bucket by bucket, keys sorted within a bucket.
-        return sorted(self.graph.symbols)
+        if self._owned is None:
+            self._owned = sorted(self.graph.symbols)
+        return self._owned
 
     def symbols(self) -> bytes:
         out = [HEADER_SYMBOLS.encode("latin-1")]
@@ -242,12 +255,12 @@ class _Renderer:
         return b"".join(out)
 
     def symbols_bin(self) -> bytes:
+        # Symbol names are unique: no duplicate to report even with -w.
+        owned = self._owned_symbols()
         index = IndexBuilder()
-        for _, raw, owner in self._owned_symbols():
-            key = SYMBOL_ALIAS_PREFIX + raw.decode("latin-1")
-            modname = self.modules[owner].modname
-            if index.add(key, modname, owner) and self.options.warn_dups:
-                self._warn(f"duplicate module syms:\n{key} {modname}\n")
+        index.add_many([SYMBOL_ALIAS_PREFIX + raw.decode("latin-1") for _, raw, _ in owned],
+                       [self.modules[owner].modname for _, _, owner in owned],
+                       [owner for _, _, owner in owned])
         return index.to_bytes()
 
     def builtin_bin(self, source: BuildFile, dirname: str) -> bytes:

@@ -23,14 +23,14 @@ kernel. Text is decoded as Latin-1 so that `.encode("latin-1")` gives the origin
 from __future__ import annotations
 
 import errno
+import struct
 import sys
 from array import array
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from mmap import mmap
-from operator import add
-from typing import Literal, TypeVar
+from operator import add, itemgetter
+from typing import Literal
 
 ELF_MAGIC = b"\x7fELF"
 EI_NIDENT = 16
@@ -97,6 +97,22 @@ _LAYOUT64 = _Layout(
 )
 
 _WIDTH_CODE: dict[int, Literal["H", "I", "Q"]] = {2: "H", 4: "I", 8: "Q"}
+#: e_machine, e_shoff, e_shentsize, e_shnum, e_shstrndx in one unpack, per class and order.
+_EHDR = {
+    (32, False): struct.Struct("<18xH12xI10xHHH"), (32, True): struct.Struct(">18xH12xI10xHHH"),
+    (64, False): struct.Struct("<18xH20xQ10xHHH"), (64, True): struct.Struct(">18xH20xQ10xHHH"),
+}
+#: One section header, per class and order.
+_SHDR = {
+    (32, False): struct.Struct("<10I"), (32, True): struct.Struct(">10I"),
+    (64, False): struct.Struct("<IIQQQQIIQQ"), (64, True): struct.Struct(">IIQQQQIIQQ"),
+}
+#: st_value and st_shndx of one symbol entry (in file order), per class and byte order.
+_SYM_VALUE_SHNDX = {
+    (32, False): struct.Struct("<4xI6xH"), (32, True): struct.Struct(">4xI6xH"),
+    (64, False): struct.Struct("<6xHQ"), (64, True): struct.Struct(">6xHQ"),
+}
+_UNSET: object = object()
 _NATIVE_BIG = sys.byteorder == "big"
 #: Bytes that str.split() treats as separators once decoded as Latin-1.
 _SPLIT_BLANKS = bytes(c for c in range(256) if chr(c).isspace())
@@ -164,9 +180,6 @@ class ModVersion:
     name: str
 
 
-_T = TypeVar("_T")
-
-
 def _column(table: bytes, entsize: int, field: tuple[int, int], big: bool) -> list[int]:
     """One integer field of every entry of a table, decoded in bulk."""
     off, width = field
@@ -191,12 +204,18 @@ class ModuleElf:
     """A parsed module image. Construct with `parse_module`; never changes afterwards."""
 
     __slots__ = (
-        "_cache",
+        "_exports",
         "_layout",
         "_names",
+        "_needed",
         "_offsets",
+        "_sections",
+        "_shoff",
         "_shstr",
         "_sizes",
+        "_symtab_data",
+        "_undefined_data",
+        "_versions_data",
         "big_endian",
         "data",
         "machine",
@@ -207,7 +226,12 @@ class ModuleElf:
     def __init__(self, data: Buffer, path: str) -> None:
         self.data = data
         self.path = path
-        self._cache: dict[str, object] = {}
+        self._symtab_data: object = _UNSET
+        self._exports: list[tuple[str, int]] | None = None
+        self._undefined_data: tuple[list[str], list[int]] | None = None
+        self._versions_data: tuple[list[str], list[int]] | None = None
+        self._needed: list[tuple[str, int, bool]] | None = None
+        self._sections: tuple[Section, ...] | None = None
         size = len(data)
         if size <= EI_NIDENT or data[:4] != ELF_MAGIC:
             raise ElfError(path, 0, "not an ELF file (bad magic or too short)", errno.ENOEXEC)
@@ -223,22 +247,20 @@ class ModuleElf:
         if order not in (ELFDATA2LSB, ELFDATA2MSB):
             raise ElfError(path, EI_DATA, f"unknown ELF data encoding {order}")
         self._layout = layout
-        self.big_endian = order == ELFDATA2MSB
-        self.machine = self._uint(layout.e_machine, 2)
-        shoff = self._uint(*layout.e_shoff)
-        shentsize = self._uint(layout.e_shentsize, 2)
-        shnum = self._uint(layout.e_shnum, 2)
-        shstrndx = self._uint(layout.e_shstrndx, 2)
+        big = self.big_endian = order == ELFDATA2MSB
+        self.machine, shoff, shentsize, shnum, shstrndx = \
+            _EHDR[layout.bits, big].unpack_from(data, 0)
         if shentsize != layout.shdr_size:
             raise ElfError(path, layout.e_shentsize,
                            f"section header size {shentsize}, expected {layout.shdr_size}")
         if shoff + shnum * shentsize > size:
             raise ElfError(path, shoff, f"{shnum} section headers run past the end of the file")
+        self._shoff = shoff
         self.section_count = shnum
         table = bytes(data[shoff : shoff + shnum * shentsize])
-        self._names = _column(table, shentsize, layout.sh_name, self.big_endian)
-        self._offsets = _column(table, shentsize, layout.sh_offset, self.big_endian)
-        self._sizes = _column(table, shentsize, layout.sh_size, self.big_endian)
+        self._names = _column(table, shentsize, layout.sh_name, big)
+        self._offsets = _column(table, shentsize, layout.sh_offset, big)
+        self._sizes = _column(table, shentsize, layout.sh_size, big)
         if shstrndx == SHN_UNDEF or shstrndx >= shnum:
             raise ElfError(path, layout.e_shstrndx,
                            f"section-name table index {shstrndx} out of range")
@@ -269,19 +291,11 @@ class ModuleElf:
         return int.from_bytes(self.data[offset:end], self.byteorder)
 
     def _header_offset(self, index: int) -> int:
-        layout = self._layout
-        return self._uint(layout.e_shoff[0], layout.e_shoff[1]) + index * layout.shdr_size
+        offset: int = self._shoff + index * self._layout.shdr_size
+        return offset
 
     def _valid(self, index: int) -> bool:
         return self._offsets[index] + self._sizes[index] <= len(self.data)
-
-    def _memo(self, key: str, compute: Callable[[], _T]) -> _T:
-        try:
-            return self._cache[key]  # type: ignore[return-value]
-        except KeyError:
-            value = compute()
-            self._cache[key] = value
-            return value
 
     def _index_of(self, name: str) -> int:
         """libkmod's `elf_find_section`: the first valid section (from 1) with this name."""
@@ -312,21 +326,19 @@ class ModuleElf:
 
     def sections(self) -> tuple[Section, ...]:
         """Every section header in file order (names "" when out of range)."""
-        def compute() -> tuple[Section, ...]:
+        if self._sections is None:
             layout = self._layout
-            shoff = self._header_offset(0)
-            table = bytes(self.data[shoff : shoff + self.section_count * layout.shdr_size])
-            cols = [_column(table, layout.shdr_size, f, self.big_endian) for f in (
-                layout.sh_type, layout.sh_flags, layout.sh_link, layout.sh_info,
-                layout.sh_entsize)]
+            table = bytes(self.data[self._shoff : self._shoff + self.section_count
+                                    * layout.shdr_size])
             out = []
-            for i in range(self.section_count):
-                nameoff = self._names[i]
-                name = self._string_at(self._shstr, nameoff) if nameoff < len(self._shstr) else ""
-                out.append(Section(i, name, cols[0][i], cols[1][i], self._offsets[i],
-                                   self._sizes[i], cols[2][i], cols[3][i], cols[4][i]))
-            return tuple(out)
-        return self._memo("sections", compute)
+            for i, row in enumerate(_SHDR[layout.bits, self.big_endian].iter_unpack(table)):
+                nameoff = row[0]
+                name = self._string_at(self._shstr, nameoff) if nameoff < len(self._shstr) \
+                    else ""
+                out.append(Section(i, name, row[1], row[2], row[4], row[5], row[6], row[7],
+                                   row[9]))
+            self._sections = tuple(out)
+        return self._sections
 
     def section(self, name: str) -> Section | None:
         """The section libkmod would use for `name` (first valid one), or None."""
@@ -380,7 +392,9 @@ class ModuleElf:
 
     def _symtab(self) -> tuple[bytes, str, int] | None:
         """(.symtab bytes, .strtab as text, entry count), or None when libkmod has none."""
-        return self._memo("symtab", self._load_symtab)
+        if self._symtab_data is _UNSET:
+            self._symtab_data = self._load_symtab()
+        return self._symtab_data  # type: ignore[return-value]
 
     def _load_symtab(self) -> tuple[bytes, str, int] | None:
         strtab_i = self._index_of(".strtab")
@@ -398,7 +412,9 @@ class ModuleElf:
 
     def export_pairs(self) -> list[tuple[str, int]]:
         """`exports()` as plain (name, crc) pairs, for bulk users such as depmod."""
-        return self._memo("exports", self._compute_exports)
+        if self._exports is None:
+            self._exports = self._compute_exports()
+        return self._exports
 
     def exports(self) -> tuple[ExportedSymbol, ...]:
         """Exported symbols as libkmod lists them (`kmod_elf_get_symbols`).
@@ -435,12 +451,16 @@ class ModuleElf:
         hits = list(compress(range(1, count), map(positions.__contains__, names[1:])))
         if not hits:
             return None
-        values = _column(symtab, layout.sym_size, layout.st_value, self.big_endian)
-        shndx = _column(symtab, layout.sym_size, layout.st_shndx, self.big_endian)
+        # Only the few hits need their value and section: unpack just those entries.
+        value_shndx = _SYM_VALUE_SHNDX[layout.bits, self.big_endian]
+        size = layout.sym_size
         out = []
+        swap = layout.bits == 64  # st_shndx comes before st_value in Elf64_Sym
         for i in hits:
             name = self._string_at_text(strtab, names[i] + len(CRC_PREFIX))
-            out.append((name, self._resolve_crc(values[i], shndx[i])))
+            first, second = value_shndx.unpack_from(symtab, i * size)
+            value, shndx = (second, first) if swap else (first, second)
+            out.append((name, self._resolve_crc(value, shndx)))
         return out
 
     @staticmethod
@@ -466,38 +486,43 @@ class ModuleElf:
 
     def _version_records(self) -> tuple[list[str], list[int]]:
         """The `__versions` names and CRCs, as two parallel lists."""
-        def compute() -> tuple[list[str], list[int]]:
-            i = self._index_of("__versions")
-            if i < 0 or self._sizes[i] % MODVERSION_RECORD_SIZE:
-                return [], []
-            start, size = self._offsets[i], self._sizes[i]
-            raw = bytes(self.data[start : start + size])
-            crclen = 4 if self.bits == 32 else 8
-            count = size // MODVERSION_RECORD_SIZE
-            crcs = _column(raw, MODVERSION_RECORD_SIZE, (0, crclen), self.big_endian)
-            # Blank the CRCs to spaces: the section is then names between runs of blanks and
-            # one split decodes them all, unless a name holds a blank itself, is empty, or
-            # is unterminated (libkmod then reads on past its 56 bytes): the slow road.
-            blanked = bytearray(raw)
-            for b in range(crclen):
-                blanked[b::MODVERSION_RECORD_SIZE] = bytes(count)
-            names: list[str] = []
-            last_bytes = raw[MODVERSION_RECORD_SIZE - 1 :: MODVERSION_RECORD_SIZE]
-            if len(blanked.translate(None, _SPLIT_BLANKS)) == size and last_bytes.count(0) == count:
-                names = blanked.translate(_NUL_TO_SPACE).decode("latin-1").split()
-            if len(names) != count:
-                names = []
-                for k in range(count):
-                    begin = start + k * MODVERSION_RECORD_SIZE + crclen
-                    end = self.data.find(b"\0", begin)
-                    name = bytes(self.data[begin : end if end >= 0 else len(self.data)])
-                    names.append(name.decode("latin-1"))
-            return names, crcs
-        return self._memo("versions", compute)
+        if self._versions_data is None:
+            self._versions_data = self._decode_versions()
+        return self._versions_data
+
+    def _decode_versions(self) -> tuple[list[str], list[int]]:
+        i = self._index_of("__versions")
+        if i < 0 or self._sizes[i] % MODVERSION_RECORD_SIZE:
+            return [], []
+        start, size = self._offsets[i], self._sizes[i]
+        raw = bytes(self.data[start : start + size])
+        crclen = 4 if self.bits == 32 else 8
+        count = size // MODVERSION_RECORD_SIZE
+        crcs = _column(raw, MODVERSION_RECORD_SIZE, (0, crclen), self.big_endian)
+        # Blank the CRCs to spaces: the section is then names between runs of blanks and
+        # one split decodes them all, unless a name holds a blank itself, is empty, or
+        # is unterminated (libkmod then reads on past its 56 bytes): the slow road.
+        blanked = bytearray(raw)
+        for b in range(crclen):
+            blanked[b::MODVERSION_RECORD_SIZE] = bytes(count)
+        names: list[str] = []
+        last_bytes = raw[MODVERSION_RECORD_SIZE - 1 :: MODVERSION_RECORD_SIZE]
+        if len(blanked.translate(None, _SPLIT_BLANKS)) == size and last_bytes.count(0) == count:
+            names = blanked.translate(_NUL_TO_SPACE).decode("latin-1").split()
+        if len(names) != count:
+            names = []
+            for k in range(count):
+                begin = start + k * MODVERSION_RECORD_SIZE + crclen
+                end = self.data.find(b"\0", begin)
+                name = bytes(self.data[begin : end if end >= 0 else len(self.data)])
+                names.append(name.decode("latin-1"))
+        return names, crcs
 
     def needed_triples(self) -> list[tuple[str, int, bool]]:
         """`needed_symbols()` as plain (name, crc, weak) triples, for bulk users."""
-        return self._memo("needed", self._compute_needed)
+        if self._needed is None:
+            self._needed = self._compute_needed()
+        return self._needed
 
     def needed_symbols(self) -> tuple[NeededSymbol, ...]:
         """The symbols the module needs (`kmod_elf_get_dependency_symbols`).
@@ -513,8 +538,16 @@ class ModuleElf:
         """The names of `needed_symbols()` alone, in the same order (cheaper: no CRCs)."""
         unames, _ = self._undefined()
         vnames, _ = self._version_records()
+        if not vnames:
+            return unames
+        vset = set(vnames)
+        missing = vset - set(unames)
+        if not missing and len(vset) == len(vnames):
+            return unames
+        if len(vset) == len(vnames):  # no name twice: the unclaimed ones are the missing
+            return unames + sorted(missing, key=vnames.index)
         _, unclaimed = self._claims(unames, vnames)
-        return unames + [vnames[k] for k in unclaimed] if unclaimed else unames
+        return unames + [vnames[k] for k in unclaimed]
 
     @staticmethod
     def _claims(unames: list[str], vnames: list[str]) -> tuple[dict[str, int], list[int]]:
@@ -525,18 +558,16 @@ class ModuleElf:
         first = dict(zip(reversed(vnames), range(count - 1, -1, -1), strict=True))
         if not count:
             return first, []
-        uset = set(unames)
-        missing = first.keys() - uset
-        if len(first) == count:  # no name twice: the unclaimed records are the missing names
-            return first, sorted(first[n] for n in missing)
-        claimed = {first[n] for n in first.keys() & uset}
+        claimed = {first[n] for n in first.keys() & set(unames)}
         return first, [k for k in range(count) if k not in claimed]
 
-    def _undefined(self) -> tuple[list[str], list[bool]]:
-        """Names and weakness of the undefined, named `.symtab` entries, in table order."""
-        return self._memo("undefined", self._compute_undefined)
+    def _undefined(self) -> tuple[list[str], list[int]]:
+        """Names and `.symtab` indices of the undefined, named entries, in table order."""
+        if self._undefined_data is None:
+            self._undefined_data = self._compute_undefined()
+        return self._undefined_data
 
-    def _compute_undefined(self) -> tuple[list[str], list[bool]]:
+    def _compute_undefined(self) -> tuple[list[str], list[int]]:
         tab = self._symtab()
         if tab is None:
             raise ElfError(self.path, 0, "no usable .symtab/.strtab")
@@ -549,13 +580,14 @@ class ModuleElf:
         undefined = list(map(add, accumulate(map(len, pieces[:-1])), range(len(pieces) - 1)))
         if undefined and undefined[0] == 0:
             undefined.pop(0)  # the null symbol
-        info = symtab[layout.st_info :: layout.sym_size]
         if self.machine in (EM_SPARC, EM_SPARCV9):
+            info = symtab[layout.st_info :: layout.sym_size]
             undefined = [i for i in undefined if info[i] & 0xF != STT_REGISTER]
         if not undefined:
             return [], []
         names = _column(symtab, layout.sym_size, layout.st_name, self.big_endian)
-        offsets = [names[i] for i in undefined]
+        offsets = [names[undefined[0]]] if len(undefined) == 1 else \
+            list(itemgetter(*undefined)(names))
         limit = len(strtab)
         if max(offsets) >= limit:
             i = next(i for i in undefined if names[i] >= limit)
@@ -565,15 +597,23 @@ class ModuleElf:
         text = strtab + "\0"  # a sentinel: every find() below succeeds
         find = text.find
         unames = [text[o : find("\0", o)] for o in offsets]
-        weak = [info[i] >> 4 == STB_WEAK for i in undefined]
         if "" in unames:  # libkmod skips nameless entries
             keep = [bool(n) for n in unames]
             unames = list(compress(unames, keep))
-            weak = list(compress(weak, keep))
-        return unames, weak
+            undefined = list(compress(undefined, keep))
+        return unames, undefined
+
+    def _weak(self, undefined: list[int]) -> list[bool]:
+        """Whether each of these `.symtab` entries is a weak reference."""
+        tab = self._symtab()
+        assert tab is not None
+        layout = self._layout
+        info = tab[0][layout.st_info :: layout.sym_size]
+        return [info[i] >> 4 == STB_WEAK for i in undefined]
 
     def _compute_needed(self) -> list[tuple[str, int, bool]]:
-        unames, weak = self._undefined()
+        unames, undefined = self._undefined()
+        weak = self._weak(undefined)
         vnames, vcrcs = self._version_records()
         first, unclaimed = self._claims(unames, vnames)
         crc_of = {name: vcrcs[k] for name, k in first.items()}
