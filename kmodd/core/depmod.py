@@ -19,6 +19,9 @@ depends on its orders:
 
 kmod 30 writes no `modules.weakdep` (weakdep arrived in kmod 33); neither does this.
 Text is Latin-1 strings throughout (one character per byte of the files and paths).
+
+Neighbours: depmod_config (depmod.d, which copy of a module wins), depmod_hash (kmod's
+hash), depmod_cycles (the numbering and the cycle report), depmod_output (the files).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
 from kmodd.core import compression
 from kmodd.core.depmod_config import Level, Message
+from kmodd.core.depmod_cycles import report_cycles, topological_sort
+from kmodd.core.depmod_hash import kmod_hashes
 from kmodd.core.elf import ElfError, parse_module
 from kmodd.core.normalize import modname_normalize
 
@@ -53,114 +57,8 @@ OUTPUT_FILES = (
     "modules.builtin.alias.bin", "modules.devname",
 )
 
-_M32 = 0xFFFFFFFF
 #: What strtoull(s, &end, 16) consumes entirely.
 _STRTOULL_HEX = re.compile(r"[ \t\n\v\f\r]*(?P<sign>[+-]?)(?:0[xX])?(?P<digits>[0-9a-fA-F]+)")
-
-
-def kmod_hash(key: bytes) -> int:
-    """kmod's `hash_superfast` (Paul Hsieh's SuperFastHash) of a key, as on x86.
-
-    Arithmetic is on unbounded ints, masked to 32 bits only before each right shift (the
-    bits above 32 cannot reach the low 32 bits through additions, xors and left shifts).
-    """
-    n = len(key)
-    h = n
-    words = n >> 2
-    if words:
-        halves = iter(struct.unpack_from(f"<{words * 2}H", key))
-        for lo, hi in zip(halves, halves, strict=True):
-            h += lo
-            h = ((h << 16) ^ (hi << 11) ^ h) & _M32
-            h += h >> 11
-    rem = n & 3
-    if rem:
-        tail = key[words * 4 :]
-        if rem == 3:
-            h += tail[0] | tail[1] << 8
-            h = (h ^ (h << 16)) & _M32
-            h ^= ((tail[2] - 256 if tail[2] > 127 else tail[2]) << 18) & _M32  # signed char
-            h += h >> 11
-        elif rem == 2:
-            h += tail[0] | tail[1] << 8
-            h = (h ^ (h << 11)) & _M32
-            h += h >> 17
-        else:
-            h += tail[0] - 256 if tail[0] > 127 else tail[0]  # signed char
-            h = (h ^ (h << 10)) & _M32
-            h += h >> 1
-    h = (h ^ (h << 3)) & _M32
-    h += h >> 5
-    h = (h ^ (h << 4)) & _M32
-    h += h >> 17
-    h = (h ^ (h << 25)) & _M32
-    h += h >> 6
-    return h & _M32
-
-
-_LANE = 8  # bytes per key in the lane-parallel hash: 32-bit state plus headroom
-
-
-def kmod_hashes(keys: Sequence[bytes]) -> list[int]:
-    """`kmod_hash` of many keys at once: keys of one length share every step, so their
-    states are packed into the 64-bit lanes of one big integer and advanced together
-    (SIMD within a register). Each step masks the lanes back to 32 bits before bits could
-    cross into a neighbour. Keys with bytes above 127 (signed char) take the scalar road."""
-    out = [0] * len(keys)
-    groups: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(len(key), []).append(i)
-    for length, members in groups.items():
-        blob = b"".join([keys[i] for i in members])
-        if length == 0 or not blob.isascii() or len(members) < 4:
-            for i in members:
-                out[i] = kmod_hash(keys[i])
-            continue
-        for i, h in zip(members, _lane_hash(blob, length, len(members)), strict=True):
-            out[i] = h
-    return out
-
-
-def _lane_hash(blob: bytes, length: int, n: int) -> list[int]:
-    mask = int.from_bytes(b"\xff\xff\xff\xff\0\0\0\0" * n, "little")
-
-    def column(offset: int, width: int) -> int:
-        lanes = bytearray(_LANE * n)
-        lanes[0::_LANE] = blob[offset::length]
-        if width == 2:
-            lanes[1::_LANE] = blob[offset + 1 :: length]
-        return int.from_bytes(lanes, "little")
-
-    h = int.from_bytes(length.to_bytes(_LANE, "little") * n, "little")
-    words = length >> 2
-    for k in range(words):
-        h += column(4 * k, 2)
-        h = ((h << 16) ^ (column(4 * k + 2, 2) << 11) ^ h) & mask
-        h += (h >> 11) & mask
-    rem = length & 3
-    at = 4 * words
-    if rem == 3:
-        h += column(at, 2)
-        h = (h ^ (h << 16)) & mask
-        h ^= column(at + 2, 1) << 18
-        h += (h >> 11) & mask
-    elif rem == 2:
-        h += column(at, 2)
-        h = (h ^ (h << 11)) & mask
-        h += (h >> 17) & mask
-    elif rem == 1:
-        h += column(at, 1)
-        h = (h ^ (h << 10)) & mask
-        h += (h >> 1) & mask
-    h = (h ^ (h << 3)) & mask
-    h += (h >> 5) & mask
-    h = (h ^ (h << 4)) & mask
-    h += (h >> 17) & mask
-    h = (h ^ (h << 25)) & mask
-    h += (h >> 6) & mask
-    h &= mask
-    values: list[int] = memoryview(h.to_bytes(_LANE * n, "little")).cast("Q").tolist()
-    return values
 
 
 def hash_order(modules: Sequence[DepmodModule]) -> list[int]:
@@ -502,9 +400,9 @@ def resolve_dependencies(
             mine = deps[idx] = list(found)  # type: ignore[arg-type]
             for owner in mine:
                 users[owner] += 1
-    dep_sort_idx, leftover = _topological_sort(deps, users)
+    dep_sort_idx, leftover = topological_sort(deps, users)
     if leftover is not None:
-        events.extend(OutputEvent(m) for m in _report_cycles(modules, deps, leftover))
+        events.extend(OutputEvent(m) for m in report_cycles(modules, deps, leftover))
         return None, events
     names = [name.encode("latin-1") for name in owner_of]
     buckets = [h & (SYMBOL_BUCKETS - 1) for h in kmod_hashes(names)]
@@ -556,106 +454,3 @@ def _link(idx: int, f: ModuleFacts, modules: Sequence[DepmodModule],
         if options.verbose:
             events.append(OutputEvent(
                 show=f'{modules[idx].path} needs "{look}": {modules[owner].path}\n'))
-
-
-def _topological_sort(deps: list[list[int]],
-                      users: list[int]) -> tuple[list[int], list[int] | None]:
-    """kmod's sort: numbers from the modules nobody uses, last freed first. Returns the
-    numbers, and the remaining user counts when some modules could not be numbered."""
-    n = len(deps)
-    left = list(users)
-    roots = [i for i in range(n) if left[i] == 0]
-    dep_sort_idx = [0x7FFFFFFF] * n
-    count = 0
-    while roots:
-        src = roots.pop()
-        dep_sort_idx[src] = count
-        count += 1
-        for dst in deps[src]:
-            left[dst] -= 1
-            if left[dst] == 0:
-                roots.append(dst)
-    return dep_sort_idx, (left if count < n else None)
-
-
-@dataclass(frozen=True, slots=True)
-class _Vertex:
-    module: int
-    parent: _Vertex | None
-
-
-def _ring_remove(ring: list[int], module: int) -> None:
-    """kmod's `kmod_list_remove_data` on its circular list: the element after the removed
-    one becomes the head (`ring[0]`), so later walks start from there."""
-    try:
-        at = ring.index(module)
-    except ValueError:
-        return
-    del ring[at]
-    if ring and at:
-        ring[:] = ring[at % len(ring) :] + ring[: at % len(ring)]
-
-
-def _loop_back_to(vertex: _Vertex) -> list[int]:
-    """The modules from an earlier visit of vertex's module on its own path down to
-    vertex's parent ([] when the module is not on its path)."""
-    chain = []
-    v = vertex.parent
-    while v is not None:
-        chain.append(v.module)
-        if v.module == vertex.module:
-            chain.reverse()
-            return chain
-        v = v.parent
-    return []
-
-
-def _report_cycles(modules: Sequence[DepmodModule], deps: list[list[int]],
-                   users: list[int]) -> list[Message]:
-    """`depmod_report_cycles`: walk from each module still in use, report each return to
-    the starting module, then count the modules seen in cycles. The walks start in the
-    order of kmod's circular list of such modules, whose head moves on every removal."""
-    roots = [i for i in range(len(modules)) if users[i] > 0]
-    visited = [False] * len(modules)
-    in_loops: set[str] = set()
-    hang_reports: set[str] = set()
-    messages: list[Message] = []
-    while roots:
-        root = roots.pop(0)
-        stack = [_Vertex(root, None)]
-        while stack:
-            vertex = stack.pop()
-            m = vertex.module
-            if visited[m] and m == root:
-                chain = []
-                v = vertex.parent
-                while v is not None:
-                    chain.append(v.module)
-                    in_loops.add(modules[v.module].modname)
-                    v = v.parent
-                chain.reverse()
-                for c in chain:
-                    _ring_remove(roots, c)
-                text = " -> ".join([*(modules[c].modname for c in chain), modules[m].modname])
-                messages.append(Message(Level.ERROR, f"Cycle detected: {text}\n"))
-                continue
-            visited[m] = True
-            if not deps[m]:
-                _ring_remove(roots, m)
-                continue
-            loop = _loop_back_to(vertex)
-            if loop:
-                # A cycle the start is not on: kmod 30 walks it forever (depmod hangs).
-                # Report it here instead, in the same words, and walk on.
-                for c in loop:
-                    in_loops.add(modules[c].modname)
-                    _ring_remove(roots, c)
-                text = " -> ".join([*(modules[c].modname for c in loop), modules[m].modname])
-                if text not in hang_reports:
-                    hang_reports.add(text)
-                    messages.append(Message(Level.ERROR, f"Cycle detected: {text}\n"))
-                continue
-            stack.extend(_Vertex(d, vertex) for d in deps[m])
-    messages.append(Message(Level.ERROR,
-                            f"Found {len(in_loops)} modules in dependency cycles!\n"))
-    return messages

@@ -54,47 +54,29 @@ MODULE_NAME_LEN = {32: 60, 64: 56}
 VERMAGIC_PREFIX = b"vermagic="
 
 
-@dataclass(frozen=True, slots=True)
 class _Layout:
-    """Where fields sit in one ELF class's headers."""
+    """Where the fields libkmod reads sit in one ELF class's headers ((offset, width))."""
 
-    bits: int
-    ehdr_size: int
-    shdr_size: int
-    sym_size: int
-    e_machine: int
-    e_shoff: tuple[int, int]  # offset, width
-    e_shentsize: int
-    e_shnum: int
-    e_shstrndx: int
-    # section header fields: offset, width
-    sh_name: tuple[int, int]
-    sh_type: tuple[int, int]
-    sh_flags: tuple[int, int]
-    sh_offset: tuple[int, int]
-    sh_size: tuple[int, int]
-    sh_link: tuple[int, int]
-    sh_info: tuple[int, int]
-    sh_entsize: tuple[int, int]
-    # symbol fields: offset, width
-    st_name: tuple[int, int]
-    st_info: int
-    st_shndx: tuple[int, int]
-    st_value: tuple[int, int]
+    __slots__ = ("bits", "e_shentsize", "e_shstrndx", "ehdr_size", "sh_flags", "sh_name",
+                 "sh_offset", "sh_size", "shdr_size", "st_info", "st_name", "st_shndx",
+                 "sym_size")
+
+    def __init__(self, bits: int) -> None:
+        wide = bits == 64
+        self.bits = bits
+        self.ehdr_size, self.shdr_size, self.sym_size = (64, 64, 24) if wide else (52, 40, 16)
+        self.e_shentsize, self.e_shstrndx = (58, 62) if wide else (46, 50)
+        self.sh_name = (0, 4)
+        self.sh_flags = (8, 8) if wide else (8, 4)
+        self.sh_offset = (24, 8) if wide else (16, 4)
+        self.sh_size = (32, 8) if wide else (20, 4)
+        self.st_name = (0, 4)
+        self.st_info = 4 if wide else 12
+        self.st_shndx = (6, 2) if wide else (14, 2)
 
 
-_LAYOUT32 = _Layout(
-    bits=32, ehdr_size=52, shdr_size=40, sym_size=16, e_machine=18, e_shoff=(32, 4),
-    e_shentsize=46, e_shnum=48, e_shstrndx=50, sh_name=(0, 4), sh_type=(4, 4),
-    sh_flags=(8, 4), sh_offset=(16, 4), sh_size=(20, 4), sh_link=(24, 4), sh_info=(28, 4),
-    sh_entsize=(36, 4), st_name=(0, 4), st_info=12, st_shndx=(14, 2), st_value=(4, 4),
-)
-_LAYOUT64 = _Layout(
-    bits=64, ehdr_size=64, shdr_size=64, sym_size=24, e_machine=18, e_shoff=(40, 8),
-    e_shentsize=58, e_shnum=60, e_shstrndx=62, sh_name=(0, 4), sh_type=(4, 4),
-    sh_flags=(8, 8), sh_offset=(24, 8), sh_size=(32, 8), sh_link=(40, 4), sh_info=(44, 4),
-    sh_entsize=(56, 8), st_name=(0, 4), st_info=4, st_shndx=(6, 2), st_value=(8, 8),
-)
+_LAYOUT32 = _Layout(32)
+_LAYOUT64 = _Layout(64)
 
 _WIDTH_CODE: dict[int, Literal["H", "I", "Q"]] = {2: "H", 4: "I", 8: "Q"}
 #: e_machine, e_shoff, e_shentsize, e_shnum, e_shstrndx in one unpack, per class and order.

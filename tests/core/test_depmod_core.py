@@ -14,8 +14,6 @@ from kmodd.core.depmod import (
     depmod_module,
     fgets_chunks,
     hash_order,
-    kmod_hash,
-    kmod_hashes,
     module_facts,
     modules_order,
     parse_symvers,
@@ -23,6 +21,7 @@ from kmodd.core.depmod import (
     resolve_dependencies,
 )
 from kmodd.core.depmod_config import Level, Message
+from kmodd.core.depmod_hash import kmod_hash, kmod_hashes
 from kmodd.core.depmod_output import BuildFile, render_outputs
 from tests.kobuild import KoSpec, build_ko
 

@@ -141,6 +141,17 @@ def test_exclude_skips_directories_by_name(tree: Tree, conf) -> None:
     same(kmod, kmodd)
 
 
+def test_a_config_path_may_be_a_single_file_of_any_name(tree: Tree, tmp_path) -> None:
+    tree.module("kernel/mod-simple.ko", simple("mod_simple"))
+    tree.module("updates/mod-simple.ko", simple("mod_simple"))
+    config = f"{tmp_path}/my-depmod-settings"
+    with open(config, "w") as f:
+        f.write("search built-in updates\n")
+    kmod, kmodd = tree.both("-C", config, KVER)
+    assert kmodd.dep == "kernel/mod-simple.ko:\n"
+    same(kmod, kmodd)
+
+
 def test_bad_config_lines_are_reported_and_skipped(tree: Tree, conf) -> None:
     tree.module("kernel/mod-a.ko", simple("mod_a"))
     args = conf(bad="frobnicate all\noverride only-two\n  # indented comment\n"
