@@ -151,12 +151,16 @@ def module_facts(raw: compression.Buffer | None, path: str, options: FactsOption
             needs = elf.needed_names()
     except ElfError:
         needs, need_crcs, need_weak = [], [], []
-    prefix = options.sym_prefix
-    names = [n[1:] if prefix and n[:1] == prefix else n for n, _ in exports]
+    names: tuple[str, ...] = ()
+    crcs: tuple[int, ...] = ()
+    if exports:
+        names, crcs = (tuple(column) for column in zip(*exports, strict=True))
+        prefix = options.sym_prefix
+        if prefix:
+            names = tuple(n[1:] if n[:1] == prefix else n for n in names)
     needs_tuple = tuple(needs)
     return ModuleFacts(
-        aliases=aliases, softdeps=softdeps, exports=tuple(names),
-        export_crcs=tuple(c for _, c in exports), needs=needs_tuple,
+        aliases=aliases, softdeps=softdeps, exports=names, export_crcs=crcs, needs=needs_tuple,
         need_crcs=tuple(need_crcs) if options.crcs else (), need_weak=tuple(need_weak),
         dotted="\0." in "\0" + "\0".join(needs_tuple), messages=tuple(messages))
 

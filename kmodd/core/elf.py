@@ -26,8 +26,9 @@ import errno
 import struct
 import sys
 from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, compress, islice, repeat
 from mmap import mmap
 from operator import add, itemgetter
 from typing import Literal
@@ -175,6 +176,30 @@ def _column(table: bytes, entsize: int, field: tuple[int, int], big: bool) -> li
     return arr.tolist()
 
 
+class _LazyColumn(Sequence[int]):
+    """A column decoded only when first used (depmod's name-only path never uses it)."""
+
+    __slots__ = ("_args", "_values")
+
+    def __init__(self, table: bytes, entsize: int, width: int, big: bool) -> None:
+        self._args = (table, entsize, (0, width), big)
+        self._values: list[int] | None = None
+
+    def _decoded(self) -> list[int]:
+        if self._values is None:
+            self._values = _column(*self._args)
+        return self._values
+
+    def __getitem__(self, k: int) -> int:  # type: ignore[override]
+        return self._decoded()[k]
+
+    def __len__(self) -> int:
+        return len(self._args[0]) // self._args[1]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._decoded())
+
+
 def _nonzero_u16_mask(table: bytes, entsize: int, off: int, count: int) -> bytes:
     """A byte per entry, 0 where the entry's 16-bit field at `off` is zero."""
     lo = int.from_bytes(table[off::entsize][:count], "little")
@@ -195,6 +220,7 @@ class ModuleElf:
         "_shoff",
         "_shstr",
         "_sizes",
+        "_sym_names",
         "_symtab_data",
         "_undefined_data",
         "_versions_data",
@@ -209,9 +235,10 @@ class ModuleElf:
         self.data = data
         self.path = path
         self._symtab_data: object = _UNSET
+        self._sym_names: list[int] | None = None
         self._exports: list[tuple[str, int]] | None = None
         self._undefined_data: tuple[list[str], list[int]] | None = None
-        self._versions_data: tuple[list[str], list[int]] | None = None
+        self._versions_data: tuple[list[str], Sequence[int]] | None = None
         self._needed: list[tuple[str, int, bool]] | None = None
         self._sections: tuple[Section, ...] | None = None
         size = len(data)
@@ -378,6 +405,15 @@ class ModuleElf:
             self._symtab_data = self._load_symtab()
         return self._symtab_data  # type: ignore[return-value]
 
+    def _symbol_names(self) -> list[int]:
+        """st_name of every `.symtab` entry (the table must exist)."""
+        if self._sym_names is None:
+            tab = self._symtab()
+            assert tab is not None
+            layout = self._layout
+            self._sym_names = _column(tab[0], layout.sym_size, layout.st_name, self.big_endian)
+        return self._sym_names
+
     def _load_symtab(self) -> tuple[bytes, str, int] | None:
         strtab_i = self._index_of(".strtab")
         symtab_i = self._index_of(".symtab")
@@ -426,11 +462,12 @@ class ModuleElf:
         if not positions:
             return None  # no CRC symbols: libkmod falls back
         layout = self._layout
-        names = _column(symtab, layout.sym_size, layout.st_name, self.big_endian)
-        if count > 1 and max(names[1:]) >= len(strtab):
+        names = self._symbol_names()
+        if count > 1 and max(names) >= len(strtab) and max(islice(names, 1, None)) >= len(strtab):
             return None  # libkmod gives up on .symtab and falls back
         # Symbol 0 is the null symbol: libkmod starts at 1.
-        hits = list(compress(range(1, count), map(positions.__contains__, names[1:])))
+        hits = list(compress(range(1, count), map(positions.__contains__,
+                                                  islice(names, 1, None))))
         if not hits:
             return None
         # Only the few hits need their value and section: unpack just those entries.
@@ -466,21 +503,21 @@ class ModuleElf:
         names, crcs = self._version_records()
         return tuple(ModVersion(c, n) for n, c in zip(names, crcs, strict=True))
 
-    def _version_records(self) -> tuple[list[str], list[int]]:
+    def _version_records(self) -> tuple[list[str], Sequence[int]]:
         """The `__versions` names and CRCs, as two parallel lists."""
         if self._versions_data is None:
             self._versions_data = self._decode_versions()
         return self._versions_data
 
-    def _decode_versions(self) -> tuple[list[str], list[int]]:
+    def _decode_versions(self) -> tuple[list[str], Sequence[int]]:
         i = self._index_of("__versions")
         if i < 0 or self._sizes[i] % MODVERSION_RECORD_SIZE:
-            return [], []
+            return [], ()
         start, size = self._offsets[i], self._sizes[i]
         raw = bytes(self.data[start : start + size])
         crclen = 4 if self.bits == 32 else 8
         count = size // MODVERSION_RECORD_SIZE
-        crcs = _column(raw, MODVERSION_RECORD_SIZE, (0, crclen), self.big_endian)
+        crcs = _LazyColumn(raw, MODVERSION_RECORD_SIZE, crclen, self.big_endian)
         # Blank the CRCs to spaces: the section is then names between runs of blanks and
         # one split decodes them all, unless a name holds a blank itself, is empty, or
         # is unterminated (libkmod then reads on past its 56 bytes): the slow road.
@@ -567,7 +604,7 @@ class ModuleElf:
             undefined = [i for i in undefined if info[i] & 0xF != STT_REGISTER]
         if not undefined:
             return [], []
-        names = _column(symtab, layout.sym_size, layout.st_name, self.big_endian)
+        names = self._symbol_names()
         offsets = [names[undefined[0]]] if len(undefined) == 1 else \
             list(itemgetter(*undefined)(names))
         limit = len(strtab)
