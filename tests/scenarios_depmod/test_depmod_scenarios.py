@@ -485,3 +485,20 @@ def test_version_and_help(tree: Tree) -> None:
     assert kmodd.stdout.startswith(b"kmod version 30\n")
     kmod, kmodd = tree.both("-h")
     same(kmod, kmodd)
+
+
+def test_symbol_prefix_and_dotted_names_are_stripped_on_lookup(tree: Tree, tmp_path) -> None:
+    # -P _ : "_base_fn" is exported as "base_fn"; PPC64 callers need ".base_fn".
+    tree.module("kernel/base.ko", simple("base", exports=("_base_fn", "plain_fn")))
+    tree.module("kernel/dotted.ko", simple("dotted", needs=(".base_fn",)))
+    tree.module("kernel/prefixed.ko", simple("prefixed", needs=("_plain_fn", "_missing")))
+    tree.order("kernel/base.ko", "kernel/dotted.ko", "kernel/prefixed.ko")
+    system_map = f"{tmp_path}/System.map"
+    with open(system_map, "w") as f:
+        f.write("ffff r ___ksymtab_printk\n")
+    for args in (("-P", "_", KVER), ("-P", "_", "-e", "-F", system_map, KVER), (KVER,)):
+        kmod, kmodd = tree.both(*args)
+        same(kmod, kmodd)
+    kmodd = tree.kmodd("-b", tree.root, "-P", "_", KVER)
+    assert kmodd.dep == ("kernel/base.ko:\nkernel/dotted.ko: kernel/base.ko\n"
+                         "kernel/prefixed.ko: kernel/base.ko\n")
