@@ -52,7 +52,8 @@ from kmodd.system.root import DEPMOD_D_DIRS, MODULE_DIRECTORY, Root
 
 EXIT_SUCCESS, EXIT_FAILURE = 0, 1
 DEFAULT_LOG_LEVEL = Level.WARNING
-KMOD_VERSION_LINES = "kmod version 30\n+ZSTD +XZ +ZLIB -LIBCRYPTO -EXPERIMENTAL\n"
+#: kmod 30's `-V`, except that kmodd reads .ko.gz (Debian's kmod 30 is built without zlib).
+KMOD_VERSION_LINES = "kmod version 30\n+ZSTD +XZ +ZLIB +LIBCRYPTO -EXPERIMENTAL\n"
 
 SHORT_OPTIONS = "aAb:o:C:E:F:euqrvnP:wmVh"
 #: (long name, takes an argument, short equivalent), in kmod's table order.
@@ -320,11 +321,11 @@ def _depmod(args: _Args, log: _Log, paths: HostPaths) -> int:
             return EXIT_FAILURE
         modules = explicit
 
-    order_data, order_err = _read_build_file(paths, dirname, "modules.order")
-    if order_data is None:
+    order = _build_file(paths, dirname, "modules.order")
+    if order.data is None:
         log(Level.WARNING, f"could not open modules.order at {dirname}: "
-                           f"{os.strerror(order_err)}\n")
-    positions, messages = modules_order(modules, order_data, dirname)
+                           f"{os.strerror(order.errno)}\n")
+    positions, messages = modules_order(modules, order.data, dirname)
     if log.messages(messages):
         return EXIT_FAILURE
     modules = [modules[i] for i in positions]
@@ -419,11 +420,9 @@ def _explicit_modules(operands: Sequence[str], log: _Log, paths: HostPaths,
         if not path.startswith("/"):
             log(Level.FATAL, f"{path}: not absolute path.\n")
             return None
-        try:
-            os.stat(paths.host(path))
-        except OSError as exc:
-            log(Level.FATAL, f"could not create module {path}: "
-                             f"{os.strerror(exc.errno or errno.ENOENT)}\n")
+        err = modtree.stat_errno(paths, path)
+        if err:
+            log(Level.FATAL, f"could not create module {path}: {os.strerror(err)}\n")
             return None
         module = depmod_module(path, dirname)
         if module.modname in modules:
@@ -434,10 +433,7 @@ def _explicit_modules(operands: Sequence[str], log: _Log, paths: HostPaths,
     return list(modules.values())
 
 
-def _read_build_file(paths: HostPaths, dirname: str, name: str) -> tuple[bytes | None, int]:
-    return modtree.read_file(paths, f"{dirname}/{name}")
-
-
 def _build_file(paths: HostPaths, dirname: str, name: str) -> BuildFile:
-    data, err = _read_build_file(paths, dirname, name)
+    """A file of the kernel build in the module directory, or why it could not be read."""
+    data, err = modtree.read_file(paths, f"{dirname}/{name}")
     return BuildFile(name, data, err)

@@ -80,6 +80,15 @@ def read_file(paths: HostPaths, path: str) -> tuple[bytes | None, int]:
         return None, exc.errno or 0
 
 
+def stat_errno(paths: HostPaths, path: str) -> int:
+    """0 when the file exists (stat() succeeds), else the errno."""
+    try:
+        os.stat(paths.host(path))
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
 # -- configuration --------------------------------------------------------------------
 
 
