@@ -1,8 +1,9 @@
 """Writable copies of the Debian kernel tree for depmod runs: plain, xz and zstd.
 
 `depmod_tree(kind)` returns a basedir whose `lib/modules/<kver>` holds the modules (a symlink
-to the cached tree for "plain", compressed copies for "xz" and "zstd", see COMPRESSORS), the build's `modules.order`, `modules.builtin` and
-`modules.builtin.modinfo`, and the index files the real kmod 30 `depmod` wrote for it. The
+to the cached tree for "plain", compressed copies for "xz" and "zstd", see COMPRESSORS),
+the build's `modules.order`, `modules.builtin` and `modules.builtin.modinfo`, and the
+index files the real kmod 30 `depmod` wrote for it. The
 trees are built once under `$KMODD_TEST_CACHE/depmod-trees` (about a minute for xz) and
 reused; the real depmod is run again only when its output is missing.
 

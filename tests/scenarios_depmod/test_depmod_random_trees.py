@@ -59,7 +59,7 @@ def _build(tree: Tree, spec: dict[str, object]) -> None:
 
 
 #: Examples per run; KMODD_DEPMOD_EXAMPLES=400 for a longer search.
-EXAMPLES = int(os.environ.get("KMODD_DEPMOD_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("KMODD_DEPMOD_EXAMPLES", "30"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
