@@ -15,22 +15,22 @@ extension for it and gzip data is not decompressed; `DEBIAN_KMOD_EXTENSIONS` and
 from __future__ import annotations
 
 import errno as E
-import importlib
 import mmap
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.core import compression, elf
 from kmodd.core.config import build_config
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
 from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
+from kmodd.system.codecs import unzstd
 from kmodd.system.moddb import raw_indexes, read_cmdline
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
 from kmodd.system.sysview import FileView
@@ -135,17 +135,6 @@ def absolute_path(path: str, environ: Mapping[str, str]) -> str:
     return f"{cwd}/{path}"
 
 
-_READERS: list[ModuleType] = []
-
-
-def _readers() -> tuple[ModuleType, ModuleType]:
-    """kmodd.core.compression and kmodd.core.elf (the depmod branch's), imported once."""
-    if not _READERS:
-        _READERS.extend(importlib.import_module(f"kmodd.core.{name}")
-                        for name in ("compression", "elf"))
-    return _READERS[0], _READERS[1]
-
-
 def read_module_info(path: str, *, signature: bool = True) -> ModinfoData | int:
     """`.modinfo` strings and signature of a module file, or the errno kmod would report.
 
@@ -172,12 +161,11 @@ def read_module_info(path: str, *, signature: bool = True) -> ModinfoData | int:
 
 
 def _module_info(path: str, image: bytes | mmap.mmap, with_signature: bool) -> ModinfoData | int:
-    compression, elf = _readers()
     data: bytes | mmap.mmap = image
     try:
         kind = str(compression.detect(image[:compression.MAGIC_PROBE_SIZE]))
         if kind in DEBIAN_KMOD_DECOMPRESSES:
-            data = compression.decompress(bytes(image))
+            data = bytes(compression.decompress(bytes(image), unzstd))
     except compression.DecompressError as err:
         code: int = err.errno
         return code
