@@ -10,6 +10,7 @@ the daemon.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
+from kmodd.core.elf import MODVERSION_RECORD_SIZE, ModuleElf
 from kmodd.core.index import INDEX_FILES, IndexProblem
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority
+from kmodd.core.normalize import path_to_modname
 from kmodd.core.plan import Plan, ProbeFlag, Step, initstate, plan_probe, run_plan
 from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
 from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
@@ -383,7 +386,8 @@ class _Run:
         if s.show_config:
             return self._show_config(config, resolver)
         if s.show_modversions or s.show_exports:
-            return self._show_symbols(args[0])
+            status = self._show_symbols(args[0])
+            return status
         if s.remove:
             return self._rmmod_all(resolver, args)
         if s.use_all:
@@ -450,9 +454,50 @@ class _Run:
             self.out("".join(f"alias {k} {v}\n" for k, v in resolver.indexes.dump(role)))
         return 0
 
-    def _show_symbols(self, path: str) -> int:
-        self.LOG(f"Module {path} not found.\n")
-        return 1
+    def _show_symbols(self, filename: str) -> int:
+        """--show-modversions / --show-exports: `0x%08x\t<symbol>` per entry."""
+        from kmodd.core.elf import ElfError, parse_module
+        from kmodd.system.modfile import map_module, module_image
+        from kmodd.system.sysview import FileView
+
+        files = FileView(self.root, files_under_root=self.s.root is None)
+        abspath = filename if filename.startswith("/") else f"{files.cwd()}/{filename}"
+        if files.stat_errno(abspath) or path_to_modname(filename) is None:
+            self.LOG(f"Module {filename} not found.\n")
+            return 1
+        what = "modversions" if self.s.show_modversions else "symbols"
+        real = self.root.path(abspath) if self.s.root is None and not self.root.is_host \
+            else abspath
+        raw = map_module(real)
+        err = raw if isinstance(raw, int) else 0
+        entries: list[tuple[int, str]] = []
+        if not err:
+            assert not isinstance(raw, int)
+            image = module_image(raw)
+            try:
+                if isinstance(image, int):
+                    err = image
+                else:
+                    entries, err = self._symbol_entries(parse_module(image, abspath))
+            except ElfError as e:
+                err = e.errno
+        if err:
+            self.LOG(f"could not get {what} of {filename}: {os.strerror(err)}\n")
+            return 1
+        self.out("".join(f"0x{crc:08x}\t{name}\n" for crc, name in entries))
+        return 0
+
+    def _symbol_entries(self, module: ModuleElf) -> tuple[list[tuple[int, str]], int]:
+        """kmod_module_get_versions (a missing `__versions` is ENOENT, a ragged one EINVAL)
+        or kmod_module_get_symbols (raises ElfError(ENOENT) without exports)."""
+        if not self.s.show_modversions:
+            return [(e.crc, e.name) for e in module.exports()], 0
+        section = module.section("__versions")
+        if section is None:
+            return [], errno.ENOENT
+        if section.size % MODVERSION_RECORD_SIZE:
+            return [], errno.EINVAL
+        return [(v.crc, v.name.removeprefix(".")) for v in module.versions()], 0
 
     # -- inserting -----------------------------------------------------------------------------
 
