@@ -36,10 +36,10 @@ def module_image(raw: bytes | mmap.mmap) -> bytes | mmap.mmap | int:
     """The ELF image inside a module file's contents, or libkmod's errno for a bad stream."""
     from kmodd.system.codecs import unzstd
 
-    kind = compression.detect(raw[: compression.MAGIC_PROBE_SIZE])
-    if kind not in DEBIAN_KMOD_DECOMPRESSES:
-        return raw
     try:
+        kind = compression.detect(raw[: compression.MAGIC_PROBE_SIZE])
+        if kind not in DEBIAN_KMOD_DECOMPRESSES:
+            return raw
         return bytes(compression.decompress(bytes(raw), unzstd))
-    except compression.DecompressError as err:
+    except compression.DecompressError as err:  # too short to identify, or a bad stream
         return err.errno
