@@ -11,27 +11,30 @@ the daemon.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
-from kmodd.core.elf import MODVERSION_RECORD_SIZE, ModuleElf
 from kmodd.core.index import INDEX_FILES, IndexProblem
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority
 from kmodd.core.normalize import path_to_modname
-from kmodd.core.plan import Plan, ProbeFlag, Step, initstate, plan_probe, run_plan
-from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
 from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
 from kmodd.system.root import Root, kernel_release, module_dir
 
 if TYPE_CHECKING:
+    from kmodd.core.elf import ModuleElf
+    from kmodd.core.plan import Plan, ProbeFlag, Step
     from kmodd.system.kernel import KernelPort
+    from kmodd.system.modstate import SysModules
+
+# A one-shot `modprobe -R` must start fast: what only loading, removing or --show-* need
+# (planning, removal, the ELF reader, the kernel edge) is imported where it is used.
 
 SHORT_OPTIONS = "arw:RibfDcnC:d:S:sqvVh"
 # Long-only options are keyed by their own name (modprobe.c gives them small numbers).
@@ -209,31 +212,33 @@ class _Exit(Exception):
         self.status = status
 
 
-@dataclass
 class _Settings:
-    use_all: bool = False
-    remove: bool = False
-    remove_holders: bool = False
-    wait_msec: int = 0
-    first_time: bool = False
-    ignore_commands: bool = False
-    use_blacklist: bool = False
-    force: bool = False
-    strip_modversion: bool = False
-    strip_vermagic: bool = False
-    ignore_loaded: bool = False
-    dry_run: bool = False
-    do_show: bool = False
-    lookup_only: bool = False
-    show_config: bool = False
-    show_modversions: bool = False
-    show_exports: bool = False
-    config_paths: list[str] = field(default_factory=list)
-    root: str | None = None
-    kversion: str | None = None
-    use_syslog: bool = False
-    verbose: int = DEFAULT_VERBOSE
-    log_priority: Priority = Priority.CRIT  # LOG(): FATAL, or WARNING under -a
+    """What the options said."""
+
+    def __init__(self) -> None:
+        self.use_all: bool = False
+        self.remove: bool = False
+        self.remove_holders: bool = False
+        self.wait_msec: int = 0
+        self.first_time: bool = False
+        self.ignore_commands: bool = False
+        self.use_blacklist: bool = False
+        self.force: bool = False
+        self.strip_modversion: bool = False
+        self.strip_vermagic: bool = False
+        self.ignore_loaded: bool = False
+        self.dry_run: bool = False
+        self.do_show: bool = False
+        self.lookup_only: bool = False
+        self.show_config: bool = False
+        self.show_modversions: bool = False
+        self.show_exports: bool = False
+        self.config_paths: list[str] = []
+        self.root: str | None = None
+        self.kversion: str | None = None
+        self.use_syslog: bool = False
+        self.verbose: int = DEFAULT_VERBOSE
+        self.log_priority: Priority = Priority.CRIT  # LOG(): FATAL, or WARNING under -a
 
 
 class _Run:
@@ -411,12 +416,10 @@ class _Run:
 
     def _open(self, config: Config) -> Resolver:
         from kmodd.system.moddb import raw_indexes
-        from kmodd.system.modstate import SysModules
         from kmodd.system.sysview import FileView
 
         indexes, problems = raw_indexes(self.moddir, self.real_moddir)
         self._report_index_problems(indexes, problems)
-        self.sysfs = SysModules(self.root, self.libkmod)
         files = FileView(self.root, files_under_root=self.s.root is None)
         return Resolver(indexes, config, files, log=self.libkmod)
 
@@ -490,6 +493,8 @@ class _Run:
     def _symbol_entries(self, module: ModuleElf) -> tuple[list[tuple[int, str]], int]:
         """kmod_module_get_versions (a missing `__versions` is ENOENT, a ragged one EINVAL)
         or kmod_module_get_symbols (raises ElfError(ENOENT) without exports)."""
+        from kmodd.core.elf import MODVERSION_RECORD_SIZE
+
         if not self.s.show_modversions:
             return [(e.crc, e.name) for e in module.exports()], 0
         section = module.section("__versions")
@@ -510,6 +515,11 @@ class _Run:
         if not mods:
             self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
             return -2
+        if s.lookup_only:
+            self.out("".join(f"{mod.name}\n" for mod in mods))
+            return 0
+        from kmodd.core.plan import ProbeFlag, plan_probe
+
         flags = ProbeFlag(0)
         if s.strip_modversion or s.force:
             flags |= ProbeFlag.FORCE_MODVERSION
@@ -529,11 +539,8 @@ class _Run:
         show = self._print_action if (s.do_show or s.verbose > DEFAULT_VERBOSE) else None
         err = 0
         for mod in mods:
-            if s.lookup_only:
-                self.out(f"{mod.name}\n")
-            else:
-                plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
-                err = self._run(resolver, plan, flags, show)
+            plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
+            err = self._run(resolver, plan, flags, show)
             if err >= 0:
                 err = 0
             else:
@@ -542,6 +549,7 @@ class _Run:
 
     def _run(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
              show: object) -> int:
+        from kmodd.core.plan import ProbeFlag, run_plan
         from kmodd.system.actions import HostActions
 
         actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel())
@@ -556,6 +564,8 @@ class _Run:
             return
         path = self.resolver.path(m)
         if path is None:
+            from kmodd.core.plan import initstate
+
             if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
                 self.out(f"builtin {m.name}\n")
         else:
@@ -570,6 +580,13 @@ class _Run:
             text = os.strerror(-err)
         self.log.err(f"could not insert '{mod.name}': {text}\n")
 
+    @functools.cached_property
+    def sysfs(self) -> SysModules:
+        """/sys/module as libkmod reads it (only loading and removing need it)."""
+        from kmodd.system.modstate import SysModules
+
+        return SysModules(self.root, self.libkmod)
+
     def _kernel(self) -> KernelPort:
         if self.kernel is None:
             from kmodd.system.kernel import LinuxKernel
@@ -580,6 +597,7 @@ class _Run:
     # -- removing -------------------------------------------------------------------------------
 
     def _rmmod_all(self, resolver: Resolver, args: Sequence[str]) -> int:
+        from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
         from kmodd.system.actions import HostRemoval
 
         s = self.s
