@@ -24,6 +24,7 @@ import ctypes
 import gc
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +70,33 @@ class LibKmod:
         self.out.value = None
         self.lk.kmod_module_new_from_lookup(self.ctx, key, ctypes.byref(self.out))
         self.lk.kmod_module_unref_list(self.out)
+
+
+RSS_PROBE = """
+import gc, resource, sys, tempfile
+sys.path.insert(0, {repo!r})
+from kmodd.system.moddb import load_config, snapshot_indexes
+from kmodd.system.root import Root
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+before = rss()
+index, _ = snapshot_indexes({moddir!r})
+config = load_config(Root(tempfile.mkdtemp()), {moddir!r}, [tempfile.mkdtemp()])
+gc.collect()
+print(rss() - before)
+"""
+
+
+def snapshot_rss(moddir: str) -> int:
+    """Resident memory the snapshot adds to a fresh process (imports already done)."""
+    repo = os.path.dirname(HERE)
+    code = RSS_PROBE.format(repo=repo, moddir=moddir)
+    # Import kmodd first so the figure is the snapshot's, not the interpreter's or the code's.
+    code = "import kmodd.system.moddb, kmodd.core.aliasindex\n" + code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.strip())
 
 
 def stats(samples: list[float]) -> tuple[float, float, float]:
@@ -131,7 +159,9 @@ def main() -> int:
 
     n = len(keys)
     print(f"corpus: {n} keys, {args.rounds} rounds, module dir {tree.moddir}")
-    print(f"snapshot build: {build * 1e3:.1f} ms (median of 5), {mem / 2**20:.1f} MiB allocated")
+    rss = snapshot_rss(tree.moddir)
+    print(f"snapshot build: {build * 1e3:.1f} ms (median of 5), {mem / 2**20:.1f} MiB allocated,"
+          f" {rss / 2**20:.1f} MiB resident")
     def subset(label: str, keep: list[int]) -> None:
         idx = [r * n + i for r in range(args.rounds) for i in keep]
         line(label, [lib_t[i] for i in idx], [kd_t[i] for i in idx])

@@ -165,25 +165,60 @@ class BinIndex:
     # -- libkmod's lookups -----------------------------------------------------------------
 
     def search(self, key: str) -> str | None:
-        """Exact lookup: the first (lowest priority) value of `key`, or None."""
+        """Exact lookup: the first (lowest priority) value of `key`, or None.
+
+        Walks the mapped bytes directly (libkmod's index_mm_search): a lookup touches only
+        the nodes on the key's path, so an index can be used without decoding it.
+        """
+        try:
+            raw = key.encode("latin-1")
+        except UnicodeEncodeError:
+            return None  # not a byte string at all: no 7-bit index holds it
+        try:
+            return self._search(raw)
+        except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
+            if isinstance(e, IndexFileError):
+                raise
+            raise IndexFileError(self.path, 0, f"damaged index ({e})") from e
+
+    def _search(self, key: bytes) -> str | None:
+        buf = self._buf
         word = self.root
         i = 0
-        steps = 0
-        while word & NODE_OFFSET:
-            node = self.node(word)
-            steps += 1
-            if steps > len(key) + 2:
-                raise IndexFileError(self.path, node.offset, "trie loops back on itself")
-            p = node.prefix
-            if p:
-                if key[i : i + len(p)] != p:
+        n = len(key)
+        for _ in range(n + 2):  # each step consumes a key byte: a loop cannot go on
+            if not word & NODE_OFFSET:
+                return None
+            off = word & NODE_OFFSET
+            if word & NODE_PREFIX:
+                end = buf.find(b"\0", off)
+                if end < 0:
+                    raise IndexFileError(self.path, off, "node prefix runs past the file's end")
+                plen = end - off
+                if key[i : i + plen] != buf[off:end]:
                     return None
-                i += len(p)
-            if i == len(key):
-                return node.values[0][1] if node.values else None
-            word = node.child(key[i])
+                i += plen
+                off = end + 1
+            first = last = 0
+            children = 0
+            if word & NODE_CHILDS:
+                first = buf[off]
+                last = buf[off + 1]
+                children = off + 2
+                off += 2 + 4 * (last - first + 1)
+            if i == n:
+                if not word & NODE_VALUES or not _U32.unpack_from(buf, off)[0]:
+                    return None
+                end = buf.find(b"\0", off + 8)
+                if end < 0:
+                    raise IndexFileError(self.path, off, "value runs past the end of the file")
+                return buf[off + 8 : end].decode("ascii")
+            c = key[i]
             i += 1
-        return None
+            if not children or c < first or c > last:
+                return None
+            (word,) = _U32.unpack_from(buf, children + 4 * (c - first))
+        raise IndexFileError(self.path, word & NODE_OFFSET, "trie loops back on itself")
 
     def search_wild(self, key: str) -> list[tuple[int, str]]:
         """Wildcard lookup: every value whose key pattern matches `key`, in libkmod's order."""

@@ -136,13 +136,9 @@ class ModuleIndex:
     def __init__(self, moddir: str, bins: Mapping[str, BinIndex]) -> None:
         self.moddir = moddir
         self._bins = dict(bins)
-        dep = bins.get("dep")
-        self._dep: dict[str, str] | None = None
-        if dep is not None:
-            lines: dict[str, str] = {}
-            for key, _prio, value in dep.items():
-                lines.setdefault(key, value)
-            self._dep = lines
+        # modules.dep.bin is searched in place (one lookup walks a handful of nodes), as
+        # libkmod does; decoding its 4000 lines would cost more than every lookup of a boot.
+        self._dep = bins.get("dep")
         builtin = bins.get("builtin")
         self._builtin: frozenset[str] | None = (
             frozenset(k for k, _p, _v in builtin.items()) if builtin is not None else None
@@ -151,7 +147,7 @@ class ModuleIndex:
         self._builtin_alias = _alias_index(bins.get("builtin_alias"))
 
     def dep_line(self, name: str) -> str | None:
-        return self._dep.get(name) if self._dep is not None else None
+        return self._dep.search(name) if self._dep is not None else None
 
     def aliases(self, key: str) -> list[str] | None:
         if self._alias is None:
@@ -177,11 +173,6 @@ class ModuleIndex:
     def dump(self, role: str) -> list[tuple[str, str]]:
         ix = self._bins.get(role)
         return list(ix.dump()) if ix is not None else []
-
-    @property
-    def module_names(self) -> list[str]:
-        """Every module of modules.dep, in index order."""
-        return list(self._dep) if self._dep is not None else []
 
 
 def _alias_index(ix: BinIndex | None) -> AliasIndex | None:
