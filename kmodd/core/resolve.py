@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from kmodd.core.config import Config
-from kmodd.core.glob import compile_pattern, fnmatch
+from kmodd.core.config import Config, Softdep
+from kmodd.core.glob import Matcher, compile_pattern
 from kmodd.core.index import Indexes
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
@@ -87,6 +87,56 @@ class Module:
 
 
 
+#: Where `Resolver.lookup` found its answer (`Resolver.last_source`), in chain order.
+LOOKUP_SOURCES = (
+    "config-alias",
+    "modules.dep",
+    "modules.symbols",
+    "install-command",
+    "modules.alias",
+    "modules.builtin",
+    "modules.builtin.alias",
+)
+
+
+class CompiledConfig:
+    """A configuration's patterns compiled once: a daemon shares it across resolvers.
+
+    `alias`, `softdep`, `install` and `remove` keys are fnmatch patterns that libkmod matches
+    on every lookup; compiling them (and remembering which softdep line a module name picks)
+    makes a fresh `Resolver` per event cheap. The answers are those of `glob.fnmatch`.
+    """
+
+    __slots__ = ("_softdep_memo", "aliases", "installs", "removes", "softdeps")
+
+    def __init__(self, config: Config) -> None:
+        self.aliases: tuple[tuple[Matcher, str, str], ...] = tuple(
+            (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
+        )
+        self.softdeps: tuple[tuple[Matcher, Softdep], ...] = tuple(
+            (compile_pattern(sd.name), sd) for sd in config.softdeps
+        )
+        self.installs = _compile_commands(config.installs)
+        self.removes = _compile_commands(config.removes)
+        self._softdep_memo: dict[str, Softdep | None] = {}
+
+    def softdep(self, name: str) -> Softdep | None:
+        """The first softdep line whose key matches `name` (only that one counts)."""
+        try:
+            return self._softdep_memo[name]
+        except KeyError:
+            pass
+        found = next((sd for match, sd in self.softdeps if match(name)), None)
+        self._softdep_memo[name] = found
+        return found
+
+
+def _compile_commands(
+    commands: tuple[tuple[str, str], ...],
+) -> tuple[tuple[Matcher, str], ...]:
+    return tuple((compile_pattern(pattern), cmd) for pattern, cmd in commands)
+
+
 class LookupError_(Exception):
     """A lookup that failed outright (libkmod returns a negative errno)."""
 
@@ -104,7 +154,9 @@ class Resolver:
         config: Config,
         system: SystemView,
         log: Callable[[LibkmodEvent], None] | None = None,
+        compiled: CompiledConfig | None = None,
     ) -> None:
+        """`compiled` must come from the same `config` (a daemon compiles it once)."""
         self.indexes = indexes
         self.config = config
         self.system = system
@@ -113,9 +165,9 @@ class Resolver:
         self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
         self._blacklist = frozenset(config.blacklists)
-        self._alias_matchers = [
-            (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
-        ]
+        self.compiled = compiled if compiled is not None else CompiledConfig(config)
+        #: The lookup step that answered the last `lookup` (a LOOKUP_SOURCES entry), or None.
+        self.last_source: str | None = None
 
     # -- objects -----------------------------------------------------------------------------
 
@@ -245,22 +297,22 @@ class Resolver:
 
     def install_command(self, mod: Module) -> str | None:
         if not mod.install_init:
-            mod.install = _first_match(self.config.installs, mod.name)
+            mod.install = _first_match(self.compiled.installs, mod.name)
             mod.install_init = True
         return mod.install
 
     def remove_command(self, mod: Module) -> str | None:
         if not mod.remove_init:
-            mod.remove = _first_match(self.config.removes, mod.name)
+            mod.remove = _first_match(self.compiled.removes, mod.name)
             mod.remove_init = True
         return mod.remove
 
     def softdeps(self, mod: Module) -> tuple[list[Module], list[Module]]:
         """The first softdep line whose key matches the name, each dependency looked up."""
-        for sd in self.config.softdeps:
-            if fnmatch(sd.name, mod.name):
-                return self._lookup_each(sd.pre), self._lookup_each(sd.post)
-        return [], []
+        sd = self.compiled.softdep(mod.name)
+        if sd is None:
+            return [], []
+        return self._lookup_each(sd.pre), self._lookup_each(sd.post)
 
     def _lookup_each(self, names: tuple[str, ...]) -> list[Module]:
         out: list[Module] = []
@@ -279,46 +331,60 @@ class Resolver:
     # -- the lookup chain ------------------------------------------------------------------
 
     def lookup(self, given: str) -> list[Module]:
-        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias."""
+        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias.
+
+        Sets `last_source` to the step that answered (None when nothing was found).
+        """
+        self.last_source = None
         try:
             key = alias_normalize(given)
         except BadAlias:
             raise LookupError_(EINVAL) from None
+        return self._lookup(key)
+
+    def _lookup(self, key: str) -> list[Module]:
         found = self._from_config(key)
         if found:
+            self.last_source = "config-alias"
             return found
         if ":" not in key:
             line = self.indexes.dep_line(key)
             if line is not None:
                 mod = self.new_from_name(key)
                 self.parse_depline(mod, line)
+                self.last_source = "modules.dep"
                 return [mod]
         if key.startswith("symbol:"):
             names = self.indexes.symbols(key)
             if names:
+                self.last_source = "modules.symbols"
                 return [self.new_from_alias(key, n) for n in names]
         found = self._from_commands(key)
         if found:
+            self.last_source = "install-command"
             return found
         names = self.indexes.aliases(key)
         if names:
+            self.last_source = "modules.alias"
             return [self.new_from_alias(key, n) for n in names]
         if self.indexes.builtin(key):
             mod = self.new_from_name(key)
             mod.builtin = Builtin.YES
+            self.last_source = "modules.builtin"
             return [mod]
         names = self.indexes.builtin_aliases(key)
         if names:
             mods = [self.new_from_alias(key, n) for n in names]
             for m in mods:
                 m.builtin = Builtin.YES
+            self.last_source = "modules.builtin.alias"
             return mods
         return []
 
     def _from_config(self, key: str) -> list[Module]:
         return [
             self.new_from_alias(pattern, name)
-            for match, pattern, name in self._alias_matchers
+            for match, pattern, name in self.compiled.aliases
             if match(key)
         ]
 
@@ -344,9 +410,9 @@ class Resolver:
             mod.required = False
 
 
-def _first_match(commands: tuple[tuple[str, str], ...], name: str) -> str | None:
-    for pattern, cmd in commands:
-        if fnmatch(pattern, name):
+def _first_match(commands: tuple[tuple[Matcher, str], ...], name: str) -> str | None:
+    for match, cmd in commands:
+        if match(name):
             return cmd
     return None
 
