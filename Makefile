@@ -1,7 +1,7 @@
 # kmodd: the two entry points a newcomer needs are `make demo` and `make test`.
 PYTHON ?= python3
 
-.PHONY: setup test lint
+.PHONY: setup test lint demo
 
 setup:
 	./scripts/setup-test-env
@@ -12,3 +12,8 @@ test: setup
 lint:
 	$(PYTHON) -m ruff check kmodd tests
 	$(PYTHON) -m mypy
+
+# Boots the real Debian kernel under QEMU: kmodd coldplugs, a NIC and a USB keyboard are
+# hotplugged; prints kmodctl status/blame and kmodd's journal (tests/e2e/vm/demo.py).
+demo: setup
+	$(PYTHON) tests/e2e/vm demo $(DEMO_ARGS)

@@ -22,14 +22,20 @@ because kmod's answer then depends on the shape of the trie.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from kmodd.core.binindex import BinIndex
 from kmodd.core.glob import compile_pattern
 
-#: Buckets with more patterns than this get the tail and segment sub-indexes.
-LINEAR_BUCKET_MAX = 4
+#: Buckets up to this size are scanned, each pattern first tested by its most selective
+#: literal segment (a C-speed substring test); bigger ones get tail and segment sub-indexes.
+LINEAR_BUCKET_MAX = 32
+#: A big bucket whose segments start with more distinct characters than this is scanned
+#: too: looking up every occurrence of each of them would cost more than the scan.
+TOKEN_FIRST_CHARS_MAX = 4
+#: Buckets up to this size are kept as a plain list (no per-pattern probe segment).
+TINY_BUCKET_MAX = 4
 #: Length of the query head used to find candidate bucket prefixes.
 HEAD = 3
 #: Shortest literal segment worth indexing.
@@ -38,10 +44,11 @@ MIN_SEGMENT = 3
 _WILD_RANK = {"*": 0, "?": 1, "[": 2}
 _AFTER_ALL = "\uffff"
 
-# An entry: (priority, value, key, index of the value on its key, tail, mids, matcher)
+# An entry: (priority, value, key, index of the value on its key, tail, mids, matcher, probe)
 # `matcher` is None for `*`-only patterns (matched by tail + mids), else a compiled matcher
-# applied to the query text after the bucket's literal prefix.
-Entry = tuple[int, str, str, int, str, list[str], "_Lazy | None"]
+# applied to the query text after the bucket's literal prefix. `probe` is a literal the query
+# must contain for the pattern to match ("" when none is worth testing).
+Entry = tuple[int, str, str, int, str, list[str], "Callable[[str], bool] | None", str]
 
 
 class _Bucket:
@@ -87,10 +94,12 @@ class AliasIndex:
             cut = m.start()
             rest = key[cut:]
             if "?" in rest or "[" in rest or "\\" in rest:
-                grouped[key[:cut]].append((prio, value, key, vidx, "", [], _Lazy(rest)))
+                grouped[key[:cut]].append(
+                    (prio, value, key, vidx, "", [], compile_pattern(rest), _literal_probe(rest)))
             else:
                 parts = rest.split("*")
-                grouped[key[:cut]].append((prio, value, key, vidx, parts[-1], parts[1:-1], None))
+                grouped[key[:cut]].append(
+                    (prio, value, key, vidx, parts[-1], parts[1:-1], None, ""))
         self.size = size
         self._exact = exact
         self._buckets: dict[str, _Bucket | list[Entry]] = {}
@@ -98,7 +107,7 @@ class AliasIndex:
         short: list[str] = []
         for prefix, entries in grouped.items():
             self._buckets[prefix] = (
-                entries if len(entries) <= LINEAR_BUCKET_MAX
+                entries if len(entries) <= TINY_BUCKET_MAX
                 else _build_bucket(len(prefix), entries)
             )
             if len(prefix) < HEAD:
@@ -114,7 +123,25 @@ class AliasIndex:
             if self._raw is None:
                 return []
             return self._raw.search_wild(query)
-        found: list[tuple[int, str, str, int, int]] = []  # prio, value, key, vidx, start
+        found = self._find(query)
+        if len(found) > 1:
+            found = _order(found)
+        return [(h[0], h[1]) for h in found]
+
+    def values(self, query: str) -> list[str]:
+        """The modules of `search_wild(query)`, nothing else (the resolver's hot path)."""
+        if "*" in query or "?" in query or "[" in query:
+            if self._raw is None:
+                return []
+            return [v for _, v in self._raw.search_wild(query)]
+        found = self._find(query)
+        if len(found) > 1:
+            found = _order(found)
+        return [h[1] for h in found]
+
+    def _find(self, query: str) -> list[tuple[int, str, str, int, int]]:
+        """Every hit as (priority, value, key, index on its key, literal prefix length)."""
+        found: list[tuple[int, str, str, int, int]] = []
         buckets = self._buckets
         n = len(query)
         for length in self._heads.get(query[:HEAD], ()):
@@ -134,62 +161,65 @@ class AliasIndex:
                 else:
                     _scan(b, query, n, found)  # type: ignore[arg-type]
         hits = self._exact.get(query)
-        if not found:
-            if not hits:
-                return []
-            if len(hits) == 1:
-                return [(hits[0][0], hits[0][1])]
-            return [(p, v) for p, v, _ in sorted(hits, key=_exact_order)]
         if hits:
             for p, v, vidx in hits:
                 found.append((p, v, query, vidx, -1))
-        return _order(found)
-
-
-def _exact_order(hit: tuple[int, str, int]) -> tuple[int, int]:
-    """Values of one key: by priority; among equals, the later in the file first."""
-    return (hit[0], -hit[2])
+        return found
 
 
 _WILDCARD = re.compile(r"[*?\[]")
 
 
-class _Lazy:
-    """A pattern with `?`, `[` or `\\`, compiled the first time a query reaches it."""
-
-    __slots__ = ("_match", "pattern")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._match: Callable[[str], bool] | None = None
-
-    def __call__(self, text: str) -> bool:
-        if self._match is None:
-            self._match = compile_pattern(self.pattern)
-        return self._match(text)
 
 
 def _build_bucket(start: int, entries: list[Entry]) -> _Bucket:
+    """Pick, for every pattern, its most selective literal segment, and index by it."""
     b = _Bucket(start)
     b.size = len(entries)
+    share: Counter[str] = Counter()
+    for e in entries:
+        if e[6] is None:
+            share.update({*e[5], e[4]})
+
+    def best(e: Entry) -> str:
+        segs = [seg for seg in (*e[5], e[4]) if len(seg) >= MIN_SEGMENT]
+        return min(segs, key=lambda seg: (share[seg], -len(seg))) if segs else ""
+
+    scanned = [e if e[6] is not None else (*e[:7], best(e)) for e in entries]
+    first_chars = {e[7][0] for e in scanned if e[6] is None and e[7] and e[7] != e[4]}
+    if len(entries) <= LINEAR_BUCKET_MAX or len(first_chars) > TOKEN_FIRST_CHARS_MAX:
+        b.plain = scanned
+        return b
     by_tail: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     by_seg: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in entries:
-        if e[6] is not None:
+        seg = best(e) if e[6] is None else ""
+        if not seg:
             b.plain.append(e)
-        elif e[4]:
-            by_tail[len(e[4])][e[4]].append(e)
+        elif seg == e[4]:
+            by_tail[len(seg)][seg].append(e)
         else:
-            seg = max(e[5], key=len, default="")
-            if len(seg) < MIN_SEGMENT:
-                b.plain.append(e)
-            else:
-                by_seg[seg[0]][seg].append(e)
+            by_seg[seg[0]][seg].append(e)
     b.tails = sorted((length, dict(d)) for length, d in by_tail.items())
     b.tokens = [
         (c, tuple(sorted({len(k) for k in segs})), dict(segs)) for c, segs in by_seg.items()
     ]
     return b
+
+
+_PROBE_SPLIT = re.compile(r"[*?\[\]\\]+")
+
+
+def _literal_probe(rest: str) -> str:
+    """A literal run the query must contain for a `?`/`[` pattern to match ("" if none).
+
+    Only runs outside brackets count, and only when the pattern has no backslash (an escape
+    would change what the run means).
+    """
+    if "\\" in rest or "[" in rest:
+        return ""
+    runs = [r for r in _PROBE_SPLIT.split(rest) if len(r) >= MIN_SEGMENT]
+    return max(runs, key=len) if runs else ""
 
 
 def _star_match(query: str, start: int, n: int, tail: str, mids: list[str]) -> bool:
@@ -212,10 +242,28 @@ def _scan_plain(
     for e in entries:
         matcher = e[6]
         if matcher is None:
+            probe = e[7]
+            if probe and probe not in query:
+                continue
             tail = e[4]
-            if (not tail or query.endswith(tail)) and _star_match(query, start, n, tail, e[5]):
+            if tail and not query.endswith(tail):
+                continue
+            mids = e[5]
+            end = n - len(tail)
+            if end < start:
+                continue
+            if mids:
+                pos = start
+                for m in mids:
+                    pos = query.find(m, pos, end)
+                    if pos < 0:
+                        break
+                    pos += len(m)
+                else:
+                    found.append((e[0], e[1], e[2], e[3], start))
+            else:
                 found.append((e[0], e[1], e[2], e[3], start))
-        elif matcher(query[start:]):
+        elif (not e[7] or e[7] in query) and matcher(query[start:]):
             found.append((e[0], e[1], e[2], e[3], start))
 
 
@@ -245,7 +293,9 @@ def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, 
                         continue
                     seen.add(seg)
                     for e in hits:
-                        if _star_match(query, start, n, "", e[5]):
+                        tail = e[4]
+                        if ((not tail or query.endswith(tail))
+                                and _star_match(query, start, n, tail, e[5])):
                             found.append((e[0], e[1], e[2], e[3], start))
             i = query.find(c, i + 1)
 
@@ -258,11 +308,20 @@ def _visit_key(hit: tuple[int, str, str, int, int]) -> tuple[int, int, str, int]
     return (start, _WILD_RANK[key[start]], key[start + 1 :] + _AFTER_ALL, vidx)
 
 
-def _order(found: list[tuple[int, str, str, int, int]]) -> list[tuple[int, str]]:
+def _order(found: list[tuple[int, str, str, int, int]]) -> list[tuple[int, str, str, int, int]]:
     """libkmod's add_value order: by priority; among equals, the later-met first."""
-    if len(found) > 1 and len({h[0] for h in found}) != len(found):
-        found.sort(key=_visit_key, reverse=True)
-        found.sort(key=lambda h: h[0])
-    else:
-        found.sort(key=lambda h: h[0])
-    return [(h[0], h[1]) for h in found]
+    if len(found) == 2:
+        a, b = found
+        if a[0] != b[0]:
+            return found if a[0] < b[0] else [b, a]
+    found.sort(key=_priority)
+    for i in range(len(found) - 1):
+        if found[i][0] == found[i + 1][0]:
+            found.sort(key=_visit_key, reverse=True)
+            found.sort(key=_priority)
+            break
+    return found
+
+
+def _priority(hit: tuple[int, str, str, int, int]) -> int:
+    return hit[0]

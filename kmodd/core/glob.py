@@ -354,11 +354,7 @@ def compile_pattern(pattern: str) -> Matcher:
     if "[" in pattern or "\\" in pattern:
         return lambda s: fnmatch(pattern, s)
     if "?" in pattern:
-        rx = re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
-            re.DOTALL,
-        )
-        return lambda s: rx.fullmatch(s.split("\0", 1)[0]) is not None
+        return question_matcher(pattern)
     if "*" not in pattern:
         return pattern.__eq__
     return star_matcher(pattern)
@@ -386,6 +382,66 @@ def match(pattern: str, string: str) -> bool:
                 return False
             pos += len(m)
     return True
+
+
+class _Segment:
+    """A `*`-free piece of a pattern: its length and its literal runs (offset, text)."""
+
+    __slots__ = ("anchor", "length", "runs")
+
+    def __init__(self, text: str) -> None:
+        self.length = len(text)
+        self.runs = tuple((m.start(), m.group()) for m in _LITERAL_RUN.finditer(text))
+        # Search for the longest run; the others are checked where it lands.
+        self.anchor = max(self.runs, key=lambda r: len(r[1])) if self.runs else None
+
+    def at(self, s: str, pos: int) -> bool:
+        return all(s.startswith(lit, pos + off) for off, lit in self.runs)
+
+    def find(self, s: str, pos: int, end: int) -> int:
+        """Leftmost position >= pos where the segment fits before `end`, or -1."""
+        last = end - self.length
+        if self.anchor is None:
+            return pos if pos <= last else -1
+        off, lit = self.anchor
+        while pos <= last:
+            hit = s.find(lit, pos + off, last + off + len(lit))
+            if hit < 0:
+                return -1
+            start = hit - off
+            if self.at(s, start):
+                return start
+            pos = start + 1
+        return -1
+
+
+_LITERAL_RUN = re.compile(r"[^?]+")
+
+
+def question_matcher(pattern: str) -> Matcher:
+    """Matcher for a pattern of literals, `?` and `*` (no brackets, no backslashes)."""
+    segs = [_Segment(p) for p in pattern.split("*")]
+    head = segs[0]
+    if len(segs) == 1:
+        return lambda s: len(s) == head.length and head.at(s, 0)
+    tail = segs[-1]
+    mids = segs[1:-1]
+    fixed = head.length + tail.length
+
+    def match(s: str) -> bool:
+        n = len(s)
+        if n < fixed or not head.at(s, 0) or not tail.at(s, n - tail.length):
+            return False
+        pos = head.length
+        end = n - tail.length
+        for m in mids:
+            pos = m.find(s, pos, end)
+            if pos < 0:
+                return False
+            pos += m.length
+        return True
+
+    return match
 
 
 def star_matcher(pattern: str) -> Matcher:

@@ -151,7 +151,6 @@ class ModuleIndex:
         )
         self._alias = _alias_index(bins.get("alias"))
         self._builtin_alias = _alias_index(bins.get("builtin_alias"))
-        self._symbols: AliasIndex | None = None  # decoded on first `symbol:` lookup
 
     def dep_line(self, name: str) -> str | None:
         return self._dep.get(name) if self._dep is not None else None
@@ -159,19 +158,20 @@ class ModuleIndex:
     def aliases(self, key: str) -> list[str] | None:
         if self._alias is None:
             return None
-        return [v for _, v in self._alias.search_wild(key)]
+        return self._alias.values(key)
 
     def symbols(self, key: str) -> list[str] | None:
-        if self._symbols is None:
-            self._symbols = _alias_index(self._bins.get("symbols"))
-            if self._symbols is None:
-                return None
-        return [v for _, v in self._symbols.search_wild(key)]
+        # Only `symbol:` lookups (request_module from the kernel) read this index: it is
+        # walked on demand, as libkmod walks its mmap, rather than decoded for every snapshot.
+        ix = self._bins.get("symbols")
+        if ix is None:
+            return None
+        return [v for _, v in ix.search_wild(key)]
 
     def builtin_aliases(self, key: str) -> list[str] | None:
         if self._builtin_alias is None:
             return None
-        return [v for _, v in self._builtin_alias.search_wild(key)]
+        return self._builtin_alias.values(key)
 
     def builtin(self, name: str) -> bool | None:
         return name in self._builtin if self._builtin is not None else None

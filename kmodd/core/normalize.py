@@ -15,7 +15,6 @@ from __future__ import annotations
 
 PATH_MAX = 4096
 
-_DASH_TO_UNDERSCORE = str.maketrans("-", "_")
 
 
 class BadAlias(ValueError):
@@ -27,7 +26,7 @@ def modname_normalize(name: str) -> str:
     dot = name.find(".")
     if dot >= 0:
         name = name[:dot]
-    return name[: PATH_MAX - 1].translate(_DASH_TO_UNDERSCORE)
+    return name[: PATH_MAX - 1].replace("-", "_")
 
 
 def path_to_modname(path: str) -> str | None:
@@ -40,7 +39,7 @@ def path_to_modname(path: str) -> str | None:
 
 def _dashes_outside_brackets(key: str) -> str:
     if "[" not in key and "]" not in key:
-        return key.translate(_DASH_TO_UNDERSCORE)
+        return key.replace("-", "_")
     out: list[str] = []
     i = 0
     n = len(key)

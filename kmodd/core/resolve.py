@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
@@ -61,30 +60,44 @@ class Builtin(Enum):
     NO = 2
 
 
-@dataclass(eq=False)
 class Module:
     """libkmod's `struct kmod_module`: one per name (or name and alias) per run."""
 
-    name: str
-    alias: str | None = None
-    path: str | None = None
-    dep_init: bool = False
-    deps: list[Module] = field(default_factory=list)
-    builtin: Builtin = Builtin.UNKNOWN
-    install_init: bool = False
-    install: str | None = None
-    remove_init: bool = False
-    remove: str | None = None
-    options_init: bool = False
-    options: str | None = None
-    visited: bool = False
-    ignorecmd: bool = False
-    required: bool = False
+    __slots__ = (
+        "alias", "builtin", "dep_init", "deps", "ignorecmd", "install", "install_init",
+        "name", "options", "options_init", "path", "remove", "remove_init", "required",
+        "visited",
+    )
+
+    def __init__(self, name: str, alias: str | None = None) -> None:
+        self.name = name
+        self.alias = alias
+        self.path: str | None = None
+        self.dep_init = False
+        self.deps: list[Module] = []
+        self.builtin = Builtin.UNKNOWN
+        self.install_init = False
+        self.install: str | None = None
+        self.remove_init = False
+        self.remove: str | None = None
+        self.options_init = False
+        self.options: str | None = None
+        self.visited = False
+        self.ignorecmd = False
+        self.required = False
 
     def __repr__(self) -> str:
         return f"Module({self.name!r}, alias={self.alias!r}, path={self.path!r})"
 
 
+
+
+class LookupError_(Exception):
+    """A lookup that failed outright (libkmod returns a negative errno)."""
+
+    def __init__(self, errno: int) -> None:
+        super().__init__(errno)
+        self.errno = errno
 
 
 #: Where `Resolver.lookup` found its answer (`Resolver.last_source`), in chain order.
@@ -100,24 +113,34 @@ LOOKUP_SOURCES = (
 
 
 class CompiledConfig:
-    """A configuration's patterns compiled once: a daemon shares it across resolvers.
+    """What the resolver derives from a Config, once per Config (see `compiled`).
 
-    `alias`, `softdep`, `install` and `remove` keys are fnmatch patterns that libkmod matches
-    on every lookup; compiling them (and remembering which softdep line a module name picks)
-    makes a fresh `Resolver` per event cheap. The answers are those of `glob.fnmatch`.
+    Besides the alias matchers and the exact-key command tables, the `softdep`, `install`
+    and `remove` keys (fnmatch patterns matched against every module of a probe list) are
+    compiled, and the softdep line each module name picks is remembered: a daemon makes a
+    fresh Resolver per event, and matching every softdep line per module was its largest
+    cost.
     """
 
-    __slots__ = ("_softdep_memo", "aliases", "installs", "removes", "softdeps")
+    __slots__ = ("_softdep_memo", "alias_matchers", "blacklist", "first_install",
+                 "first_remove", "install_matchers", "remove_matchers", "softdep_matchers")
 
     def __init__(self, config: Config) -> None:
-        self.aliases: tuple[tuple[Matcher, str, str], ...] = tuple(
+        self.alias_matchers = tuple(
             (compile_pattern(pattern), pattern, name) for pattern, name in config.aliases
         )
-        self.softdeps: tuple[tuple[Matcher, Softdep], ...] = tuple(
+        self.blacklist = frozenset(config.blacklists)
+        self.first_install: dict[str, str] = {}
+        for key, cmd in config.installs:
+            self.first_install.setdefault(key, cmd)
+        self.first_remove: dict[str, str] = {}
+        for key, cmd in config.removes:
+            self.first_remove.setdefault(key, cmd)
+        self.install_matchers = _compile_commands(config.installs)
+        self.remove_matchers = _compile_commands(config.removes)
+        self.softdep_matchers: tuple[tuple[Matcher, Softdep], ...] = tuple(
             (compile_pattern(sd.name), sd) for sd in config.softdeps
         )
-        self.installs = _compile_commands(config.installs)
-        self.removes = _compile_commands(config.removes)
         self._softdep_memo: dict[str, Softdep | None] = {}
 
     def softdep(self, name: str) -> Softdep | None:
@@ -126,7 +149,7 @@ class CompiledConfig:
             return self._softdep_memo[name]
         except KeyError:
             pass
-        found = next((sd for match, sd in self.softdeps if match(name)), None)
+        found = next((sd for match, sd in self.softdep_matchers if match(name)), None)
         self._softdep_memo[name] = found
         return found
 
@@ -137,12 +160,24 @@ def _compile_commands(
     return tuple((compile_pattern(pattern), cmd) for pattern, cmd in commands)
 
 
-class LookupError_(Exception):
-    """A lookup that failed outright (libkmod returns a negative errno)."""
+_COMPILED: dict[int, tuple[Config, CompiledConfig]] = {}
+_COMPILED_MAX = 8
 
-    def __init__(self, errno: int) -> None:
-        super().__init__(errno)
-        self.errno = errno
+
+def compiled(config: Config) -> CompiledConfig:
+    """The CompiledConfig of a Config, built on first use and kept while it is in use.
+
+    A daemon swaps its Config on reload; only the last few are kept (a bounded table keyed
+    by identity, holding the Config so the identity cannot be reused).
+    """
+    hit = _COMPILED.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    c = CompiledConfig(config)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(config)] = (config, c)
+    return c
 
 
 class Resolver:
@@ -154,9 +189,7 @@ class Resolver:
         config: Config,
         system: SystemView,
         log: Callable[[LibkmodEvent], None] | None = None,
-        compiled: CompiledConfig | None = None,
     ) -> None:
-        """`compiled` must come from the same `config` (a daemon compiles it once)."""
         self.indexes = indexes
         self.config = config
         self.system = system
@@ -164,8 +197,12 @@ class Resolver:
         self.pool: dict[str, Module] = {}
         self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
-        self._blacklist = frozenset(config.blacklists)
-        self.compiled = compiled if compiled is not None else CompiledConfig(config)
+        c = compiled(config)
+        self._compiled = c
+        self._blacklist = c.blacklist
+        self._alias_matchers = c.alias_matchers
+        self._first_install = c.first_install
+        self._first_remove = c.first_remove
         #: The lookup step that answered the last `lookup` (a LOOKUP_SOURCES entry), or None.
         self.last_source: str | None = None
 
@@ -297,19 +334,19 @@ class Resolver:
 
     def install_command(self, mod: Module) -> str | None:
         if not mod.install_init:
-            mod.install = _first_match(self.compiled.installs, mod.name)
+            mod.install = _first_match(self._compiled.install_matchers, mod.name)
             mod.install_init = True
         return mod.install
 
     def remove_command(self, mod: Module) -> str | None:
         if not mod.remove_init:
-            mod.remove = _first_match(self.compiled.removes, mod.name)
+            mod.remove = _first_match(self._compiled.remove_matchers, mod.name)
             mod.remove_init = True
         return mod.remove
 
     def softdeps(self, mod: Module) -> tuple[list[Module], list[Module]]:
         """The first softdep line whose key matches the name, each dependency looked up."""
-        sd = self.compiled.softdep(mod.name)
+        sd = self._compiled.softdep(mod.name)
         if sd is None:
             return [], []
         return self._lookup_each(sd.pre), self._lookup_each(sd.post)
@@ -340,30 +377,28 @@ class Resolver:
             key = alias_normalize(given)
         except BadAlias:
             raise LookupError_(EINVAL) from None
-        return self._lookup(key)
-
-    def _lookup(self, key: str) -> list[Module]:
-        found = self._from_config(key)
-        if found:
-            self.last_source = "config-alias"
-            return found
+        indexes = self.indexes
+        if self._alias_matchers:
+            found = self._from_config(key)
+            if found:
+                self.last_source = "config-alias"
+                return found
         if ":" not in key:
-            line = self.indexes.dep_line(key)
+            line = indexes.dep_line(key)
             if line is not None:
                 mod = self.new_from_name(key)
                 self.parse_depline(mod, line)
                 self.last_source = "modules.dep"
                 return [mod]
-        if key.startswith("symbol:"):
-            names = self.indexes.symbols(key)
+        elif key.startswith("symbol:"):
+            names = indexes.symbols(key)
             if names:
                 self.last_source = "modules.symbols"
                 return [self.new_from_alias(key, n) for n in names]
-        found = self._from_commands(key)
-        if found:
+        if key in self._first_install or key in self._first_remove:
             self.last_source = "install-command"
-            return found
-        names = self.indexes.aliases(key)
+            return self._from_commands(key)
+        names = indexes.aliases(key)
         if names:
             self.last_source = "modules.alias"
             return [self.new_from_alias(key, n) for n in names]
@@ -384,23 +419,24 @@ class Resolver:
     def _from_config(self, key: str) -> list[Module]:
         return [
             self.new_from_alias(pattern, name)
-            for match, pattern, name in self.compiled.aliases
+            for match, pattern, name in self._alias_matchers
             if match(key)
         ]
 
     def _from_commands(self, key: str) -> list[Module]:
-        for modname, cmd in self.config.installs:
-            if modname == key:
-                mod = self.new_from_name(modname)
-                mod.install = cmd
-                mod.install_init = True
-                return [mod]
-        for modname, cmd in self.config.removes:
-            if modname == key:
-                mod = self.new_from_name(modname)
-                mod.remove = cmd
-                mod.remove_init = True
-                return [mod]
+        """The first install line keyed exactly `key`, else the first such remove line."""
+        cmd = self._first_install.get(key)
+        if cmd is not None:
+            mod = self.new_from_name(key)
+            mod.install = cmd
+            mod.install_init = True
+            return [mod]
+        cmd = self._first_remove.get(key)
+        if cmd is not None:
+            mod = self.new_from_name(key)
+            mod.remove = cmd
+            mod.remove_init = True
+            return [mod]
         return []
 
     def reset_marks(self) -> None:

@@ -1,7 +1,8 @@
 """The daemon's view of one module directory and its configuration: an immutable `Snapshot`.
 
 A snapshot holds the module index, the modprobe.d configuration (with the kernel command
-line's part of it) with its patterns compiled once (`CompiledConfig`), and the index answers
+line's part of it) with its patterns compiled once, in the build thread (`resolve.compiled`
+finds them again by the configuration's identity), and the index answers
 already given, remembered (`MemoIndexes`: many devices share a modalias). Every event gets a
 fresh `Resolver` over the current snapshot, which costs a few object creations.
 
@@ -28,7 +29,7 @@ from kmodd.core.binindex import IndexFileError
 from kmodd.core.config import Config
 from kmodd.core.index import INDEX_FILES, Indexes, ModuleIndex, RawIndexes, open_indexes
 from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.resolve import CompiledConfig, Resolver, SystemView
+from kmodd.core.resolve import CompiledConfig, Resolver, SystemView, compiled
 from kmodd.system.moddb import load_config, open_error, read_cmdline, read_index_files
 from kmodd.system.root import Root
 
@@ -120,8 +121,8 @@ class Snapshot:
 
     def resolver(self, system: SystemView) -> Resolver:
         """A fresh libkmod-like context for one event or request."""
-        return Resolver(self.indexes, self.config, system, log=_drop_log,
-                        compiled=self.compiled)
+        # Resolver finds `compiled` again by the config's identity (resolve.compiled).
+        return Resolver(self.indexes, self.config, system, log=_drop_log)
 
     @property
     def empty(self) -> bool:
@@ -166,7 +167,7 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
         real_moddir=real_moddir,
         indexes=MemoIndexes(indexes),
         config=config,
-        compiled=CompiledConfig(config),
+        compiled=compiled(config),  # compiled here, in the build thread, not per event
         decoded=decode,
         kernel_blacklist=kernel_module_blacklist(cmdline.decode("latin-1")),
         modules=modules,
@@ -179,7 +180,7 @@ def empty_snapshot(moddir: str, real_moddir: str) -> Snapshot:
     """Generation 0: no index at all (every lookup finds nothing) until a reload works."""
     config = Config()
     return Snapshot(0, moddir, real_moddir, MemoIndexes(RawIndexes(moddir, {})), config,
-                    CompiledConfig(config), decoded=True)
+                    compiled(config), decoded=True)
 
 
 class Snapshots:

@@ -40,7 +40,7 @@ QEMU_FILES = (os.path.join(DATA_DIR, "corpus", "qemu-devices.txt"),
 
 #: How many patterns of a bus are turned into `match` (and `miss`) strings: all of a small bus,
 #: a share of the big ones. Keys are the text before the first ':' of an alias.
-SAMPLE_PER_BUS = {"pci": 420, "usb": 420, "of": 300, "i2c": 120, "hid": 160, "pcmcia": 120,
+SAMPLE_PER_BUS = {"pci": 720, "usb": 720, "of": 400, "i2c": 120, "hid": 160, "pcmcia": 120,
                   "acpi*": 150, "spi": 90, "hdaudio": 100, "cpu": 70, "dmi*": 110,
                   "platform": 80, "mdio": 60, "ieee1394": 50}
 SAMPLE_DEFAULT = 40

@@ -1,0 +1,58 @@
+"""Fixtures of the end-to-end tests: the guest image, and what decides whether they can run.
+
+The e2e tests need root (debootstrap, chroot), QEMU and debootstrap
+(`scripts/setup-test-env` installs them) and network access to Debian and PyPI for the first
+image build; without those they are skipped with the reason. A booted VM is shared by the
+tests of one module (module-scoped fixtures in the test files); never two at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from vm import image
+from vm.loaders import LOADERS, Loader
+from vm.machine import VM
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "e2e tests build a debootstrap image and need root"
+    for tool in ("qemu-system-x86_64", "debootstrap", "apt-get", "dpkg-deb", "depmod"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (run scripts/setup-test-env)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def guest() -> image.Guest:
+    """The bootable guest (built once, then reused from /var/cache/kmodd-e2e)."""
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    return image.build()
+
+
+def loader_or_skip(vm: VM, name: str) -> Loader:
+    """The loader `name` for this guest, or skip the test with the guest's reason."""
+    loader = LOADERS[name]
+    why = loader.unavailable(vm)
+    if why:
+        pytest.skip(why)
+    return loader
+
+
+def skip_kmodd_without_unit(guest: image.Guest) -> None:
+    """Skip before booting when the overlay cannot contain kmodd's unit at all.
+
+    (Whether kmodd is importable and its ExecStart runnable is then checked in the guest.)
+    """
+    if not guest.overlay.has_unit:
+        pytest.skip(f"the checkout has no {image.UNIT_SOURCE}: kmodd cannot be started as "
+                    "systemd would start it")

@@ -1,0 +1,205 @@
+"""In-guest coldplug measurement: start a module loader, wait until it is done, report JSON.
+
+    python3 /vm/coldplug.py --loader udev [--linger 3] --out /run/coldplug.json
+    python3 /vm/coldplug.py --loader exec --exec '["/usr/local/bin/kmodd"]' \
+        --env '{"K": "V"}' [--notify] --out /run/coldplug.json
+
+udev: systemd-udevd --daemon, `udevadm trigger --type=devices --action=add`, `udevadm settle`.
+exec: the loader's own command line (as its systemd unit gives it), started in its own
+session; it is done when it has said READY=1 (with --notify), a first module went live, and
+then for --quiet seconds no uevent came and nothing ran in its session (agent.wait_idle).
+Both: linger, snapshot again (asynchronously probed devices, e.g. behind a USB hub, can
+still load modules after `udevadm settle`). Module load times come from the kernel's
+`add@/module/NAME` uevents, sent once the module's init returned.
+Times in the report are seconds from the loader's start (udev: from the trigger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agent import UeventListener, insert_trace_report, insert_trace_start, wait_idle
+
+SYSFS_DEVICES = "/sys/devices"
+UDEVD = "/lib/systemd/systemd-udevd"
+
+
+def loaded_modules() -> list[str]:
+    with open("/proc/modules") as f:
+        return sorted(line.split()[0] for line in f if line.strip())
+
+
+def modaliases() -> dict[str, str]:
+    """devpath -> modalias of every device under /sys/devices (file, else uevent MODALIAS=)."""
+    out: dict[str, str] = {}
+    for dirpath, _dirnames, filenames in os.walk(SYSFS_DEVICES):
+        alias = None
+        if "modalias" in filenames:
+            try:
+                with open(os.path.join(dirpath, "modalias"), errors="replace") as f:
+                    alias = f.read().strip()
+            except OSError:
+                pass
+        if not alias and "uevent" in filenames:
+            try:
+                with open(os.path.join(dirpath, "uevent"), errors="replace") as f:
+                    for line in f:
+                        if line.startswith("MODALIAS="):
+                            alias = line.strip().split("=", 1)[1]
+            except OSError:
+                pass
+        if alias:
+            out[dirpath[len("/sys"):]] = alias
+    return out
+
+
+def bindings() -> list[dict[str, str]]:
+    """Every device bound to a driver: devpath, driver, module (or "" when built in)."""
+    out = []
+    for dirpath, dirnames, _filenames in os.walk(SYSFS_DEVICES):
+        if "driver" in dirnames or os.path.islink(os.path.join(dirpath, "driver")):
+            drv = os.path.join(dirpath, "driver")
+            module = os.path.join(drv, "module")
+            out.append({
+                "devpath": dirpath[len("/sys"):],
+                "driver": os.path.basename(os.readlink(drv)),
+                "module": os.path.basename(os.readlink(module)) if os.path.islink(module) else "",
+            })
+    return out
+
+
+def run(argv: list[str]) -> float:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic()
+
+
+def start_udev(t: dict[str, float]) -> None:
+    t["loader_start"] = time.monotonic()
+    run([UDEVD, "--daemon"])
+    t["ready"] = run(["udevadm", "control", "--ping"])
+    t["trigger_start"] = time.monotonic()
+    t["trigger_end"] = run(["udevadm", "trigger", "--type=devices", "--action=add"])
+    t["settle_end"] = run(["udevadm", "settle", "--timeout=600"])
+
+
+def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify: bool,
+               quiet: float, first_wait: float, timeout: float,
+               listener: UeventListener) -> subprocess.Popen[bytes]:
+    """Start the loader in its own session; return once it is ready and then idle
+    (agent.wait_idle: no uevent and nothing running in its session for `quiet` s)."""
+    full_env = {**os.environ, **env}
+    sock = None
+    if notify:
+        path = f"/run/coldplug-notify.{os.getpid()}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(timeout)
+        full_env["NOTIFY_SOCKET"] = path
+    t["loader_start"] = t["trigger_start"] = time.monotonic()
+    with open("/run/coldplug-loader.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    while sock is not None and "ready" not in t:
+        try:
+            msg = sock.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            raise SystemExit(f"loader sent no READY=1 within {timeout} s") from None
+        if "READY=1" in msg.split("\n"):
+            t["ready"] = time.monotonic()
+    seen = listener.events  # the listener appends; read-only peeks here
+
+    def last_uevent() -> float:
+        return float(seen[-1]["t"]) if seen else 0.0
+
+    def any_module() -> bool:
+        return any(str(e["devpath"]).startswith("/module/") for e in seen)
+
+    r = wait_idle(proc.pid, last_uevent, any_module, t["loader_start"], quiet, first_wait,
+                  timeout)
+    if proc.poll() is not None:
+        raise SystemExit(f"loader exited with {proc.returncode} during coldplug "
+                         "(see /run/coldplug-loader.log)")
+    if not r["idle"]:
+        raise SystemExit(f"loader still busy after {timeout} s")
+    t["settle_end"] = time.monotonic()
+    return proc
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--loader", choices=("udev", "exec"), required=True)
+    p.add_argument("--exec", dest="exec_argv", default="[]", help="JSON argv of the loader")
+    p.add_argument("--env", default="{}", help="JSON environment additions")
+    p.add_argument("--notify", action="store_true", help="wait for READY=1 (Type=notify)")
+    p.add_argument("--quiet", type=float, default=3.0,
+                   help="exec loader: done after this long idle and without any uevent")
+    p.add_argument("--first-wait", type=float, default=60.0,
+                   help="exec loader: how long to wait for its first module")
+    p.add_argument("--linger", type=float, default=3.0)
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--out", default="/run/coldplug.json")
+    a = p.parse_args()
+
+    listener = UeventListener()
+    insert_trace_start()
+    before_mods = loaded_modules()
+    before_alias = modaliases()
+    t: dict[str, float] = {}
+    events: list[dict[str, Any]] = []
+    if a.loader == "udev":
+        start_udev(t)
+    else:
+        start_exec(t, json.loads(a.exec_argv), json.loads(a.env), a.notify, a.quiet,
+                   a.first_wait, a.timeout, listener)
+    settled_mods = loaded_modules()
+    time.sleep(a.linger)
+    t["linger_end"] = time.monotonic()
+    final_mods = loaded_modules()
+    events.extend(listener.take())
+    after_alias = modaliases()
+    bound = bindings()
+    # modules that went live after the final snapshot (while sysfs was walked): a sign that
+    # the loader was not done when it looked done
+    after_snapshot = [str(e["devpath"]).split("/")[2] for e in listener.take()
+                      if e["action"] == "add" and str(e["devpath"]).startswith("/module/")]
+    listener.stop()
+    inserts = insert_trace_report()
+
+    t0 = t["trigger_start"]
+    module_events: list[dict[str, Any]] = [
+        {"module": str(e["devpath"]).split("/")[2], "t": float(e["t"]) - t0} for e in events
+        if e["action"] == "add" and str(e["devpath"]).startswith("/module/")]
+    times = {k: v - t0 for k, v in t.items()}
+    if module_events:
+        times["last_module"] = max(m["t"] for m in module_events)
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    report = {
+        "loader": a.loader, "kernel": os.uname().release, "cpu": cpu,
+        "modules_before": before_mods, "modules_settled": settled_mods,
+        "modules": final_mods,
+        "late_modules": sorted(set(final_mods) - set(settled_mods)),
+        "modules_after_snapshot": after_snapshot,
+        "times": times, "module_events": module_events,
+        "uevents": len(events),
+        "synthetic_uevents": sum(1 for e in events if "SYNTH_UUID" in e["env"]),
+        "modaliases_before": before_alias, "modaliases_after": after_alias,
+        "bindings": bound, "inserts": inserts,
+    }
+    with open(a.out + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(a.out + ".tmp", a.out)
+    print(json.dumps({"modules": len(final_mods), "times": times}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Build (once) and cache the guest: ELF vmlinux, base initramfs, and a per-checkout overlay.
+
+Base (slow, ~1 min, cached under `$KMODD_E2E_CACHE`, default `/var/cache/kmodd-e2e`, keyed by
+the kernel package, the apt package list, the guest's Python requirements and BUILDER_VERSION):
+  * the Debian kernel package that `linux-image-amd64` depends on (`tests/kerneltree.py`
+    downloads and unpacks it); the bzImage's xz payload is unpacked to the ELF `vmlinux`
+    that QEMU boots through its PVH entry (3 s faster than the bzImage under TCG);
+  * `debootstrap --variant=minbase` of Debian 12 with GUEST_PACKAGES, kmodd's Python
+    requirements installed by pip into /usr/local, and all modules of the kernel in
+    /usr/lib/modules, indexed by the guest's own depmod;
+  * packed as one uncompressed newc cpio (compression makes TCG boots slower).
+
+Overlay (seconds, keyed by a hash of the checkout's files and of `guest/`):
+  * `/init` and `/vm/*.py` from `guest/`;
+  * kmodd installed from the checkout with `pip install --no-deps --target`, entry points in
+    `/usr/local/bin` with Debian's `/usr/bin/python3` as interpreter;
+  * the checkout's `systemd/kmodd.service` as `/usr/lib/systemd/system/kmodd.service` and
+    everything under the checkout's `etc/` as the same path under the guest's `/etc`, when
+    those exist.
+The initrd a VM boots is base + overlay, concatenated (each part 512-byte aligned).
+
+Run as a script (`python3 tests/e2e/vm build`) it builds or reuses everything and prints paths.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from vm import cpio
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GUEST_DIR = os.path.join(HERE, "guest")
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+TESTS_DIR = os.path.join(REPO, "tests")
+# The kmodd checkout that goes into the guest (another worktree's, to try its kmodd here).
+CHECKOUT = os.path.abspath(os.environ.get("KMODD_E2E_CHECKOUT", REPO))
+
+CACHE = os.environ.get("KMODD_E2E_CACHE", "/var/cache/kmodd-e2e")
+# Bump when the build steps change in a way the other key parts do not show.
+BUILDER_VERSION = "1"
+SUITE = "bookworm"
+MIRROR = os.environ.get("KMODD_E2E_MIRROR", "http://deb.debian.org/debian")
+GUEST_PACKAGES = (
+    "python3",          # 3.11.2: kmodd and the agent
+    "python3-systemd",  # journal bindings (a C extension: from apt, not pip)
+    "kmod",             # modprobe & co. for udev and for comparisons
+    "udev",             # the anchor: systemd-udevd + its rules
+    "systemd",          # systemd-journald (started standalone) and systemctl's tools
+    "procps",
+    "iproute2",
+    "pciutils",
+)
+GUEST_PYTHON = "3.11"
+GUEST_SITE = f"usr/local/lib/python{GUEST_PYTHON}/dist-packages"
+GUEST_PYTHON_BIN = "/usr/bin/python3"
+# Trimmed from the rootfs: they only cost boot time (the kernel copies every byte into tmpfs).
+TRIM = (
+    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+    "usr/share/lintian", "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat",
+)
+# A fixed machine id: journald needs one, and a fixed one keeps the image reproducible.
+MACHINE_ID = "6b6d6f6464653265657465737476306d\n"
+UNIT_SOURCE = "systemd/kmodd.service"
+UNIT_GUEST = "usr/lib/systemd/system/kmodd.service"
+ETC_SOURCE = "etc"
+# What of the checkout goes into the overlay (hashed to decide when to rebuild it).
+CHECKOUT_PARTS = ("pyproject.toml", "README.md", "kmodd", "systemd", "etc")
+KEEP_INITRDS = 3
+# Bump when the way base and overlay are joined changes (the parts themselves stay valid).
+INITRD_FORMAT = 2
+
+Log = Callable[[str], None]
+
+
+def _stderr_log(msg: str) -> None:
+    print(f"[image] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    key: str
+    dir: str
+    kver: str
+    kernel_package: str
+    vmlinux: str
+    cpio: str
+    rootfs: str
+
+    @property
+    def manifest(self) -> dict[str, object]:
+        with open(os.path.join(self.dir, "manifest.json")) as f:
+            result: dict[str, object] = json.load(f)
+        return result
+
+
+@dataclass(frozen=True)
+class Overlay:
+    key: str
+    cpio: str
+    has_kmodd: bool  # the checkout installed (its package is in the guest's site-packages)
+    has_unit: bool   # systemd/kmodd.service was copied to UNIT_GUEST
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, f".{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _run(argv: list[str], log_file: str | None = None, **kw: object) -> None:
+    """Run a build step; on failure raise with the tail of its output."""
+    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         **kw)  # type: ignore[call-overload]
+    if log_file:
+        with open(log_file, "a") as f:
+            f.write(f"$ {' '.join(argv)}\n{out.stdout}\n")
+    if out.returncode != 0:
+        tail = "\n".join(out.stdout.splitlines()[-30:])
+        raise RuntimeError(f"{argv[0]} failed (exit {out.returncode}):\n{tail}")
+
+
+def _kernel_tree() -> Any:
+    if TESTS_DIR not in sys.path:
+        sys.path.insert(0, TESTS_DIR)
+    import kerneltree
+
+    return kerneltree.debian_kernel_tree()
+
+
+def guest_requirements() -> list[str]:
+    """kmodd's runtime requirements, as pyproject.toml declares them (installed in the base)."""
+    with open(os.path.join(CHECKOUT, "pyproject.toml"), "rb") as f:
+        deps: list[str] = tomllib.load(f)["project"]["dependencies"]
+    return sorted(deps)
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes:
+    """Return the ELF kernel inside an x86 bzImage (xz payload; boot protocol >= 2.08)."""
+    if bzimage[0x202:0x206] != b"HdrS":
+        raise ValueError("not a bzImage: no 'HdrS' boot header at 0x202")
+    setup_sects = bzimage[0x1F1] or 4
+    payload_offset, payload_length = struct.unpack_from("<II", bzimage, 0x248)
+    start = (setup_sects + 1) * 512 + payload_offset
+    payload = bzimage[start:start + payload_length]
+    if not payload.startswith(b"\xfd7zXZ\x00"):
+        raise ValueError(f"bzImage payload at {start:#x} is not xz (magic {payload[:6]!r})")
+    elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+    if not elf.startswith(b"\x7fELF"):
+        raise ValueError("bzImage payload did not unpack to an ELF file")
+    return elf
+
+
+def _base_key(package: str, deb: str) -> str:
+    spec = {
+        "builder": BUILDER_VERSION, "kernel": package, "deb": os.path.basename(deb),
+        "packages": GUEST_PACKAGES, "python": guest_requirements(), "suite": SUITE,
+        "mirror": MIRROR, "trim": TRIM,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_base(log: Log = _stderr_log) -> BaseImage:
+    """Return the cached base image, building it first if its inputs changed."""
+    tree = _kernel_tree()
+    with open(os.path.join(tree.root, ".complete")) as f:
+        deb = f.read().strip()
+    key = _base_key(tree.package, deb)
+    d = os.path.join(CACHE, f"base-{key}")
+    img = BaseImage(key=key, dir=d, kver=tree.kver, kernel_package=tree.package,
+                    vmlinux=os.path.join(d, "vmlinux"), cpio=os.path.join(d, "base.cpio"),
+                    rootfs=os.path.join(d, "rootfs"))
+    with _locked("base"):
+        if os.path.exists(os.path.join(d, "manifest.json")):
+            return img
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        steps: dict[str, float] = {}
+        buildlog = os.path.join(d, "build.log")
+
+        t = time.monotonic()
+        log(f"kernel {tree.package}: extracting vmlinux")
+        with open(os.path.join(tree.root, "boot", f"vmlinuz-{tree.kver}"), "rb") as f:
+            elf = extract_vmlinux(f.read())
+        with open(img.vmlinux + ".tmp", "wb") as f:
+            f.write(elf)
+        os.replace(img.vmlinux + ".tmp", img.vmlinux)
+        steps["kernel"] = time.monotonic() - t
+
+        t = time.monotonic()
+        log(f"debootstrap {SUITE} minbase + {' '.join(GUEST_PACKAGES)} (~40 s)")
+        debs = os.path.join(CACHE, "debootstrap-debs")
+        os.makedirs(debs, exist_ok=True)
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}",
+              f"--cache-dir={debs}", SUITE, img.rootfs, MIRROR], buildlog)
+        steps["debootstrap"] = time.monotonic() - t
+
+        t = time.monotonic()
+        reqs = guest_requirements()
+        log(f"pip: {' '.join(reqs)}")
+        site = os.path.join(img.rootfs, GUEST_SITE)
+        _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+              "--no-compile", "--only-binary=:all:", "--python-version", GUEST_PYTHON,
+              "--target", site, *reqs], buildlog)
+        shutil.rmtree(os.path.join(site, "bin"), ignore_errors=True)
+        _run(["chroot", img.rootfs, "python3", "-m", "compileall", "-q", "/" + GUEST_SITE],
+             buildlog)
+        steps["pip"] = time.monotonic() - t
+
+        t = time.monotonic()
+        log("modules + depmod")
+        moddir = os.path.join(img.rootfs, "usr/lib/modules", tree.kver)
+        shutil.copytree(tree.moddir, moddir, symlinks=True)
+        _run(["chroot", img.rootfs, "depmod", "-a", tree.kver], buildlog)
+        with open(os.path.join(img.rootfs, "etc/machine-id"), "w") as f:
+            f.write(MACHINE_ID)
+        with open(os.path.join(img.rootfs, "etc/hostname"), "w") as f:
+            f.write("kmodd-e2e\n")
+        for rel in TRIM:
+            p = os.path.join(img.rootfs, rel)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+                os.makedirs(p)
+            elif os.path.exists(p):
+                os.unlink(p)
+        steps["modules"] = time.monotonic() - t
+
+        t = time.monotonic()
+        log("packing base.cpio")
+        with open(img.cpio + ".tmp", "wb") as f:
+            w = cpio.Writer(f)
+            w.add_tree(img.rootfs)
+            w.close()
+        os.replace(img.cpio + ".tmp", img.cpio)
+        steps["pack"] = time.monotonic() - t
+
+        versions = subprocess.run(
+            ["chroot", img.rootfs, "dpkg-query", "-W", "-f", "${Package}=${Version}\n",
+             *[p for p in GUEST_PACKAGES]], capture_output=True, text=True).stdout.split()
+        manifest = {
+            "key": key, "kver": tree.kver, "kernel_package": tree.package,
+            "kernel_deb": os.path.basename(deb), "packages": versions, "python": reqs,
+            "builder": BUILDER_VERSION, "cpio_bytes": os.path.getsize(img.cpio),
+            "modules": sum(1 for _ in glob.iglob(f"{moddir}/**/*.ko*", recursive=True)),
+            "build_seconds": {k: round(v, 1) for k, v in steps.items()},
+        }
+        with open(os.path.join(d, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+        log(f"base image {key} ready: {manifest['build_seconds']}")
+        return img
+
+
+def _hash_checkout(h: hashlib._Hash, root: str, parts: tuple[str, ...]) -> None:
+    for part in parts:
+        top = os.path.join(root, part)
+        if os.path.isfile(top):
+            files = [top]
+        elif os.path.isdir(top):
+            files = []
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                files += [os.path.join(dirpath, n) for n in sorted(filenames)
+                          if not n.endswith(".pyc")]
+        else:
+            continue
+        for p in files:
+            h.update(os.path.relpath(p, root).encode() + b"\0")
+            with open(p, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+
+
+def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
+    """pip-install the checkout into dest/GUEST_SITE, scripts into dest/usr/local/bin."""
+    if not os.path.exists(os.path.join(checkout, "pyproject.toml")):
+        return False
+    with tempfile.TemporaryDirectory(prefix="kmodd-src-") as src:
+        # A copy, so that the build's egg-info and build/ do not land in the checkout.
+        for part in ("pyproject.toml", "README.md", "kmodd"):
+            p = os.path.join(checkout, part)
+            if os.path.isdir(p):
+                shutil.copytree(p, os.path.join(src, part),
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            elif os.path.isfile(p):
+                shutil.copy2(p, src)
+        site = os.path.join(dest, GUEST_SITE)
+        log("pip install --no-deps --target <overlay> <checkout>")
+        _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+              "--no-deps", "--target", site, src])
+    bindir = os.path.join(site, "bin")
+    if os.path.isdir(bindir):
+        os.makedirs(os.path.join(dest, "usr/local/bin"), exist_ok=True)
+        for name in os.listdir(bindir):
+            with open(os.path.join(bindir, name), "rb") as f:
+                lines = f.read().split(b"\n", 1)
+            # pip wrote the host interpreter's path; the guest runs Debian's python3.
+            body = b"#!" + GUEST_PYTHON_BIN.encode() + b"\n" + (lines[1] if len(lines) > 1 else b"")
+            target = os.path.join(dest, "usr/local/bin", name)
+            with open(target, "wb") as f:
+                f.write(body)
+            os.chmod(target, 0o755)
+        shutil.rmtree(bindir)
+    return os.path.isdir(os.path.join(site, "kmodd"))
+
+
+def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
+    """Return the cached overlay for the checkout's current files, building it if needed."""
+    h = hashlib.sha256(BUILDER_VERSION.encode())
+    _hash_checkout(h, HERE, ("guest",))
+    _hash_checkout(h, checkout, CHECKOUT_PARTS)
+    key = h.hexdigest()[:16]
+    d = os.path.join(CACHE, "overlays")
+    path = os.path.join(d, f"{key}.cpio")
+    meta_path = os.path.join(d, f"{key}.json")
+    with _locked("overlay"):
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            return Overlay(key=key, cpio=path, **meta)
+        os.makedirs(d, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="kmodd-overlay-") as tree:
+            os.makedirs(os.path.join(tree, "vm"))
+            for name in os.listdir(GUEST_DIR):
+                src = os.path.join(GUEST_DIR, name)
+                if name == "__pycache__" or not os.path.isfile(src):
+                    continue
+                dst = os.path.join(tree, "init" if name == "init" else f"vm/{name}")
+                shutil.copy(src, dst)
+                os.chmod(dst, 0o755)
+            has_kmodd = _install_checkout(checkout, tree, log)
+            unit = os.path.join(checkout, UNIT_SOURCE)
+            has_unit = os.path.isfile(unit)
+            if has_unit:
+                os.makedirs(os.path.join(tree, os.path.dirname(UNIT_GUEST)))
+                shutil.copy(unit, os.path.join(tree, UNIT_GUEST))
+            etc = os.path.join(checkout, ETC_SOURCE)
+            if os.path.isdir(etc):
+                shutil.copytree(etc, os.path.join(tree, "etc"))
+            with open(path + ".tmp", "wb") as f:
+                w = cpio.Writer(f)
+                # The overlay's parents (usr, usr/local, ...) exist in the base already; the
+                # kernel keeps existing directories when a later archive names them again.
+                w.add_tree(tree)
+                w.close()
+            os.replace(path + ".tmp", path)
+        meta = {"has_kmodd": has_kmodd, "has_unit": has_unit}
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+        log(f"overlay {key}: kmodd installed: {has_kmodd}, unit: {has_unit}")
+        return Overlay(key=key, cpio=path, **meta)
+
+
+def initrd(base: BaseImage, overlay: Overlay) -> str:
+    """The initrd to boot: base.cpio + overlay, cached by both keys."""
+    d = os.path.join(CACHE, "initrd")
+    path = os.path.join(d, f"{base.key}-{overlay.key}-f{INITRD_FORMAT}.img")
+    with _locked("initrd"):
+        if os.path.exists(path):
+            os.utime(path)
+            return path
+        os.makedirs(d, exist_ok=True)
+        cpio.concatenate(path, [base.cpio, overlay.cpio])
+        # Each initrd is as big as the base: keep only the few most recently used.
+        old = sorted(glob.glob(os.path.join(d, "*.img")), key=os.path.getmtime)[:-KEEP_INITRDS]
+        for p in old:
+            os.unlink(p)
+        return path
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Everything a VM needs to boot: kernel, initrd, and what went into them."""
+
+    base: BaseImage
+    overlay: Overlay
+    initrd: str
+
+
+def build(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Guest:
+    """Build or reuse base and overlay; return the bootable pair."""
+    base = build_base(log)
+    overlay = build_overlay(checkout, log)
+    return Guest(base=base, overlay=overlay, initrd=initrd(base, overlay))
+
+
+def main(argv: list[str]) -> int:
+    t = time.monotonic()
+    g = build()
+    print(json.dumps({
+        "vmlinux": g.base.vmlinux, "initrd": g.initrd, "kver": g.base.kver,
+        "base": g.base.key, "overlay": g.overlay.key, "has_kmodd": g.overlay.has_kmodd,
+        "has_unit": g.overlay.has_unit, "seconds": round(time.monotonic() - t, 1),
+    }, indent=1))
+    return 0
+
