@@ -144,7 +144,7 @@ class Daemon:
         self.log(Priority.INFO, f"{verb} module index generation {snapshot.generation} from "
                                 f"{snapshot.moddir} ({what}, {len(snapshot.config.files)} "
                                 f"configuration files, {snapshot.build_seconds * 1000:.0f} ms)",
-                 "reload")
+                 "reload" if verb == "Loaded" else "index")
 
     # -- reloading ------------------------------------------------------------------------------
 
