@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("static_rules", Kind.BOOL, True,
             "also load what Debian's udev rules load without a modalias (sg, ppdev, ...)"),
     Setting("dry_run", Kind.BOOL, False, "decide and log, but never load or unload"),
+    Setting("index_in_memory", Kind.BOOL, True,
+            "decode the module index into memory after start-up (fast lookups; about 25 MB "
+            "for a distribution kernel); no: answer from the mapped index files"),
     Setting("watch_config", Kind.BOOL, True,
             "reload when modprobe.d or the module index change (inotify)"),
     Setting("reload_debounce", Kind.DURATION, 0.5,
@@ -119,6 +122,7 @@ class Settings:
     coldplug: bool
     static_rules: bool
     dry_run: bool
+    index_in_memory: bool
     watch_config: bool
     reload_debounce: float
     reload_max_delay: float

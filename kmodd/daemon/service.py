@@ -87,7 +87,8 @@ class Daemon:
         self.lifecycle = Lifecycle(setup.started, setup.kernel_release,
                                    dry_run=self.settings.dry_run)
         moddir = module_dir("", setup.kernel_release)
-        self.snapshots = Snapshots(self.root, moddir, self.root.path(moddir))
+        self.snapshots = Snapshots(self.root, moddir, self.root.path(moddir),
+                                   in_memory=self.settings.index_in_memory)
         self._source = source
         self._install_signals = install_signals
         self._stop = asyncio.Event()
@@ -211,7 +212,7 @@ class Daemon:
         if isinstance(decoded, SnapshotFailure):
             self.log(Priority.ERR, f"The module index cannot be decoded, lookups stay on the "
                                    f"mapped files: {decoded.reason}")
-        elif not self.snapshots.current.empty:
+        elif not self.snapshots.current.empty and self.settings.index_in_memory:
             self._tell_snapshot(decoded, "Decoded")
         assert self.intake is not None and self.devices is not None
         if self.settings.coldplug:

@@ -14,8 +14,9 @@ damaged), the current snapshot stays and the failure says why, naming the file a
 Start-up takes two steps so that the daemon is ready quickly: first a snapshot over the
 mapped index files as they are (`RawIndexes`, which libkmod would use too; only the headers
 are checked), then, after READY=1, the fully decoded `ModuleIndex`, built in a thread and
-swapped in under the same generation. A reload always decodes before it swaps, so a damaged
-index never replaces a good one.
+swapped in under the same generation. A reload decodes before it swaps, so a damaged index
+never replaces a good one. With `index_in_memory = no` the daemon stays on the mapped files
+(about 25 MB less for a distribution kernel, each new modalias looked up on the trie).
 """
 
 from __future__ import annotations
@@ -186,10 +187,14 @@ def empty_snapshot(moddir: str, real_moddir: str) -> Snapshot:
 class Snapshots:
     """The current snapshot, and its replacement: one build at a time, swapped atomically."""
 
-    def __init__(self, root: Root, moddir: str, real_moddir: str) -> None:
+    def __init__(self, root: Root, moddir: str, real_moddir: str, *,
+                 in_memory: bool = True) -> None:
+        """`in_memory`: decode the index (the `index_in_memory` setting); without it every
+        snapshot answers from the mapped files, its memo remembering what was asked."""
         self.root = root
         self.moddir = moddir
         self.real_moddir = real_moddir
+        self.in_memory = in_memory
         self.current = empty_snapshot(moddir, real_moddir)
         self.last_failure: SnapshotFailure | None = None
         self._next_generation = 1
@@ -220,8 +225,14 @@ class Snapshots:
 
     async def decode(self) -> Snapshot | SnapshotFailure:
         """Replace a start-up snapshot by its decoded form (same generation)."""
+        if not self.in_memory:
+            return self.current
         return await self._replace(decode=True, new_generation=False)
 
     async def reload(self) -> Snapshot | SnapshotFailure:
-        """A new generation, fully decoded before it replaces the current one."""
-        return await self._replace(decode=True, new_generation=True)
+        """A new generation, fully decoded (when in memory) before it replaces the current.
+
+        Mapped, only the headers are checked before the swap; damage deeper in a file then
+        shows when a lookup reaches it, and costs that lookup only.
+        """
+        return await self._replace(decode=self.in_memory, new_generation=True)

@@ -251,3 +251,20 @@ def test_events_for_a_waiting_device_are_coalesced_and_a_full_queue_means_a_resy
             assert daemon.control.statistics().overruns == counters.overflows
 
     asyncio.run(scenario())
+
+
+def test_with_the_index_left_mapped_lookups_answer_from_the_files(root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, source=source, index_in_memory=False) as daemon:
+            await asyncio.wait_for(daemon.coldplugged.wait(), 30)
+            assert not daemon.snapshots.current.decoded
+            source.push(uevent("/devices/a", VIRTIO_PCI))
+            await wait_until(lambda: finished(daemon, "/devices/a"))
+            assert outcome_of(daemon, "/devices/a") == "inserted"
+            assert daemon.control is not None
+            assert await daemon.control.reload() == 2
+            assert not daemon.snapshots.current.decoded
+
+    asyncio.run(scenario())
