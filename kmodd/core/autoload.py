@@ -179,6 +179,30 @@ def decide(resolver: Resolver, live: LiveState, key: str,
     return Resolution(key, resolver.last_source, tuple(candidates))
 
 
+def redecide(resolver: Resolver, live: LiveState, earlier: Resolution) -> Resolution | None:
+    """`earlier`'s decisions again, for the kernel's state now, reusing its plans.
+
+    A plan depends on the index and the configuration only (which the resolver holds);
+    what the kernel has loaded meanwhile only changes which candidates are skipped. None
+    when a candidate now needs a plan that was never made (it was live before): decide
+    afresh then.
+    """
+    candidates = []
+    for c in earlier.candidates:
+        state = initstate(resolver, live, c.module)
+        if state is InitState.BUILTIN:
+            candidates.append(Candidate(c.module, Decision.BUILTIN, c.plan))
+        elif state is InitState.LIVE:
+            candidates.append(Candidate(c.module, Decision.ALREADY_LOADED, c.plan))
+        elif c.plan is None or c.plan.reason == "loaded":
+            return None
+        elif c.plan.reason == "blacklisted":
+            candidates.append(Candidate(c.module, Decision.BLACKLISTED, c.plan))
+        else:
+            candidates.append(Candidate(c.module, Decision.LOAD, c.plan))
+    return Resolution(earlier.key, earlier.source, tuple(candidates), earlier.error)
+
+
 def kernel_module_blacklist(cmdline: str) -> frozenset[str]:
     """Module names in the kernel's `module_blacklist=` (comma-separated, every occurrence)."""
     names: set[str] = set()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kmodd.core.autoload import (
@@ -27,17 +27,20 @@ from kmodd.core.autoload import (
     Request,
     Resolution,
     decide,
+    redecide,
 )
 from kmodd.core.plan import LiveState
-from kmodd.core.resolve import Resolver, SystemView
+from kmodd.core.resolve import Resolver
 from kmodd.core.udev_static import static_loads
 from kmodd.core.uevent import Action
 from kmodd.daemon.intake import Intake, Origin, Queued
 from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
 from kmodd.daemon.report import Facts, Reporter, Where
-from kmodd.daemon.snapshot import Snapshots
+from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.system.journal import Priority
 
+#: Keys (modaliases) whose decisions and plans are remembered per snapshot.
+DECISION_MEMO_MAX = 4096
 #: Which outcome names a device when several modules were involved, most telling first.
 DEVICE_OUTCOME_ORDER = (
     LoadOutcome.FAILED,
@@ -55,6 +58,43 @@ def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
     """The outcome a device is shown with (see DEVICE_OUTCOME_ORDER)."""
     present = set(outcomes)
     return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
+
+
+class Decisions:
+    """Decide keys against a snapshot; a key decided before on it reuses its plans.
+
+    Devices share modaliases (CPUs, identical functions), and a plan depends only on the
+    snapshot (index, configuration, which files exist), so the second device with a
+    modalias costs one state check per module (`core.autoload.redecide`). The chains of one
+    event share one resolver: a remembered key brings its own.
+    """
+
+    def __init__(self, live: LiveState) -> None:
+        self.live = live
+        self._memo: dict[str, tuple[Resolver, Resolution]] = {}
+        self._snapshot: Snapshot | None = None
+        self.hits = 0
+
+    def resolve(self, snapshot: Snapshot, keys: Sequence[str]
+                ) -> tuple[Resolver, tuple[Resolution, ...]]:
+        if snapshot is not self._snapshot:
+            self._memo.clear()
+            self._snapshot = snapshot
+        memo = self._memo
+        if len(keys) == 1:
+            hit = memo.get(keys[0])
+            if hit is not None:
+                again = redecide(hit[0], self.live, hit[1])
+                if again is not None:
+                    self.hits += 1
+                    return hit[0], (again,)
+        resolver = snapshot.resolver()
+        resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
+        if len(keys) == 1:
+            if len(memo) >= DECISION_MEMO_MAX:
+                memo.clear()
+            memo[keys[0]] = (resolver, resolutions[0])
+        return resolver, resolutions
 
 
 @dataclass(slots=True)
@@ -130,12 +170,13 @@ class Devices:
     """The device table, and the handling of each queued device."""
 
     def __init__(self, snapshots: Snapshots, loader: Loader, live: LiveState,
-                 files: SystemView, reporter: Reporter, *, is_loaded: Callable[[str], bool],
+                 reporter: Reporter, *, is_loaded: Callable[[str], bool],
                  static_rules: bool, dry_run: bool) -> None:
+        """`live` answers the decisions (a listing may be a little stale: the loader asks
+        the kernel again before each insert)."""
         self.snapshots = snapshots
         self.loader = loader
         self.live = live
-        self.files = files
         self.reporter = reporter
         self.is_loaded = is_loaded
         self.static_rules = static_rules
@@ -143,6 +184,7 @@ class Devices:
         self.records: dict[str, DeviceRecord] = {}
         self.modules: dict[str, ModuleRecord] = {}
         self._seen_other: set[str] = set()  # events with nothing to load (modules...)
+        self.decisions = Decisions(live)
         self._expected: set[str] = set()
         self._expecting = False
         self._settled = asyncio.Event()
@@ -238,8 +280,7 @@ class Devices:
             self._done(devpath)
             return None
         snapshot = self.snapshots.current
-        resolver = snapshot.resolver(self.files)
-        resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
+        resolver, resolutions = self.decisions.resolve(snapshot, keys)
         record = DeviceRecord(devpath, event.subsystem, event.modalias, event.seqnum,
                               item.origin, item.queued, time.monotonic(), snapshot.generation,
                               resolutions)

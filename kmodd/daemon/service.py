@@ -38,11 +38,11 @@ from kmodd.system.inotify import ChangeWatcher, config_targets
 from kmodd.system.journal import LogSink, Priority
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
+from kmodd.system.liveview import ListedModules
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
 from kmodd.system.notify import LISTEN_VARIABLES, ListenFd, Notifier, watchdog_interval
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
-from kmodd.system.sysview import FileView
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
@@ -256,13 +256,12 @@ class Daemon:
             raise
         settings = self.settings
         live = self.kernel.modules
-        files = FileView(self.root)
         self.loader = Loader(self.kernel, live, DevKmsg(self.root), self.root,
                              parallel=parallel_limit(settings.parallel_loads),
                              install_timeout=settings.install_timeout,
                              environ={k: v for k, v in self.setup.environ.items()
                                       if k not in PRIVATE_VARIABLES})
-        self.devices = Devices(self.snapshots, self.loader, live, files, self.reporter,
+        self.devices = Devices(self.snapshots, self.loader, ListedModules(live), self.reporter,
                                is_loaded=lambda name: module_is_present(self.root, name),
                                static_rules=settings.static_rules, dry_run=settings.dry_run)
         self.intake = Intake(source, self.devices_root, settings.intake_queue,
@@ -271,7 +270,7 @@ class Daemon:
         self.control = DaemonControl(
             lifecycle=self.lifecycle, snapshots=self.snapshots, devices=self.devices,
             loader=self.loader, intake=self.intake, source=source, reporter=self.reporter,
-            live=live, files=files, root=self.root, devices_root=self.devices_root,
+            live=live, root=self.root, devices_root=self.devices_root,
             reload=self.reload)
         service = build_service(self.control, self.hub, version=__version__,
                                 admin_group=settings.control_group,

@@ -33,6 +33,7 @@ from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.resolve import CompiledConfig, Resolver, SystemView, compiled
 from kmodd.system.moddb import load_config, open_error, read_cmdline, read_index_files
 from kmodd.system.root import Root
+from kmodd.system.sysview import FileView
 
 #: Index answers remembered per snapshot; when full, the memo starts over.
 LOOKUP_MEMO_MAX = 65536
@@ -104,6 +105,33 @@ class MemoIndexes:
         return len(self._memo)
 
 
+class RememberedFiles:
+    """A `SystemView` that remembers its stat() answers for the life of one snapshot.
+
+    libkmod stats every dependency path it reads from modules.dep when it creates a module
+    object; udev's long-lived context creates each object once. Remembering the answers
+    per snapshot does the same for a daemon that makes a fresh resolver per event (a new
+    index, after depmod, comes with a new snapshot and a fresh memo).
+    """
+
+    def __init__(self, inner: SystemView) -> None:
+        self._inner = inner
+        self._memo: dict[str, int] = {}
+
+    def stat_errno(self, path: str) -> int:
+        try:
+            return self._memo[path]
+        except KeyError:
+            pass
+        if len(self._memo) >= LOOKUP_MEMO_MAX:
+            self._memo.clear()
+        err = self._memo[path] = self._inner.stat_errno(path)
+        return err
+
+    def cwd(self) -> str:
+        return self._inner.cwd()
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One generation of the module index and configuration."""
@@ -114,16 +142,17 @@ class Snapshot:
     indexes: MemoIndexes = field(repr=False)
     config: Config = field(repr=False)
     compiled: CompiledConfig = field(repr=False)
+    files: RememberedFiles = field(repr=False)
     decoded: bool
     kernel_blacklist: frozenset[str] = frozenset()
     modules: int = 0  # modules in modules.dep (known once decoded)
     build_seconds: float = 0.0
     problems: tuple[str, ...] = ()  # configuration lines that were ignored
 
-    def resolver(self, system: SystemView) -> Resolver:
+    def resolver(self) -> Resolver:
         """A fresh libkmod-like context for one event or request."""
         # Resolver finds `compiled` again by the config's identity (resolve.compiled).
-        return Resolver(self.indexes, self.config, system, log=_drop_log)
+        return Resolver(self.indexes, self.config, self.files, log=_drop_log)
 
     @property
     def empty(self) -> bool:
@@ -169,6 +198,7 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
         indexes=MemoIndexes(indexes),
         config=config,
         compiled=compiled(config),  # compiled here, in the build thread, not per event
+        files=RememberedFiles(FileView(root)),
         decoded=decode,
         kernel_blacklist=kernel_module_blacklist(cmdline.decode("latin-1")),
         modules=modules,
@@ -177,11 +207,11 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
     )
 
 
-def empty_snapshot(moddir: str, real_moddir: str) -> Snapshot:
+def empty_snapshot(root: Root, moddir: str, real_moddir: str) -> Snapshot:
     """Generation 0: no index at all (every lookup finds nothing) until a reload works."""
     config = Config()
     return Snapshot(0, moddir, real_moddir, MemoIndexes(RawIndexes(moddir, {})), config,
-                    compiled(config), decoded=True)
+                    compiled(config), RememberedFiles(FileView(root)), decoded=True)
 
 
 class Snapshots:
@@ -195,7 +225,7 @@ class Snapshots:
         self.moddir = moddir
         self.real_moddir = real_moddir
         self.in_memory = in_memory
-        self.current = empty_snapshot(moddir, real_moddir)
+        self.current = empty_snapshot(root, moddir, real_moddir)
         self.last_failure: SnapshotFailure | None = None
         self._next_generation = 1
         self._lock = asyncio.Lock()

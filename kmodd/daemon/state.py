@@ -33,7 +33,7 @@ from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.outcome import classify_remove
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, in_kernel, initstate, plan_probe
-from kmodd.core.resolve import LookupError_, Resolver, SystemView
+from kmodd.core.resolve import LookupError_, Resolver
 from kmodd.daemon.control import (
     CandidateView,
     DeviceView,
@@ -161,7 +161,7 @@ class DaemonControl:
 
     def __init__(self, *, lifecycle: Lifecycle, snapshots: Snapshots, devices: Devices,
                  loader: Loader, intake: Intake, source: UeventSource, reporter: Reporter,
-                 live: LiveState, files: SystemView, root: Root, devices_root: Root,
+                 live: LiveState, root: Root, devices_root: Root,
                  reload: Callable[[str], Awaitable[Snapshot | str]]) -> None:
         self.lifecycle = lifecycle
         self.snapshots = snapshots
@@ -171,7 +171,6 @@ class DaemonControl:
         self.source = source
         self.reporter = reporter
         self.live = live
-        self.files = files
         self.root = root
         self.devices_root = devices_root
         self._reload = reload
@@ -293,7 +292,7 @@ class DaemonControl:
 
     def _resolver(self) -> tuple[Snapshot, Resolver]:
         snapshot = self.snapshots.current
-        return snapshot, snapshot.resolver(self.files)
+        return snapshot, snapshot.resolver()
 
     def blacklist_origin(self, snapshot: Snapshot, name: str) -> str:
         """Where `blacklist name` comes from: the file and line, or the kernel command line."""
@@ -461,7 +460,7 @@ class DaemonControl:
                                               f"Module {name} is not loaded"))
                 continue
             started = time.monotonic()
-            removal = await self.loader.remove(snapshot.resolver(self.files), name)
+            removal = await self.loader.remove(snapshot.resolver(), name)
             duration = int((time.monotonic() - started) * 1_000_000)
             errno = -removal.status if removal.status < 0 else 0
             removed = [m for m, err in removal.removed if err == 0]
