@@ -268,3 +268,30 @@ def test_with_the_index_left_mapped_lookups_answer_from_the_files(root: Root) ->
             assert not daemon.snapshots.current.decoded
 
     asyncio.run(scenario())
+
+
+def test_a_second_device_with_the_same_modalias_reuses_the_plan(root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            assert daemon.devices is not None
+            decisions = daemon.devices.decisions
+            await asyncio.wait_for(daemon.coldplugged.wait(), 30)  # the decoded index is in
+            source.push(uevent("/devices/cpu0", "platform:serial8250", 1, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu0"))
+            source.push(uevent("/devices/cpu1", "platform:serial8250", 2, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu1"))
+            assert decisions.hits == 1
+            assert outcome_of(daemon, "/devices/cpu0") == "inserted"
+            assert outcome_of(daemon, "/devices/cpu1") == "already-loaded"
+            # A reload brings a new snapshot: nothing is reused across it.
+            assert daemon.control is not None
+            await daemon.control.reload()
+            source.push(uevent("/devices/cpu2", "platform:serial8250", 3, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu2"))
+            assert decisions.hits == 1
+            assert [n for c, n in running.fake.calls if c == "finit_module"] == ["kmodd_serial"]
+
+    asyncio.run(scenario())
