@@ -130,6 +130,18 @@ def kmod_plan(root: Root, key: str, kver: str = KVER) -> list[str]:
     return names
 
 
+def kmodctl(path: str, *args: str) -> tuple[int, str, str]:
+    """`kmodctl --socket PATH ARGS...` in-process: (exit code, stdout, stderr)."""
+    import io
+
+    from kmodd.cli.kmodctl import dispatch
+
+    out, err = io.BytesIO(), io.BytesIO()
+    code = dispatch(["kmodctl", "--socket", path, *args], root=Root(), stdout=out,
+                    stderr=err, environ={})
+    return code, out.getvalue().decode(), err.getvalue().decode()
+
+
 def fake_kernel(root: Root, **kwargs: Any) -> FakeKernel:
     return FakeKernel(root, module_layout_crc=LAYOUT_CRC, module_sig=False, **kwargs)
 

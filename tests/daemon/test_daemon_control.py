@@ -7,7 +7,6 @@ Unload and Reload need root (or the admin group), and a refused call changes not
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import shutil
 import tempfile
@@ -17,10 +16,9 @@ from typing import Any
 
 import pytest
 from conftest import RunAs
-from daemon_tree import MACHINE_MODULES, RunningDaemon, wait_until, write_tree
+from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
-from kmodd.cli.kmodctl import dispatch
 from kmodd.core.uevent import Action, Uevent
 from kmodd.core.varlink_idl import check_value, parse_interface
 from kmodd.daemon.control import IDL
@@ -49,13 +47,6 @@ def root() -> Iterator[Root]:
     base.chmod(0o755)
     yield write_tree(base, MACHINE_MODULES)
     shutil.rmtree(base)
-
-
-def kmodctl(path: str, *args: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    code = dispatch(["kmodctl", "--socket", path, *args], root=Root(), stdout=out,
-                    stderr=err, environ={})
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def checked(path: str, method: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
