@@ -263,8 +263,9 @@ class Devices:
         event = item.event
         devpath = event.devpath
         self.handled_events += 1
-        self.reporter.event("uevent", f"{event.action.value} {devpath} ({item.origin.value})",
-                            devpath, event.modalias)
+        if self.reporter.hub.subscribers:
+            self.reporter.event("uevent", f"{event.action.value} {devpath} "
+                                f"({item.origin.value})", devpath, event.modalias)
         if event.action is Action.REMOVE:
             self.records.pop(devpath, None)
             self._seen_other.discard(devpath)

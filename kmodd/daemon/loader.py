@@ -263,9 +263,10 @@ class _ChainActions:
 class _RemovalIO:
     """`core.remove.RemoveIO` for the daemon: deletes through the kernel port, collects text."""
 
-    def __init__(self, loader: Loader, modules: SysModules) -> None:
+    def __init__(self, loader: Loader, modules: SysModules, dry_run: bool) -> None:
         self._loader = loader
         self._modules = modules
+        self._dry_run = dry_run
         self.messages: list[str] = []
         self.removed: list[tuple[str, int]] = []  # (module, errno) for every delete_module
 
@@ -279,6 +280,9 @@ class _RemovalIO:
         return self._modules.holders(name)
 
     def remove_module(self, mod: Module) -> int:
+        if self._dry_run:
+            self.removed.append((mod.name, 0))
+            return 0
         errno = self._loader.kernel.delete(mod.name)
         self.removed.append((mod.name, errno))
         if errno:
@@ -286,6 +290,9 @@ class _RemovalIO:
         return -errno
 
     def run_remove_command(self, mod: Module, command: str) -> int:
+        if self._dry_run:
+            self.removed.append((mod.name, 0))
+            return 0
         loader = self._loader
         result = run_command(command.replace("$CMDLINE_OPTS", ""), mod.name, loader.environ,
                              loader.install_timeout)
@@ -380,22 +387,23 @@ class Loader:
 
     # -- removal ----------------------------------------------------------------------------
 
-    def _remove_blocking(self, resolver: Resolver, name: str) -> RemovalResult:
+    def _remove_blocking(self, resolver: Resolver, name: str, dry_run: bool) -> RemovalResult:
         modules = self.kernel.modules
-        io = _RemovalIO(self, modules)
+        io = _RemovalIO(self, modules, dry_run)
         try:
             status = remove(resolver, self.live, io, name, 0, RemoveOptions())
         except LookupError_ as e:
             status = -e.errno
         return RemovalResult(status, tuple(io.removed), tuple(io.messages))
 
-    async def remove(self, resolver: Resolver, name: str) -> RemovalResult:
-        """`modprobe -r name` (core.remove), in a worker thread."""
+    async def remove(self, resolver: Resolver, name: str, *,
+                     dry_run: bool = False) -> RemovalResult:
+        """`modprobe -r name` (core.remove), in a worker thread (`dry_run`: decide only)."""
         loop = asyncio.get_running_loop()
         self._enter()
         try:
             return await loop.run_in_executor(self._executor, self._remove_blocking, resolver,
-                                              name)
+                                              name, dry_run)
         finally:
             self._leave()
 

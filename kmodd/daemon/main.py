@@ -99,6 +99,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as e:  # a bug: say it in one record; the service manager restarts us
+        causes = e.exceptions if isinstance(e, BaseExceptionGroup) else (e,)
+        for cause in causes:
+            sink.log(Priority.CRIT, f"Stopped by an internal error: {type(cause).__name__}: "
+                                    f"{cause}")
+        return EXIT_FAILURE
     if daemon.abandoned_loads:
         # Threads blocked in finit_module would hold the interpreter's exit forever.
         out.flush()

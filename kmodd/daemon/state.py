@@ -460,21 +460,28 @@ class DaemonControl:
                                               f"Module {name} is not loaded"))
                 continue
             started = time.monotonic()
-            removal = await self.loader.remove(snapshot.resolver(), name)
+            dry_run = self.lifecycle.dry_run
+            removal = await self.loader.remove(snapshot.resolver(), name, dry_run=dry_run)
             duration = int((time.monotonic() - started) * 1_000_000)
             errno = -removal.status if removal.status < 0 else 0
             removed = [m for m, err in removal.removed if err == 0]
-            if errno == 0:
+            if errno == 0 and dry_run:
+                outcome = LoadOutcome.PLANNED
+                text = "Would remove " + ", ".join(removed) + " (dry run)"
+            elif errno == 0:
                 outcome = LoadOutcome.REMOVED
                 text = "Removed " + ", ".join(removed) if removed else "Nothing to remove"
             else:
                 outcome = LoadOutcome.FAILED
                 text = "; ".join(removal.messages) or classify_remove(errno).cause
+            sentence = None
+            if errno:
+                sentence = f"Failed to remove module '{loaded[0].name}'"
+            elif dry_run:
+                sentence = text
             self.reporter.outcome(Facts(outcome, module=loaded[0].name, key=name,
                                         errno=errno or None, duration_usec=duration,
-                                        detail="" if errno == 0 else text,
-                                        sentence=None if errno == 0 else
-                                        f"Failed to remove module '{loaded[0].name}'"),
+                                        detail="" if errno == 0 else text, sentence=sentence),
                                   Request.EXPLICIT)
             results.append(LoadResultView(name, outcome.value, errno or None, text))
         return results

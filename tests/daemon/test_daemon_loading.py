@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from daemon_tree import (
+    KVER,
     MACHINE_MODULES,
     FixtureModule,
     ListSink,
@@ -295,3 +296,21 @@ def test_a_second_device_with_the_same_modalias_reuses_the_plan(root: Root) -> N
             assert [n for c, n in running.fake.calls if c == "finit_module"] == ["kmodd_serial"]
 
     asyncio.run(scenario())
+
+
+def test_a_dry_run_unload_removes_nothing(root: Root) -> None:
+    kernel = fake_kernel(root)
+    serial = root.path(f"/lib/modules/{KVER}/kernel/drivers/kmodd/kmodd-serial.ko")
+    assert kernel.port().insert(serial).ok
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, source=FakeUeventSource(),
+                                 dry_run=True) as daemon:
+            assert daemon.control is not None
+            results = await daemon.control.unload(["kmodd_serial"])
+            assert [(r.module, r.outcome, r.message) for r in results] == [
+                ("kmodd_serial", "planned", "Would remove kmodd_serial (dry run)")]
+
+    asyncio.run(scenario())
+    assert kernel.module("kmodd_serial") is not None
+    assert [c for c, _ in kernel.calls] == ["finit_module"]
