@@ -139,8 +139,9 @@ class Daemon:
         return listener
 
     def _tell_snapshot(self, snapshot: Snapshot, verb: str) -> None:
-        for problem in snapshot.problems:
-            self.log(Priority.WARNING, f"{problem}, ignoring")
+        if verb != "Decoded":  # the same configuration as the mapped snapshot's: told then
+            for problem in snapshot.problems:
+                self.log(Priority.WARNING, problem)  # kmod's words already say "ignoring"
         what = f"{snapshot.modules} modules" if snapshot.decoded else "index mapped"
         self.log(Priority.INFO, f"{verb} module index generation {snapshot.generation} from "
                                 f"{snapshot.moddir} ({what}, {len(snapshot.config.files)} "
