@@ -17,13 +17,14 @@ CORE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 #: Standard-library modules a core module must not import: they reach the system.
 SYSTEM_MODULES = {
-    "socket", "subprocess", "select", "selectors", "asyncio", "signal", "mmap", "ctypes",
+    "socket", "subprocess", "select", "selectors", "asyncio", "signal", "ctypes",
     "shutil", "tempfile", "glob", "pathlib", "io", "fcntl", "termios", "pwd", "grp",
     "time", "datetime", "threading", "multiprocessing", "concurrent", "urllib", "http",
     "logging", "syslog", "platform", "sysconfig", "importlib", "sqlite3",
 }
 #: From `os` only these pure helpers may be used.
 OS_ALLOWED = {"strerror", "path"}
+#: `mmap` may be named (module data often arrives as a mapping) but never called.
 
 
 def _core_files() -> list[str]:
@@ -59,4 +60,8 @@ def test_core_module_imports_only_pure_standard_library(path: str) -> None:
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                 and node.value.id == "os" and node.attr not in OS_ALLOWED):
             problems.append(f"line {node.lineno}: uses os.{node.attr}")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+                and (getattr(node.func, "id", None) == "mmap"
+                     or getattr(node.func, "attr", None) == "mmap")):
+            problems.append(f"line {node.lineno}: maps a file (mmap)")
     assert problems == []

@@ -9,8 +9,8 @@ options may be abbreviated to any unique prefix; an exact match wins.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class Arg(Enum):
@@ -19,23 +19,20 @@ class Arg(Enum):
     OPTIONAL = 2
 
 
-@dataclass(frozen=True, slots=True)
-class LongOpt:
+class LongOpt(NamedTuple):
     name: str
     arg: Arg
     short: str  # the short option it stands for
 
 
-@dataclass(frozen=True, slots=True)
-class Opt:
+class Opt(NamedTuple):
     """An option found: its short letter and its argument (if it takes one)."""
 
     key: str
     value: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OptError:
+class OptError(NamedTuple):
     """A bad option; `message` is glibc's text, newline included (getopt returned '?')."""
 
     message: str

@@ -8,7 +8,7 @@ stderr logger, used by the tools that never install one (insmod, lsmod, modinfo)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from kmodd.core.libkmodlog import (
@@ -41,15 +41,24 @@ def fs_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+Encode = Callable[[str], bytes]
+
+
 class ToolLog:
-    """A kmod tool's log: `log_printf` and, once set up, libkmod's messages too."""
+    """A kmod tool's log: `log_printf` and, once set up, libkmod's messages too.
+
+    `encode` turns text back into the bytes it stands for: `fs_bytes` for text that came
+    from argv as Python decodes it, `latin1` for a tool that keeps every byte as one
+    character (modprobe, whose text also comes from config files).
+    """
 
     def __init__(self, prog: str, stderr: BinaryIO, *,
-                 priority: int = int(TOOL_DEFAULT_PRIORITY)) -> None:
+                 priority: int = int(TOOL_DEFAULT_PRIORITY), encode: Encode = fs_bytes) -> None:
         self.prog = prog
         self.stderr = stderr
         self.priority = priority
         self.use_syslog = False
+        self.encode = encode
 
     def open_syslog(self) -> None:
         """`log_open(true)`: later messages go to syslog (facility daemon)."""
@@ -70,7 +79,7 @@ class ToolLog:
 
             syslog.syslog(priority, syslog_text)
         else:
-            self.stderr.write(fs_bytes(line))
+            self.stderr.write(self.encode(line))
 
     def log(self, priority: Priority, text: str) -> None:
         """A tool's own message (`log_printf`); `text` keeps its newline."""
@@ -91,17 +100,19 @@ class ToolLog:
 
     def raw(self, text: str) -> None:
         """Bytes a tool writes straight to stderr (fprintf(stderr, ...)), syslog or not."""
-        self.stderr.write(fs_bytes(text))
+        self.stderr.write(self.encode(text))
 
 
 class LibkmodDefaultLog:
     """libkmod's own logger (`log_filep` to stderr), filtered by `KMOD_LOG`."""
 
-    def __init__(self, stderr: BinaryIO, environ: Mapping[str, str]) -> None:
+    def __init__(self, stderr: BinaryIO, environ: Mapping[str, str], *,
+                 encode: Encode = fs_bytes) -> None:
         self.stderr = stderr
         self.priority = libkmod_priority(environ)
+        self.encode = encode
 
     def __call__(self, event: LibkmodEvent) -> None:
         if event.priority > self.priority:
             return
-        self.stderr.write(fs_bytes(libkmod_line_default(event)))
+        self.stderr.write(self.encode(libkmod_line_default(event)))

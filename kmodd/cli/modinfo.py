@@ -9,29 +9,29 @@ prepending). `-F FIELD` prints bare values; `-0` ends records with NUL and print
 
 Debian's kmod 30 is built with zstd and xz but without zlib, so `.ko.gz` is not a module
 extension for it and gzip data is not decompressed; `DEBIAN_KMOD_EXTENSIONS` and
-`DEBIAN_KMOD_DECOMPRESSES` record that so the output stays identical.
+`kmodd.system.modfile` record that so the output stays identical.
 """
 
 from __future__ import annotations
 
 import errno as E
-import importlib
 import mmap
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.core import elf
 from kmodd.core.config import build_config
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
 from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
 from kmodd.system.moddb import raw_indexes, read_cmdline
+from kmodd.system.modfile import map_module, module_image
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
 from kmodd.system.sysview import FileView
 
@@ -74,8 +74,6 @@ HELP = ("Usage:\n"
 
 #: Module file extensions of Debian's kmod 30 build (`kmod_exts`: no .ko.gz without zlib).
 DEBIAN_KMOD_EXTENSIONS = (".ko", ".ko.xz", ".ko.zst")
-#: Compressions Debian's kmod 30 decompresses (zstd and xz; gzip data is read as it is).
-DEBIAN_KMOD_DECOMPRESSES = frozenset({"zstd", "xz"})
 #: The file of built-in modules' `.modinfo` strings (`modname.key=value\0`).
 MODULES_BUILTIN_MODINFO = "modules.builtin.modinfo"
 #: The keys the signature adds (`kmod_module_get_info`).
@@ -135,35 +133,11 @@ def absolute_path(path: str, environ: Mapping[str, str]) -> str:
     return f"{cwd}/{path}"
 
 
-_READERS: list[ModuleType] = []
-
-
-def _readers() -> tuple[ModuleType, ModuleType]:
-    """kmodd.core.compression and kmodd.core.elf (the depmod branch's), imported once."""
-    if not _READERS:
-        _READERS.extend(importlib.import_module(f"kmodd.core.{name}")
-                        for name in ("compression", "elf"))
-    return _READERS[0], _READERS[1]
-
-
 def read_module_info(path: str, *, signature: bool = True) -> ModinfoData | int:
-    """`.modinfo` strings and signature of a module file, or the errno kmod would report.
-
-    Like libkmod, the file is mapped rather than read, so only the pages holding the headers,
-    `.modinfo` and the signature are touched.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        return err.errno or E.EIO
-    try:
-        size = os.fstat(fd).st_size
-        image: bytes | mmap.mmap = (
-            mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) if size else b"")
-    except (OSError, ValueError) as err:
-        return getattr(err, "errno", None) or E.EINVAL
-    finally:
-        os.close(fd)
+    """`.modinfo` strings and signature of a module file, or the errno kmod would report."""
+    image = map_module(path)
+    if isinstance(image, int):
+        return image
     try:
         return _module_info(path, image, signature)
     finally:
@@ -172,15 +146,9 @@ def read_module_info(path: str, *, signature: bool = True) -> ModinfoData | int:
 
 
 def _module_info(path: str, image: bytes | mmap.mmap, with_signature: bool) -> ModinfoData | int:
-    compression, elf = _readers()
-    data: bytes | mmap.mmap = image
-    try:
-        kind = str(compression.detect(image[:compression.MAGIC_PROBE_SIZE]))
-        if kind in DEBIAN_KMOD_DECOMPRESSES:
-            data = compression.decompress(bytes(image))
-    except compression.DecompressError as err:
-        code: int = err.errno
-        return code
+    data = module_image(image)
+    if isinstance(data, int):
+        return data
     try:
         strings: list[str] = elf.parse_module(data, path).strings(".modinfo")
     except elf.ElfError as err:

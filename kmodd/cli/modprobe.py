@@ -10,25 +10,31 @@ the daemon.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog
+from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
 from kmodd.core.index import INDEX_FILES, IndexProblem
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority
-from kmodd.core.plan import Plan, ProbeFlag, Step, initstate, plan_probe, run_plan
-from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
+from kmodd.core.normalize import path_to_modname
 from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
 from kmodd.system.root import Root, kernel_release, module_dir
 
 if TYPE_CHECKING:
+    from kmodd.core.elf import ModuleElf
+    from kmodd.core.plan import Plan, ProbeFlag, Step
     from kmodd.system.kernel import KernelPort
+    from kmodd.system.modstate import SysModules
+
+# A one-shot `modprobe -R` must start fast: what only loading, removing or --show-* need
+# (planning, removal, the ELF reader, the kernel edge) is imported where it is used.
 
 SHORT_OPTIONS = "arw:RibfDcnC:d:S:sqvVh"
 # Long-only options are keyed by their own name (modprobe.c gives them small numbers).
@@ -206,31 +212,33 @@ class _Exit(Exception):
         self.status = status
 
 
-@dataclass
 class _Settings:
-    use_all: bool = False
-    remove: bool = False
-    remove_holders: bool = False
-    wait_msec: int = 0
-    first_time: bool = False
-    ignore_commands: bool = False
-    use_blacklist: bool = False
-    force: bool = False
-    strip_modversion: bool = False
-    strip_vermagic: bool = False
-    ignore_loaded: bool = False
-    dry_run: bool = False
-    do_show: bool = False
-    lookup_only: bool = False
-    show_config: bool = False
-    show_modversions: bool = False
-    show_exports: bool = False
-    config_paths: list[str] = field(default_factory=list)
-    root: str | None = None
-    kversion: str | None = None
-    use_syslog: bool = False
-    verbose: int = DEFAULT_VERBOSE
-    log_priority: Priority = Priority.CRIT  # LOG(): FATAL, or WARNING under -a
+    """What the options said."""
+
+    def __init__(self) -> None:
+        self.use_all: bool = False
+        self.remove: bool = False
+        self.remove_holders: bool = False
+        self.wait_msec: int = 0
+        self.first_time: bool = False
+        self.ignore_commands: bool = False
+        self.use_blacklist: bool = False
+        self.force: bool = False
+        self.strip_modversion: bool = False
+        self.strip_vermagic: bool = False
+        self.ignore_loaded: bool = False
+        self.dry_run: bool = False
+        self.do_show: bool = False
+        self.lookup_only: bool = False
+        self.show_config: bool = False
+        self.show_modversions: bool = False
+        self.show_exports: bool = False
+        self.config_paths: list[str] = []
+        self.root: str | None = None
+        self.kversion: str | None = None
+        self.use_syslog: bool = False
+        self.verbose: int = DEFAULT_VERBOSE
+        self.log_priority: Priority = Priority.CRIT  # LOG(): FATAL, or WARNING under -a
 
 
 class _Run:
@@ -246,8 +254,8 @@ class _Run:
         self._pending: list[bytes] = []  # stdio's buffer: printf'd, not yet flushed
         self.environ = dict(environ)
         self.prog = os.path.basename(argv[0]) if argv else "modprobe"
-        self.log = ToolLog(self.prog, stderr)
-        self.default_log = LibkmodDefaultLog(stderr, self.environ)
+        self.log = ToolLog(self.prog, stderr, encode=latin1)
+        self.default_log = LibkmodDefaultLog(stderr, self.environ, encode=latin1)
         self.s = _Settings()
         self.moddir = ""
         self.real_moddir = ""
@@ -383,7 +391,8 @@ class _Run:
         if s.show_config:
             return self._show_config(config, resolver)
         if s.show_modversions or s.show_exports:
-            return self._show_symbols(args[0])
+            status = self._show_symbols(args[0])
+            return status
         if s.remove:
             return self._rmmod_all(resolver, args)
         if s.use_all:
@@ -407,12 +416,10 @@ class _Run:
 
     def _open(self, config: Config) -> Resolver:
         from kmodd.system.moddb import raw_indexes
-        from kmodd.system.modstate import SysModules
         from kmodd.system.sysview import FileView
 
         indexes, problems = raw_indexes(self.moddir, self.real_moddir)
         self._report_index_problems(indexes, problems)
-        self.sysfs = SysModules(self.root, self.libkmod)
         files = FileView(self.root, files_under_root=self.s.root is None)
         return Resolver(indexes, config, files, log=self.libkmod)
 
@@ -450,9 +457,52 @@ class _Run:
             self.out("".join(f"alias {k} {v}\n" for k, v in resolver.indexes.dump(role)))
         return 0
 
-    def _show_symbols(self, path: str) -> int:
-        self.LOG(f"Module {path} not found.\n")
-        return 1
+    def _show_symbols(self, filename: str) -> int:
+        """--show-modversions / --show-exports: `0x%08x\t<symbol>` per entry."""
+        from kmodd.core.elf import ElfError, parse_module
+        from kmodd.system.modfile import map_module, module_image
+        from kmodd.system.sysview import FileView
+
+        files = FileView(self.root, files_under_root=self.s.root is None)
+        abspath = filename if filename.startswith("/") else f"{files.cwd()}/{filename}"
+        if files.stat_errno(abspath) or path_to_modname(filename) is None:
+            self.LOG(f"Module {filename} not found.\n")
+            return 1
+        what = "modversions" if self.s.show_modversions else "symbols"
+        real = self.root.path(abspath) if self.s.root is None and not self.root.is_host \
+            else abspath
+        raw = map_module(real)
+        err = raw if isinstance(raw, int) else 0
+        entries: list[tuple[int, str]] = []
+        if not err:
+            assert not isinstance(raw, int)
+            image = module_image(raw)
+            try:
+                if isinstance(image, int):
+                    err = image
+                else:
+                    entries, err = self._symbol_entries(parse_module(image, abspath))
+            except ElfError as e:
+                err = e.errno
+        if err:
+            self.LOG(f"could not get {what} of {filename}: {os.strerror(err)}\n")
+            return 1
+        self.out("".join(f"0x{crc:08x}\t{name}\n" for crc, name in entries))
+        return 0
+
+    def _symbol_entries(self, module: ModuleElf) -> tuple[list[tuple[int, str]], int]:
+        """kmod_module_get_versions (a missing `__versions` is ENOENT, a ragged one EINVAL)
+        or kmod_module_get_symbols (raises ElfError(ENOENT) without exports)."""
+        from kmodd.core.elf import MODVERSION_RECORD_SIZE
+
+        if not self.s.show_modversions:
+            return [(e.crc, e.name) for e in module.exports()], 0
+        section = module.section("__versions")
+        if section is None:
+            return [], errno.ENOENT
+        if section.size % MODVERSION_RECORD_SIZE:
+            return [], errno.EINVAL
+        return [(v.crc, v.name.removeprefix(".")) for v in module.versions()], 0
 
     # -- inserting -----------------------------------------------------------------------------
 
@@ -465,6 +515,11 @@ class _Run:
         if not mods:
             self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
             return -2
+        if s.lookup_only:
+            self.out("".join(f"{mod.name}\n" for mod in mods))
+            return 0
+        from kmodd.core.plan import ProbeFlag, plan_probe
+
         flags = ProbeFlag(0)
         if s.strip_modversion or s.force:
             flags |= ProbeFlag.FORCE_MODVERSION
@@ -484,11 +539,8 @@ class _Run:
         show = self._print_action if (s.do_show or s.verbose > DEFAULT_VERBOSE) else None
         err = 0
         for mod in mods:
-            if s.lookup_only:
-                self.out(f"{mod.name}\n")
-            else:
-                plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
-                err = self._run(resolver, plan, flags, show)
+            plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
+            err = self._run(resolver, plan, flags, show)
             if err >= 0:
                 err = 0
             else:
@@ -497,6 +549,7 @@ class _Run:
 
     def _run(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
              show: object) -> int:
+        from kmodd.core.plan import ProbeFlag, run_plan
         from kmodd.system.actions import HostActions
 
         actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel())
@@ -511,6 +564,8 @@ class _Run:
             return
         path = self.resolver.path(m)
         if path is None:
+            from kmodd.core.plan import initstate
+
             if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
                 self.out(f"builtin {m.name}\n")
         else:
@@ -525,6 +580,13 @@ class _Run:
             text = os.strerror(-err)
         self.log.err(f"could not insert '{mod.name}': {text}\n")
 
+    @functools.cached_property
+    def sysfs(self) -> SysModules:
+        """/sys/module as libkmod reads it (only loading and removing need it)."""
+        from kmodd.system.modstate import SysModules
+
+        return SysModules(self.root, self.libkmod)
+
     def _kernel(self) -> KernelPort:
         if self.kernel is None:
             from kmodd.system.kernel import LinuxKernel
@@ -535,6 +597,7 @@ class _Run:
     # -- removing -------------------------------------------------------------------------------
 
     def _rmmod_all(self, resolver: Resolver, args: Sequence[str]) -> int:
+        from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
         from kmodd.system.actions import HostRemoval
 
         s = self.s

@@ -179,21 +179,30 @@ def _build_bucket(start: int, entries: list[Entry]) -> _Bucket:
     share: Counter[str] = Counter()
     for e in entries:
         if e[6] is None:
-            share.update({*e[5], e[4]})
-
-    def best(e: Entry) -> str:
-        segs = [seg for seg in (*e[5], e[4]) if len(seg) >= MIN_SEGMENT]
-        return min(segs, key=lambda seg: (share[seg], -len(seg))) if segs else ""
-
-    scanned = [e if e[6] is not None else (*e[:7], best(e)) for e in entries]
-    first_chars = {e[7][0] for e in scanned if e[6] is None and e[7] and e[7] != e[4]}
+            share.update(e[5])
+            if e[4]:
+                share[e[4]] += 1
+    chosen: list[Entry] = []
+    for e in entries:
+        if e[6] is not None:
+            chosen.append(e)
+            continue
+        best = ""
+        best_rank = (1 << 30, 0)
+        for seg in (*e[5], e[4]):
+            if len(seg) >= MIN_SEGMENT:
+                rank = (share[seg], -len(seg))
+                if rank < best_rank:
+                    best, best_rank = seg, rank
+        chosen.append((*e[:7], best))
+    first_chars = {e[7][0] for e in chosen if e[6] is None and e[7] and e[7] != e[4]}
     if len(entries) <= LINEAR_BUCKET_MAX or len(first_chars) > TOKEN_FIRST_CHARS_MAX:
-        b.plain = scanned
+        b.plain = chosen
         return b
     by_tail: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     by_seg: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
-    for e in entries:
-        seg = best(e) if e[6] is None else ""
+    for e in chosen:
+        seg = e[7] if e[6] is None else ""
         if not seg:
             b.plain.append(e)
         elif seg == e[4]:

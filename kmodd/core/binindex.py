@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import compress
+from typing import NamedTuple
 
 from kmodd.core.glob import match
 
@@ -57,8 +57,7 @@ class IndexFileError(ValueError):
         self.found = found
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """One decoded trie node."""
 
     offset: int
@@ -205,7 +204,7 @@ class BinIndex:
             p = node.prefix
             for j, ch in enumerate(p):
                 if ch in "*?[":
-                    self._wild_all(node, j, "", key[i + j :], found, set())
+                    self._wild_all(word, j, "", key[i + j :], found)
                     return
                 if i + j >= len(key) or ch != key[i + j]:
                     return
@@ -213,7 +212,7 @@ class BinIndex:
             for wc in WILD_CHILDREN:
                 child = node.child(wc)
                 if child:
-                    self._wild_all(self.node(child), 0, wc, key[i:], found, set())
+                    self._wild_all(child, 0, wc, key[i:], found)
             if i == len(key):
                 for prio, value in node.values:
                     found.append((prio, -len(found), value))
@@ -222,25 +221,19 @@ class BinIndex:
             i += 1
 
     def _wild_all(
-        self,
-        node: Node,
-        j: int,
-        pattern: str,
-        subkey: str,
+        self, word: int, skip: int, pattern: str, subkey: str,
         found: list[tuple[int, int, str]],
-        seen: set[int],
     ) -> None:
-        """Visit a whole subtree below a wildcard: children first, then the node itself."""
-        if node.offset in seen:
-            raise IndexFileError(self.path, node.offset, "node is reached twice")
-        seen.add(node.offset)
-        pattern += node.prefix[j:]
-        for k, word in enumerate(node.children):
-            if word:
-                self._wild_all(self.node(word), 0, pattern + chr(node.first + k), subkey,
-                               found, seen)
-        if node.values and match(pattern, subkey):
-            for prio, value in node.values:
+        """Every pattern of a subtree below a wildcard, tried against the rest of the key.
+
+        libkmod visits the subtree children first (in character order), then the node, so
+        the patterns are taken in that order: sorting keys with a sentinel above every
+        character appended gives exactly it (a node's values keep their file order).
+        """
+        entries = self._checked_decode(word, pattern, skip)
+        entries.sort(key=_post_order)
+        for key, prio, value in entries:
+            if match(key, subkey):
                 found.append((prio, -len(found), value))
 
     # -- whole-index reads -----------------------------------------------------------------
@@ -252,8 +245,14 @@ class BinIndex:
 
     def items(self) -> list[tuple[str, int, str]]:
         """Decode every (key, priority, value): keys in byte order, values in file order."""
+        if not self.root & NODE_OFFSET:
+            return []
+        return self._checked_decode(self.root, "", 0)
+
+    def _checked_decode(self, top: int, start_key: str, skip: int) -> list[tuple[str, int, str]]:
+        """`_decode`, with any damage reported as IndexFileError naming the spot."""
         try:
-            return self._items()
+            return self._decode(top, start_key, skip)
         except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
             if isinstance(e, IndexFileError):
                 raise
@@ -261,11 +260,13 @@ class BinIndex:
             self._walk_checked()
             raise IndexFileError(self.path, 0, f"damaged index ({e})") from e
 
-    def _items(self) -> list[tuple[str, int, str]]:
+    def _decode(self, top: int, start_key: str, skip: int) -> list[tuple[str, int, str]]:
+        """(key, priority, value) of the subtree at node word `top`, in pre-order.
+
+        `start_key` is the key leading to it; the first `skip` characters of its own prefix
+        are left out (a walk that stopped inside the prefix already has them).
+        """
         out: list[tuple[str, int, str]] = []
-        root = self.root
-        if not root & NODE_OFFSET:
-            return out
         buf = self._buf
         find = buf.find
         unpack_from = struct.unpack_from
@@ -273,7 +274,7 @@ class BinIndex:
         append = out.append
         visited = 0
         limit = self._size  # a valid trie has fewer nodes than bytes
-        stack: list[tuple[int, str]] = [(root, "")]
+        stack: list[tuple[int, str]] = [(top, start_key)]
         pop = stack.pop
         push = stack.append
         extend = stack.extend
@@ -289,7 +290,11 @@ class BinIndex:
                 end = find(b"\0", off)
                 if end < 0:
                     raise IndexFileError(self.path, off, "node prefix runs past the file's end")
-                key += buf[off:end].decode("ascii")
+                if skip:
+                    key += buf[off + skip : end].decode("ascii")
+                    skip = 0
+                else:
+                    key += buf[off:end].decode("ascii")
                 off = end + 1
             if word & NODE_CHILDS:
                 first = buf[off]
@@ -330,5 +335,10 @@ class BinIndex:
 
 
 _CHILD_FORMATS = {n: f">{n}I" for n in range(1, CHILD_MAX + 1)}
+_AFTER_ALL = "\uffff"
+
+
+def _post_order(entry: tuple[str, int, str]) -> str:
+    return entry[0] + _AFTER_ALL
 _CHR = tuple(chr(i) for i in range(CHILD_MAX))
 

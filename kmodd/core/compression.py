@@ -9,7 +9,8 @@ Errors carry libkmod's own wording (`xz: File is corrupt`, `zstd: <name>`, `gzip
 because depmod prints them through its log as `depmod: ERROR: xz: File is corrupt`.
 
 xz and gzip use the standard library. zstd needs the `zstandard` package (a declared
-dependency of kmodd); it is imported only when a zstd file is met, so everything else works
+dependency of kmodd), which lives in the system layer (`kmodd.system.codecs`) and is handed
+in; it is imported only when a zstd file is met, so everything else works
 without it and the rest of this module stays stdlib-only.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import errno
 import lzma
 import zlib
+from collections.abc import Callable
 from enum import StrEnum
 from mmap import mmap
 
@@ -98,15 +100,24 @@ def detect(data: Buffer) -> Compression:
     return Compression.NONE
 
 
-def decompress(data: Buffer) -> Buffer:
-    """The module image inside `data`: decoded when compressed, `data` itself otherwise."""
+ZstdDecoder = Callable[[Buffer], bytes]
+
+
+def decompress(data: Buffer, zstd: ZstdDecoder | None = None) -> Buffer:
+    """The module image inside `data`: decoded when compressed, `data` itself otherwise.
+
+    zstd needs a third-party codec, which the system layer passes in
+    (`kmodd.system.codecs.unzstd`); without one a zstd file is an error.
+    """
     kind = detect(data)
     if kind is Compression.NONE:
         return data
     if kind is Compression.XZ:
         return _unxz(data)
     if kind is Compression.ZSTD:
-        return _unzstd(data)
+        if zstd is None:
+            raise DecompressError("zstd: no zstd decoder given", errno.ENOTSUP)
+        return zstd(data)
     return _gunzip(data)
 
 
@@ -128,29 +139,6 @@ def _unxz(data: Buffer) -> bytes:
         rest = dec.unused_data.lstrip(b"\0")  # stream padding between concatenated streams
         if not rest:
             return b"".join(out)
-
-
-def _unzstd(data: Buffer) -> bytes:
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DecompressError("zstd: support not installed (pip install zstandard)") from None
-    # libkmod streams frame after frame until EOF and keeps what it decoded when the input
-    # simply stops; only a decoding error fails the file.
-    out: list[bytes] = []
-    with memoryview(data) as view:
-        rest: bytes | memoryview = view
-        try:
-            while rest:
-                dobj = zstandard.ZstdDecompressor().decompressobj()
-                out.append(dobj.decompress(rest))
-                if not dobj.eof:
-                    break
-                rest = dobj.unused_data
-        except zstandard.ZstdError as exc:
-            text = str(exc).removeprefix("zstd decompressor error: ")
-            raise DecompressError(f"zstd: {text}") from None
-    return b"".join(out)
 
 
 def _gunzip(data: Buffer) -> bytes:

@@ -18,7 +18,7 @@ location Debian's kmod prints with it) and the text; nothing here prints or rais
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.lines import logical_lines
@@ -30,8 +30,7 @@ PATH_MAX = 4096
 
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     """A problem found in the configuration: libkmod's message site and text."""
 
     message: str  # without the trailing newline
@@ -41,8 +40,7 @@ class Diagnostic:
         return LibkmodEvent(self.site, self.message + "\n")
 
 
-@dataclass(frozen=True, slots=True)
-class Softdep:
+class Softdep(NamedTuple):
     """One `softdep` line: the key pattern and its pre and post lists.
 
     `words` keeps every pre/post word in line order: kmod stores them in one buffer in that
@@ -66,8 +64,7 @@ class Softdep:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     """Everything modprobe.d and the kernel command line say, in kmod's list order."""
 
     aliases: tuple[tuple[str, str], ...] = ()  # (pattern, module name)
@@ -83,8 +80,7 @@ class Config:
 # -- which files ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DirListing:
+class DirListing(NamedTuple):
     """A configuration path as the system layer found it."""
 
     path: str
@@ -93,8 +89,7 @@ class DirListing:
     error: str | None = None  # strerror text when the directory could not be opened
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigFile:
+class ConfigFile(NamedTuple):
     """A file chosen for reading: its basename (the sort key) and its full path."""
 
     name: str
@@ -158,16 +153,18 @@ def _c_sort_key(name: str) -> bytes:
 # -- one file --------------------------------------------------------------------------------
 
 
-@dataclass
 class _Builder:
-    aliases: list[tuple[str, str]] = field(default_factory=list)
-    blacklists: list[str] = field(default_factory=list)
-    options: list[tuple[str, str]] = field(default_factory=list)
-    installs: list[tuple[str, str]] = field(default_factory=list)
-    removes: list[tuple[str, str]] = field(default_factory=list)
-    softdeps: list[Softdep] = field(default_factory=list)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
+    """The lists a Config is built from, filled in parse order."""
+
+    def __init__(self) -> None:
+        self.aliases: list[tuple[str, str]] = []
+        self.blacklists: list[str] = []
+        self.options: list[tuple[str, str]] = []
+        self.installs: list[tuple[str, str]] = []
+        self.removes: list[tuple[str, str]] = []
+        self.softdeps: list[Softdep] = []
+        self.diagnostics: list[Diagnostic] = []
+        self.files: list[str] = []
 
     def build(self) -> Config:
         return Config(

@@ -97,20 +97,21 @@ class ModuleFacts:
 
 
 def module_facts(raw: compression.Buffer | None, path: str, options: FactsOptions,
-                 open_errno: int = 0) -> ModuleFacts:
+                 open_errno: int = 0,
+                 zstd: compression.ZstdDecoder | None = None) -> ModuleFacts:
     """Read a module file's contents the way depmod's `depmod_load_modules` does.
 
     A file libkmod cannot open or decode gives one "failed to load symbols" error with the
     errno libkmod returns (libkmod's own decompression messages never show: kmod 30 logs
     them through a context it has not attached yet). `raw` is None when the file could
-    not be read at all (`open_errno` says why).
+    not be read at all (`open_errno` says why); `zstd` decodes zstd files.
     """
     messages: list[Message] = []
     image: compression.Buffer | None = None
     err = open_errno
     if raw is not None:
         try:
-            image = compression.decompress(raw)
+            image = compression.decompress(raw, zstd)
         except compression.DecompressError as exc:
             err = exc.errno
     elf = None

@@ -14,8 +14,7 @@ chain moves on, as libkmod's does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from kmodd.core.aliasindex import AliasIndex
 from kmodd.core.binindex import BinIndex, IndexFileError
@@ -60,8 +59,7 @@ class Indexes(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class IndexProblem:
+class IndexProblem(NamedTuple):
     """An index file that exists but cannot be used, and why."""
 
     role: str

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class Priority(IntEnum):
@@ -67,8 +67,7 @@ LIBKMOD_DEFAULT_PRIORITY = Priority.ERR
 LIBKMOD_SOURCE_PREFIX = "../libkmod/"
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
+class Site(NamedTuple):
     """Where in libkmod (kmod 30 as Debian builds it) a message is logged."""
 
     priority: Priority
@@ -119,8 +118,7 @@ LIBKMOD_SITES: Mapping[str, Site] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class LibkmodEvent:
+class LibkmodEvent(NamedTuple):
     """One message libkmod would log: which site, and its text (with the trailing newline)."""
 
     site: str

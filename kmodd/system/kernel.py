@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import ctypes
 import errno as E
-import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Protocol
 
+from kmodd.core import compression, elf
+from kmodd.system.codecs import unzstd
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 
@@ -68,14 +69,8 @@ SYSCALL_NUMBERS: Mapping[str, SyscallNumbers] = {
     "s390x": SyscallNumbers(128, 129, 344),
 }
 
-#: Compression magics as libkmod tests them (`libkmod-file.c: comp_types`), longest first.
-COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (bytes.fromhex("28b52ffd"), "zstd"),
-    (bytes.fromhex("fd377a585a00"), "xz"),
-    (bytes.fromhex("1f8b"), "gzip"),
-)
 #: libkmod reads this many bytes to detect the compression; a shorter file is EINVAL.
-MAGIC_READ_SIZE = 6
+MAGIC_READ_SIZE = compression.MAGIC_PROBE_SIZE
 
 #: libkmod's delete_module flags: KMOD_REMOVE_NOWAIT is O_NONBLOCK, KMOD_REMOVE_FORCE O_TRUNC.
 REMOVE_NOWAIT = os.O_NONBLOCK
@@ -178,19 +173,16 @@ class LibcSyscalls:
 
 def detect_compression(head: bytes) -> str | None:
     """The compression a file's first bytes announce (`zstd`, `xz`, `gzip`), or None."""
-    for magic, kind in COMPRESSION_MAGIC:
-        if head.startswith(magic):
-            return kind
-    return None
+    kind = compression.detect(head)
+    return None if kind is compression.Compression.NONE else str(kind)
 
 
 class _CoreCodec:
-    """User-space decompression through kmodd.core.compression (depmod branch)."""
+    """User-space decompression through kmodd.core.compression."""
 
     def decompress(self, kind: str, data: bytes) -> bytes | str:
-        compression = importlib.import_module("kmodd.core.compression")
         try:
-            plain: bytes = compression.decompress(data)
+            plain = bytes(compression.decompress(data, unzstd))
         except compression.DecompressError as err:
             message: str = err.message
             return message
@@ -198,10 +190,9 @@ class _CoreCodec:
 
 
 class _CoreStripper:
-    """kmod's force-flag edits through kmodd.core.elf (depmod branch)."""
+    """kmod's force-flag edits through kmodd.core.elf."""
 
     def strip_section(self, image: bytes, section: str) -> bytes | str:
-        elf = importlib.import_module("kmodd.core.elf")
         try:
             out: bytes = elf.strip_section(image, section)
         except elf.ElfError as err:
@@ -209,7 +200,6 @@ class _CoreStripper:
         return out
 
     def strip_vermagic(self, image: bytes) -> bytes | str:
-        elf = importlib.import_module("kmodd.core.elf")
         try:
             out: bytes = elf.strip_vermagic(image)
         except elf.ElfError as err:

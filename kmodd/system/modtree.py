@@ -37,6 +37,7 @@ from kmodd.core.depmod_config import (
     should_exclude_dir,
 )
 from kmodd.core.normalize import modname_normalize
+from kmodd.system.codecs import unzstd
 from kmodd.system.root import Root
 
 #: File names the walk takes as modules (kmod's path_ends_with_kmod_ext).
@@ -265,13 +266,13 @@ def _facts_job(job: tuple[str, bytes, FactsOptions]) -> ModuleFacts:
         # A mapping: only the pages of the sections depmod reads are touched.
         data = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     except ValueError:  # an empty file cannot be mapped
-        return module_facts(b"", path, options)
+        return module_facts(b"", path, options, zstd=unzstd)
     except OSError as exc:
         return module_facts(None, path, options, exc.errno or 0)
     finally:
         os.close(fd)
     try:
-        return module_facts(data, path, options)
+        return module_facts(data, path, options, zstd=unzstd)
     finally:
         data.close()
 

@@ -7,7 +7,7 @@ temporary tree by building `Root(prefix)`. The real system is `Root()` (prefix `
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: kmod's MODULE_DIRECTORY on Debian 12 (a build-time constant of kmod).
 MODULE_DIRECTORY = "/lib/modules"
@@ -29,8 +29,7 @@ DEPMOD_D_DIRS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Root:
+class Root(NamedTuple):
     """A filesystem root. `path("/proc/cmdline")` maps an absolute path under it."""
 
     prefix: str = "/"

@@ -50,7 +50,6 @@ def _cwd(path: str | None) -> Iterator[None]:
 def run_inprocess(case: Case, root: str) -> Result:
     """One case through kmodd's modprobe front end, in this process."""
     from kmodd.cli.modprobe import run
-
     from kmodd.system.root import Root
 
     out, err = io.BytesIO(), io.BytesIO()
