@@ -313,7 +313,7 @@ def bench_events(moddir: str, burst: int) -> list[bytes]:
         lr = lk_rate if lk_rate is not None else len(lk) / sum(lk)
         print(f"   {label:<6} kmodd p50 {kp50:7.1f} us p99 {kp99:8.1f} us {kr:9,.0f} ev/s | "
               f"libkmod p50 {lp50:7.1f} us p99 {lp99:8.1f} us {lr:9,.0f} ev/s | "
-              f"ratio p50 {kp50 / lp50:5.2f}x  rate {lr / kr:5.2f}x")
+              f"kmodd/libkmod time: p50 {kp50 / lp50:5.2f}x  mean {lr / kr:5.2f}x")
 
     line("cold", kd_cold, lk_cold)
     line("mapped", kd_mapped, lk_cold)
