@@ -185,3 +185,49 @@ def test_kmodd_without_an_index_still_starts_and_says_why(tmp_path: Path) -> Non
     assert (f"<3>Cannot read the module index: /lib/modules/{release}/modules.dep.bin: "
             "No such file or directory; no module is loaded until a reload succeeds") \
         in err.decode().splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="triggers a real uevent")
+def test_kmodd_takes_both_sockets_from_the_service_manager(base: Path) -> None:
+    from kmodd.daemon.varlink import bind_listener
+    from kmodd.system.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT
+
+    # What kmodd.socket and kmodd-kernel.socket hand over: fds 3 and 4, named.
+    control_path = str(base / "activated.sock")
+    control = bind_listener(control_path)
+    kernel = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+    kernel.bind((0, KERNEL_GROUP))
+    manager = Manager(base / "notify")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "LISTEN_FDS": "2",
+           "LISTEN_FDNAMES": "control:kernel", "NOTIFY_SOCKET": str(base / "notify")}
+
+    # The shell puts the sockets at fds 3 and 4 and execs the daemon, so LISTEN_PID (its
+    # own pid) names the daemon's process.
+    env.update(C=str(control.fileno()), K=str(kernel.fileno()))
+    proc = subprocess.Popen(
+        ["sh", "-c", 'LISTEN_PID=$$ exec "$@" 3<&$C 4<&$K', "sh", sys.executable,
+         str(WRAPPER), f"--root={base}", "--log-target=stderr", "--no-coldplug"],
+        env=env, pass_fds=(control.fileno(), kernel.fileno()), stderr=subprocess.PIPE,
+        cwd=REPO)
+    control.close()
+    kernel.close()
+    try:
+        manager.wait_for("READY", "1")
+        assert not (base / "run/kmodd/io.kmodd").exists()  # it bound nothing of its own
+        with open("/sys/devices/platform/serial8250/uevent", "w") as f:
+            f.write("add")
+        deadline = time.monotonic() + 30
+        while True:
+            code, out, _ = kmodctl(control_path, "devices", "/devices/platform/serial8250")
+            if code == 0 and "inserted" in out:
+                break
+            assert time.monotonic() < deadline, out
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.sock.close()
+    assert os.path.exists(control_path)  # the service manager's socket: not ours to remove
