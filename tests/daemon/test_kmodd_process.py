@@ -9,6 +9,7 @@ root and as `nobody`. The daemon reads its settings from the test root's /etc/km
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -187,6 +188,15 @@ def test_kmodd_without_an_index_still_starts_and_says_why(tmp_path: Path) -> Non
         in err.decode().splitlines()
 
 
+ACTIVATE = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.dup2(int(sys.argv[2]), 4)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+"""
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="triggers a real uevent")
 def test_kmodd_takes_both_sockets_from_the_service_manager(base: Path) -> None:
     from kmodd.daemon.varlink import bind_listener
@@ -201,18 +211,24 @@ def test_kmodd_takes_both_sockets_from_the_service_manager(base: Path) -> None:
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "LISTEN_FDS": "2",
            "LISTEN_FDNAMES": "control:kernel", "NOTIFY_SOCKET": str(base / "notify")}
 
-    # The shell puts the sockets at fds 3 and 4 and execs the daemon, so LISTEN_PID (its
-    # own pid) names the daemon's process.
-    env.update(C=str(control.fileno()), K=str(kernel.fileno()))
+    # A launcher puts the sockets at fds 3 and 4 and execs the daemon, so LISTEN_PID (its
+    # own pid) names the daemon's process, as systemd does. (Copies above 4 first, so that
+    # putting one in place cannot overwrite the other.)
+    fds = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, 10) for s in (control, kernel)]
     proc = subprocess.Popen(
-        ["sh", "-c", 'LISTEN_PID=$$ exec "$@" 3<&$C 4<&$K', "sh", sys.executable,
-         str(WRAPPER), f"--root={base}", "--log-target=stderr", "--no-coldplug"],
-        env=env, pass_fds=(control.fileno(), kernel.fileno()), stderr=subprocess.PIPE,
-        cwd=REPO)
+        [sys.executable, "-c", ACTIVATE, str(fds[0]), str(fds[1]), str(WRAPPER),
+         f"--root={base}", "--log-target=stderr", "--no-coldplug"],
+        env=env, pass_fds=fds, stderr=subprocess.PIPE, cwd=REPO)
+    for fd in fds:
+        os.close(fd)
     control.close()
     kernel.close()
     try:
-        manager.wait_for("READY", "1")
+        try:
+            manager.wait_for("READY", "1")
+        except AssertionError:
+            proc.kill()
+            raise AssertionError(proc.communicate()[1].decode()) from None
         assert not (base / "run/kmodd/io.kmodd").exists()  # it bound nothing of its own
         with open("/sys/devices/platform/serial8250/uevent", "w") as f:
             f.write("add")
