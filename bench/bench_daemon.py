@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import ctypes
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -74,10 +75,15 @@ def rss(pid: int) -> dict[str, int]:
 
 # -- 1. start-up ------------------------------------------------------------------------------
 
+#: Roots made by this run, removed at its end (rmtree unlinks their symlinks, never follows).
+ROOTS: list[Path] = []
+
+
 def bench_root(moddir: str, machine: bool = True) -> Path:
     """A root whose module directory (for `uname -r`) is the Debian tree; with `machine`,
     its /sys and /proc are this machine's, else empty (for the simulated kernel)."""
     base = Path(tempfile.mkdtemp(prefix="kmodd-bench-daemon."))
+    ROOTS.append(base)
     (base / "lib/modules").mkdir(parents=True)
     (base / "lib/modules" / os.uname().release).symlink_to(moddir)
     (base / "etc/modprobe.d").mkdir(parents=True)
@@ -372,9 +378,13 @@ def main() -> int:
     args = ap.parse_args()
     tree = debian_kernel_tree()
     print(f"load average {os.getloadavg()[0]:.2f} at the start, {os.cpu_count()} CPUs")
-    bench_startup(tree.moddir, args.runs)
-    cold = bench_events(tree.moddir, args.burst)
-    bench_daemon_queue(tree.moddir, args.burst, cold)
+    try:
+        bench_startup(tree.moddir, args.runs)
+        cold = bench_events(tree.moddir, args.burst)
+        bench_daemon_queue(tree.moddir, args.burst, cold)
+    finally:
+        for root in ROOTS:
+            shutil.rmtree(root, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
