@@ -371,8 +371,11 @@ class Devices:
         if not requested_seen and result.status < 0:
             failed = result.failed_step
             because = f"its dependency {failed.module} failed" if failed else "a step failed"
+            # As serious as the dependency's failure (a driver that found no device is mild).
             self.reporter.outcome(Facts(LoadOutcome.FAILED, module=name, key=name, where=where,
-                                        errno=result.errno, detail=because), request)
+                                        errno=result.errno, detail=because,
+                                        diagnosis=failed.diagnosis if failed else None),
+                                  request)
             self.modules[name] = self.modules.get(name) or ModuleRecord(name, LoadOutcome.FAILED)
             record = self.modules[name]
             record.outcome, record.errno = LoadOutcome.FAILED, result.errno

@@ -149,7 +149,7 @@ def test_a_chain_runs_in_order_and_stops_at_a_failed_dependency(root: Root) -> N
     assert [n for c, n in kernel.calls if c == "finit_module"] == ["kmodd_core"]
     failed = [(r.module, r.errno, r.diagnosis) for r in sink.records if r.outcome == "failed"]
     assert failed == [("kmodd_core", E.ENOMEM, "no-memory"),
-                      ("kmodd_virtio_pci", E.ENOMEM, None)]
+                      ("kmodd_virtio_pci", E.ENOMEM, "no-memory")]
 
 
 BAD = (FixtureModule("kmodd_bad_magic", aliases=("kmoddtest:bad",),
