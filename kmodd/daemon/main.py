@@ -46,6 +46,20 @@ EXIT_USAGE = 2
 ROOT_ENV = "KMODD_ROOT"
 
 
+def process_started() -> float:
+    """When this process started, on the `time.monotonic()` clock (interpreter start-up and
+    imports included, so that "Ready after" means what systemd sees); now if unknown."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read().decode()
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - max(age, 0.0)
+
+
 def read_settings_sources(root: Root, config_file: str | None
                           ) -> tuple[SourceValues | None, SourceValues, str]:
     """The config file's values (None when the default file is absent) and the kernel
@@ -69,7 +83,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     """Run the daemon until it is stopped; the exit code. `kernel`: a simulated one (tests)."""
     argv = list(sys.argv if argv is None else argv)
     env = dict(os.environ if environ is None else environ)
-    started = time.monotonic()
+    started = process_started()
     out = stderr if stderr is not None else sys.stderr.buffer
     args = parse_argv(argv)
     if args.show_help:
