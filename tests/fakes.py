@@ -726,12 +726,12 @@ class FakeKernel:
             files["version"] = module.version + "\n"
         if module.srcversion is not None:
             files["srcversion"] = module.srcversion + "\n"
+        # sysfs attributes are never seen half-written: replace each file whole, so a reader
+        # in another thread (the daemon's loads run in threads) never reads an empty one.
         for fname, text in files.items():
-            with open(os.path.join(base, fname), "w") as f:
-                f.write(text)
+            _replace_file(os.path.join(base, fname), text)
         for pname, value in module.params.items():
-            with open(os.path.join(base, "parameters", pname), "w") as f:
-                f.write(value + "\n")
+            _replace_file(os.path.join(base, "parameters", pname), value + "\n")
         self._write_proc()
 
     def _refcount(self, module: LoadedModule) -> int:
@@ -749,10 +749,8 @@ class FakeKernel:
             flags = f" ({taints})" if taints else ""
             lines.append(f"{module.name} {module.size} {self._refcount(module)} {users or '-'} "
                          f"{state} 0x0000000000000000{flags}\n")
-        with open(self.root.proc("modules"), "w") as f:
-            f.write("".join(lines))
-        with open(self.root.proc("sys/kernel/tainted"), "w") as f:
-            f.write(f"{self.tainted}\n")
+        _replace_file(self.root.proc("modules"), "".join(lines))
+        _replace_file(self.root.proc("sys/kernel/tainted"), f"{self.tainted}\n")
 
     def _log(self, level: Level, text: str) -> None:
         record = KmsgRecord(seq=len(self.records), level=level, facility=0,
@@ -760,6 +758,13 @@ class FakeKernel:
         self.records.append(record)
         with open(self.root.path("/dev/kmsg"), "ab") as f:
             f.write(format_record(record))
+
+
+def _replace_file(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
@@ -814,3 +819,104 @@ def kallsyms_from_symvers(path: str) -> dict[str, int | None]:
             if len(fields) >= 3 and fields[2] == "vmlinux":
                 symbols[fields[1]] = int(fields[0], 16)
     return symbols
+
+
+# --- a uevent source and an observable syscall layer, for daemon tests ------------------------
+
+class FakeUeventSource:
+    """A `UeventSource` (kmodd.system.netlink) fed by the test: events, losses, counters."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self._queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.received = 0
+        self.overruns = 0
+        self.closed = False
+
+    def push(self, *events: Any) -> None:
+        """Deliver uevents (kmodd.core.uevent.Uevent values) as one batch."""
+        self.received += len(events)
+        self._queue.put_nowait(list(events))
+
+    def lose(self) -> None:
+        """Report that the kernel dropped events (what ENOBUFS turns into)."""
+        import time
+
+        from kmodd.system.netlink import EventsLost
+
+        self.overruns += 1
+        self._queue.put_nowait([EventsLost(time.monotonic())])
+
+    async def receive(self) -> list[Any]:
+        return await self._queue.get()
+
+    def statistics(self) -> Any:
+        from kmodd.system.netlink import IntakeStatistics
+
+        return IntakeStatistics(self.received, self.received, {}, {}, self.overruns, 0, False)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class GatedSyscalls:
+    """The simulated kernel's syscalls, serialised as the kernel's module_mutex does, and
+    observable: how many inserts are inside finit_module at once (`active`, `most`), per
+    module how many started, and gates that hold chosen modules' inserts until opened."""
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        import threading
+
+        self.kernel = kernel
+        self._lock = threading.Lock()  # the fake kernel is not thread-safe
+        self._count = threading.Condition()
+        self.active = 0
+        self.most = 0
+        self.started: dict[str, int] = {}
+        self.gates: dict[str, threading.Event] = {}
+
+    def hold(self, *names: str) -> None:
+        import threading
+
+        for name in names:
+            self.gates[name] = threading.Event()
+
+    def open(self, *names: str) -> None:
+        for name in names or tuple(self.gates):
+            self.gates[name].set()
+
+    def wait_active(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until `count` inserts are inside finit_module at once."""
+        with self._count:
+            return self._count.wait_for(lambda: self.active >= count, timeout)
+
+    def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        name = name.removesuffix(".ko").replace("-", "_")
+        with self._count:
+            self.started[name] = self.started.get(name, 0) + 1
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self._count.notify_all()
+        try:
+            gate = self.gates.get(name)
+            if gate is not None:
+                gate.wait(30)
+            with self._lock:
+                return self.kernel.finit_module(fd, params, flags)
+        finally:
+            with self._count:
+                self.active -= 1
+                self._count.notify_all()
+
+    def init_module(self, image: bytes, params: bytes) -> int:
+        with self._lock:
+            return self.kernel.init_module(image, params)
+
+    def delete_module(self, name: bytes, flags: int) -> int:
+        with self._lock:
+            return self.kernel.delete_module(name, flags)
+
+    def port(self) -> LinuxKernel:
+        return LinuxKernel(self.kernel.root, syscalls=self)

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
-from kmodd.core.config import Config
-from kmodd.core.glob import compile_pattern, fnmatch
+from kmodd.core.config import Config, Softdep
+from kmodd.core.glob import Matcher, compile_pattern
 from kmodd.core.index import Indexes
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
@@ -100,10 +100,30 @@ class LookupError_(Exception):
         self.errno = errno
 
 
-class CompiledConfig:
-    """What the resolver derives from a Config, once per Config (see `compiled`)."""
+#: Where `Resolver.lookup` found its answer (`Resolver.last_source`), in chain order.
+LOOKUP_SOURCES = (
+    "config-alias",
+    "modules.dep",
+    "modules.symbols",
+    "install-command",
+    "modules.alias",
+    "modules.builtin",
+    "modules.builtin.alias",
+)
 
-    __slots__ = ("alias_matchers", "blacklist", "first_install", "first_remove")
+
+class CompiledConfig:
+    """What the resolver derives from a Config, once per Config (see `compiled`).
+
+    Besides the alias matchers and the exact-key command tables, the `softdep`, `install`
+    and `remove` keys (fnmatch patterns matched against every module of a probe list) are
+    compiled, and the softdep line each module name picks is remembered: a daemon makes a
+    fresh Resolver per event, and matching every softdep line per module was its largest
+    cost.
+    """
+
+    __slots__ = ("_softdep_memo", "alias_matchers", "blacklist", "first_install",
+                 "first_remove", "install_matchers", "remove_matchers", "softdep_matchers")
 
     def __init__(self, config: Config) -> None:
         self.alias_matchers = tuple(
@@ -116,6 +136,28 @@ class CompiledConfig:
         self.first_remove: dict[str, str] = {}
         for key, cmd in config.removes:
             self.first_remove.setdefault(key, cmd)
+        self.install_matchers = _compile_commands(config.installs)
+        self.remove_matchers = _compile_commands(config.removes)
+        self.softdep_matchers: tuple[tuple[Matcher, Softdep], ...] = tuple(
+            (compile_pattern(sd.name), sd) for sd in config.softdeps
+        )
+        self._softdep_memo: dict[str, Softdep | None] = {}
+
+    def softdep(self, name: str) -> Softdep | None:
+        """The first softdep line whose key matches `name` (only that one counts)."""
+        try:
+            return self._softdep_memo[name]
+        except KeyError:
+            pass
+        found = next((sd for match, sd in self.softdep_matchers if match(name)), None)
+        self._softdep_memo[name] = found
+        return found
+
+
+def _compile_commands(
+    commands: tuple[tuple[str, str], ...],
+) -> tuple[tuple[Matcher, str], ...]:
+    return tuple((compile_pattern(pattern), cmd) for pattern, cmd in commands)
 
 
 _COMPILED: dict[int, tuple[Config, CompiledConfig]] = {}
@@ -156,10 +198,13 @@ class Resolver:
         self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
         c = compiled(config)
+        self._compiled = c
         self._blacklist = c.blacklist
         self._alias_matchers = c.alias_matchers
         self._first_install = c.first_install
         self._first_remove = c.first_remove
+        #: The lookup step that answered the last `lookup` (a LOOKUP_SOURCES entry), or None.
+        self.last_source: str | None = None
 
     # -- objects -----------------------------------------------------------------------------
 
@@ -289,22 +334,22 @@ class Resolver:
 
     def install_command(self, mod: Module) -> str | None:
         if not mod.install_init:
-            mod.install = _first_match(self.config.installs, mod.name)
+            mod.install = _first_match(self._compiled.install_matchers, mod.name)
             mod.install_init = True
         return mod.install
 
     def remove_command(self, mod: Module) -> str | None:
         if not mod.remove_init:
-            mod.remove = _first_match(self.config.removes, mod.name)
+            mod.remove = _first_match(self._compiled.remove_matchers, mod.name)
             mod.remove_init = True
         return mod.remove
 
     def softdeps(self, mod: Module) -> tuple[list[Module], list[Module]]:
         """The first softdep line whose key matches the name, each dependency looked up."""
-        for sd in self.config.softdeps:
-            if fnmatch(sd.name, mod.name):
-                return self._lookup_each(sd.pre), self._lookup_each(sd.post)
-        return [], []
+        sd = self._compiled.softdep(mod.name)
+        if sd is None:
+            return [], []
+        return self._lookup_each(sd.pre), self._lookup_each(sd.post)
 
     def _lookup_each(self, names: tuple[str, ...]) -> list[Module]:
         out: list[Module] = []
@@ -323,7 +368,11 @@ class Resolver:
     # -- the lookup chain ------------------------------------------------------------------
 
     def lookup(self, given: str) -> list[Module]:
-        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias."""
+        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias.
+
+        Sets `last_source` to the step that answered (None when nothing was found).
+        """
+        self.last_source = None
         try:
             key = alias_normalize(given)
         except BadAlias:
@@ -332,31 +381,38 @@ class Resolver:
         if self._alias_matchers:
             found = self._from_config(key)
             if found:
+                self.last_source = "config-alias"
                 return found
         if ":" not in key:
             line = indexes.dep_line(key)
             if line is not None:
                 mod = self.new_from_name(key)
                 self.parse_depline(mod, line)
+                self.last_source = "modules.dep"
                 return [mod]
         elif key.startswith("symbol:"):
             names = indexes.symbols(key)
             if names:
+                self.last_source = "modules.symbols"
                 return [self.new_from_alias(key, n) for n in names]
         if key in self._first_install or key in self._first_remove:
+            self.last_source = "install-command"
             return self._from_commands(key)
         names = indexes.aliases(key)
         if names:
+            self.last_source = "modules.alias"
             return [self.new_from_alias(key, n) for n in names]
         if self.indexes.builtin(key):
             mod = self.new_from_name(key)
             mod.builtin = Builtin.YES
+            self.last_source = "modules.builtin"
             return [mod]
         names = self.indexes.builtin_aliases(key)
         if names:
             mods = [self.new_from_alias(key, n) for n in names]
             for m in mods:
                 m.builtin = Builtin.YES
+            self.last_source = "modules.builtin.alias"
             return mods
         return []
 
@@ -390,9 +446,9 @@ class Resolver:
             mod.required = False
 
 
-def _first_match(commands: tuple[tuple[str, str], ...], name: str) -> str | None:
-    for pattern, cmd in commands:
-        if fnmatch(pattern, name):
+def _first_match(commands: tuple[tuple[Matcher, str], ...], name: str) -> str | None:
+    for match, cmd in commands:
+        if match(name):
             return cmd
     return None
 

@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("static_rules", Kind.BOOL, True,
             "also load what Debian's udev rules load without a modalias (sg, ppdev, ...)"),
     Setting("dry_run", Kind.BOOL, False, "decide and log, but never load or unload"),
+    Setting("index_in_memory", Kind.BOOL, True,
+            "decode the module index into memory after start-up (fast lookups; about 25 MB "
+            "for a distribution kernel); no: answer from the mapped index files"),
     Setting("watch_config", Kind.BOOL, True,
             "reload when modprobe.d or the module index change (inotify)"),
     Setting("reload_debounce", Kind.DURATION, 0.5,
@@ -119,6 +122,7 @@ class Settings:
     coldplug: bool
     static_rules: bool
     dry_run: bool
+    index_in_memory: bool
     watch_config: bool
     reload_debounce: float
     reload_max_delay: float
@@ -290,16 +294,22 @@ class Argv:
     config_file: str | None = None
     show_help: bool = False
     show_version: bool = False
+    root: str | None = None
+
+
+#: Options that take a path and are not settings: `--config FILE`, `--root DIR` (a test root
+#: that moves /sys, /proc, /etc, /run and /lib/modules).
+PATH_OPTIONS = ("config", "root")
 
 
 def parse_argv(argv: Sequence[str]) -> Argv:
     """`--name=value`, `--name value`, and `--name`/`--no-name` for booleans (argv[0] skipped).
 
-    Also `--config FILE`, `--help` and `--version`.
+    Also `--config FILE`, `--root DIR`, `--help` and `--version`.
     """
     layer = _Layer()
     source = "command line"
-    config: str | None = None
+    paths: dict[str, str] = {}
     show_help = show_version = False
     args = list(argv[1:])
     i = 0
@@ -317,13 +327,14 @@ def parse_argv(argv: Sequence[str]) -> Argv:
             continue
         name, sep, value = arg[2:].partition("=")
         canonical = _canonical(name)
-        if canonical == "config":
+        if canonical in PATH_OPTIONS:
             if not sep:
                 if i >= len(args):
-                    layer.diagnostics.append(Diagnostic(source, None, "--config needs a file"))
+                    layer.diagnostics.append(Diagnostic(source, None,
+                                                        f"--{canonical} needs a path"))
                     continue
                 value, i = args[i], i + 1
-            config = value
+            paths[canonical] = value
             continue
         setting = SETTINGS_BY_NAME.get(canonical)
         negated = setting is None and canonical.startswith("no_")
@@ -345,7 +356,7 @@ def parse_argv(argv: Sequence[str]) -> Argv:
             value, i = args[i], i + 1
         layer.set(source, None, setting.name, value)
     values = SourceValues(layer.values, tuple(layer.diagnostics))
-    return Argv(values, config, show_help, show_version)
+    return Argv(values, paths.get("config"), show_help, show_version, paths.get("root"))
 
 
 def _kernel_words(text: str) -> list[str]:
@@ -417,7 +428,8 @@ def resolve(
 
 def usage() -> str:
     """`kmodd --help`: every setting from the table, with its kind and default."""
-    lines = [f"usage: {PROGRAM} [--config FILE] [--NAME=VALUE ...]", "", "settings:"]
+    lines = [f"usage: {PROGRAM} [--config FILE] [--root DIR] [--NAME=VALUE ...]", "",
+             "settings:"]
     for s in SETTINGS:
         default = s.default
         if isinstance(default, bool):

@@ -9,10 +9,14 @@ is -EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module` 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from kmodd.core.libkmodlog import LibkmodEvent, strerror
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
 
 #: `-w`: the retry interval starts here and doubles, as get_backoff_delta_msec does.
 WAIT_FIRST_INTERVAL = 0.001
+#: Characters of a daemon-run command's output kept for its log record.
+COMMAND_OUTPUT_MAX = 4096
 
 
 class Front(Protocol):
@@ -74,6 +80,40 @@ def run_shell(command: str, environ: Mapping[str, str], module: str,
         stderr.write(proc.stderr)
     status = proc.returncode
     return status if status >= 0 else 128 - status  # killed by a signal: sh's convention
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command from modprobe.d ended: its exit status and what it printed."""
+
+    status: int | None  # exit status (128+N when killed by signal N); None: did not finish
+    output: str  # stdout and stderr together, cut to COMMAND_OUTPUT_MAX characters
+    error: str | None = None  # why there is no status (could not run, timed out)
+
+
+def run_command(command: str, module: str, environ: Mapping[str, str],
+                timeout: float) -> CommandResult:
+    """`/bin/sh -c command` with MODPROBE_MODULE set, for a daemon: no terminal, output
+    captured, and the whole process group killed when it runs longer than `timeout`."""
+    env = dict(environ)
+    env["MODPROBE_MODULE"] = module
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    except OSError as e:
+        return CommandResult(None, "", f"cannot run /bin/sh: {os.strerror(e.errno or 0)}")
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        text = out.decode(errors="backslashreplace")[:COMMAND_OUTPUT_MAX]
+        return CommandResult(None, text, f"timed out after {timeout:g}s and was killed")
+    text = out.decode(errors="backslashreplace")[:COMMAND_OUTPUT_MAX]
+    status = proc.returncode
+    return CommandResult(status if status >= 0 else 128 - status, text)
 
 
 class HostActions:

@@ -57,6 +57,7 @@ OUTCOME_FIELDS: Mapping[str, str] = {
     "errno": "ERRNO",
     "outcome": "KMODD_OUTCOME",
     "duration_usec": "KMODD_DURATION_USEC",
+    "diagnosis": "KMODD_DIAGNOSIS",
 }
 
 
@@ -73,6 +74,7 @@ class OutcomeRecord:
     seqnum: int | None = None
     errno: int | None = None
     duration_usec: int | None = None
+    diagnosis: str | None = None  # for a failure: kmodd.core.outcome.Outcome (bad-format, ...)
 
     def fields(self) -> dict[str, str]:
         """Every journal field of the record except MESSAGE and PRIORITY, as strings."""

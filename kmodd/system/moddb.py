@@ -36,6 +36,15 @@ def map_file(path: str) -> bytes | None:
         os.close(fd)
 
 
+def open_error(path: str) -> str | None:
+    """Why `path` cannot be opened for reading (strerror text), or None if it can."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as e:
+        return os.strerror(e.errno or errno.EIO)
+    return None
+
+
 def read_index_files(real_moddir: str) -> dict[str, bytes | None]:
     return {fname: map_file(f"{real_moddir}/{fname}") for fname in INDEX_FILES.values()}
 

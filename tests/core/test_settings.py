@@ -108,6 +108,15 @@ def test_argv_takes_both_option_spellings_and_boolean_negation() -> None:
     assert (argv.config_file, argv.show_help, argv.show_version) == ("/tmp/k.conf", False, True)
 
 
+def test_root_and_config_take_a_path_in_either_spelling() -> None:
+    argv = parse_argv(["kmodd", "--root=/tmp/r", "--config", "/tmp/r/k.conf"])
+    assert (argv.root, argv.config_file, argv.settings.values) == ("/tmp/r", "/tmp/r/k.conf", {})
+    missing = parse_argv(["kmodd", "--root"])
+    assert missing.root is None
+    assert [d.text for d in missing.settings.diagnostics] == [
+        "command line: --root needs a path, ignoring"]
+
+
 def test_bad_argv_is_reported_and_ignored() -> None:
     argv = parse_argv(["kmodd", "--bogus=1", "stray", "--intake-queue=x", "--no-intake-queue",
                        "--stop-timeout"])

@@ -76,11 +76,21 @@ def test_the_service_is_an_early_notify_daemon_that_keeps_cap_sys_module() -> No
     assert service["WatchdogSec"] == "3min"
     assert "systemd-udev-trigger.service" in unit["Before"].split()
     assert unit["DefaultDependencies"] == "no"
-    assert service["CapabilityBoundingSet"].split() == ["CAP_SYS_MODULE", "CAP_NET_ADMIN"]
+    assert service["CapabilityBoundingSet"].split() == ["CAP_SYS_MODULE", "CAP_NET_ADMIN",
+                                                         "CAP_SYSLOG"]
     assert "@module" in service["SystemCallFilter"].split()
     assert "ProtectKernelModules" not in service  # it would drop CAP_SYS_MODULE
     assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_NETLINK"]
     assert service["Sockets"].split() == ["kmodd.socket", "kmodd-kernel.socket"]
+
+
+def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
+    service = _unit("kmodd.service")["Service"]
+    assert service["ProtectKernelLogs"] == "no"  # "yes" makes /dev/kmsg inaccessible
+    assert service["PrivateDevices"] == "yes"
+    assert service["BindReadOnlyPaths"] == "/dev/kmsg"  # into the private /dev
+    assert service["DeviceAllow"] == "/dev/kmsg r"  # past PrivateDevices' closed policy
+    assert "CAP_SYSLOG" in service["CapabilityBoundingSet"].split()  # dmesg_restrict=1
 
 
 def test_the_sockets_match_the_daemons_defaults() -> None:

@@ -1,0 +1,415 @@
+"""Handling devices: for each queued event decide (udev's `kmod load`), load, record, tell.
+
+For an `add` with a MODALIAS the modalias is looked up and decided like udev's builtin does
+(`core.autoload.decide`: every module found, the blacklist applied as `modprobe -b`,
+built-in and live modules skipped); the modules udev's static rules load for the event
+(`core.udev_static`) are decided the same way. Deciding is quick and runs on the event
+loop, one event after another, against the snapshot that is current at that moment. The
+chains to run are handed to the `Loader` and awaited in a task per device, so the next
+event is decided while modules load.
+
+The records kept here (`DeviceRecord`, `ModuleRecord`) are what the control socket shows:
+candidates, plans, outcomes and timings. A device leaves the table when the kernel removes
+it, so the table holds the devices that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kmodd.core.autoload import (
+    AUTOLOAD_FLAGS,
+    Candidate,
+    LoadOutcome,
+    Request,
+    Resolution,
+    decide,
+    redecide,
+)
+from kmodd.core.plan import LiveState
+from kmodd.core.resolve import Resolver
+from kmodd.core.udev_static import static_loads
+from kmodd.core.uevent import Action
+from kmodd.daemon.intake import Intake, Origin, Queued
+from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
+from kmodd.daemon.report import Facts, Reporter, Where
+from kmodd.daemon.snapshot import Snapshot, Snapshots
+from kmodd.system.journal import Priority
+
+#: Keys (modaliases) whose decisions and plans are remembered per snapshot.
+DECISION_MEMO_MAX = 4096
+#: Which outcome names a device when several modules were involved, most telling first.
+DEVICE_OUTCOME_ORDER = (
+    LoadOutcome.FAILED,
+    LoadOutcome.INSERTED,
+    LoadOutcome.COMMAND_RAN,
+    LoadOutcome.PLANNED,
+    LoadOutcome.ALREADY_LOADED,
+    LoadOutcome.BUILTIN,
+    LoadOutcome.BLACKLISTED,
+    LoadOutcome.NOT_FOUND,
+)
+
+
+def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
+    """The outcome a device is shown with (see DEVICE_OUTCOME_ORDER)."""
+    present = set(outcomes)
+    return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
+
+
+class Decisions:
+    """Decide keys against a snapshot; a key decided before on it reuses its plans.
+
+    Devices share modaliases (CPUs, identical functions), and a plan depends only on the
+    snapshot (index, configuration, which files exist), so the second device with a
+    modalias costs one state check per module (`core.autoload.redecide`). The chains of one
+    event share one resolver: a remembered key brings its own.
+    """
+
+    def __init__(self, live: LiveState) -> None:
+        self.live = live
+        self._memo: dict[str, tuple[Resolver, Resolution]] = {}
+        self._snapshot: Snapshot | None = None
+        self.hits = 0
+
+    def resolve(self, snapshot: Snapshot, keys: Sequence[str]
+                ) -> tuple[Resolver, tuple[Resolution, ...]]:
+        if snapshot is not self._snapshot:
+            self._memo.clear()
+            self._snapshot = snapshot
+        memo = self._memo
+        if len(keys) == 1:
+            hit = memo.get(keys[0])
+            if hit is not None:
+                again = redecide(hit[0], self.live, hit[1])
+                if again is not None:
+                    self.hits += 1
+                    return hit[0], (again,)
+        resolver = snapshot.resolver()
+        resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
+        if len(keys) == 1:
+            if len(memo) >= DECISION_MEMO_MAX:
+                memo.clear()
+            memo[keys[0]] = (resolver, resolutions[0])
+        return resolver, resolutions
+
+
+@dataclass(slots=True)
+class ChainRecord:
+    """A chain as a device saw it: its own run, or one it waited for."""
+
+    candidate: Candidate
+    result: ChainResult
+    joined: bool
+
+    @property
+    def outcome(self) -> LoadOutcome:
+        outcome = self.result.outcome
+        if self.joined and outcome is LoadOutcome.INSERTED:
+            return LoadOutcome.ALREADY_LOADED
+        return outcome
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """One device: its event, what was decided, what came of it, and when."""
+
+    devpath: str
+    subsystem: str
+    modalias: str | None
+    seqnum: int
+    origin: Origin
+    queued: float
+    started: float
+    generation: int
+    resolutions: tuple[Resolution, ...] = ()
+    chains: list[ChainRecord] = field(default_factory=list)
+    finished: float | None = None
+    outcome: LoadOutcome | None = None
+
+    def outcomes(self) -> list[LoadOutcome]:
+        out: list[LoadOutcome] = []
+        for resolution in self.resolutions:
+            if not resolution.found:
+                out.append(LoadOutcome.FAILED if resolution.error else LoadOutcome.NOT_FOUND)
+            for c in resolution.candidates:
+                if c.outcome is not None:
+                    out.append(c.outcome)
+        out.extend(chain.outcome for chain in self.chains)
+        return out
+
+    @property
+    def where(self) -> Where:
+        return Where(self.devpath, self.modalias, self.seqnum or None)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for resolution in self.resolutions:
+            names.extend(c.name for c in resolution.candidates if c.name not in names)
+        return tuple(names)
+
+
+@dataclass(slots=True)
+class ModuleRecord:
+    """A module the daemon acted on or decided about: its latest outcome."""
+
+    name: str
+    outcome: LoadOutcome
+    errno: int = 0
+    devices: set[str] = field(default_factory=set)
+    started: float | None = None
+    finished: float | None = None
+    step: StepResult | None = None  # the latest attempt (insert or command), for explain
+
+
+class Devices:
+    """The device table, and the handling of each queued device."""
+
+    def __init__(self, snapshots: Snapshots, loader: Loader, live: LiveState,
+                 reporter: Reporter, *, is_loaded: Callable[[str], bool],
+                 static_rules: bool, dry_run: bool) -> None:
+        """`live` answers the decisions (a listing may be a little stale: the loader asks
+        the kernel again before each insert)."""
+        self.snapshots = snapshots
+        self.loader = loader
+        self.live = live
+        self.reporter = reporter
+        self.is_loaded = is_loaded
+        self.static_rules = static_rules
+        self.dry_run = dry_run
+        self.records: dict[str, DeviceRecord] = {}
+        self.modules: dict[str, ModuleRecord] = {}
+        self._seen_other: set[str] = set()  # events with nothing to load (modules...)
+        self.decisions = Decisions(live)
+        self._expected: set[str] = set()
+        self._expecting = False
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.handled_events = 0
+
+    # -- what the intake asks ---------------------------------------------------------------
+
+    def handled(self, devpath: str, modalias: str | None) -> bool:
+        """Was this device handled with this modalias already (and is it finished)?"""
+        record = self.records.get(devpath)
+        if record is None:
+            return devpath in self._seen_other
+        # The kernel ends a cpu's MODALIAS with a newline that the sysfs scan does not keep.
+        seen = record.modalias.rstrip("\n") if record.modalias is not None else None
+        return seen == modalias and record.finished is not None
+
+    # -- coldplug bookkeeping ------------------------------------------------------------------
+
+    def expect(self, devpath: str) -> None:
+        """A scan is about to queue this device; `wait_expected` waits for it."""
+        self._expected.add(devpath)
+        self._expecting = True
+        self._settled.clear()
+
+    def _done(self, devpath: str) -> None:
+        if self._expected:
+            self._expected.discard(devpath)
+            if not self._expected and not self._expecting:
+                self._settled.set()
+
+    def expected_fed(self) -> None:
+        """The scan has queued everything it will."""
+        self._expecting = False
+        if not self._expected:
+            self._settled.set()
+
+    async def wait_expected(self) -> None:
+        await self._settled.wait()
+
+    # -- handling -----------------------------------------------------------------------------
+
+    async def run(self, intake: Intake) -> None:
+        """Take devices from the intake forever; decide each, load in a task per device."""
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                item = await intake.get()
+                devpath = item.event.devpath
+                try:
+                    work = self._decide(item)
+                except Exception as e:  # a damaged index, or a bug: one device, not all
+                    self.reporter.log(Priority.ERR, f"Cannot handle {devpath}: "
+                                                    f"{type(e).__name__}: {e}")
+                    self._done(devpath)
+                    continue
+                if work is not None:
+                    tasks.create_task(self._guarded(work, devpath))
+
+    async def _guarded(self, work: _Work, devpath: str) -> None:
+        try:
+            await self._load(work)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug must cost one device, not the daemon
+            self.reporter.log(Priority.ERR,
+                              f"Internal error while loading modules for {devpath}: "
+                              f"{type(e).__name__}: {e}")
+            record = self.records.get(devpath)
+            if record is not None and record.finished is None:
+                record.finished = time.monotonic()
+                record.outcome = LoadOutcome.FAILED
+            self._done(devpath)
+
+    def _decide(self, item: Queued) -> _Work | None:
+        """Decide synchronously; return the loading still to do, if any."""
+        event = item.event
+        devpath = event.devpath
+        self.handled_events += 1
+        if self.reporter.hub.subscribers:
+            self.reporter.event("uevent", f"{event.action.value} {devpath} "
+                                f"({item.origin.value})", devpath, event.modalias)
+        if event.action is Action.REMOVE:
+            self.records.pop(devpath, None)
+            self._seen_other.discard(devpath)
+            self._done(devpath)
+            return None
+        keys: list[str] = []
+        if event.action is Action.ADD and event.modalias:
+            keys.append(event.modalias)
+        if self.static_rules:
+            keys.extend(static_loads(event, self.is_loaded))
+        if not keys:
+            self._seen_other.add(devpath)
+            self._done(devpath)
+            return None
+        snapshot = self.snapshots.current
+        resolver, resolutions = self.decisions.resolve(snapshot, keys)
+        record = DeviceRecord(devpath, event.subsystem, event.modalias, event.seqnum,
+                              item.origin, item.queued, time.monotonic(), snapshot.generation,
+                              resolutions)
+        self.records[devpath] = record
+        for resolution in resolutions:
+            self._tell_decisions(record, resolution)
+        to_load: dict[str, Candidate] = {}
+        for resolution in resolutions:
+            for candidate in resolution.to_load:
+                to_load.setdefault(candidate.name, candidate)
+        if not to_load:
+            self._finish(record)
+            return None
+        return _Work(record, resolver, tuple(to_load.values()), snapshot.kernel_blacklist)
+
+    def _tell_decisions(self, record: DeviceRecord, resolution: Resolution) -> None:
+        where = record.where
+        key = resolution.key
+        if not resolution.found:
+            if resolution.error:
+                self.reporter.outcome(Facts(LoadOutcome.FAILED, key=key, where=where,
+                                            errno=resolution.error,
+                                            detail="the name is not a valid alias"),
+                                      Request.AUTOLOAD)
+            else:
+                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=key, where=where),
+                                      Request.AUTOLOAD)
+            return
+        for candidate in resolution.candidates:
+            outcome = candidate.outcome
+            if outcome is None:
+                continue
+            self.reporter.outcome(Facts(outcome, module=candidate.name, key=key, where=where),
+                                  Request.AUTOLOAD)
+            self._note_module(candidate.name, outcome, record.devpath)
+
+    async def _load(self, work: _Work) -> None:
+        record = work.record
+        plans = [c.plan for c in work.candidates if c.plan is not None]
+        assert len(plans) == len(work.candidates), "a module to load always has a plan"
+        results = await asyncio.gather(*(
+            self.loader.run_chain(work.resolver, plan, AUTOLOAD_FLAGS,
+                                  kernel_blacklist=work.kernel_blacklist,
+                                  dry_run=self.dry_run)
+            for plan in plans))
+        for candidate, (result, joined) in zip(work.candidates, results, strict=True):
+            chain = ChainRecord(candidate, result, joined)
+            record.chains.append(chain)
+            self.tell_chain(chain, record.where, Request.AUTOLOAD)
+        self._finish(record)
+
+    def _finish(self, record: DeviceRecord) -> None:
+        record.finished = time.monotonic()
+        record.outcome = device_outcome(record.outcomes())
+        self._done(record.devpath)
+
+    # -- telling and remembering outcomes --------------------------------------------------------
+
+    def tell_chain(self, chain: ChainRecord, where: Where, request: Request) -> None:
+        """One record per step acted on (or planned); a waited-for chain is told quietly."""
+        result = chain.result
+        name = result.module
+        devpath = where.devpath
+        if chain.joined:
+            outcome = chain.outcome
+            self.reporter.outcome(
+                Facts(outcome, module=name, key=name, where=where, errno=result.errno or None,
+                      detail="waited for the load another request started"),
+                request, quiet=True)
+            if devpath is not None:
+                self._note_module(name, outcome, devpath)
+            return
+        requested_seen = False
+        for step in result.steps:
+            requested_seen |= step.requested
+            duration = None
+            if step.started is not None and step.finished is not None:
+                duration = int((step.finished - step.started) * 1_000_000)
+            detail = step.detail if step.action is not StepAction.SKIP else ""
+            self.reporter.outcome(
+                Facts(step.outcome, module=step.module, key=step.module, where=where,
+                      errno=step.errno or None, duration_usec=duration,
+                      diagnosis=step.diagnosis, kernel_lines=step.kernel_lines, detail=detail,
+                      kernel_denied=(step.outcome is LoadOutcome.BLACKLISTED)),
+                request, quiet=step.joined)
+            self._note_step(step, devpath)
+        if not requested_seen and result.status < 0:
+            failed = result.failed_step
+            because = f"its dependency {failed.module} failed" if failed else "a step failed"
+            # As serious as the dependency's failure (a driver that found no device is mild).
+            self.reporter.outcome(Facts(LoadOutcome.FAILED, module=name, key=name, where=where,
+                                        errno=result.errno, detail=because,
+                                        diagnosis=failed.diagnosis if failed else None),
+                                  request)
+            self.modules[name] = self.modules.get(name) or ModuleRecord(name, LoadOutcome.FAILED)
+            record = self.modules[name]
+            record.outcome, record.errno = LoadOutcome.FAILED, result.errno
+            if devpath is not None:
+                record.devices.add(devpath)
+
+    def _note_module(self, name: str, outcome: LoadOutcome, devpath: str | None) -> None:
+        record = self.modules.get(name)
+        if record is None:
+            record = self.modules[name] = ModuleRecord(name, outcome)
+        elif record.step is None or outcome is not LoadOutcome.ALREADY_LOADED:
+            record.outcome = outcome
+        if devpath is not None:
+            record.devices.add(devpath)
+
+    def _note_step(self, step: StepResult, devpath: str | None) -> None:
+        record = self.modules.get(step.module)
+        if record is None:
+            record = self.modules[step.module] = ModuleRecord(step.module, step.outcome)
+        if devpath is not None:
+            record.devices.add(devpath)
+        if step.action is StepAction.SKIP and record.step is not None:
+            return  # keep the attempt that loaded it
+        record.outcome = step.outcome
+        record.errno = step.errno
+        if step.started is not None:
+            record.started, record.finished = step.started, step.finished
+            record.step = step
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    record: DeviceRecord
+    resolver: Resolver  # the event's resolver (its chains share the module objects)
+    candidates: tuple[Candidate, ...]
+    kernel_blacklist: frozenset[str]
+

@@ -1,0 +1,188 @@
+"""From the uevent socket and sysfs to one bounded queue of devices to handle.
+
+Three producers feed the same queue:
+
+* the receive loop: uevents the kernel broadcast (already sender-checked and parsed by
+  `system.netlink`);
+* coldplug, once after READY=1: every device sysfs shows with a modalias (`system.sysfs`),
+  as the `add` event the kernel would send, plus an `add` for every module already in
+  `/sys/module` (udev's static rules act on those);
+* resync: the same scan again, whenever events may have been lost, that is when the socket
+  reports ENOBUFS (`EventsLost`) or the queue was full when a uevent arrived.
+
+The queue holds devices, not events: an event for a device that is still waiting replaces
+the waiting one (the latest state of a device is what counts), so a storm of events for a
+few devices cannot fill it. It holds at most `depth` devices (the `intake_queue` setting).
+A kernel uevent that finds it full is dropped and a resync is scheduled; scans wait for room
+instead of dropping. A scanned device that was already handled with the same modalias is
+skipped, so a resync costs only the scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kmodd.core.uevent import Action, Uevent
+from kmodd.system.netlink import EventsLost, UeventSource
+from kmodd.system.root import Root
+from kmodd.system.sysfs import Scan, loaded_modules, scan_devices
+
+
+class Origin(StrEnum):
+    """Where a queued event came from."""
+
+    KERNEL = "kernel"
+    COLDPLUG = "coldplug"
+    RESYNC = "resync"
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A device waiting to be handled: its latest event, where it came from, and when."""
+
+    event: Uevent
+    origin: Origin
+    queued: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeCounters:
+    queued: int
+    coalesced: int  # events that replaced a waiting event of the same device
+    overflows: int  # kernel events dropped because the queue was full
+    events_lost: int  # ENOBUFS reports from the socket
+    resyncs: int
+    scanned: int  # devices fed by coldplug and resyncs
+    skipped: int  # scanned devices already handled with the same modalias
+    depth: int  # devices waiting now
+
+
+def module_event(name: str) -> Uevent:
+    """The `add` uevent of a loaded module (`/module/<name>`, subsystem `module`)."""
+    devpath = f"/module/{name}"
+    env = {"ACTION": "add", "DEVPATH": devpath, "SUBSYSTEM": "module", "SEQNUM": "0"}
+    return Uevent(Action.ADD, devpath, "module", 0, env)
+
+
+class Intake:
+    """The bounded device queue and its producers."""
+
+    def __init__(self, source: UeventSource, devices_root: Root, depth: int,
+                 handled: Callable[[str, str | None], bool]) -> None:
+        """`handled(devpath, modalias)`: was this device handled with this modalias?"""
+        self.source = source
+        self.devices_root = devices_root
+        self.depth = depth
+        self._handled = handled
+        self._order: asyncio.Queue[str] = asyncio.Queue()
+        self._waiting: dict[str, Queued] = {}
+        self._room = asyncio.Condition()
+        self._resync = asyncio.Event()
+        self._queued = self._coalesced = self._overflows = self._lost = 0
+        self._resyncs = self._scanned = self._skipped = 0
+        self.on_resync: Callable[[str, int], None] | None = None  # (reason, devices fed)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def offer(self, event: Uevent, origin: Origin) -> bool:
+        """Queue without waiting; False (and nothing queued) when the queue is full."""
+        devpath = event.devpath
+        waiting = self._waiting.get(devpath)
+        if waiting is not None:
+            # A kernel event is never replaced by a scan's copy of the same device.
+            if origin is Origin.KERNEL or waiting.origin is not Origin.KERNEL:
+                self._waiting[devpath] = Queued(event, origin, waiting.queued)
+            self._coalesced += 1
+            return True
+        if len(self._waiting) >= self.depth:
+            return False
+        self._waiting[devpath] = Queued(event, origin, time.monotonic())
+        self._order.put_nowait(devpath)
+        self._queued += 1
+        return True
+
+    async def put(self, event: Uevent, origin: Origin) -> None:
+        """Queue, waiting for room when the queue is full (scans use this)."""
+        while not self.offer(event, origin):
+            async with self._room:
+                await self._room.wait_for(lambda: len(self._waiting) < self.depth)
+
+    async def get(self) -> Queued:
+        """The next device to handle."""
+        while True:
+            devpath = await self._order.get()
+            item = self._waiting.pop(devpath, None)
+            if item is None:
+                continue
+            if len(self._waiting) < self.depth:
+                async with self._room:
+                    self._room.notify_all()
+            return item
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- producers ------------------------------------------------------------------------
+
+    async def run_receive(self) -> None:
+        """Read the uevent socket forever, queueing what it accepted."""
+        while True:
+            batch = await self.source.receive()
+            for item in batch:
+                if isinstance(item, EventsLost):
+                    self._lost += 1
+                    self.request_resync()
+                elif not self.offer(item, Origin.KERNEL):
+                    self._overflows += 1
+                    self.request_resync()
+
+    def request_resync(self) -> None:
+        self._resync.set()
+
+    async def run_resync(self) -> None:
+        """Rescan sysfs whenever asked (requests during a scan cause one more scan)."""
+        while True:
+            await self._resync.wait()
+            self._resync.clear()
+            self._resyncs += 1
+            fed = await self.scan(Origin.RESYNC)
+            if self.on_resync is not None:
+                self.on_resync("events may have been lost", fed)
+
+    async def scan(self, origin: Origin,
+                   on_queue: Callable[[str], None] | None = None) -> int:
+        """Feed every device with a modalias (and every loaded module); the number fed.
+
+        `on_queue(devpath)` is called just before each device is queued.
+        """
+        scan: Scan = await asyncio.to_thread(scan_devices, self.devices_root)
+        modules = await asyncio.to_thread(loaded_modules, self.devices_root)
+        fed = 0
+        for device in scan.devices:
+            if self._handled(device.devpath, device.modalias):
+                self._skipped += 1
+                continue
+            if on_queue is not None:
+                on_queue(device.devpath)
+            await self.put(device.as_uevent(), origin)
+            fed += 1
+        for name in modules:
+            event = module_event(name)
+            if self._handled(event.devpath, None):
+                self._skipped += 1
+                continue
+            if on_queue is not None:
+                on_queue(event.devpath)
+            await self.put(event, origin)
+            fed += 1
+        self._scanned += fed
+        return fed
+
+    def counters(self) -> IntakeCounters:
+        return IntakeCounters(self._queued, self._coalesced, self._overflows, self._lost,
+                              self._resyncs, self._scanned, self._skipped, len(self._waiting))

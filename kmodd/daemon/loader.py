@@ -1,0 +1,430 @@
+"""Carry out load plans: chains in parallel up to a limit, each in order, a module never twice.
+
+A *chain* is the probe plan of one requested module (its dependencies and softdeps first,
+`core.plan.plan_probe`). Chains run in worker threads, at most `parallel` at once (the
+`parallel_loads` setting), because finit_module and install commands block. Inside a thread
+the plan runs through `core.plan.run_plan`, the same loop modprobe uses, so the libkmod
+rules hold: already-loaded steps are skipped, EEXIST counts as success, a failing softdep is
+ignored and a failing required module ends the chain.
+
+Two maps keep a module from being inserted twice at once (concurrent finit_module calls of
+one module cost the kernel vmalloc space and fail with EBUSY or EEXIST):
+
+* on the event loop, one chain per requested module: a second request for a module whose
+  chain is running waits for that chain's result instead of planning again;
+* in the threads, one insert per module name: two chains that share a dependency insert it
+  once, and the second waits for the first's result. Only the insert itself is held, never a
+  whole chain, so waiting cannot deadlock.
+
+For a failed insert the kernel's log lines about the module are captured (`system.kmsg`)
+and the errno is classified (`core.outcome`). Every step is timed (monotonic clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as E
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from kmodd.core.autoload import LoadOutcome, insert_outcome
+from kmodd.core.initstate import InitState
+from kmodd.core.kmsg import module_lines, texts
+from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
+from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
+from kmodd.core.remove import RemoveOptions, remove
+from kmodd.core.resolve import LookupError_, Module, Resolver
+from kmodd.system.actions import run_command
+from kmodd.system.kernel import KernelPort
+from kmodd.system.kmsg import KmsgSource
+from kmodd.system.modstate import SysModules
+from kmodd.system.root import Root
+
+#: `parallel_loads = 0` means one chain per CPU, but never more than this.
+PARALLEL_LOADS_MAX = 16
+
+
+def parallel_limit(setting: int) -> int:
+    """Chains run at once for the `parallel_loads` setting (0: one per CPU, at most 16)."""
+    if setting > 0:
+        return setting
+    return max(1, min(os.cpu_count() or 1, PARALLEL_LOADS_MAX))
+
+
+class StepAction(StrEnum):
+    INSERT = "insert"
+    INSTALL = "install"  # an `install` command from modprobe.d runs instead
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What became of one step of a chain."""
+
+    module: str
+    action: StepAction
+    outcome: LoadOutcome
+    errno: int  # 0, or the positive errno of the failure
+    options: str | None
+    required: bool
+    requested: bool
+    started: float | None = None  # time.monotonic() around the syscall or command
+    finished: float | None = None
+    diagnosis: Diagnosis | None = None  # cause of a failed insert
+    kernel_lines: tuple[str, ...] = ()  # what the kernel logged about the module meanwhile
+    detail: str = ""  # skip reason, command status, user-space notes
+    joined: bool = False  # another chain's insert of the same module was waited for
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    """One requested module's chain, run (or planned, in a dry run)."""
+
+    module: str
+    status: int  # run_plan's result: 0, or minus the errno that ended the chain
+    steps: tuple[StepResult, ...]
+    started: float
+    finished: float
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        """The step that ended the chain, if it failed."""
+        if self.status >= 0:
+            return None
+        return next((s for s in reversed(self.steps)
+                     if s.outcome is LoadOutcome.FAILED and s.required), None)
+
+    @property
+    def outcome(self) -> LoadOutcome:
+        """The requested module's outcome (FAILED when a required step failed before it)."""
+        if self.status < 0:
+            failed = self.failed_step
+            return failed.outcome if failed is not None else LoadOutcome.FAILED
+        mine = next((s for s in self.steps if s.requested), None)
+        return mine.outcome if mine is not None else LoadOutcome.ALREADY_LOADED
+
+    @property
+    def errno(self) -> int:
+        return -self.status if self.status < 0 else 0
+
+
+@dataclass(slots=True)
+class _Attempt:
+    action: StepAction
+    errno: int
+    started: float
+    finished: float
+    joined: bool = False
+    kernel_lines: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: _Attempt | None = None
+
+
+class InflightInserts:
+    """Module name -> the insert running now; a second caller waits for its result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Pending] = {}
+        self.joined = 0  # inserts that were waited for instead of repeated
+
+    def run(self, name: str, insert: Callable[[], _Attempt]) -> tuple[_Attempt, bool]:
+        """Run `insert` unless one for `name` is running; (its result, whether we waited)."""
+        with self._lock:
+            pending = self._running.get(name)
+            owner = pending is None
+            if pending is None:
+                pending = self._running[name] = _Pending()
+            else:
+                self.joined += 1
+        if not owner:
+            pending.done.wait()
+            assert pending.result is not None
+            return pending.result, True
+        result: _Attempt | None = None
+        try:
+            result = insert()
+            return result, False
+        finally:
+            if result is None:  # a bug raised in the insert; waiters see an I/O error
+                now = time.monotonic()
+                result = _Attempt(StepAction.INSERT, E.EIO, now, now, detail="internal error")
+            with self._lock:
+                del self._running[name]
+            pending.result = result
+            pending.done.set()
+
+    def names(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._running)
+
+
+class _ChainActions:
+    """`core.plan.Actions` for one chain, in its worker thread; records every step."""
+
+    def __init__(self, loader: Loader, kernel_blacklist: frozenset[str], dry_run: bool) -> None:
+        self._loader = loader
+        self._kernel_blacklist = kernel_blacklist
+        self._dry_run = dry_run
+        self._attempt: _Attempt | None = None
+        self.steps: list[StepResult] = []
+
+    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
+        loader = self._loader
+        if path is None:
+            now = time.monotonic()
+            self._attempt = _Attempt(StepAction.INSERT, E.ENOENT, now, now,
+                                     detail=f"no file is known for module {mod.name}")
+            return -E.ENOENT
+        real = loader.root.path(path) if path.startswith("/") else path
+
+        def attempt() -> _Attempt:
+            started = time.monotonic()
+            # run_plan checked the state before this insert was ours to make; a load that
+            # finished in between (another chain's) must not cost a second finit_module.
+            if loader.live.initstate(mod.name) is InitState.LIVE:
+                return _Attempt(StepAction.INSERT, E.EEXIST, started, time.monotonic(),
+                                detail="loaded meanwhile by another chain")
+            with loader.kmsg.watch() as watch:
+                result = loader.kernel.insert(
+                    real, options,
+                    force_vermagic=bool(flags & ProbeFlag.FORCE_VERMAGIC),
+                    force_modversion=bool(flags & ProbeFlag.FORCE_MODVERSION))
+                finished = time.monotonic()
+                lines: tuple[str, ...] = ()
+                if not result.ok:
+                    lines = texts(module_lines(watch.records(), mod.name))
+            return _Attempt(StepAction.INSERT, result.errno, started, finished,
+                            kernel_lines=lines, detail="; ".join(result.notes))
+
+        done, joined = loader.inserts.run(mod.name, attempt)
+        if joined:
+            done = _Attempt(done.action, done.errno, done.started, done.finished, True,
+                            done.kernel_lines, done.detail)
+        self._attempt = done
+        if done.errno == 0:
+            return -E.EEXIST if joined else 0
+        return -done.errno
+
+    def run_install(self, mod: Module, command: str) -> int:
+        loader = self._loader
+        started = time.monotonic()
+        result = run_command(command, mod.name, loader.environ, loader.install_timeout)
+        finished = time.monotonic()
+        if result.status is None:
+            detail = f"install command '{command}': {result.error}"
+        else:
+            detail = f"install command '{command}' exited with status {result.status}"
+        if result.output:
+            detail += f"; output: {result.output.strip()}"
+        # libkmod's command_do: any failure of the command is -EINVAL.
+        errno = 0 if result.status == 0 else E.EINVAL
+        self._attempt = _Attempt(StepAction.INSTALL, errno, started, finished, detail=detail)
+        return -errno
+
+    def on_step(self, step: Step, err: int) -> None:
+        attempt, self._attempt = self._attempt, None
+        name = step.module.name
+        if attempt is None:
+            if err == -E.EEXIST:
+                action, outcome, detail = (StepAction.SKIP, LoadOutcome.ALREADY_LOADED,
+                                           "already in the kernel")
+            else:  # a dry run: nothing was done
+                action = StepAction.INSTALL if step.command is not None else StepAction.INSERT
+                outcome, detail = LoadOutcome.PLANNED, step.command or ""
+            self.steps.append(StepResult(name, action, outcome, 0, step.options, step.required,
+                                         step.requested, detail=detail))
+            return
+        diagnosis = None
+        if attempt.action is StepAction.INSTALL:
+            outcome = LoadOutcome.COMMAND_RAN if attempt.errno == 0 else LoadOutcome.FAILED
+        else:
+            outcome = insert_outcome(attempt.errno, joined=attempt.joined,
+                                     kernel_denied=name in self._kernel_blacklist)
+            if outcome is LoadOutcome.FAILED:
+                diagnosis = classify_insert(attempt.errno)
+        self.steps.append(StepResult(
+            name, attempt.action, outcome, attempt.errno, step.options, step.required,
+            step.requested, started=attempt.started, finished=attempt.finished,
+            diagnosis=diagnosis, kernel_lines=attempt.kernel_lines, detail=attempt.detail,
+            joined=attempt.joined))
+
+
+class _RemovalIO:
+    """`core.remove.RemoveIO` for the daemon: deletes through the kernel port, collects text."""
+
+    def __init__(self, loader: Loader, modules: SysModules, dry_run: bool) -> None:
+        self._loader = loader
+        self._modules = modules
+        self._dry_run = dry_run
+        self.messages: list[str] = []
+        self.removed: list[tuple[str, int]] = []  # (module, errno) for every delete_module
+
+    def log(self, message: str) -> None:
+        self.messages.append(message.rstrip("\n"))
+
+    def refcnt(self, name: str) -> int:
+        return self._modules.refcnt(name)
+
+    def holders(self, name: str) -> list[str] | None:
+        return self._modules.holders(name)
+
+    def remove_module(self, mod: Module) -> int:
+        if self._dry_run:
+            self.removed.append((mod.name, 0))
+            return 0
+        errno = self._loader.kernel.delete(mod.name)
+        self.removed.append((mod.name, errno))
+        if errno:
+            self.messages.append(f"could not remove '{mod.name}': {classify_remove(errno).cause}")
+        return -errno
+
+    def run_remove_command(self, mod: Module, command: str) -> int:
+        if self._dry_run:
+            self.removed.append((mod.name, 0))
+            return 0
+        loader = self._loader
+        result = run_command(command.replace("$CMDLINE_OPTS", ""), mod.name, loader.environ,
+                             loader.install_timeout)
+        if result.status != 0:
+            self.messages.append(f"Error running remove command for {mod.name}")
+            return -(result.status or 1)
+        self.removed.append((mod.name, 0))
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalResult:
+    status: int  # core.remove's result: 0 or minus an errno
+    removed: tuple[tuple[str, int], ...]
+    messages: tuple[str, ...]
+
+
+class Loader:
+    """Runs chains in a bounded pool of threads, with both in-flight maps."""
+
+    def __init__(self, kernel: KernelPort, live: LiveState, kmsg: KmsgSource, root: Root, *,
+                 parallel: int, install_timeout: float, environ: Mapping[str, str]) -> None:
+        self.kernel = kernel
+        self.live = live
+        self.kmsg = kmsg
+        self.root = root
+        self.parallel = parallel
+        self.install_timeout = install_timeout
+        self.environ = dict(environ)
+        self.inserts = InflightInserts()
+        self._executor = ThreadPoolExecutor(max_workers=parallel,
+                                            thread_name_prefix="kmodd-load")
+        self._chains: dict[str, asyncio.Future[ChainResult]] = {}
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.chains_run = 0
+        self.chains_joined = 0
+
+    # -- chains -------------------------------------------------------------------------
+
+    def _run_blocking(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
+                      kernel_blacklist: frozenset[str], dry_run: bool) -> ChainResult:
+        started = time.monotonic()
+        actions = _ChainActions(self, kernel_blacklist, dry_run)
+        if dry_run:
+            flags |= ProbeFlag.DRY_RUN
+        status = run_plan(resolver, self.live, plan, flags, None if dry_run else actions,
+                          on_step=actions.on_step)
+        return ChainResult(plan.module.name, status, tuple(actions.steps), started,
+                           time.monotonic())
+
+    async def run_chain(self, resolver: Resolver, plan: Plan, flags: ProbeFlag, *,
+                        kernel_blacklist: frozenset[str] = frozenset(),
+                        dry_run: bool = False) -> tuple[ChainResult, bool]:
+        """Run one requested module's plan; (result, True) when another run was waited for."""
+        name = plan.module.name
+        running = self._chains.get(name)
+        if running is not None:
+            self.chains_joined += 1
+            return await asyncio.shield(running), True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ChainResult] = loop.create_future()
+        self._chains[name] = future
+        self._enter()
+        try:
+            result = await loop.run_in_executor(
+                self._executor, self._run_blocking, resolver, plan, flags, kernel_blacklist,
+                dry_run)
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(e)
+                future.exception()  # retrieved here: joiners re-raise it, nobody else must
+            raise
+        finally:
+            del self._chains[name]
+            self._leave()
+        self.chains_run += 1
+        future.set_result(result)
+        return result, False
+
+    def _enter(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
+    # -- removal ----------------------------------------------------------------------------
+
+    def _remove_blocking(self, resolver: Resolver, name: str, dry_run: bool) -> RemovalResult:
+        modules = self.kernel.modules
+        io = _RemovalIO(self, modules, dry_run)
+        try:
+            status = remove(resolver, self.live, io, name, 0, RemoveOptions())
+        except LookupError_ as e:
+            status = -e.errno
+        return RemovalResult(status, tuple(io.removed), tuple(io.messages))
+
+    async def remove(self, resolver: Resolver, name: str, *,
+                     dry_run: bool = False) -> RemovalResult:
+        """`modprobe -r name` (core.remove), in a worker thread (`dry_run`: decide only)."""
+        loop = asyncio.get_running_loop()
+        self._enter()
+        try:
+            return await loop.run_in_executor(self._executor, self._remove_blocking, resolver,
+                                              name, dry_run)
+        finally:
+            self._leave()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def loading(self) -> frozenset[str]:
+        """Modules with a chain or an insert in progress."""
+        return frozenset(self._chains) | self.inserts.names()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no chain runs (True), or `timeout` seconds pass (False)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop the worker threads (`wait`: after the running chains finish)."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)

@@ -1,0 +1,131 @@
+"""Every outcome told once: one journal record, one Monitor event, one count.
+
+`Reporter.outcome` is the only way an outcome leaves the daemon. It builds the journal
+record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY and the KMODD_* fields), hands the
+same facts to Monitor subscribers (`daemon.control.EventHub`) and counts the outcome for
+GetStatus. Records below the configured level are counted and streamed but not written.
+Levels and wording come from `core.autoload`; a failure carries its cause in plain words
+(`core.outcome`) and the kernel's own lines about the module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from kmodd.core.autoload import LoadOutcome, Request, log_level, message
+from kmodd.core.libkmodlog import Priority as CorePriority
+from kmodd.core.libkmodlog import strerror
+from kmodd.core.outcome import Diagnosis
+from kmodd.daemon.control import EventHub, EventView
+from kmodd.system.journal import LogSink, OutcomeRecord, Priority
+
+#: `log_level` setting -> the least important priority that is written.
+LEVEL_NAMES = {p.name.lower(): p for p in Priority}
+#: Kernel log lines quoted in one record at most.
+KERNEL_LINES_MAX = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The device an outcome is for (nothing, for an explicit request)."""
+
+    devpath: str | None = None
+    modalias: str | None = None
+    seqnum: int | None = None  # None for coldplug and resync (their events have none)
+
+
+NOWHERE = Where()
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What one outcome is about."""
+
+    outcome: LoadOutcome
+    module: str | None = None
+    key: str = ""  # the looked-up name (a modalias, or a module name)
+    where: Where = NOWHERE
+    errno: int | None = None
+    duration_usec: int | None = None
+    diagnosis: Diagnosis | None = None
+    kernel_lines: tuple[str, ...] = ()
+    detail: str = ""
+    kernel_denied: bool = False
+    sentence: str | None = None  # replaces systemd's sentence (e.g. for a failed removal)
+
+
+def describe(facts: Facts) -> str:
+    """The record's MESSAGE: systemd's sentence, then for failures `: strerror`, the cause
+    and what the kernel said, then where it came from."""
+    name = facts.module or facts.key
+    text = facts.sentence or message(facts.outcome, name, facts.key,
+                                     kernel_denied=facts.kernel_denied)
+    if facts.outcome is LoadOutcome.FAILED and facts.errno:
+        text += f": {strerror(facts.errno)}"
+        if facts.diagnosis is not None:
+            text += f" ({facts.diagnosis.outcome.value}: {facts.diagnosis.cause})"
+    if facts.detail:
+        text += f"; {facts.detail}"
+    if facts.kernel_lines:
+        shown = facts.kernel_lines[:KERNEL_LINES_MAX]
+        text += "; kernel: " + " | ".join(shown)
+    devpath = facts.where.devpath
+    if devpath and facts.outcome is not LoadOutcome.NOT_FOUND:
+        text += f" [{devpath}]"
+    elif devpath:
+        text += f" for {devpath}"
+    return text
+
+
+class Reporter:
+    """Journal, Monitor and counters for outcomes and daemon events."""
+
+    def __init__(self, sink: LogSink, hub: EventHub, level: str, started: float) -> None:
+        self.sink = sink
+        self.hub = hub
+        self.max_priority = LEVEL_NAMES.get(level, Priority.INFO)
+        self.started = started
+        self.outcomes: Counter[str] = Counter()
+
+    def usec(self, monotonic: float | None = None) -> int:
+        """Microseconds since the daemon started (the control interface's clock)."""
+        now = time.monotonic() if monotonic is None else monotonic
+        return int((now - self.started) * 1_000_000)
+
+    def outcome(self, facts: Facts, request: Request, *, quiet: bool = False) -> None:
+        """Tell one outcome. `quiet`: at debug level whatever it is (a repeat of a told one)."""
+        self.outcomes[facts.outcome.value] += 1
+        diagnosis = facts.diagnosis.outcome if facts.diagnosis is not None else None
+        core_level: CorePriority = (CorePriority.DEBUG if quiet
+                                    else log_level(facts.outcome, request, diagnosis))
+        priority = Priority(int(core_level))
+        text: str | None = None
+        if priority <= self.max_priority:
+            text = describe(facts)
+            where = facts.where
+            self.sink.outcome(OutcomeRecord(
+                message=text, priority=priority, outcome=facts.outcome.value,
+                module=facts.module, modalias=where.modalias, devpath=where.devpath,
+                seqnum=where.seqnum, errno=facts.errno or None,
+                duration_usec=facts.duration_usec,
+                diagnosis=facts.diagnosis.outcome.value if facts.diagnosis else None))
+        if self.hub.subscribers:
+            self.hub.publish(EventView(facts.outcome.value, self.usec(),
+                                       text if text is not None else describe(facts),
+                                       facts.where.devpath, facts.where.modalias,
+                                       facts.module, facts.outcome.value))
+
+    def log(self, priority: Priority, text: str, kind: str | None = None, **fields: str) -> None:
+        """A daemon message (start, reload, resync...); `kind` also streams it to Monitor."""
+        if priority <= self.max_priority:
+            self.sink.log(priority, text, **fields)
+        if kind is not None and self.hub.subscribers:
+            self.hub.publish(EventView(kind, self.usec(), text))
+
+    def event(self, kind: str, text: str, devpath: str | None = None,
+              modalias: str | None = None) -> None:
+        """A Monitor-only event (uevents are too many for the journal)."""
+        if self.hub.subscribers:
+            self.hub.publish(EventView(kind, self.usec(), text, devpath, modalias))

@@ -1,0 +1,341 @@
+"""The running daemon: start-up, the tasks it owns, reloads, and an orderly stop.
+
+Start-up, in this order (DESIGN.md): the module index as mapped and the configuration (a
+`Snapshot`), the kernel uevent socket, the control socket, then READY=1. After READY: the
+decoded index is swapped in and coldplug feeds every device sysfs shows into the same intake
+that hotplug events use, while hotplug keeps running (devices created by drivers that
+coldplug loads, such as disks behind a freshly loaded HBA, arrive as uevents meanwhile).
+
+Every task belongs to one `asyncio.TaskGroup`: the uevent receive loop, the resync loop, the
+device dispatcher (which owns a task per device being loaded), the control server, the
+reload triggers (SIGHUP, inotify) and the watchdog. Stopping (SIGTERM, SIGINT) sends
+STOPPING=1, closes the intake and the control socket first, then waits up to `stop_timeout`
+for loads in progress before it cancels what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kmodd import __version__
+from kmodd.core.settings import Settings
+from kmodd.daemon.control import EventHub, admin_gid, build_service, limits_from
+from kmodd.daemon.devices import Devices
+from kmodd.daemon.intake import Intake, Origin
+from kmodd.daemon.loader import Loader, parallel_limit
+from kmodd.daemon.report import Reporter
+from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, Snapshots
+from kmodd.daemon.state import DaemonControl, Lifecycle
+from kmodd.daemon.varlink import bind_listener
+from kmodd.system.inotify import ChangeWatcher, config_targets
+from kmodd.system.journal import LogSink, Priority
+from kmodd.system.kernel import KernelPort, LinuxKernel
+from kmodd.system.kmsg import DevKmsg
+from kmodd.system.liveview import ListedModules
+from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
+from kmodd.system.notify import LISTEN_VARIABLES, ListenFd, Notifier, watchdog_interval
+from kmodd.system.root import Root, module_dir
+from kmodd.system.sysfs import module_is_present
+
+#: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
+CONTROL_FD_NAME = "control"
+KERNEL_FD_NAME = "kernel"
+#: Variables meant for the daemon alone; install commands it runs do not see them.
+PRIVATE_VARIABLES = (*LISTEN_VARIABLES, "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: Paths changed in one burst that a reload message names; more are counted.
+CHANGED_PATHS_SHOWN = 3
+
+
+class StartupError(Exception):
+    """The daemon cannot start (a socket it needs cannot be opened)."""
+
+
+@dataclass(slots=True)
+class DaemonSetup:
+    """Everything the daemon is started with. Tests move the roots and pass fakes."""
+
+    settings: Settings
+    root: Root = field(default_factory=Root)  # index, config, /sys/module, /run, /dev/kmsg
+    devices_root: Root | None = None  # where sysfs devices are scanned (default: root)
+    kernel_release: str = field(default_factory=lambda: os.uname().release)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    listen: Sequence[ListenFd] = ()
+    started: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    """kmodd's event loop side: owns every task, socket and snapshot."""
+
+    def __init__(self, setup: DaemonSetup, sink: LogSink, *, kernel: KernelPort | None = None,
+                 source: UeventSource | None = None, notifier: Notifier | None = None,
+                 install_signals: bool = True) -> None:
+        self.setup = setup
+        self.settings = setup.settings
+        self.root = setup.root
+        self.devices_root = setup.devices_root or setup.root
+        self.kernel = kernel if kernel is not None else LinuxKernel(setup.root)
+        self.notifier = notifier if notifier is not None else Notifier(setup.environ)
+        self.hub = EventHub()
+        self.reporter = Reporter(sink, self.hub, self.settings.log_level, setup.started)
+        self.lifecycle = Lifecycle(setup.started, setup.kernel_release,
+                                   dry_run=self.settings.dry_run)
+        moddir = module_dir("", setup.kernel_release)
+        self.snapshots = Snapshots(self.root, moddir, self.root.path(moddir),
+                                   in_memory=self.settings.index_in_memory)
+        self._source = source
+        self._install_signals = install_signals
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.coldplugged = asyncio.Event()
+        self.control: DaemonControl | None = None
+        self.devices: Devices | None = None
+        self.intake: Intake | None = None
+        self.loader: Loader | None = None
+        #: Loads still running in threads when the daemon stopped (main() exits hard then).
+        self.abandoned_loads = 0
+        self._socket_file: str | None = None  # the control socket we bound (not passed)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def log(self, priority: Priority, text: str, kind: str | None = None) -> None:
+        self.reporter.log(priority, text, kind)
+
+    def _listen_fd(self, name: str) -> int | None:
+        return next((f.fd for f in self.setup.listen if f.name == name), None)
+
+    def _open_source(self) -> UeventSource:
+        if self._source is not None:
+            return self._source
+        size = self.settings.receive_buffer
+        fd = self._listen_fd(KERNEL_FD_NAME)
+        try:
+            sock = adopt_uevent_socket(fd, size) if fd is not None else open_uevent_socket(size)
+        except (OSError, ValueError) as e:
+            raise StartupError(f"cannot open the kernel uevent socket: {e}") from e
+        stats = sock.statistics()
+        how = "forced" if stats.receive_buffer_forced else "capped by net.core.rmem_max"
+        self.log(Priority.DEBUG, f"Uevent socket receive buffer: {stats.receive_buffer} bytes "
+                                 f"({how})")
+        return sock
+
+    def _open_control(self) -> socket.socket:
+        fd = self._listen_fd(CONTROL_FD_NAME)
+        if fd is not None:
+            return socket.socket(fileno=fd)  # systemd removes the file (RemoveOnStop=yes)
+        path = self.root.path(self.settings.control_socket)
+        try:
+            listener = bind_listener(path)
+        except OSError as e:
+            raise StartupError(f"cannot listen on {path}: {e.strerror or e}") from e
+        self._socket_file = path
+        return listener
+
+    def _tell_snapshot(self, snapshot: Snapshot, verb: str) -> None:
+        if verb != "Decoded":  # the same configuration as the mapped snapshot's: told then
+            for problem in snapshot.problems:
+                self.log(Priority.WARNING, problem)  # kmod's words already say "ignoring"
+        what = f"{snapshot.modules} modules" if snapshot.decoded else "index mapped"
+        self.log(Priority.INFO, f"{verb} module index generation {snapshot.generation} from "
+                                f"{snapshot.moddir} ({what}, {len(snapshot.config.files)} "
+                                f"configuration files, {snapshot.build_seconds * 1000:.0f} ms)",
+                 "reload" if verb == "Loaded" else "index")
+
+    # -- reloading ------------------------------------------------------------------------------
+
+    async def reload(self, reason: str) -> Snapshot | str:
+        """Build a new snapshot off the loop and swap it in; on failure keep the old one."""
+        self.notifier.reloading()
+        self.lifecycle.state = "reloading"
+        self.log(Priority.INFO, f"Reloading the module index and configuration ({reason})")
+        result = await self.snapshots.reload()
+        self.lifecycle.state = "running"
+        current = self.snapshots.current
+        if isinstance(result, SnapshotFailure):
+            self.log(Priority.ERR, f"Reload failed, keeping generation {current.generation}: "
+                                   f"{result.reason}", "reload")
+            self.notifier.ready(status=f"Reload failed: {result.reason}")
+            return result.reason
+        self._tell_snapshot(result, "Loaded")
+        self.notifier.ready(status=self._status_text())
+        return result
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload("SIGHUP")
+
+    async def _reload_on_change(self) -> None:
+        targets = config_targets(self.root, self.snapshots.real_moddir)
+        try:
+            watcher = ChangeWatcher(targets, self.settings.reload_debounce,
+                                    self.settings.reload_max_delay)
+        except OSError as e:
+            self.log(Priority.WARNING, f"Cannot watch modprobe.d and the module index ({e}); "
+                                       "reload with SIGHUP or `kmodctl reload`")
+            return
+        try:
+            async for change in watcher:
+                paths = sorted(change.paths)
+                shown = ", ".join(paths[:CHANGED_PATHS_SHOWN])
+                if len(paths) > CHANGED_PATHS_SHOWN:
+                    shown += f" and {len(paths) - CHANGED_PATHS_SHOWN} more"
+                if change.overflow:
+                    shown = (shown + "; " if shown else "") + "inotify lost events"
+                await self.reload(f"changed: {shown}")
+        finally:
+            watcher.close()
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def _status_text(self) -> str:
+        devices = self.devices
+        count = len(devices.records) if devices is not None else 0
+        state = "coldplug done" if self.lifecycle.coldplug_done else "coldplug running"
+        return (f"{count} devices, generation {self.snapshots.current.generation}, {state}"
+                + (" (dry run)" if self.settings.dry_run else ""))
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _coldplug(self) -> None:
+        decoded = await self.snapshots.decode()
+        if isinstance(decoded, SnapshotFailure):
+            self.log(Priority.ERR, f"The module index cannot be decoded, lookups stay on the "
+                                   f"mapped files: {decoded.reason}")
+        elif not self.snapshots.current.empty and self.settings.index_in_memory:
+            self._tell_snapshot(decoded, "Decoded")
+        assert self.intake is not None and self.devices is not None
+        if self.settings.coldplug:
+            started = time.monotonic()
+            fed = await self.intake.scan(Origin.COLDPLUG, self.devices.expect)
+            self.devices.expected_fed()
+            await self.devices.wait_expected()
+            elapsed = (time.monotonic() - started) * 1000
+            self.log(Priority.INFO, f"Coldplug done: {fed} devices in {elapsed:.0f} ms",
+                     "coldplug")
+        self.lifecycle.coldplug_done = True
+        self.coldplugged.set()
+        self.notifier.status(self._status_text())
+
+    def _on_resync(self, reason: str, fed: int) -> None:
+        self.log(Priority.WARNING, f"Resynchronised from sysfs ({reason}): {fed} devices "
+                                   "queued again", "resync")
+
+    # -- running --------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    async def run(self) -> None:
+        """Run until asked to stop; raises StartupError when a socket cannot be opened."""
+        loop = asyncio.get_running_loop()
+        first = await self.snapshots.load_fast()
+        if isinstance(first, SnapshotFailure):
+            self.log(Priority.ERR, f"Cannot read the module index: {first.reason}; no module "
+                                   "is loaded until a reload succeeds")
+        else:
+            self._tell_snapshot(first, "Mapped")
+        source = self._open_source()
+        try:
+            listener = self._open_control()
+        except StartupError:
+            source.close()
+            raise
+        settings = self.settings
+        live = self.kernel.modules
+        self.loader = Loader(self.kernel, live, DevKmsg(self.root), self.root,
+                             parallel=parallel_limit(settings.parallel_loads),
+                             install_timeout=settings.install_timeout,
+                             environ={k: v for k, v in self.setup.environ.items()
+                                      if k not in PRIVATE_VARIABLES})
+        self.devices = Devices(self.snapshots, self.loader, ListedModules(live), self.reporter,
+                               is_loaded=lambda name: module_is_present(self.root, name),
+                               static_rules=settings.static_rules, dry_run=settings.dry_run)
+        self.intake = Intake(source, self.devices_root, settings.intake_queue,
+                             self.devices.handled)
+        self.intake.on_resync = self._on_resync
+        self.control = DaemonControl(
+            lifecycle=self.lifecycle, snapshots=self.snapshots, devices=self.devices,
+            loader=self.loader, intake=self.intake, source=source, reporter=self.reporter,
+            live=live, root=self.root, devices_root=self.devices_root,
+            reload=self.reload)
+        service = build_service(self.control, self.hub, version=__version__,
+                                admin_group=settings.control_group,
+                                limits=limits_from(settings))
+        self.control.service = service
+        if settings.control_group and admin_gid(settings.control_group) is None:
+            self.log(Priority.WARNING, f"Unknown control_group {settings.control_group!r}: "
+                                       "only root may load, unload and reload")
+        signals: list[signal.Signals] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                front = [
+                    tg.create_task(self.intake.run_receive(), name="receive"),
+                    tg.create_task(self.intake.run_resync(), name="resync"),
+                    tg.create_task(service.serve(listener), name="control"),
+                    tg.create_task(self._reload_on_request(), name="sighup"),
+                ]
+                dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")
+                if settings.watch_config:
+                    front.append(tg.create_task(self._reload_on_change(), name="inotify"))
+                interval = watchdog_interval(self.setup.environ)
+                if interval is not None:
+                    front.append(tg.create_task(self._watchdog(interval), name="watchdog"))
+                if self._install_signals:
+                    for signum, handler in ((signal.SIGHUP, self.request_reload),
+                                            (signal.SIGTERM, self.request_stop),
+                                            (signal.SIGINT, self.request_stop)):
+                        loop.add_signal_handler(signum, handler)
+                        signals.append(signum)
+                self.lifecycle.state = "running"
+                self.lifecycle.ready = time.monotonic()
+                self.notifier.ready(status=self._status_text())
+                elapsed = (self.lifecycle.ready - self.setup.started) * 1000
+                self.log(Priority.INFO, f"Ready after {elapsed:.0f} ms"
+                         + (" (dry run: nothing is loaded)" if settings.dry_run else ""),
+                         "ready")
+                self.ready.set()
+                front.append(tg.create_task(self._coldplug(), name="coldplug"))
+                await self._stop.wait()
+                await self._stop_in_order(front, dispatcher)
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            source.close()
+            with contextlib.suppress(OSError):
+                listener.close()
+            if self._socket_file is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._socket_file)
+            self.notifier.close()
+
+    async def _stop_in_order(self, front: list[asyncio.Task[None]],
+                             dispatcher: asyncio.Task[None]) -> None:
+        assert self.loader is not None
+        self.lifecycle.state = "stopping"
+        self.notifier.stopping()
+        self.log(Priority.INFO, "Stopping", "stopping")
+        for task in front:  # no new events, requests or reloads from here on
+            task.cancel()
+        await asyncio.gather(*front, return_exceptions=True)
+        if not await self.loader.wait_idle(self.settings.stop_timeout):
+            self.abandoned_loads = self.loader.busy
+            self.log(Priority.WARNING, f"Stopping with {self.abandoned_loads} module loads "
+                                       f"still running after {self.settings.stop_timeout:g} s")
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)
+        self.loader.shutdown(wait=self.abandoned_loads == 0)

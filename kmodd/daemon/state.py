@@ -1,0 +1,460 @@
+"""The daemon behind `io.kmodd`: the `ControlState` the control socket's handlers call.
+
+Reading methods build the interface's views from the device and module tables
+(`daemon.devices`), the intake and socket counters and the current snapshot. `Why` and
+`Explain` also decide afresh, without loading anything, what the daemon would do now.
+`Load` and `Unload` are explicit requests: modprobe's semantics (`core.autoload.
+MODPROBE_FLAGS`: the blacklist applies to aliases only; `core.remove` for unloading), run by
+the same loader as autoloading, and told at the louder levels of an explicit request.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from kmodd import __version__
+from kmodd.core.autoload import (
+    AUTOLOAD_FLAGS,
+    MODPROBE_FLAGS,
+    SUCCESSES,
+    Candidate,
+    Decision,
+    LoadOutcome,
+    Request,
+    Resolution,
+    decide,
+)
+from kmodd.core.initstate import InitState
+from kmodd.core.libkmodlog import strerror
+from kmodd.core.outcome import classify_remove
+from kmodd.core.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
+from kmodd.core.resolve import LookupError_, Resolver
+from kmodd.daemon.control import (
+    CandidateView,
+    DeviceView,
+    ExplanationView,
+    LoadResultView,
+    ModuleView,
+    PlanStepView,
+    ReloadFailed,
+    StatisticsView,
+    StatusView,
+    WhyView,
+)
+from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
+from kmodd.daemon.intake import Intake
+from kmodd.daemon.loader import Loader
+from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
+from kmodd.daemon.snapshot import Snapshot, Snapshots
+from kmodd.daemon.varlink import VarlinkService
+from kmodd.daemon.views import chain_facts, chain_words, plan_views, step_views
+from kmodd.system.moddb import read_file
+from kmodd.system.netlink import UeventSource
+from kmodd.system.root import Root
+from kmodd.system.sysfs import device_details
+
+#: Words for where a lookup found its modules (`resolve.LOOKUP_SOURCES`).
+SOURCE_WORDS = {
+    "config-alias": "an alias line in modprobe.d",
+    "modules.dep": "its own name in modules.dep",
+    "modules.symbols": "modules.symbols",
+    "install-command": "an install or remove line in modprobe.d",
+    "modules.alias": "modules.alias (the module's own MODULE_DEVICE_TABLE)",
+    "modules.builtin": "modules.builtin",
+    "modules.builtin.alias": "modules.builtin.alias",
+}
+_BLACKLIST_LINE = re.compile(r"blacklist[ \t]+(\S+)")
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """What GetStatus reports about the daemon itself (set by the service)."""
+
+    started: float  # time.monotonic() at start
+    kernel_release: str
+    state: str = "starting"
+    ready: float | None = None
+    coldplug_done: bool = False
+    dry_run: bool = False
+
+
+def _usec(reporter: Reporter, t: float | None) -> int | None:
+    return None if t is None else reporter.usec(t)
+
+
+class DaemonControl:
+    """`ControlState` over the running daemon's parts."""
+
+    def __init__(self, *, lifecycle: Lifecycle, snapshots: Snapshots, devices: Devices,
+                 loader: Loader, intake: Intake, source: UeventSource, reporter: Reporter,
+                 live: LiveState, root: Root, devices_root: Root,
+                 reload: Callable[[str], Awaitable[Snapshot | str]]) -> None:
+        self.lifecycle = lifecycle
+        self.snapshots = snapshots
+        self.table = devices
+        self.loader = loader
+        self.intake = intake
+        self.source = source
+        self.reporter = reporter
+        self.live = live
+        self.root = root
+        self.devices_root = devices_root
+        self._reload = reload
+        self.service: VarlinkService | None = None
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> StatusView:
+        lc = self.lifecycle
+        return StatusView(
+            version=__version__,
+            state=lc.state,
+            pid=os.getpid(),
+            kernel_release=lc.kernel_release,
+            uptime_usec=self.reporter.usec(),
+            ready_usec=_usec(self.reporter, lc.ready),
+            coldplug_done=lc.coldplug_done,
+            index_generation=self.snapshots.current.generation,
+            dry_run=lc.dry_run,
+        )
+
+    def statistics(self) -> StatisticsView:
+        socket = self.source.statistics()
+        counters = self.intake.counters()
+        return StatisticsView(
+            uevents_received=socket.received,
+            uevents_accepted=socket.accepted,
+            uevents_dropped={str(k): v for k, v in socket.dropped.items()},
+            uevents_malformed={str(k): v for k, v in socket.malformed.items()},
+            overruns=socket.overruns + counters.overflows,
+            resyncs=counters.resyncs,
+            devices=len(self.table.records),
+            outcomes=dict(self.reporter.outcomes),
+            queue_depth=counters.depth,
+            control_connections=self.service.statistics.open if self.service else 0,
+        )
+
+    # -- devices and modules ------------------------------------------------------------------
+
+    def _device_view(self, record: DeviceRecord, details: bool) -> DeviceView:
+        plan: list[PlanStepView] = []
+        chained = {chain.candidate.name: chain for chain in record.chains}
+        for resolution in record.resolutions:
+            for candidate in resolution.candidates:
+                chain = chained.get(candidate.name)
+                if chain is not None and not chain.joined:
+                    plan.extend(step_views(chain.result.steps))
+                elif chain is not None:
+                    plan.append(PlanStepView("insert", candidate.name, chain_words(
+                        chain.result, True)))
+                elif candidate.decision is Decision.LOAD and candidate.plan is not None:
+                    plan.extend(PlanStepView("insert", s.module.name, "queued", s.options)
+                                for s in candidate.plan.steps)
+                else:
+                    plan.append(PlanStepView("skip", candidate.name, candidate.decision.value))
+        driver = vendor = model = None
+        if details:
+            found = device_details(self.devices_root, record.devpath)
+            if found is not None:
+                driver, vendor, model = found.driver, found.vendor, found.model
+        r = self.reporter
+        return DeviceView(
+            devpath=record.devpath,
+            subsystem=record.subsystem,
+            modalias=record.modalias,
+            seqnum=record.seqnum,
+            candidates=record.candidates,
+            plan=tuple(plan),
+            outcome=record.outcome.value if record.outcome else None,
+            queued_usec=r.usec(record.queued),
+            started_usec=r.usec(record.started),
+            finished_usec=_usec(r, record.finished),
+            driver=driver,
+            vendor=vendor,
+            model=model,
+        )
+
+    def devices(self, devpath: str | None) -> Sequence[DeviceView]:
+        if devpath is not None:
+            record = self.table.records.get(devpath)
+            return [] if record is None else [self._device_view(record, True)]
+        return [self._device_view(r, False)
+                for r in sorted(self.table.records.values(), key=lambda r: r.queued)]
+
+    def _module_state(self, name: str) -> str:
+        if name in self.loader.loading():
+            return "loading"
+        snapshot = self.snapshots.current
+        if snapshot.indexes.builtin(name):
+            return InitState.BUILTIN.value
+        state = self.live.initstate(name)
+        return state.value if state is not None else "not-loaded"
+
+    def _module_view(self, record: ModuleRecord) -> ModuleView:
+        r = self.reporter
+        return ModuleView(
+            name=record.name,
+            state=self._module_state(record.name),
+            outcome=record.outcome.value,
+            errno=record.errno or None,
+            devices=tuple(sorted(record.devices)),
+            started_usec=_usec(r, record.started),
+            finished_usec=_usec(r, record.finished),
+        )
+
+    def modules(self, name: str | None) -> Sequence[ModuleView]:
+        if name is not None:
+            name = name.replace("-", "_")
+            record = self.table.modules.get(name)
+            if record is not None:
+                return [self._module_view(record)]
+            state = self._module_state(name)
+            if state == "not-loaded":
+                return []
+            return [ModuleView(name, state)]
+        return [self._module_view(r) for _, r in sorted(self.table.modules.items())]
+
+    # -- why and explain ------------------------------------------------------------------------
+
+    def _resolver(self) -> tuple[Snapshot, Resolver]:
+        snapshot = self.snapshots.current
+        return snapshot, snapshot.resolver()
+
+    def blacklist_origin(self, snapshot: Snapshot, name: str) -> str:
+        """Where `blacklist name` comes from: the file and line, or the kernel command line."""
+        for path in snapshot.config.files:
+            if path.endswith("/modules.softdep"):
+                continue
+            data = read_file(path if self.root.is_host else self.root.path(path))
+            if data is None:
+                continue
+            for number, line in enumerate(data.decode("latin-1").splitlines(), 1):
+                m = _BLACKLIST_LINE.match(line)
+                if m and m.group(1).replace("-", "_") == name:
+                    return f"{path}:{number}"
+        return "the kernel command line (modprobe.blacklist=)"
+
+    def _candidate_views(self, snapshot: Snapshot, resolution: Resolution,
+                         chains: dict[str, ChainRecord]) -> list[CandidateView]:
+        views = []
+        for candidate in resolution.candidates:
+            source = resolution.source or "lookup"
+            if source == "config-alias" and candidate.module.alias:
+                source = f"config-alias {candidate.module.alias}"
+            views.append(CandidateView(candidate.name, source, candidate.decision.value,
+                                       self._reason(snapshot, candidate, chains)))
+        return views
+
+    def _reason(self, snapshot: Snapshot, candidate: Candidate,
+                chains: dict[str, ChainRecord]) -> str:
+        name = candidate.name
+        match candidate.decision:
+            case Decision.BUILTIN:
+                return "it is built into the kernel (modules.builtin)"
+            case Decision.ALREADY_LOADED:
+                return "it is already loaded"
+            case Decision.BLACKLISTED:
+                return (f"blacklisted by {self.blacklist_origin(snapshot, name)}; udev's "
+                        "`kmod load` applies the blacklist to every name, as `modprobe -b`")
+        chain = chains.get(name)
+        if chain is not None:
+            return chain_words(chain.result, chain.joined)
+        plan = candidate.plan
+        order = [s.module.name for s in plan.steps] if plan is not None else [name]
+        return "it would be loaded: " + ", ".join(order)
+
+    def _summary(self, resolutions: Sequence[Resolution], record: DeviceRecord | None) -> str:
+        if not any(r.found for r in resolutions):
+            errors = [r for r in resolutions if r.error]
+            if errors:
+                return f"the modalias is not a valid alias: {strerror(errors[0].error)}"
+            return "no module matches: no alias line in modprobe.d and no module's alias"
+        parts = []
+        if record is not None and record.outcome is not None:
+            parts.append(f"outcome: {record.outcome.value}")
+        else:
+            parts.append("not handled yet; this is what kmodd would do now")
+        names = [c.name for r in resolutions for c in r.candidates]
+        parts.append(f"{len(names)} module(s) considered: {', '.join(names)}")
+        return "; ".join(parts)
+
+    def why(self, target: str) -> WhyView | None:
+        snapshot, resolver = self._resolver()
+        if target.startswith("/"):
+            record = self.table.records.get(target)
+            if record is not None:
+                chains = {c.candidate.name: c for c in record.chains}
+                candidates = [v for r in record.resolutions
+                              for v in self._candidate_views(snapshot, r, chains)]
+                return WhyView(target, target, record.modalias, tuple(candidates),
+                               self._summary(record.resolutions, record))
+            details = device_details(self.devices_root, target)
+            if details is None:
+                return None
+            if not details.modalias:
+                return WhyView(target, target, None, (),
+                               "the device has no modalias: no module is loaded for it")
+            modalias = details.modalias
+            devpath: str | None = target
+        else:
+            modalias, devpath = target, None
+        resolution = decide(resolver, self.live, modalias, AUTOLOAD_FLAGS)
+        candidates = self._candidate_views(snapshot, resolution, {})
+        summary = self._summary((resolution,), None)
+        seen = sorted(r.devpath for r in self.table.records.values() if r.modalias == modalias)
+        if devpath is None and seen:
+            summary += f"; devices with this modalias: {', '.join(seen)}"
+        return WhyView(target, devpath, modalias, tuple(candidates), summary)
+
+    def explain(self, module: str) -> ExplanationView | None:
+        snapshot, resolver = self._resolver()
+        resolution = decide(resolver, self.live, module, MODPROBE_FLAGS)
+        record = self.table.modules.get(module.replace("-", "_"))
+        if not resolution.found and record is None:
+            return None
+        steps: list[PlanStepView] = []
+        lines: list[str] = []
+        for candidate in resolution.candidates:
+            plan = plan_probe(resolver, self.live, candidate.module,
+                              MODPROBE_FLAGS | ProbeFlag.IGNORE_LOADED)
+            steps.extend(plan_views(plan, resolver, self.live))
+            lines.extend(explain_lines(snapshot, candidate, plan,
+                                       self.table.modules.get(candidate.name),
+                                       self._module_state(candidate.name), self))
+        if not resolution.found and record is not None:
+            lines.extend(explain_lines(snapshot, None, None, record,
+                                       self._module_state(record.name), self))
+        return ExplanationView(module, tuple(steps), tuple(lines))
+
+    # -- changing methods -----------------------------------------------------------------------
+
+    async def load(self, modules: Sequence[str], dry_run: bool) -> Sequence[LoadResultView]:
+        dry_run = dry_run or self.lifecycle.dry_run
+        results: list[LoadResultView] = []
+        for name in modules:
+            snapshot, resolver = self._resolver()
+            resolution = decide(resolver, self.live, name, MODPROBE_FLAGS)
+            if not resolution.found:
+                text = f"Module {name} not found in directory {snapshot.moddir}"
+                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name,
+                                            errno=resolution.error or E.ENOENT),
+                                      Request.EXPLICIT)
+                results.append(LoadResultView(name, LoadOutcome.NOT_FOUND.value,
+                                              resolution.error or E.ENOENT, text))
+                continue
+            for candidate in resolution.candidates:
+                results.append(await self._load_one(snapshot, resolver, candidate, dry_run))
+        return results
+
+    async def _load_one(self, snapshot: Snapshot, resolver: Resolver, candidate: Candidate,
+                        dry_run: bool) -> LoadResultView:
+        name = candidate.name
+        outcome = candidate.outcome
+        if outcome is not None or candidate.plan is None:
+            outcome = outcome or LoadOutcome.ALREADY_LOADED
+            self.reporter.outcome(Facts(outcome, module=name, key=name), Request.EXPLICIT)
+            return LoadResultView(name, outcome.value, None,
+                                  self._reason(snapshot, candidate, {}))
+        result, joined = await self.loader.run_chain(
+            resolver, candidate.plan, MODPROBE_FLAGS, kernel_blacklist=snapshot.kernel_blacklist,
+            dry_run=dry_run)
+        chain = ChainRecord(candidate, result, joined)
+        self.table.tell_chain(chain, NOWHERE, Request.EXPLICIT)
+        return LoadResultView(name, chain.outcome.value, result.errno or None,
+                              describe(chain_facts(chain)), step_views(result.steps))
+
+    async def unload(self, modules: Sequence[str]) -> Sequence[LoadResultView]:
+        results: list[LoadResultView] = []
+        for name in modules:
+            snapshot, resolver = self._resolver()
+            try:
+                found = resolver.lookup(name) if name else []
+            except LookupError_:
+                found = []
+            if not found:
+                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name, errno=E.ENOENT),
+                                      Request.EXPLICIT)
+                results.append(LoadResultView(name, LoadOutcome.NOT_FOUND.value, E.ENOENT,
+                                              f"Module {name} not found."))
+                continue
+            loaded = [m for m in found if initstate(resolver, self.live, m) is not None]
+            if not loaded:
+                outcome = LoadOutcome.NOT_LOADED
+                self.reporter.outcome(Facts(outcome, module=found[0].name, key=name),
+                                      Request.EXPLICIT)
+                results.append(LoadResultView(name, outcome.value, None,
+                                              f"Module {name} is not loaded"))
+                continue
+            started = time.monotonic()
+            dry_run = self.lifecycle.dry_run
+            removal = await self.loader.remove(snapshot.resolver(), name, dry_run=dry_run)
+            duration = int((time.monotonic() - started) * 1_000_000)
+            errno = -removal.status if removal.status < 0 else 0
+            removed = [m for m, err in removal.removed if err == 0]
+            if errno == 0 and dry_run:
+                outcome = LoadOutcome.PLANNED
+                text = "Would remove " + ", ".join(removed) + " (dry run)"
+            elif errno == 0:
+                outcome = LoadOutcome.REMOVED
+                text = "Removed " + ", ".join(removed) if removed else "Nothing to remove"
+            else:
+                outcome = LoadOutcome.FAILED
+                text = "; ".join(removal.messages) or classify_remove(errno).cause
+            sentence = None
+            if errno:
+                sentence = f"Failed to remove module '{loaded[0].name}'"
+            elif dry_run:
+                sentence = text
+            self.reporter.outcome(Facts(outcome, module=loaded[0].name, key=name,
+                                        errno=errno or None, duration_usec=duration,
+                                        detail="" if errno == 0 else text, sentence=sentence),
+                                  Request.EXPLICIT)
+            results.append(LoadResultView(name, outcome.value, errno or None, text))
+        return results
+
+    async def reload(self) -> int:
+        result = await self._reload("a control request")
+        if isinstance(result, str):
+            raise ReloadFailed(result)
+        return result.generation
+
+
+def explain_lines(snapshot: Snapshot, candidate: Candidate | None, plan: Plan | None,
+                  record: ModuleRecord | None, state: str, control: DaemonControl) -> list[str]:
+    """What `kmodctl explain` prints for one module: its state, the plan, the last attempt.
+
+    The diagnosis of a failure is the daemon's own record (errno, outcome, cause, the kernel's
+    lines). When `kmodd.core.explain` lands, its findings are added here in one line:
+    `lines += explain.explain(...)` over the same record and plan.
+    """
+    name = candidate.name if candidate is not None else record.name if record else "?"
+    lines = [f"{name}: {state}"]
+    if candidate is not None and candidate.decision is Decision.BLACKLISTED:
+        lines.append(f"{name} is blacklisted by {control.blacklist_origin(snapshot, name)}: "
+                     "autoloading skips it; naming it explicitly (modprobe, kmodctl load) "
+                     "still loads it")
+    if plan is not None and plan.steps:
+        order = [f"{s.module.name} (install command: {s.command})" if s.command
+                 else s.module.name for s in plan.steps]
+        lines.append("Loading it means, in order: " + ", ".join(order))
+    if record is not None and record.step is not None:
+        step = record.step
+        if step.outcome in SUCCESSES:
+            lines.append(f"Last attempt: {step.outcome.value}")
+        else:
+            text = f"Last attempt: failed with {E.errorcode.get(step.errno, step.errno)}"
+            if step.diagnosis is not None:
+                text += f" ({step.diagnosis.outcome.value}): {step.diagnosis.cause}"
+            lines.append(text)
+            if step.detail:
+                lines.append(f"Details: {step.detail}")
+            lines.extend(f"Kernel: {line}" for line in step.kernel_lines)
+    elif record is not None and record.outcome is LoadOutcome.FAILED:
+        lines.append(f"Last attempt: failed with "
+                     f"{E.errorcode.get(record.errno, record.errno)} (a dependency failed)")
+    return lines

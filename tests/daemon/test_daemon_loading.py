@@ -1,0 +1,316 @@
+"""The daemon's loading rules, on a fixture index and the simulated kernel, with uevents from
+a fake source: one insert per module however many devices want it, chains in parallel up to
+the limit and each in order, failures classified and quoted, udev's static rules, dry run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as E
+from pathlib import Path
+
+import pytest
+from daemon_tree import (
+    KVER,
+    MACHINE_MODULES,
+    FixtureModule,
+    ListSink,
+    RunningDaemon,
+    fake_kernel,
+    wait_until,
+    write_tree,
+)
+
+from kmodd.core.uevent import Action, Uevent
+from kmodd.daemon.service import Daemon
+from kmodd.system.journal import Priority
+from kmodd.system.root import Root
+from tests.fakes import FakeUeventSource, GatedSyscalls, needs_core_elf
+
+pytestmark = needs_core_elf
+
+VIRTIO_PCI = "pci:v00001AF4d00001045sv00001AF4sd00001045bcFFscFFi00"
+HOST_BRIDGE = "pci:v00008086d00000D57sv00000000sd00000000bc06sc00i00"
+
+
+def uevent(devpath: str, modalias: str | None = None, seqnum: int = 1, *,
+           subsystem: str = "pci", action: str = "add", **env: str) -> Uevent:
+    variables = {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": subsystem, **env}
+    if modalias is not None:
+        variables["MODALIAS"] = modalias
+    variables["SEQNUM"] = str(seqnum)
+    return Uevent(Action(action), devpath, subsystem, seqnum, variables)
+
+
+def finished(daemon: Daemon, *devpaths: str) -> bool:
+    assert daemon.devices is not None
+    records = daemon.devices.records
+    return all(p in records and records[p].finished is not None for p in devpaths)
+
+
+def outcome_of(daemon: Daemon, devpath: str) -> str | None:
+    assert daemon.devices is not None
+    outcome = daemon.devices.records[devpath].outcome
+    return outcome.value if outcome is not None else None
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Root:
+    return write_tree(tmp_path / "root", MACHINE_MODULES)
+
+
+def test_two_chains_sharing_a_dependency_insert_it_once(root: Root) -> None:
+    gated = GatedSyscalls(fake_kernel(root))
+    gated.hold("kmodd_core")
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=gated, source=source) as daemon:
+            assert daemon.loader is not None
+            loader = daemon.loader
+            # Two devices whose modules differ but both need kmodd_core.
+            source.push(uevent("/devices/a", VIRTIO_PCI, 1), uevent("/devices/b", HOST_BRIDGE, 2))
+            await wait_until(lambda: loader.inserts.joined == 1, what="the second chain waiting")
+            assert gated.started == {"kmodd_core": 1}
+            gated.open()
+            await wait_until(lambda: finished(daemon, "/devices/a", "/devices/b"))
+            assert outcome_of(daemon, "/devices/a") == "inserted"
+            assert outcome_of(daemon, "/devices/b") == "inserted"
+
+    asyncio.run(scenario())
+    assert gated.started == {"kmodd_core": 1, "kmodd_virtio_pci": 1, "kmodd_host_bridge": 1}
+    assert [n for c, n in gated.kernel.calls if c == "finit_module"].count("kmodd_core") == 1
+
+
+def test_a_second_device_wanting_a_module_being_loaded_waits_for_that_load(root: Root) -> None:
+    gated = GatedSyscalls(fake_kernel(root))
+    gated.hold("kmodd_virtio_pci")
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=gated, source=source, sink=sink) as daemon:
+            assert daemon.loader is not None
+            loader = daemon.loader
+            source.push(uevent("/devices/a", VIRTIO_PCI, 1))
+            await wait_until(lambda: gated.started.get("kmodd_virtio_pci") == 1)
+            source.push(uevent("/devices/b", VIRTIO_PCI, 2))
+            await wait_until(lambda: loader.chains_joined == 1, what="the joined chain")
+            gated.open()
+            await wait_until(lambda: finished(daemon, "/devices/a", "/devices/b"))
+            assert outcome_of(daemon, "/devices/a") == "inserted"
+            assert outcome_of(daemon, "/devices/b") == "already-loaded"
+
+    asyncio.run(scenario())
+    assert gated.started == {"kmodd_core": 1, "kmodd_virtio_pci": 1}
+    inserted = [r for r in sink.records if r.outcome == "inserted"]
+    assert [(r.module, r.devpath, r.priority) for r in inserted] == [
+        ("kmodd_core", "/devices/a", Priority.INFO),
+        ("kmodd_virtio_pci", "/devices/a", Priority.INFO),
+    ]
+
+
+PARALLEL = tuple(FixtureModule(f"kmodd_par_{c}", aliases=(f"kmoddtest:{c}",)) for c in "abcde")
+
+
+def test_independent_chains_run_in_parallel_up_to_the_limit(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", PARALLEL, config={})
+    gated = GatedSyscalls(fake_kernel(root))
+    gated.hold(*(m.name for m in PARALLEL))
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=gated, source=source, parallel_loads=2) as daemon:
+            source.push(*(uevent(f"/devices/par/{c}", f"kmoddtest:{c}", i, subsystem="kmodd")
+                          for i, c in enumerate("abcde", 1)))
+            assert await asyncio.to_thread(gated.wait_active, 2)
+            await asyncio.sleep(0.3)  # room for a third chain to start, were it allowed
+            assert (gated.active, len(gated.started)) == (2, 2)
+            gated.open()
+            await wait_until(lambda: finished(daemon, *(f"/devices/par/{c}" for c in "abcde")))
+
+    asyncio.run(scenario())
+    assert gated.most == 2
+    assert sorted(gated.started) == sorted(m.name for m in PARALLEL)
+
+
+def test_a_chain_runs_in_order_and_stops_at_a_failed_dependency(root: Root) -> None:
+    kernel = fake_kernel(root, init_errors={"kmodd_core": E.ENOMEM})
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, source=source, sink=sink) as daemon:
+            source.push(uevent("/devices/a", VIRTIO_PCI))
+            await wait_until(lambda: finished(daemon, "/devices/a"))
+            assert outcome_of(daemon, "/devices/a") == "failed"
+
+    asyncio.run(scenario())
+    assert [n for c, n in kernel.calls if c == "finit_module"] == ["kmodd_core"]
+    failed = [(r.module, r.errno, r.diagnosis) for r in sink.records if r.outcome == "failed"]
+    assert failed == [("kmodd_core", E.ENOMEM, "no-memory"),
+                      ("kmodd_virtio_pci", E.ENOMEM, "no-memory")]
+
+
+BAD = (FixtureModule("kmodd_bad_magic", aliases=("kmoddtest:bad",),
+                     modinfo=("vermagic=4.19.0 SMP mod_unload ",)),
+       FixtureModule("kmodd_no_device", aliases=("kmoddtest:nodev",)))
+
+
+def test_a_real_failure_is_a_warning_with_its_cause_and_the_kernels_words(
+        tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", BAD, config={})
+    kernel = fake_kernel(root, init_errors={"kmodd_no_device": E.ENODEV})
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, source=source, sink=sink) as daemon:
+            source.push(uevent("/devices/bad", "kmoddtest:bad", 7, subsystem="kmodd"),
+                        uevent("/devices/nodev", "kmoddtest:nodev", 8, subsystem="kmodd"))
+            await wait_until(lambda: finished(daemon, "/devices/bad", "/devices/nodev"))
+            assert daemon.control is not None
+            explanation = daemon.control.explain("kmodd_bad_magic")
+            assert explanation is not None
+            assert "Last attempt: failed with ENOEXEC (bad-format): " in \
+                "\n".join(explanation.lines)
+            assert any(line.startswith("Kernel: kmodd_bad_magic: version magic '4.19.0 SMP")
+                       for line in explanation.lines)
+
+    asyncio.run(scenario())
+    (bad,) = [r for r in sink.records if r.module == "kmodd_bad_magic"]
+    assert (bad.priority, bad.outcome, bad.errno, bad.diagnosis, bad.seqnum) == \
+        (Priority.WARNING, "failed", E.ENOEXEC, "bad-format", 7)
+    assert bad.message.startswith("Failed to insert module 'kmodd_bad_magic': Exec format "
+                                  "error (bad-format: the kernel refused the file")
+    assert "; kernel: kmodd_bad_magic: version magic '4.19.0 SMP mod_unload ' should be " \
+        in bad.message
+    (nodev,) = [r for r in sink.records if r.module == "kmodd_no_device"]
+    # A driver that found no device is no fault of the module: info, as systemd's notice.
+    assert (nodev.priority, nodev.errno, nodev.diagnosis) == (Priority.INFO, E.ENODEV,
+                                                              "no-device")
+
+
+STATIC = (FixtureModule("sg"), FixtureModule("ppdev"))
+
+
+def test_the_static_udev_rules_load_sg_and_ppdev(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", STATIC, config={})
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            source.push(uevent("/devices/scsi/0:0:0:0", "scsi:t-0x00", 1, subsystem="scsi",
+                               DEVTYPE="scsi_device"),
+                        uevent("/module/parport_pc", None, 2, subsystem="module"))
+            await wait_until(lambda: finished(daemon, "/devices/scsi/0:0:0:0",
+                                              "/module/parport_pc"))
+            assert {m.name for m in running.fake.loaded} == {"sg", "ppdev"}
+            assert daemon.devices is not None
+            assert daemon.devices.records["/devices/scsi/0:0:0:0"].candidates == ("sg",)
+
+    asyncio.run(scenario())
+
+
+def test_a_dry_run_decides_and_tells_but_inserts_nothing(root: Root) -> None:
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source, sink=sink, dry_run=True)
+        async with running as daemon:
+            source.push(uevent("/devices/a", VIRTIO_PCI))
+            await wait_until(lambda: finished(daemon, "/devices/a"))
+            assert running.fake.calls == []
+            assert outcome_of(daemon, "/devices/a") == "planned"
+            assert daemon.control is not None and daemon.control.status().dry_run
+
+    asyncio.run(scenario())
+    assert [(r.module, r.outcome) for r in sink.records] == [
+        ("kmodd_core", "planned"), ("kmodd_virtio_pci", "planned")]
+
+
+def test_events_for_a_waiting_device_are_coalesced_and_a_full_queue_means_a_resync(
+        root: Root) -> None:
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source, sink=sink, intake_queue=16,
+                                devices_root=Root("/nonexistent"))
+        async with running as daemon:
+            assert daemon.intake is not None and daemon.control is not None
+            events = [uevent("/devices/same", VIRTIO_PCI, n) for n in range(1, 6)]
+            events += [uevent(f"/devices/x{n}", "kmoddtest:none", 10 + n) for n in range(40)]
+            source.push(*events)
+            await wait_until(lambda: daemon.control is not None
+                             and daemon.control.statistics().resyncs == 1, what="a resync")
+            counters = daemon.intake.counters()
+            assert counters.coalesced == 4
+            assert counters.overflows == 40 + 1 - 16
+            assert daemon.control.statistics().overruns == counters.overflows
+
+    asyncio.run(scenario())
+
+
+def test_with_the_index_left_mapped_lookups_answer_from_the_files(root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, source=source, index_in_memory=False) as daemon:
+            await asyncio.wait_for(daemon.coldplugged.wait(), 30)
+            assert not daemon.snapshots.current.decoded
+            source.push(uevent("/devices/a", VIRTIO_PCI))
+            await wait_until(lambda: finished(daemon, "/devices/a"))
+            assert outcome_of(daemon, "/devices/a") == "inserted"
+            assert daemon.control is not None
+            assert await daemon.control.reload() == 2
+            assert not daemon.snapshots.current.decoded
+
+    asyncio.run(scenario())
+
+
+def test_a_second_device_with_the_same_modalias_reuses_the_plan(root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            assert daemon.devices is not None
+            decisions = daemon.devices.decisions
+            await asyncio.wait_for(daemon.coldplugged.wait(), 30)  # the decoded index is in
+            source.push(uevent("/devices/cpu0", "platform:serial8250", 1, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu0"))
+            source.push(uevent("/devices/cpu1", "platform:serial8250", 2, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu1"))
+            assert decisions.hits == 1
+            assert outcome_of(daemon, "/devices/cpu0") == "inserted"
+            assert outcome_of(daemon, "/devices/cpu1") == "already-loaded"
+            # A reload brings a new snapshot: nothing is reused across it.
+            assert daemon.control is not None
+            await daemon.control.reload()
+            source.push(uevent("/devices/cpu2", "platform:serial8250", 3, subsystem="cpu"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu2"))
+            assert decisions.hits == 1
+            assert [n for c, n in running.fake.calls if c == "finit_module"] == ["kmodd_serial"]
+
+    asyncio.run(scenario())
+
+
+def test_a_dry_run_unload_removes_nothing(root: Root) -> None:
+    kernel = fake_kernel(root)
+    serial = root.path(f"/lib/modules/{KVER}/kernel/drivers/kmodd/kmodd-serial.ko")
+    assert kernel.port().insert(serial).ok
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, source=FakeUeventSource(),
+                                 dry_run=True) as daemon:
+            assert daemon.control is not None
+            results = await daemon.control.unload(["kmodd_serial"])
+            assert [(r.module, r.outcome, r.message) for r in results] == [
+                ("kmodd_serial", "planned", "Would remove kmodd_serial (dry run)")]
+
+    asyncio.run(scenario())
+    assert kernel.module("kmodd_serial") is not None
+    assert [c for c, _ in kernel.calls] == ["finit_module"]
