@@ -36,6 +36,8 @@ import errno as E
 import importlib.util
 import os
 import shutil
+import socket
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,7 +218,9 @@ class FakeKernel:
                  init_errors: Mapping[str, int] | None = None,
                  insert_errors: Mapping[str, int] | None = None,
                  delete_errors: Mapping[str, int] | None = None,
-                 param_defaults: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 param_defaults: Mapping[str, Mapping[str, str]] | None = None,
+                 has_finit_module: bool = True, lockdown: str = "none",
+                 cmdline: str | None = None) -> None:
         self.root = root
         self.release = release
         self.vermagic = vermagic
@@ -249,6 +253,9 @@ class FakeKernel:
             with open(root.path("/sys/module/compression"), "w") as f:
                 f.write(compression + "\n")
         open(root.path("/dev/kmsg"), "ab").close()
+        self.has_finit_module = has_finit_module  # False: a kernel before 3.8 (ENOSYS)
+        self.lockdown = lockdown  # "none", "integrity" or "confidentiality"
+        self._write_kernel_files(cmdline)
         self._write_proc()
 
     # --- public helpers ------------------------------------------------------------------
@@ -293,6 +300,8 @@ class FakeKernel:
     # --- the syscalls ----------------------------------------------------------------------
 
     def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        if not self.has_finit_module:
+            return E.ENOSYS
         if self.modules_disabled:
             return E.EPERM
         if flags & ~int(InsertFlag.IGNORE_MODVERSIONS | InsertFlag.IGNORE_VERMAGIC
@@ -506,6 +515,10 @@ class FakeKernel:
         if self.sig_enforce:
             self._log(Level.NOTICE, f"Loading of {reasons[err]} is rejected")
             return E.EKEYREJECTED, False, data
+        if self.lockdown != "none":  # security_locked_down(LOCKDOWN_MODULE_SIGNATURE)
+            self._log(Level.NOTICE, "Lockdown: modprobe: unsigned module loading is "
+                                    "restricted; see man kernel_lockdown.7")
+            return E.EPERM, False, data
         return 0, False, data
 
     def _verify(self, data: bytes) -> tuple[int, bytes]:
@@ -665,6 +678,55 @@ class FakeKernel:
         self._write_proc()
         return True
 
+    # --- what the kernel shows of itself -------------------------------------------------
+
+    def _write_kernel_files(self, cmdline: str | None) -> None:
+        """The files a diagnosis reads: release, switches, keys, lockdown, command line."""
+        files = {
+            "/proc/sys/kernel/osrelease": f"{self.release}\n",
+            "/proc/sys/kernel/modules_disabled": f"{int(self.modules_disabled)}\n",
+            "/sys/kernel/security/lockdown": " ".join(
+                f"[{mode}]" if mode == self.lockdown else mode
+                for mode in ("none", "integrity", "confidentiality")) + "\n",
+        }
+        if self.module_sig:
+            files["/sys/module/module/parameters/sig_enforce"] = \
+                "Y\n" if self.sig_enforce else "N\n"
+            keys = ["0d8b1f4c I------     1 perm 1f0b0000     0     0 keyring   "
+                    ".builtin_trusted_keys: 1"]
+            keys += [f"{0x2a000000 + i:08x} I------     1 perm 1f030000     0     0 asymmetri "
+                     f"{signer}: {_signer_key_id(signer)}: X509.rsa "
+                     f"{_signer_key_id(signer)[-8:]} []"
+                     for i, signer in enumerate(sorted(self.trusted_signers))]
+            files["/proc/keys"] = "".join(f"{line}\n" for line in keys)
+        path = self.root.proc("cmdline")
+        if cmdline is not None or self.module_blacklist or not os.path.exists(path):
+            text = cmdline if cmdline is not None else \
+                f"BOOT_IMAGE=/boot/vmlinuz-{self.release} root=/dev/vda ro"
+            if self.module_blacklist:
+                text += f" module_blacklist={','.join(self.module_blacklist)}"
+            files["/proc/cmdline"] = text + "\n"
+        for absolute, text in files.items():
+            target = self.root.path(absolute)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w") as f:
+                f.write(text)
+
+    def _write_kallsyms(self) -> None:
+        """/proc/kallsyms as Debian's kernel shows it to root (CONFIG_KALLSYMS_ALL): each
+        export with its `__ksymtab_` entry; module symbols with `\t[module]`."""
+        lines = []
+        for n, symbol in enumerate(sorted(self.kallsyms)):
+            lines.append(f"{0xffffffff81000000 + 16 * n:016x} T {symbol}\n")
+            lines.append(f"{0xffffffff82000000 + 16 * n:016x} r __ksymtab_{symbol}\n")
+        for module in self.loaded:
+            for n, symbol in enumerate(module.exports):
+                lines.append(f"{0xffffffffc0000000 + 16 * n:016x} T {symbol}\t[{module.name}]\n")
+                lines.append(f"{0xffffffffc0100000 + 16 * n:016x} r __ksymtab_{symbol}\t"
+                             f"[{module.name}]\n")
+        with open(self.root.proc("kallsyms"), "w") as f:
+            f.write("".join(lines))
+
     # --- state -----------------------------------------------------------------------------
 
     def _bit(self, name: str) -> int:
@@ -739,6 +801,7 @@ class FakeKernel:
         return len(module.users) + module.references + (1 if module.state == "coming" else 0)
 
     def _write_proc(self) -> None:
+        self._write_kallsyms()
         lines = []
         for module in self.loaded:
             users = "".join(f"{u}," for u in module.users)
@@ -760,6 +823,13 @@ class FakeKernel:
         self.records.append(record)
         with open(self.root.path("/dev/kmsg"), "ab") as f:
             f.write(format_record(record))
+
+
+def _signer_key_id(signer: str) -> str:
+    """A stable stand-in for a trusted key's subject key identifier (40 hex digits)."""
+    import hashlib
+
+    return hashlib.sha1(signer.encode()).hexdigest()
 
 
 def _same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
@@ -814,3 +884,113 @@ def kallsyms_from_symvers(path: str) -> dict[str, int | None]:
             if len(fields) >= 3 and fields[2] == "vmlinux":
                 symbols[fields[1]] = int(fields[0], 16)
     return symbols
+
+
+# --- the simulated kernel for other processes ----------------------------------------------
+
+#: The environment variable naming a SyscallServer's socket (read by tests/nested_modprobe.py).
+KERNEL_SOCKET_ENV = "KMODD_TEST_KERNEL_SOCKET"
+_FRAME = struct.Struct(">I")
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            raise ConnectionError("the other side closed the connection")
+        data += piece
+    return bytes(data)
+
+
+class SyscallServer:
+    """Serves a FakeKernel's three syscalls on a Unix socket, for tools in other processes.
+
+    A nested `modprobe` (run by an install command) is a new process; through this server
+    (and `SocketSyscalls` on its side) it talks to the same simulated kernel as the test.
+    finit_module's file descriptor travels with SCM_RIGHTS, so the kernel reads the very file
+    the tool opened. One call per connection; calls are served one at a time.
+    """
+
+    def __init__(self, kernel: FakeKernel, path: str) -> None:
+        import threading
+
+        self.kernel = kernel
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen(8)
+        self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
+
+    def __enter__(self) -> SyscallServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the thread
+        self._sock.close()
+        self._thread.join(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(ConnectionError, OSError, ValueError):
+                conn.sendall(_FRAME.pack(self._call(conn)))
+
+    def _call(self, conn: socket.socket) -> int:
+        import json
+
+        head, fds, _, _ = socket.recv_fds(conn, _FRAME.size, 1)
+        head += _recv_exact(conn, _FRAME.size - len(head))
+        (size,) = _FRAME.unpack(head)
+        request = json.loads(_recv_exact(conn, size))
+        op = request["op"]
+        try:
+            if op == "finit_module":
+                return self.kernel.finit_module(fds[0], bytes.fromhex(request["params"]),
+                                                request["flags"])
+            if op == "init_module":
+                image = _recv_exact(conn, request["size"])
+                return self.kernel.init_module(image, bytes.fromhex(request["params"]))
+            if op == "delete_module":
+                return self.kernel.delete_module(bytes.fromhex(request["name"]),
+                                                 request["flags"])
+            return E.ENOSYS
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+class SocketSyscalls:
+    """`Syscalls` (kmodd.system.kernel) answered by a SyscallServer in another process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _ask(self, request: dict[str, Any], fd: int | None = None, payload: bytes = b"") -> int:
+        import json
+
+        body = json.dumps(request).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(self.path)
+            frame = _FRAME.pack(len(body))
+            socket.send_fds(sock, [frame], [fd] if fd is not None else [])
+            sock.sendall(body + payload)
+            (errno,) = _FRAME.unpack(_recv_exact(sock, _FRAME.size))
+            return int(errno)
+
+    def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        return self._ask({"op": "finit_module", "params": params.hex(), "flags": flags}, fd)
+
+    def init_module(self, image: bytes, params: bytes) -> int:
+        return self._ask({"op": "init_module", "params": params.hex(), "size": len(image)},
+                         payload=bytes(image))
+
+    def delete_module(self, name: bytes, flags: int) -> int:
+        return self._ask({"op": "delete_module", "name": name.hex(), "flags": flags})

@@ -544,7 +544,9 @@ class _Run:
              show: object) -> int:
         from kmodd.system.actions import HostActions
 
-        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel())
+        # Without -d, module files live under the root like everything else.
+        files = self.root if self.s.root is None and not self.root.is_host else None
+        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel(), files)
         return run_plan(resolver, self.sysfs, plan, flags, actions,
                         show=self._print_action if show else None)
 
@@ -562,13 +564,9 @@ class _Run:
             self.out(f"insmod {path} {options}\n")
 
     def _insert_error(self, mod: Module, err: int) -> None:
-        if err == -17:
-            text = "Module already in kernel"
-        elif err == -2:
-            text = "Unknown symbol in module, or unknown parameter (see dmesg)"
-        else:
-            text = os.strerror(-err)
-        self.log.err(f"could not insert '{mod.name}': {text}\n")
+        from kmodd.core.outcome import modprobe_insert_error
+
+        self.log.err(modprobe_insert_error(mod.name, -err))
 
     def _kernel(self) -> KernelPort:
         if self.kernel is None:
