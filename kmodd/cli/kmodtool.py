@@ -8,7 +8,7 @@ stderr logger, used by the tools that never install one (insmod, lsmod, modinfo)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from kmodd.core.libkmodlog import (
@@ -45,11 +45,15 @@ class ToolLog:
     """A kmod tool's log: `log_printf` and, once set up, libkmod's messages too."""
 
     def __init__(self, prog: str, stderr: BinaryIO, *,
-                 priority: int = int(TOOL_DEFAULT_PRIORITY)) -> None:
+                 priority: int = int(TOOL_DEFAULT_PRIORITY),
+                 encode: Callable[[str], bytes] = fs_bytes) -> None:
         self.prog = prog
         self.stderr = stderr
         self.priority = priority
         self.use_syslog = False
+        # How text becomes bytes: argv-style text (fs_bytes), or one character per byte
+        # (latin1) for a tool that decoded its arguments and files that way (modprobe).
+        self.encode = encode
 
     def open_syslog(self) -> None:
         """`log_open(true)`: later messages go to syslog (facility daemon)."""
@@ -70,7 +74,7 @@ class ToolLog:
 
             syslog.syslog(priority, syslog_text)
         else:
-            self.stderr.write(fs_bytes(line))
+            self.stderr.write(self.encode(line))
 
     def log(self, priority: Priority, text: str) -> None:
         """A tool's own message (`log_printf`); `text` keeps its newline."""
@@ -91,17 +95,19 @@ class ToolLog:
 
     def raw(self, text: str) -> None:
         """Bytes a tool writes straight to stderr (fprintf(stderr, ...)), syslog or not."""
-        self.stderr.write(fs_bytes(text))
+        self.stderr.write(self.encode(text))
 
 
 class LibkmodDefaultLog:
     """libkmod's own logger (`log_filep` to stderr), filtered by `KMOD_LOG`."""
 
-    def __init__(self, stderr: BinaryIO, environ: Mapping[str, str]) -> None:
+    def __init__(self, stderr: BinaryIO, environ: Mapping[str, str], *,
+                 encode: Callable[[str], bytes] = fs_bytes) -> None:
         self.stderr = stderr
         self.priority = libkmod_priority(environ)
+        self.encode = encode
 
     def __call__(self, event: LibkmodEvent) -> None:
         if event.priority > self.priority:
             return
-        self.stderr.write(fs_bytes(libkmod_line_default(event)))
+        self.stderr.write(self.encode(libkmod_line_default(event)))

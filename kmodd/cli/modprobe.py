@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog
+from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
 from kmodd.core.elf import MODVERSION_RECORD_SIZE, ModuleElf
@@ -249,8 +249,10 @@ class _Run:
         self._pending: list[bytes] = []  # stdio's buffer: printf'd, not yet flushed
         self.environ = dict(environ)
         self.prog = os.path.basename(argv[0]) if argv else "modprobe"
-        self.log = ToolLog(self.prog, stderr)
-        self.default_log = LibkmodDefaultLog(stderr, self.environ)
+        # run() turned every argument and variable into one character per byte, as files are
+        # read: messages go back out the same way.
+        self.log = ToolLog(self.prog, stderr, encode=latin1)
+        self.default_log = LibkmodDefaultLog(stderr, self.environ, encode=latin1)
         self.s = _Settings()
         self.moddir = ""
         self.real_moddir = ""

@@ -13,6 +13,11 @@ The steps follow libkmod-config.c:
 
 Problems are returned as `Diagnostic` values naming libkmod's message site (the source
 location Debian's kmod prints with it) and the text; nothing here prints or raises.
+
+Every entry also keeps where it came from (`Origin`: the file as kmod names it and the
+first physical line of its logical line; `/proc/cmdline` line 0 for the command line), in
+tuples parallel to the entries (`blacklist_origins[i]` is where `blacklists[i]` was read),
+so `kmodctl explain` can point at the line. The entries themselves are unchanged by this.
 """
 
 from __future__ import annotations
@@ -67,6 +72,21 @@ class Softdep:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a configuration entry was read: file and line (0 for the command line)."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+#: The origin of entries taken from the kernel command line.
+CMDLINE_ORIGIN = Origin("/proc/cmdline", 0)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything modprobe.d and the kernel command line say, in kmod's list order."""
 
@@ -78,6 +98,13 @@ class Config:
     softdeps: tuple[Softdep, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     files: tuple[str, ...] = ()  # the files read, in order
+    # Where each entry above came from, index for index.
+    alias_origins: tuple[Origin, ...] = ()
+    blacklist_origins: tuple[Origin, ...] = ()
+    option_origins: tuple[Origin, ...] = ()
+    install_origins: tuple[Origin, ...] = ()
+    remove_origins: tuple[Origin, ...] = ()
+    softdep_origins: tuple[Origin, ...] = ()
 
 
 # -- which files ---------------------------------------------------------------------------
@@ -168,6 +195,12 @@ class _Builder:
     softdeps: list[Softdep] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    alias_origins: list[Origin] = field(default_factory=list)
+    blacklist_origins: list[Origin] = field(default_factory=list)
+    option_origins: list[Origin] = field(default_factory=list)
+    install_origins: list[Origin] = field(default_factory=list)
+    remove_origins: list[Origin] = field(default_factory=list)
+    softdep_origins: list[Origin] = field(default_factory=list)
 
     def build(self) -> Config:
         return Config(
@@ -179,6 +212,12 @@ class _Builder:
             softdeps=tuple(self.softdeps),
             diagnostics=tuple(self.diagnostics),
             files=tuple(self.files),
+            alias_origins=tuple(self.alias_origins),
+            blacklist_origins=tuple(self.blacklist_origins),
+            option_origins=tuple(self.option_origins),
+            install_origins=tuple(self.install_origins),
+            remove_origins=tuple(self.remove_origins),
+            softdep_origins=tuple(self.softdep_origins),
         )
 
 
@@ -206,7 +245,10 @@ def _rest(line: str, pos: int) -> str | None:
 
 
 def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
+    first = 1  # the first physical line of the next logical line
     for lineno, line in logical_lines(data):
+        origin = Origin(filename, first)
+        first = lineno + 1
         if not line or line[0] == "#":
             continue
         cmd, pos = _token(line, 0)
@@ -219,11 +261,13 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 if alias is None or modname is None:
                     raise BadAlias(cmd)
                 b.aliases.append((underscores(alias), underscores(modname)))
+                b.alias_origins.append(origin)
             elif cmd == "blacklist":
                 modname, pos = _token(line, pos)
                 if modname is None:
                     raise BadAlias(cmd)
                 b.blacklists.append(underscores(modname))
+                b.blacklist_origins.append(origin)
             elif cmd in ("options", "install", "remove", "softdep"):
                 modname, pos = _token(line, pos)
                 rest = _rest(line, pos)
@@ -232,10 +276,13 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 key = underscores(modname)
                 if cmd == "options":
                     b.options.append((key, rest.replace("\t", " ")))
+                    b.option_origins.append(origin)
                 elif cmd == "install":
                     b.installs.append((key, rest))
+                    b.install_origins.append(origin)
                 elif cmd == "remove":
                     b.removes.append((key, rest))
+                    b.remove_origins.append(origin)
                 else:
                     words = softdep_words(rest)
                     b.softdeps.append(Softdep(
@@ -244,6 +291,7 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                         tuple(w for is_pre, w in words if not is_pre),
                         words,
                     ))
+                    b.softdep_origins.append(origin)
             elif cmd in ("include", "config"):
                 b.diagnostics.append(
                     Diagnostic(
@@ -455,7 +503,9 @@ def build_config(
     if cmdline is not None:
         opts, bls, diags = parse_kernel_cmdline(cmdline)
         b.options.extend(opts)
+        b.option_origins.extend([CMDLINE_ORIGIN] * len(opts))
         b.blacklists.extend(bls)
+        b.blacklist_origins.extend([CMDLINE_ORIGIN] * len(bls))
         b.diagnostics.extend(diags)
     return b.build()
 
