@@ -685,6 +685,12 @@ class FakeKernel:
         files = {
             "/proc/sys/kernel/osrelease": f"{self.release}\n",
             "/proc/sys/kernel/modules_disabled": f"{int(self.modules_disabled)}\n",
+            f"/boot/config-{self.release}": "".join(
+                f"CONFIG_{key}=y\n" if on else f"# CONFIG_{key} is not set\n"
+                for key, on in (("MODULES", True), ("MODVERSIONS", True),
+                                ("MODULE_FORCE_LOAD", self.force_load),
+                                ("MODULE_SIG", self.module_sig),
+                                ("MODULE_SIG_FORCE", self.sig_enforce))),
             "/sys/kernel/security/lockdown": " ".join(
                 f"[{mode}]" if mode == self.lockdown else mode
                 for mode in ("none", "integrity", "confidentiality")) + "\n",

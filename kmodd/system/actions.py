@@ -38,7 +38,6 @@ from kmodd.core.plan import ProbeFlag
 from kmodd.core.resolve import Module
 
 if TYPE_CHECKING:
-    from kmodd.cli.kmodtool import ToolLog
     from kmodd.system.kernel import KernelPort
     from kmodd.system.modstate import SysModules
     from kmodd.system.root import Root
@@ -60,13 +59,21 @@ COMMAND_TIMEOUT_ENV = "KMODD_COMMAND_TIMEOUT"
 PROC = "/proc"
 
 
+class ErrorLog(Protocol):
+    """A tool's own ERROR messages (kmodd.cli.kmodtool.ToolLog)."""
+
+    def err(self, text: str) -> None: ...
+
+
 class Front(Protocol):
     """The tool an action works for: its environment, output and log."""
 
     environ: dict[str, str]
-    log: ToolLog
     stdout: BinaryIO
     stderr: BinaryIO
+
+    @property
+    def log(self) -> ErrorLog: ...
 
     def show(self, text: str) -> None: ...
 
