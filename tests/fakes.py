@@ -21,7 +21,18 @@ and `/dev/kmsg` in the root up to date the way the kernel does. What it models, 
 * the init function's result scripted per module (`init_errors`); errors scripted before
   anything else (`insert_errors`, `delete_errors`), as kmod's own testsuite traps do;
 * delete_module: ENOENT, EWOULDBLOCK while used (O_TRUNC forces past references, not past
-  holders), EBUSY while not LIVE or without an exit function.
+  holders), EBUSY while not LIVE or without an exit function;
+* lockdown (`integrity`/`confidentiality`) refusing unsigned modules with EPERM when
+  signatures are not enforced; a kernel without finit_module (`has_finit_module=False`,
+  ENOSYS, as kmod's testsuite fakes for releases before 3.8); a line the module's init
+  prints (`init_log`).
+
+Besides the files above it writes what a diagnosis reads: `/proc/kallsyms` (exports with
+their `__ksymtab_` entries, module symbols with `[module]`), `/proc/keys` (one asymmetric
+key per trusted signer), `/proc/sys/kernel/{osrelease,modules_disabled}`,
+`/sys/module/module/parameters/sig_enforce`, `/sys/kernel/security/lockdown`,
+`/boot/config-RELEASE` (the switches it models) and `/proc/cmdline` (with
+`module_blacklist=`). `SyscallServer` serves its syscalls to tools in other processes.
 
 It reads modules with kmodd.core.elf, never with a parser of its own. Not modelled:
 GPL-only exports and symbol namespaces, the signature's cryptography (a signer is trusted by
@@ -220,7 +231,8 @@ class FakeKernel:
                  delete_errors: Mapping[str, int] | None = None,
                  param_defaults: Mapping[str, Mapping[str, str]] | None = None,
                  has_finit_module: bool = True, lockdown: str = "none",
-                 cmdline: str | None = None) -> None:
+                 cmdline: str | None = None,
+                 init_log: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.release = release
         self.vermagic = vermagic
@@ -254,6 +266,7 @@ class FakeKernel:
                 f.write(compression + "\n")
         open(root.path("/dev/kmsg"), "ab").close()
         self.has_finit_module = has_finit_module  # False: a kernel before 3.8 (ENOSYS)
+        self.init_log = dict(init_log or {})  # what a module's init prints (its pr_err)
         self.lockdown = lockdown  # "none", "integrity" or "confidentiality"
         self._write_kernel_files(cmdline)
         self._write_proc()
@@ -490,6 +503,8 @@ class FakeKernel:
         for target in module.uses:
             self._link_holder(target, name)
         # do_init_module
+        if name in self.init_log:
+            self._log(Level.ERR, f"{name}: {self.init_log[name]}")
         init_err = self.init_errors.get(name, 0)
         if init_err:
             self._unload_failed(module)

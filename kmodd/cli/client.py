@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.root import Root
+
+if TYPE_CHECKING:
+    from kmodd.system.kernel import KernelPort
 
 #: Exit codes (the LSB init-script meanings for 3 and 4).
 EXIT_OK = 0
@@ -208,7 +211,8 @@ def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: 
 
 
 def _explain_here(root: Root, environ: Mapping[str, str], args: Sequence[str], as_json: bool,
-                  try_load: bool, why: str, out: Callable[[str], None]) -> int:
+                  try_load: bool, why: str, out: Callable[[str], None],
+                  kernel: KernelPort | None) -> int:
     """`explain` without the daemon: the same explanation, computed by this process."""
     from kmodd.system.attempt import attempt
     from kmodd.system.diagnose import default_moddir, explain
@@ -218,8 +222,9 @@ def _explain_here(root: Root, environ: Mapping[str, str], args: Sequence[str], a
     failure = None
     if try_load:
         options = " ".join(args[1:]) or None
-        failure = attempt(target, root=root, moddir=moddir, options=options, environ=environ)
-    expl = explain(target, root=root, moddir=moddir, failure=failure)
+        failure = attempt(target, root=root, moddir=moddir, kernel=kernel, options=options,
+                          environ=environ)
+    expl = explain(target, root=root, moddir=moddir, kernel=kernel, failure=failure)
     return _show_explanation(out, expl, as_json, f"kmodctl ({why})")
 
 
@@ -449,8 +454,10 @@ def run(
     stdout: BinaryIO,
     stderr: BinaryIO,
     environ: Mapping[str, str],
+    kernel: KernelPort | None = None,
 ) -> int:
-    """kmodctl's admin commands (argv[0] is the program name)."""
+    """kmodctl's admin commands (argv[0] is the program name; `kernel`: a simulated kernel
+    for `explain` in tests)."""
 
     def out(text: str) -> None:
         stdout.write(text.encode())
@@ -490,13 +497,13 @@ def run(
     timeout = None if name == "monitor" else CALL_TIMEOUT
     if name == "explain" and options.try_load:
         return _explain_here(root, environ, args, options.json, True,
-                             "a load attempted here", out)
+                             "a load attempted here", out, kernel)
     try:
         client = VarlinkClient(path, timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         if name == "explain":
             return _explain_here(root, environ, args, options.json, False,
-                                 "kmodd is not running", out)
+                                 "kmodd is not running", out, kernel)
         err(f"kmodd is not running (no one listens on {path})")
         return EXIT_NOT_RUNNING
     except PermissionError:

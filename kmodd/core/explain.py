@@ -99,9 +99,10 @@ class Explanation:
 
     @property
     def verdict(self) -> Verdict:
-        """The worst verdict among the findings (OK when there are none)."""
-        return min((f.verdict for f in self.findings), key=VERDICT_RANK.__getitem__,
-                   default=Verdict.OK)
+        """PROBLEM or WARNING when any finding is one, else OK (INFO is only context)."""
+        worst = min((f.verdict for f in self.findings), key=VERDICT_RANK.__getitem__,
+                    default=Verdict.OK)
+        return Verdict.OK if worst is Verdict.INFO else worst
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for f in self.findings if f.verdict is verdict)
@@ -109,7 +110,7 @@ class Explanation:
     def headline(self) -> str:
         """One line: the target, what it is, and how many problems and warnings."""
         what = ", ".join(self.modules) if self.modules else "no module"
-        if self.modules == (self.target,):
+        if self.modules == (_name(self.target),):
             what = "module"
         problems, warnings = self.count(Verdict.PROBLEM), self.count(Verdict.WARNING)
         tally = (f"{problems} problem{'s' * (problems != 1)}, "
@@ -118,6 +119,11 @@ class Explanation:
 
 
 # --- text -------------------------------------------------------------------------------------
+
+def _name(target: str) -> str:
+    """A target as the module name it would be (`mod-a` is `mod_a`)."""
+    return target.replace("-", "_")
+
 
 #: How evidence lines are indented under their finding.
 EVIDENCE_INDENT = "    "
@@ -128,7 +134,8 @@ def render_text(expl: Explanation) -> str:
     out = [expl.headline(), ""]
     for f in expl.findings:
         # Name the module when the target is an alias or several modules are explained.
-        named = f.module is not None and (f.module != expl.target or len(expl.modules) > 1)
+        named = f.module is not None and (f.module != _name(expl.target)
+                                          or len(expl.modules) > 1)
         who = f"{f.module}: " if named else ""
         out.append(f"[{f.verdict}] {f.check}: {who}{f.summary}")
         for e in f.evidence:

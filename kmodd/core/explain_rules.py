@@ -32,6 +32,10 @@ from kmodd.core.params import IMPLICIT_PARAMETERS, check_value, find_parameter, 
 
 #: At most this many kernel log lines are quoted per finding (the newest ones).
 KMSG_QUOTE_MAX = 20
+#: Lines of the module loader that name no module (signing.c, lockdown, the keyring code):
+#: logged during an attempt, they are about it.
+LOADER_LINE_PREFIXES = ("Loading of ", "Lockdown: ", "module: ", "Request for unknown module key",
+                        "PKCS#7 signature not signed with a trusted key")
 #: At most this many symbols are listed as evidence per finding.
 SYMBOL_EVIDENCE_MAX = 30
 #: Install commands that make a module impossible to load ("blacklisting" by command).
@@ -78,8 +82,8 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
         ev.append(Evidence("failed at", failure.stage))
     if failure.options:
         ev.append(Evidence("options", failure.options))
-    ev += [Evidence("kmod said", text) for text in failure.messages]
-    lines: list[KmsgRecord] = []
+    ev += [Evidence("kmod's message", text) for text in failure.messages]
+    lines = [r for r in failure.kmsg if r.text.startswith(LOADER_LINE_PREFIXES)]
     for name in dict.fromkeys([who, failure.module, *names]):
         lines += [r for r in module_lines(failure.kmsg, name) if r not in lines]
     lines.sort(key=lambda r: r.seq)
