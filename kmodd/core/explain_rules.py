@@ -426,8 +426,10 @@ def _symbols(m: ModuleFacts, kernel: KernelFacts) -> list[Finding]:
         return []
     strong = [s for s in m.symbols if not s.weak]
     if kernel.kallsyms is None:
-        ev = [_symbol_line(s) for s in strong if not s.providers or not s.provider_in_deps]
         missing = [s for s in strong if not s.providers]
+        ev = [Evidence("symbol", f"{s.name}: no module provides it (the kernel may)")
+              if not s.providers else _symbol_line(s)
+              for s in strong if not s.provider_in_deps]
         note = Evidence("kernel symbols", "/proc/kallsyms is unreadable: symbols the kernel "
                                           "itself exports could not be checked")
         if not ev:
