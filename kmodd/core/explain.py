@@ -41,6 +41,7 @@ class Check(StrEnum):
     INDEX = "index"  # modules.dep.bin missing, damaged or older than the modules
     FILE = "file"  # the module file: missing, unreadable, not a module
     STATE = "state"  # already loaded, built in, coming or going
+    PLAN = "plan"  # what `modprobe NAME` would do, step by step
     MODULES_DISABLED = "modules-disabled"
     KERNEL_BLACKLIST = "module-blacklist"  # module_blacklist= on the kernel command line
     BLACKLIST = "blacklist"  # modprobe.d blacklist (and modprobe.blacklist=)

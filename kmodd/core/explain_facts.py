@@ -134,6 +134,8 @@ class ModuleFacts:
     signature: SignatureFacts | None = None
     dependencies: tuple[DependencyFacts, ...] = ()
     dependency_error: str | None = None
+    plan: tuple[str, ...] = ()  # modprobe's steps, as `modprobe -v` prints them
+    plan_early: str | None = None  # why modprobe would do nothing ("loaded", "blacklisted")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 `explain_facts(facts)` walks the checklist in a fixed order: a recorded failed attempt (the
 errno mapped to its cause, the kernel's own log lines quoted), what the target resolved
-to, not found / index problems, then for each module: state, file, `modules_disabled`,
+to, not found / index problems, then for each module: state, modprobe's plan, file,
+`modules_disabled`,
 `module_blacklist=`, modprobe.d blacklist (and whom it stops), install commands (and the
 softdep that silently disables them), options against the module's parameters,
 dependencies, vermagic, unresolved symbols (naming the module that would provide each),
@@ -177,6 +178,16 @@ def _state(m: ModuleFacts) -> list[Finding]:
                         f"the kernel is {m.state} to load/unload it right now", m.name,
                         (Evidence("initstate", m.state, f"/sys/module/{m.name}/initstate"),))]
     return [Finding(Check.STATE, Verdict.INFO, "not loaded", m.name)]
+
+
+def _plan(m: ModuleFacts) -> list[Finding]:
+    if m.plan_early == "blacklisted":
+        return [Finding(Check.PLAN, Verdict.INFO, f"modprobe {m.alias or m.name} would do "
+                        "nothing: the blacklist applies", m.name)]
+    if m.plan_early is not None or not m.plan:
+        return []
+    return [Finding(Check.PLAN, Verdict.INFO, f"modprobe {m.alias or m.name} would run these "
+                    "steps", m.name, tuple(Evidence("step", step) for step in m.plan))]
 
 
 def _file(m: ModuleFacts) -> list[Finding]:
@@ -369,6 +380,7 @@ def explain_facts(facts: Facts) -> Explanation:
     extra = facts.failure.options if facts.failure is not None else None
     for m in facts.modules:
         findings += _state(m)
+        findings += _plan(m)
         findings += _file(m)
         findings += _kernel_switches(m, facts.kernel)
         findings += _blacklist(m)

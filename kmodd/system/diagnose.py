@@ -53,6 +53,7 @@ from kmodd.core.kmsg import KmsgRecord, is_about_module
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import modname_normalize, path_ends_with_kmod_ext, path_to_modname
 from kmodd.core.params import parameter_types
+from kmodd.core.plan import ProbeFlag, in_kernel, plan_probe
 from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
 from kmodd.core.signature import NoSignature, SignatureError, parse_module_signature
 from kmodd.system.kernel import KernelPort
@@ -468,6 +469,7 @@ def _module_facts(ctx: _Context, mod: Module, read: _ModuleRead, vmlinux: Mappin
                 source = exporter_path if expected is not None else None
         symbols.append(SymbolFacts(name, weak, crc, owner, providers,
                                    bool(dep_names.intersection(providers)), expected, source))
+    plan, early = _plan(resolver, ctx.state, mod)
     return ModuleFacts(
         name=mod.name, alias=mod.alias, source=_source(config, mod, resolver), path=path,
         path_exists=path is not None and ctx.files.stat_errno(path) == 0,
@@ -477,7 +479,27 @@ def _module_facts(ctx: _Context, mod: Module, read: _ModuleRead, vmlinux: Mappin
         softdep=_softdep(config, mod.name), options=_options(config, mod),
         parmtypes=read.parmtypes, modinfo_read=read.read, vermagic=read.vermagic,
         has_versions=read.has_versions, symbols=tuple(symbols), signature=read.signature,
-        dependencies=dependencies, dependency_error=dep_error)
+        dependencies=dependencies, dependency_error=dep_error, plan=plan, plan_early=early)
+
+
+def _plan(resolver: Resolver, state: SysModules, mod: Module) -> tuple[tuple[str, ...],
+                                                                       str | None]:
+    """What `modprobe NAME` would do (modprobe's flags), one `modprobe -v` line per step."""
+    plan = plan_probe(resolver, state, mod, ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY)
+    if plan.early is not None:
+        return (), plan.reason or "loaded"
+    steps = []
+    for step in plan.steps:
+        options = step.options or ""
+        if in_kernel(resolver, state, step.module):
+            steps.append(f"skip {step.module.name} (already loaded)")
+        elif step.command is not None:
+            steps.append(f"install {step.command} {options}".rstrip())
+        elif (path := resolver.path(step.module)) is not None:
+            steps.append(f"insmod {path} {options}".rstrip())
+        elif resolver.is_builtin(step.module):
+            steps.append(f"builtin {step.module.name}")
+    return tuple(steps), None
 
 
 def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = None,

@@ -527,3 +527,17 @@ def test_a_dependency_that_fails_is_named_as_the_failing_step(tmp_path):
     f = the_attempt(explained(kernel, "vfat", load=True), "ENOMEM")
     assert f.summary == "the load failed with ENOMEM (while loading fat): no-memory"
     assert f.module == "vfat"
+
+
+def test_the_plan_is_modprobes_steps_with_loaded_ones_skipped(tmp_path):
+    kernel = kernel_for(tree(tmp_path, {
+        "kernel/fs/fat/fat.ko": mod("fat", exports=["fat_fn"]),
+        "kernel/fs/fat/vfat.ko": mod("vfat", needs=["fat_fn"])}, {
+        "etc/modprobe.d/o.conf": "options vfat utf8=1\n"}))
+    assert only(explained(kernel, "vfat"), Check.PLAN).evidence == (
+        Evidence("step", f"insmod {MODDIR}/kernel/fs/fat/fat.ko"),
+        Evidence("step", f"insmod {MODDIR}/kernel/fs/fat/vfat.ko utf8=1"))
+    kernel.port().insert(kernel.root.path(f"{MODDIR}/kernel/fs/fat/fat.ko"))
+    assert only(explained(kernel, "vfat"), Check.PLAN).evidence == (
+        Evidence("step", "skip fat (already loaded)"),
+        Evidence("step", f"insmod {MODDIR}/kernel/fs/fat/vfat.ko utf8=1"))
