@@ -21,7 +21,18 @@ and `/dev/kmsg` in the root up to date the way the kernel does. What it models, 
 * the init function's result scripted per module (`init_errors`); errors scripted before
   anything else (`insert_errors`, `delete_errors`), as kmod's own testsuite traps do;
 * delete_module: ENOENT, EWOULDBLOCK while used (O_TRUNC forces past references, not past
-  holders), EBUSY while not LIVE or without an exit function.
+  holders), EBUSY while not LIVE or without an exit function;
+* lockdown (`integrity`/`confidentiality`) refusing unsigned modules with EPERM when
+  signatures are not enforced; a kernel without finit_module (`has_finit_module=False`,
+  ENOSYS, as kmod's testsuite fakes for releases before 3.8); a line the module's init
+  prints (`init_log`).
+
+Besides the files above it writes what a diagnosis reads: `/proc/kallsyms` (exports with
+their `__ksymtab_` entries, module symbols with `[module]`), `/proc/keys` (one asymmetric
+key per trusted signer), `/proc/sys/kernel/{osrelease,modules_disabled}`,
+`/sys/module/module/parameters/sig_enforce`, `/sys/kernel/security/lockdown`,
+`/boot/config-RELEASE` (the switches it models) and `/proc/cmdline` (with
+`module_blacklist=`). `SyscallServer` serves its syscalls to tools in other processes.
 
 It reads modules with kmodd.core.elf, never with a parser of its own. Not modelled:
 GPL-only exports and symbol namespaces, the signature's cryptography (a signer is trusted by
@@ -36,6 +47,8 @@ import errno as E
 import importlib.util
 import os
 import shutil
+import socket
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,7 +229,10 @@ class FakeKernel:
                  init_errors: Mapping[str, int] | None = None,
                  insert_errors: Mapping[str, int] | None = None,
                  delete_errors: Mapping[str, int] | None = None,
-                 param_defaults: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 param_defaults: Mapping[str, Mapping[str, str]] | None = None,
+                 has_finit_module: bool = True, lockdown: str = "none",
+                 cmdline: str | None = None,
+                 init_log: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.release = release
         self.vermagic = vermagic
@@ -249,6 +265,10 @@ class FakeKernel:
             with open(root.path("/sys/module/compression"), "w") as f:
                 f.write(compression + "\n")
         open(root.path("/dev/kmsg"), "ab").close()
+        self.has_finit_module = has_finit_module  # False: a kernel before 3.8 (ENOSYS)
+        self.init_log = dict(init_log or {})  # what a module's init prints (its pr_err)
+        self.lockdown = lockdown  # "none", "integrity" or "confidentiality"
+        self._write_kernel_files(cmdline)
         self._write_proc()
 
     # --- public helpers ------------------------------------------------------------------
@@ -293,6 +313,8 @@ class FakeKernel:
     # --- the syscalls ----------------------------------------------------------------------
 
     def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        if not self.has_finit_module:
+            return E.ENOSYS
         if self.modules_disabled:
             return E.EPERM
         if flags & ~int(InsertFlag.IGNORE_MODVERSIONS | InsertFlag.IGNORE_VERMAGIC
@@ -481,6 +503,8 @@ class FakeKernel:
         for target in module.uses:
             self._link_holder(target, name)
         # do_init_module
+        if name in self.init_log:
+            self._log(Level.ERR, f"{name}: {self.init_log[name]}")
         init_err = self.init_errors.get(name, 0)
         if init_err:
             self._unload_failed(module)
@@ -506,6 +530,10 @@ class FakeKernel:
         if self.sig_enforce:
             self._log(Level.NOTICE, f"Loading of {reasons[err]} is rejected")
             return E.EKEYREJECTED, False, data
+        if self.lockdown != "none":  # security_locked_down(LOCKDOWN_MODULE_SIGNATURE)
+            self._log(Level.NOTICE, "Lockdown: modprobe: unsigned module loading is "
+                                    "restricted; see man kernel_lockdown.7")
+            return E.EPERM, False, data
         return 0, False, data
 
     def _verify(self, data: bytes) -> tuple[int, bytes]:
@@ -665,6 +693,61 @@ class FakeKernel:
         self._write_proc()
         return True
 
+    # --- what the kernel shows of itself -------------------------------------------------
+
+    def _write_kernel_files(self, cmdline: str | None) -> None:
+        """The files a diagnosis reads: release, switches, keys, lockdown, command line."""
+        files = {
+            "/proc/sys/kernel/osrelease": f"{self.release}\n",
+            "/proc/sys/kernel/modules_disabled": f"{int(self.modules_disabled)}\n",
+            f"/boot/config-{self.release}": "".join(
+                f"CONFIG_{key}=y\n" if on else f"# CONFIG_{key} is not set\n"
+                for key, on in (("MODULES", True), ("MODVERSIONS", True),
+                                ("MODULE_FORCE_LOAD", self.force_load),
+                                ("MODULE_SIG", self.module_sig),
+                                ("MODULE_SIG_FORCE", self.sig_enforce))),
+            "/sys/kernel/security/lockdown": " ".join(
+                f"[{mode}]" if mode == self.lockdown else mode
+                for mode in ("none", "integrity", "confidentiality")) + "\n",
+        }
+        if self.module_sig:
+            files["/sys/module/module/parameters/sig_enforce"] = \
+                "Y\n" if self.sig_enforce else "N\n"
+            keys = ["0d8b1f4c I------     1 perm 1f0b0000     0     0 keyring   "
+                    ".builtin_trusted_keys: 1"]
+            keys += [f"{0x2a000000 + i:08x} I------     1 perm 1f030000     0     0 asymmetri "
+                     f"{signer}: {_signer_key_id(signer)}: X509.rsa "
+                     f"{_signer_key_id(signer)[-8:]} []"
+                     for i, signer in enumerate(sorted(self.trusted_signers))]
+            files["/proc/keys"] = "".join(f"{line}\n" for line in keys)
+        path = self.root.proc("cmdline")
+        if cmdline is not None or self.module_blacklist or not os.path.exists(path):
+            text = cmdline if cmdline is not None else \
+                f"BOOT_IMAGE=/boot/vmlinuz-{self.release} root=/dev/vda ro"
+            if self.module_blacklist:
+                text += f" module_blacklist={','.join(self.module_blacklist)}"
+            files["/proc/cmdline"] = text + "\n"
+        for absolute, text in files.items():
+            target = self.root.path(absolute)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w") as f:
+                f.write(text)
+
+    def _write_kallsyms(self) -> None:
+        """/proc/kallsyms as Debian's kernel shows it to root (CONFIG_KALLSYMS_ALL): each
+        export with its `__ksymtab_` entry; module symbols with `\t[module]`."""
+        lines = []
+        for n, symbol in enumerate(sorted(self.kallsyms)):
+            lines.append(f"{0xffffffff81000000 + 16 * n:016x} T {symbol}\n")
+            lines.append(f"{0xffffffff82000000 + 16 * n:016x} r __ksymtab_{symbol}\n")
+        for module in self.loaded:
+            for n, symbol in enumerate(module.exports):
+                lines.append(f"{0xffffffffc0000000 + 16 * n:016x} T {symbol}\t[{module.name}]\n")
+                lines.append(f"{0xffffffffc0100000 + 16 * n:016x} r __ksymtab_{symbol}\t"
+                             f"[{module.name}]\n")
+        with open(self.root.proc("kallsyms"), "w") as f:
+            f.write("".join(lines))
+
     # --- state -----------------------------------------------------------------------------
 
     def _bit(self, name: str) -> int:
@@ -739,6 +822,7 @@ class FakeKernel:
         return len(module.users) + module.references + (1 if module.state == "coming" else 0)
 
     def _write_proc(self) -> None:
+        self._write_kallsyms()
         lines = []
         for module in self.loaded:
             users = "".join(f"{u}," for u in module.users)
@@ -765,6 +849,13 @@ def _replace_file(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _signer_key_id(signer: str) -> str:
+    """A stable stand-in for a trusted key's subject key identifier (40 hex digits)."""
+    import hashlib
+
+    return hashlib.sha1(signer.encode()).hexdigest()
 
 
 def _same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
@@ -920,3 +1011,113 @@ class GatedSyscalls:
 
     def port(self) -> LinuxKernel:
         return LinuxKernel(self.kernel.root, syscalls=self)
+
+
+# --- the simulated kernel for other processes ----------------------------------------------
+
+#: The environment variable naming a SyscallServer's socket (read by tests/nested_modprobe.py).
+KERNEL_SOCKET_ENV = "KMODD_TEST_KERNEL_SOCKET"
+_FRAME = struct.Struct(">I")
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            raise ConnectionError("the other side closed the connection")
+        data += piece
+    return bytes(data)
+
+
+class SyscallServer:
+    """Serves a FakeKernel's three syscalls on a Unix socket, for tools in other processes.
+
+    A nested `modprobe` (run by an install command) is a new process; through this server
+    (and `SocketSyscalls` on its side) it talks to the same simulated kernel as the test.
+    finit_module's file descriptor travels with SCM_RIGHTS, so the kernel reads the very file
+    the tool opened. One call per connection; calls are served one at a time.
+    """
+
+    def __init__(self, kernel: FakeKernel, path: str) -> None:
+        import threading
+
+        self.kernel = kernel
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen(8)
+        self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
+
+    def __enter__(self) -> SyscallServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the thread
+        self._sock.close()
+        self._thread.join(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(ConnectionError, OSError, ValueError):
+                conn.sendall(_FRAME.pack(self._call(conn)))
+
+    def _call(self, conn: socket.socket) -> int:
+        import json
+
+        head, fds, _, _ = socket.recv_fds(conn, _FRAME.size, 1)
+        head += _recv_exact(conn, _FRAME.size - len(head))
+        (size,) = _FRAME.unpack(head)
+        request = json.loads(_recv_exact(conn, size))
+        op = request["op"]
+        try:
+            if op == "finit_module":
+                return self.kernel.finit_module(fds[0], bytes.fromhex(request["params"]),
+                                                request["flags"])
+            if op == "init_module":
+                image = _recv_exact(conn, request["size"])
+                return self.kernel.init_module(image, bytes.fromhex(request["params"]))
+            if op == "delete_module":
+                return self.kernel.delete_module(bytes.fromhex(request["name"]),
+                                                 request["flags"])
+            return E.ENOSYS
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+class SocketSyscalls:
+    """`Syscalls` (kmodd.system.kernel) answered by a SyscallServer in another process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _ask(self, request: dict[str, Any], fd: int | None = None, payload: bytes = b"") -> int:
+        import json
+
+        body = json.dumps(request).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(self.path)
+            frame = _FRAME.pack(len(body))
+            socket.send_fds(sock, [frame], [fd] if fd is not None else [])
+            sock.sendall(body + payload)
+            (errno,) = _FRAME.unpack(_recv_exact(sock, _FRAME.size))
+            return int(errno)
+
+    def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        return self._ask({"op": "finit_module", "params": params.hex(), "flags": flags}, fd)
+
+    def init_module(self, image: bytes, params: bytes) -> int:
+        return self._ask({"op": "init_module", "params": params.hex(), "size": len(image)},
+                         payload=bytes(image))
+
+    def delete_module(self, name: bytes, flags: int) -> int:
+        return self._ask({"op": "delete_module", "name": name.hex(), "flags": flags})

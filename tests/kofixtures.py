@@ -91,3 +91,47 @@ def append_signature(data: bytes, blob: bytes, *, id_type: int = PKEY_ID_PKCS7, 
 
 def sign_module(data: bytes, key: SigningKey, digest: str = "sha256") -> bytes:
     return append_signature(data, pkcs7_signature(data, key, digest))
+
+
+def module_tree(root: str, kver: str, modules: Mapping[str, Mapping[str, object]],
+                files: Mapping[str, str | bytes] | None = None, *, depmod: bool = True) -> str:
+    """A fake root: `modules` {path: write_module keywords} and `files` {path: content}.
+
+    A module path is relative to `lib/modules/<kver>` or absolute inside the root; the name
+    is the file's, with `_`. `modules.order` lists the relative ones in the given order; then
+    kmodd's depmod (byte-identical to kmod's, tests/oracle) indexes the tree as `/`.
+    """
+    import io
+
+    from kmodd.cli.depmod import run as depmod_run
+    from kmodd.system.root import Root
+
+    moddir = os.path.join(root, "lib/modules", kver)
+    os.makedirs(moddir, exist_ok=True)
+    os.makedirs(os.path.join(root, "sys/module"), exist_ok=True)
+    order = []
+    for rel, spec in modules.items():
+        path = os.path.join(root, rel.lstrip("/")) if rel.startswith("/") else \
+            os.path.join(moddir, rel)
+        base = os.path.basename(rel).split(".", 1)[0]
+        name = base.replace("-", "_")
+        keywords = dict(spec)
+        keywords.setdefault("modinfo", standard_modinfo(name))
+        write_module(os.path.dirname(path), name, filename=os.path.basename(path),
+                     **keywords)  # type: ignore[arg-type]
+        if not rel.startswith("/"):
+            order.append(rel)
+    with open(os.path.join(moddir, "modules.order"), "w") as f:
+        f.writelines(f"{rel}\n" for rel in order)
+    for rel, content in (files or {}).items():
+        path = os.path.join(root, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+    if depmod:
+        err = io.BytesIO()
+        rc = depmod_run(["depmod", kver], root=Root(root), stdout=io.BytesIO(), stderr=err,
+                        environ={})
+        if rc:
+            raise RuntimeError(f"depmod failed in {root}: {err.getvalue().decode()}")
+    return root

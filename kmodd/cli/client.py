@@ -5,6 +5,12 @@
 Readable tables by default; `--json` prints the daemon's reply as JSON (JSON lines for
 `monitor`). When the daemon is not running, one line says so and the exit code is
 EXIT_NOT_RUNNING. Every command, its arguments and its method are in `COMMANDS`.
+
+`explain TARGET` is the exception: it asks the daemon (which knows the failures it saw)
+and, when no daemon runs, computes the same explanation here (kmodd.system.diagnose) and
+says so. `explain --try TARGET [OPTIONS]` loads the module here, as modprobe would, and
+explains that attempt (errno, cause, the kernel's log lines). It exits EXIT_PROBLEMS when
+a problem was found.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.root import Root
+
+if TYPE_CHECKING:
+    from kmodd.system.kernel import KernelPort
 
 #: Exit codes (the LSB init-script meanings for 3 and 4).
 EXIT_OK = 0
@@ -24,6 +33,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_PERMISSION = 4
+#: `explain` found at least one problem.
+EXIT_PROBLEMS = 1
 
 #: Where the daemon listens, under the Root; $KMODD_SOCKET or --socket override it.
 SOCKET_PATH = "/run/kmodd/io.kmodd"
@@ -176,12 +187,45 @@ def _why(ctx: Context) -> int:
 
 def _explain(ctx: Context) -> int:
     reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": ctx.args[0]})
-    if ctx.json:
-        ctx.out(json.dumps(reply, indent=2) + "\n")
-        return EXIT_OK
     e = reply["explanation"]
-    ctx.out("".join(f"{line}\n" for line in e["lines"]))
-    return EXIT_OK
+    if "findings" not in e:  # a daemon that only describes the plan
+        if ctx.json:
+            ctx.out(json.dumps(reply, indent=2) + "\n")
+        else:
+            ctx.out("".join(f"{line}\n" for line in e["lines"]))
+        return EXIT_OK
+    from kmodd.core.explain import from_json
+
+    return _show_explanation(ctx.out, from_json(e), ctx.json, "kmodd")
+
+
+def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: str) -> int:
+    """Print an explanation (kmodd.core.explain.Explanation) computed by `by`."""
+    from kmodd.core.explain import Verdict, render_text, to_json
+
+    if as_json:
+        out(json.dumps({"computed_by": by, "explanation": to_json(expl)}, indent=2) + "\n")
+    else:
+        out(f"(computed by {by})\n" + render_text(expl))
+    return EXIT_PROBLEMS if expl.verdict is Verdict.PROBLEM else EXIT_OK
+
+
+def _explain_here(root: Root, environ: Mapping[str, str], args: Sequence[str], as_json: bool,
+                  try_load: bool, why: str, out: Callable[[str], None],
+                  kernel: KernelPort | None) -> int:
+    """`explain` without the daemon: the same explanation, computed by this process."""
+    from kmodd.system.attempt import attempt
+    from kmodd.system.diagnose import default_moddir, explain
+
+    target = args[0]
+    moddir = default_moddir(root)
+    failure = None
+    if try_load:
+        options = " ".join(args[1:]) or None
+        failure = attempt(target, root=root, moddir=moddir, kernel=kernel, options=options,
+                          environ=environ)
+    expl = explain(target, root=root, moddir=moddir, kernel=kernel, failure=failure)
+    return _show_explanation(out, expl, as_json, f"kmodctl ({why})")
 
 
 def _results(ctx: Context, reply: Mapping[str, Any]) -> int:
@@ -326,7 +370,7 @@ COMMANDS: Mapping[str, Command] = {
     "devices": Command(_devices, 0, 1, "devices [DEVPATH]"),
     "modules": Command(_modules, 0, 1, "modules [MODULE]"),
     "why": Command(_why, 1, 1, "why DEVPATH|MODALIAS"),
-    "explain": Command(_explain, 1, 1, "explain MODULE"),
+    "explain": Command(_explain, 1, None, "explain [--try] MODULE|ALIAS|PATH [OPTIONS]"),
     "load": Command(_load, 1, None, "load [--dry-run] MODULE..."),
     "unload": Command(_unload, 1, None, "unload MODULE..."),
     "reload": Command(_reload, 0, 0, "reload"),
@@ -350,6 +394,7 @@ class _Options:
     socket: str | None = None
     output: str | None = None
     help: bool = False
+    try_load: bool = False
 
 
 def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
@@ -379,6 +424,8 @@ def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
             options.json = True
         elif arg == "--dry-run":
             options.dry_run = True
+        elif arg == "--try":
+            options.try_load = True
         elif arg in ("-h", "--help"):
             options.help = True
         elif arg.startswith("-") and arg != "-":
@@ -407,8 +454,10 @@ def run(
     stdout: BinaryIO,
     stderr: BinaryIO,
     environ: Mapping[str, str],
+    kernel: KernelPort | None = None,
 ) -> int:
-    """kmodctl's admin commands (argv[0] is the program name)."""
+    """kmodctl's admin commands (argv[0] is the program name; `kernel`: a simulated kernel
+    for `explain` in tests)."""
 
     def out(text: str) -> None:
         stdout.write(text.encode())
@@ -438,11 +487,23 @@ def run(
                                         and len(args) > command.max_args):
         err(f"usage: kmodctl {command.usage}")
         return EXIT_USAGE
+    if options.try_load and name != "explain":
+        err("--try goes with explain only")
+        return EXIT_USAGE
+    if name == "explain" and len(args) > 1 and not options.try_load:
+        err(f"usage: kmodctl {command.usage} (module options go with --try)")
+        return EXIT_USAGE
     path = socket_path(root, environ, options.socket)
     timeout = None if name == "monitor" else CALL_TIMEOUT
+    if name == "explain" and options.try_load:
+        return _explain_here(root, environ, args, options.json, True,
+                             "a load attempted here", out, kernel)
     try:
         client = VarlinkClient(path, timeout)
     except (FileNotFoundError, ConnectionRefusedError):
+        if name == "explain":
+            return _explain_here(root, environ, args, options.json, False,
+                                 "kmodd is not running", out, kernel)
         err(f"kmodd is not running (no one listens on {path})")
         return EXIT_NOT_RUNNING
     except PermissionError:

@@ -254,6 +254,8 @@ class _Run:
         self._pending: list[bytes] = []  # stdio's buffer: printf'd, not yet flushed
         self.environ = dict(environ)
         self.prog = os.path.basename(argv[0]) if argv else "modprobe"
+        # run() turned every argument and variable into one character per byte, as files are
+        # read: messages go back out the same way.
         self.log = ToolLog(self.prog, stderr, encode=latin1)
         self.default_log = LibkmodDefaultLog(stderr, self.environ, encode=latin1)
         self.s = _Settings()
@@ -552,7 +554,9 @@ class _Run:
         from kmodd.core.plan import ProbeFlag, run_plan
         from kmodd.system.actions import HostActions
 
-        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel())
+        # Without -d, module files live under the root like everything else.
+        files = self.root if self.s.root is None and not self.root.is_host else None
+        actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel(), files)
         return run_plan(resolver, self.sysfs, plan, flags, actions,
                         show=self._print_action if show else None)
 
@@ -572,13 +576,9 @@ class _Run:
             self.out(f"insmod {path} {options}\n")
 
     def _insert_error(self, mod: Module, err: int) -> None:
-        if err == -17:
-            text = "Module already in kernel"
-        elif err == -2:
-            text = "Unknown symbol in module, or unknown parameter (see dmesg)"
-        else:
-            text = os.strerror(-err)
-        self.log.err(f"could not insert '{mod.name}': {text}\n")
+        from kmodd.core.outcome import modprobe_insert_error
+
+        self.log.err(modprobe_insert_error(mod.name, -err))
 
     @functools.cached_property
     def sysfs(self) -> SysModules:

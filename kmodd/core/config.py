@@ -13,6 +13,11 @@ The steps follow libkmod-config.c:
 
 Problems are returned as `Diagnostic` values naming libkmod's message site (the source
 location Debian's kmod prints with it) and the text; nothing here prints or raises.
+
+Every entry also keeps where it came from (`Origin`: the file as kmod names it and the
+first physical line of its logical line; `/proc/cmdline` line 0 for the command line), in
+tuples parallel to the entries (`blacklist_origins[i]` is where `blacklists[i]` was read),
+so `kmodctl explain` can point at the line. The entries themselves are unchanged by this.
 """
 
 from __future__ import annotations
@@ -64,6 +69,20 @@ class Softdep(NamedTuple):
         return out
 
 
+class Origin(NamedTuple):
+    """Where a configuration entry was read: file and line (0 for the command line)."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+#: The origin of entries taken from the kernel command line.
+CMDLINE_ORIGIN = Origin("/proc/cmdline", 0)
+
+
 class Config(NamedTuple):
     """Everything modprobe.d and the kernel command line say, in kmod's list order."""
 
@@ -75,6 +94,13 @@ class Config(NamedTuple):
     softdeps: tuple[Softdep, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     files: tuple[str, ...] = ()  # the files read, in order
+    # Where each entry above came from, index for index.
+    alias_origins: tuple[Origin, ...] = ()
+    blacklist_origins: tuple[Origin, ...] = ()
+    option_origins: tuple[Origin, ...] = ()
+    install_origins: tuple[Origin, ...] = ()
+    remove_origins: tuple[Origin, ...] = ()
+    softdep_origins: tuple[Origin, ...] = ()
 
 
 # -- which files ---------------------------------------------------------------------------
@@ -165,6 +191,12 @@ class _Builder:
         self.softdeps: list[Softdep] = []
         self.diagnostics: list[Diagnostic] = []
         self.files: list[str] = []
+        self.alias_origins: list[Origin] = []
+        self.blacklist_origins: list[Origin] = []
+        self.option_origins: list[Origin] = []
+        self.install_origins: list[Origin] = []
+        self.remove_origins: list[Origin] = []
+        self.softdep_origins: list[Origin] = []
 
     def build(self) -> Config:
         return Config(
@@ -176,6 +208,12 @@ class _Builder:
             softdeps=tuple(self.softdeps),
             diagnostics=tuple(self.diagnostics),
             files=tuple(self.files),
+            alias_origins=tuple(self.alias_origins),
+            blacklist_origins=tuple(self.blacklist_origins),
+            option_origins=tuple(self.option_origins),
+            install_origins=tuple(self.install_origins),
+            remove_origins=tuple(self.remove_origins),
+            softdep_origins=tuple(self.softdep_origins),
         )
 
 
@@ -203,7 +241,10 @@ def _rest(line: str, pos: int) -> str | None:
 
 
 def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
+    first = 1  # the first physical line of the next logical line
     for lineno, line in logical_lines(data):
+        origin = Origin(filename, first)
+        first = lineno + 1
         if not line or line[0] == "#":
             continue
         cmd, pos = _token(line, 0)
@@ -216,11 +257,13 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 if alias is None or modname is None:
                     raise BadAlias(cmd)
                 b.aliases.append((underscores(alias), underscores(modname)))
+                b.alias_origins.append(origin)
             elif cmd == "blacklist":
                 modname, pos = _token(line, pos)
                 if modname is None:
                     raise BadAlias(cmd)
                 b.blacklists.append(underscores(modname))
+                b.blacklist_origins.append(origin)
             elif cmd in ("options", "install", "remove", "softdep"):
                 modname, pos = _token(line, pos)
                 rest = _rest(line, pos)
@@ -229,10 +272,13 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                 key = underscores(modname)
                 if cmd == "options":
                     b.options.append((key, rest.replace("\t", " ")))
+                    b.option_origins.append(origin)
                 elif cmd == "install":
                     b.installs.append((key, rest))
+                    b.install_origins.append(origin)
                 elif cmd == "remove":
                     b.removes.append((key, rest))
+                    b.remove_origins.append(origin)
                 else:
                     words = softdep_words(rest)
                     b.softdeps.append(Softdep(
@@ -241,6 +287,7 @@ def _parse_into(b: _Builder, data: bytes, filename: str) -> None:
                         tuple(w for is_pre, w in words if not is_pre),
                         words,
                     ))
+                    b.softdep_origins.append(origin)
             elif cmd in ("include", "config"):
                 b.diagnostics.append(
                     Diagnostic(
@@ -452,7 +499,9 @@ def build_config(
     if cmdline is not None:
         opts, bls, diags = parse_kernel_cmdline(cmdline)
         b.options.extend(opts)
+        b.option_origins.extend([CMDLINE_ORIGIN] * len(opts))
         b.blacklists.extend(bls)
+        b.blacklist_origins.extend([CMDLINE_ORIGIN] * len(bls))
         b.diagnostics.extend(diags)
     return b.build()
 

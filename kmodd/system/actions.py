@@ -5,6 +5,20 @@
 `/bin/sh -c` with `MODPROBE_MODULE` set, as libkmod's `command_do` does (a failing command
 is -EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module` and its
 `-w` retry loop, `command_do("remove")`).
+
+Two limits kmod does not have, which change nothing while commands behave:
+
+* `COMMAND_NESTING_MAX`: an install or remove command that runs modprobe, whose module has
+  a command that runs modprobe again, ... nests at most this deep. The depth travels in the
+  environment (`KMODD_COMMAND_DEPTH`, set for every command kmodd runs); at the limit the
+  command is not run and the step fails like a failing command (-EINVAL). kmod would recurse
+  until the system runs out of processes.
+* `COMMAND_TIMEOUT`: a command still running after this many seconds (`KMODD_COMMAND_TIMEOUT`
+  overrides it; 0 means no limit) is killed with SIGKILL, together with every process it
+  started, and the step fails with -ETIME ("Timer expired").
+
+Both say so in one `ERROR` line of the tool's own (no libkmod source location, so it is
+never mistaken for one of kmod's messages).
 """
 
 from __future__ import annotations
@@ -24,23 +38,44 @@ from kmodd.core.plan import ProbeFlag
 from kmodd.core.resolve import Module
 
 if TYPE_CHECKING:
-    from kmodd.cli.kmodtool import ToolLog
     from kmodd.system.kernel import KernelPort
     from kmodd.system.modstate import SysModules
+    from kmodd.system.root import Root
 
-#: `-w`: the retry interval starts here and doubles, as get_backoff_delta_msec does.
-WAIT_FIRST_INTERVAL = 0.001
+#: `-w`: the first retry interval in milliseconds, doubled each time as
+#: get_backoff_delta_msec does.
+WAIT_FIRST_INTERVAL_MSEC = 1
 #: Characters of a daemon-run command's output kept for its log record.
 COMMAND_OUTPUT_MAX = 4096
+#: How deep install/remove commands may nest (see the module docstring).
+COMMAND_NESTING_MAX = 8
+#: The environment variable that carries the nesting depth to nested tools.
+COMMAND_DEPTH_ENV = "KMODD_COMMAND_DEPTH"
+#: Seconds an install/remove command may run: udev kills a worker (and the modprobe it runs)
+#: after 180 s, so a command taking longer never worked under udev either.
+COMMAND_TIMEOUT = 180.0
+#: The environment variable that overrides COMMAND_TIMEOUT (seconds; 0: no limit).
+COMMAND_TIMEOUT_ENV = "KMODD_COMMAND_TIMEOUT"
+#: Where the processes a timed-out command started are found (by parent pid), to kill its
+#: whole tree without moving it out of the terminal's process group.
+PROC = "/proc"
+
+
+class ErrorLog(Protocol):
+    """A tool's own ERROR messages (kmodd.cli.kmodtool.ToolLog)."""
+
+    def err(self, text: str) -> None: ...
 
 
 class Front(Protocol):
     """The tool an action works for: its environment, output and log."""
 
     environ: dict[str, str]
-    log: ToolLog
     stdout: BinaryIO
     stderr: BinaryIO
+
+    @property
+    def log(self) -> ErrorLog: ...
 
     def show(self, text: str) -> None: ...
 
@@ -56,30 +91,102 @@ def _fd_of(stream: BinaryIO) -> int | None:
         return None
 
 
+def command_depth(environ: Mapping[str, str]) -> int:
+    """How many install/remove commands this tool runs inside (0 at the top)."""
+    text = environ.get(COMMAND_DEPTH_ENV, "")
+    return int(text) if text.isdigit() else 0
+
+
+def command_timeout(environ: Mapping[str, str]) -> float | None:
+    """Seconds a command may run (None: no limit), from KMODD_COMMAND_TIMEOUT or the default."""
+    text = environ.get(COMMAND_TIMEOUT_ENV)
+    if text is None:
+        return COMMAND_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        return COMMAND_TIMEOUT
+    if value != value or value < 0:  # NaN or negative: not a usable limit
+        return COMMAND_TIMEOUT
+    return None if value == 0 else value
+
+
+@dataclass(frozen=True, slots=True)
+class ShellResult:
+    """How `/bin/sh -c COMMAND` ended."""
+
+    status: int  # what kmod's WEXITSTATUS() makes of it (0 also when sh died of a signal)
+    error: int = 0  # errno when it could not be started
+    timed_out: bool = False
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from the parent pids in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{PROC}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    for victim in [pid, *_descendants(pid)]:
+        with contextlib.suppress(OSError):  # it may have ended meanwhile
+            os.kill(victim, signal.SIGKILL)
+
+
 def run_shell(command: str, environ: Mapping[str, str], module: str,
-              stdout: BinaryIO, stderr: BinaryIO) -> int:
-    """system(3) with MODPROBE_MODULE set: the exit status, or -1 if it could not run.
+              stdout: BinaryIO, stderr: BinaryIO, *, timeout: float | None = None
+              ) -> ShellResult:
+    """system(3) with MODPROBE_MODULE set, and the nesting depth one deeper.
 
     The command writes straight to the tool's output, as a child of system() does: to the
     file descriptors when the streams have them, else (in-process runs) into the streams.
+    It stays in the tool's process group (system() does not move it), so a terminal treats
+    it as the tool itself; on timeout it and everything it started are killed.
     """
     env = dict(environ)
     env["MODPROBE_MODULE"] = module
+    env[COMMAND_DEPTH_ENV] = str(command_depth(environ) + 1)
     out_fd, err_fd = _fd_of(stdout), _fd_of(stderr)
     try:
-        proc = subprocess.run(
-            ["/bin/sh", "-c", command], env=env, check=False,
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command], env=env,
             stdout=out_fd if out_fd is not None else subprocess.PIPE,
             stderr=err_fd if err_fd is not None else subprocess.PIPE,
         )
-    except OSError:
-        return -1
-    if out_fd is None and proc.stdout:
-        stdout.write(proc.stdout)
-    if err_fd is None and proc.stderr:
-        stderr.write(proc.stderr)
-    status = proc.returncode
-    return status if status >= 0 else 128 - status  # killed by a signal: sh's convention
+    except OSError as e:
+        return ShellResult(-1, e.errno or errno.ENOEXEC)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        out, err = proc.communicate()
+        timed_out = True
+    if out:
+        stdout.write(out)
+    if err:
+        stderr.write(err)
+    if timed_out:
+        return ShellResult(-1, timed_out=True)
+    # WEXITSTATUS() of a shell killed by a signal is 0: kmod counts that as success.
+    return ShellResult(max(proc.returncode, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +224,26 @@ def run_command(command: str, module: str, environ: Mapping[str, str],
 
 
 class HostActions:
-    """Insert module files and run install commands, as libkmod's insertion loop does."""
+    """Insert module files and run install commands, as libkmod's insertion loop does.
 
-    def __init__(self, front: Front, kernel: KernelPort) -> None:
+    `files` is the root module paths live under (a test root, when the tool runs in one
+    without `-d`); the paths are shown as the resolver gives them.
+    """
+
+    def __init__(self, front: Front, kernel: KernelPort, files: Root | None = None) -> None:
         self.front = front
         self.kernel = kernel
+        self.files = files
 
     def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
         if path is None:
             self.front.libkmod(LibkmodEvent(
                 "no_module_path", f"could not find module by name='{mod.name}'\n"))
             return -errno.ENOENT
+        real = self.files.path(path) if self.files is not None and path.startswith("/") \
+            else path
         result = self.kernel.insert(
-            path, options,
+            real, options,
             force_vermagic=bool(flags & ProbeFlag.FORCE_VERMAGIC),
             force_modversion=bool(flags & ProbeFlag.FORCE_MODVERSION),
         )
@@ -141,20 +255,42 @@ class HostActions:
 
     def run_install(self, mod: Module, command: str) -> int:
         front = self.front
-        status = run_shell(command, front.environ, mod.name, front.stdout, front.stderr)
-        if status < 0:
-            self.front.libkmod(LibkmodEvent(
+        depth = command_depth(front.environ)
+        if depth >= COMMAND_NESTING_MAX:
+            front.log.err(nesting_message("install", command, mod.name, depth))
+            return -errno.EINVAL
+        timeout = command_timeout(front.environ)
+        result = run_shell(command, front.environ, mod.name, front.stdout, front.stderr,
+                           timeout=timeout)
+        if result.timed_out:
+            front.log.err(timeout_message("install", command, mod.name, timeout))
+            return -errno.ETIME
+        if result.error:
+            front.libkmod(LibkmodEvent(
                 "command_run",
                 f"Could not run install command '{command}' for module {mod.name}: "
-                f"{strerror(errno.ENOEXEC)}\n"))
+                f"{strerror(result.error)}\n"))
             return -errno.EINVAL
-        if status:
-            self.front.libkmod(LibkmodEvent(
+        if result.status:
+            front.libkmod(LibkmodEvent(
                 "command_status",
                 f"Error running install command '{command}' for module {mod.name}: "
-                f"retcode {status}\n"))
+                f"retcode {result.status}\n"))
             return -errno.EINVAL
         return 0
+
+
+def nesting_message(kind: str, command: str, module: str, depth: int) -> str:
+    """kmodd's own words when the nesting guard stops a command."""
+    return (f"not running {kind} command '{command}' for module {module}: commands are "
+            f"already nested {depth} deep ({COMMAND_DEPTH_ENV}, limit {COMMAND_NESTING_MAX}); "
+            "the command probably loads its own module again\n")
+
+
+def timeout_message(kind: str, command: str, module: str, timeout: float | None) -> str:
+    """kmodd's own words when a command ran out of time and was killed."""
+    return (f"{kind} command '{command}' for module {module} was killed after {timeout:g} s "
+            f"({COMMAND_TIMEOUT_ENV})\n")
 
 
 class HostRemoval:
@@ -180,12 +316,19 @@ class HostRemoval:
         return self.modules.holders(name)
 
     def remove_module(self, mod: Module) -> int:
-        """rmmod_do_remove_module: print `rmmod X` when showing; retry on EAGAIN under -w."""
+        """rmmod_do_remove_module: print `rmmod X` when showing; retry on EAGAIN under -w.
+
+        As in kmod 30, the retries back off exponentially (2, 4, 8 ... ms, the last one cut
+        to the deadline), and when the deadline passes while the module is still in use the
+        loop ends with success and says nothing (kmod fixed that only in 2025, 4d7dc86).
+        kmod 30 spins forever when it checks the clock 1 ms or more after the deadline
+        (`get_backoff_delta_msec` shifts a zero delta until it fits); kmodd ends there as
+        kmod 30 does when it checks exactly on the deadline.
+        """
         self.front.show(f"rmmod {mod.name}\n")
         if self.dry_run:
             return 0
-        deadline = 0.0
-        interval = 0.0
+        t0 = tend = interval = 0
         while True:
             err = -self.kernel.delete(mod.name, force=self.force)
             if err < 0 and not self.wait_msec:
@@ -197,32 +340,64 @@ class HostRemoval:
                 else:
                     self.front.LOG(f"Module {mod.name} is not in kernel.\n")
                 break
-            if err == -errno.EAGAIN and self.wait_msec:
-                now = time.monotonic()
-                if not deadline:
-                    deadline = now + self.wait_msec / 1000
-                    interval = WAIT_FIRST_INTERVAL
-                else:
-                    interval *= 2
-                while interval >= WAIT_FIRST_INTERVAL and now + interval > deadline:
-                    interval /= 2
-                if interval < WAIT_FIRST_INTERVAL:
-                    break
-                time.sleep(interval)
-                continue
-            break
+            if err != -errno.EAGAIN or not self.wait_msec:
+                break
+            if not t0:
+                t0 = _now_msec()
+                tend = t0 + self.wait_msec
+                interval = WAIT_FIRST_INTERVAL_MSEC
+            until, interval = backoff_delta_msec(_now_msec(), tend, interval)
+            _sleep_until_msec(until)
+            err = 0  # sleep_until_msec's result, which the loop keeps if it ends here
+            if not interval:
+                break
         if err < 0 and self.wait_msec:
             self.front.log.err(f"could not remove '{mod.name}': {strerror(-err)}\n")
         return err
 
     def run_remove_command(self, mod: Module, command: str) -> int:
+        """tools/modprobe.c command_do("remove"): $CMDLINE_OPTS is empty for removals."""
         cmd = command.replace("$CMDLINE_OPTS", "")
         self.front.show(f"remove {cmd}\n")
         if self.dry_run:
             return 0
         front = self.front
-        status = run_shell(cmd, front.environ, mod.name, front.stdout, front.stderr)
-        if status:
-            self.front.LOG(f"Error running remove command for {mod.name}\n")
-            return -status if status > 0 else -1
+        depth = command_depth(front.environ)
+        if depth >= COMMAND_NESTING_MAX:
+            front.log.err(nesting_message("remove", cmd, mod.name, depth))
+            front.LOG(f"Error running remove command for {mod.name}\n")
+            return -1
+        timeout = command_timeout(front.environ)
+        result = run_shell(cmd, front.environ, mod.name, front.stdout, front.stderr,
+                           timeout=timeout)
+        if result.timed_out:
+            front.log.err(timeout_message("remove", cmd, mod.name, timeout))
+        if result.status:
+            front.LOG(f"Error running remove command for {mod.name}\n")
+            return -result.status if result.status > 0 else -1
         return 0
+
+
+def backoff_delta_msec(now: int, tend: int, delta: int) -> tuple[int, int]:
+    """shared/util.c get_backoff_delta_msec: (wake-up time, new delta), all in ms.
+
+    A zero delta ends the retries; kmod 30 would loop forever when `now` is past `tend`.
+    """
+    delta = delta << 1 if delta else 1
+    while now + delta > tend:
+        delta >>= 1
+        if not delta:
+            break
+    if not delta and tend > now:
+        delta = tend - now
+    return now + delta, delta
+
+
+def _now_msec() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def _sleep_until_msec(until: int) -> None:
+    remaining = until - _now_msec()
+    if remaining > 0:
+        time.sleep(remaining / 1000)
