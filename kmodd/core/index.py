@@ -174,6 +174,10 @@ class ModuleIndex:
         ix = self._bins.get(role)
         return list(ix.dump()) if ix is not None else []
 
+    def module_count(self) -> int:
+        """How many modules modules.dep lists (walks the whole index: not for hot paths)."""
+        return len(self._dep.items()) if self._dep is not None else 0
+
 
 def _alias_index(ix: BinIndex | None) -> AliasIndex | None:
     return AliasIndex(ix.items(), ix) if ix is not None else None

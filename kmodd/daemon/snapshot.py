@@ -28,10 +28,16 @@ from dataclasses import dataclass, field
 from kmodd.core.autoload import kernel_module_blacklist
 from kmodd.core.binindex import IndexFileError
 from kmodd.core.config import Config
-from kmodd.core.index import INDEX_FILES, Indexes, ModuleIndex, RawIndexes, open_indexes
+from kmodd.core.index import INDEX_FILES, Indexes, RawIndexes, open_indexes
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.resolve import CompiledConfig, Resolver, SystemView, compiled
-from kmodd.system.moddb import load_config, open_error, read_cmdline, read_index_files
+from kmodd.system.moddb import (
+    decode_indexes,
+    load_config,
+    open_error,
+    read_cmdline,
+    read_index_files,
+)
 from kmodd.system.root import Root
 from kmodd.system.sysview import FileView
 
@@ -182,11 +188,11 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
     modules = 0
     if decode:
         try:
-            decoded = ModuleIndex(moddir, bins)
+            decoded = decode_indexes(moddir, bins)
         except IndexFileError as e:
             return SnapshotFailure(str(e))
         indexes = decoded
-        modules = len(decoded.module_names)
+        modules = decoded.module_count()
     else:
         indexes = RawIndexes(moddir, bins)
     config = load_config(root, moddir, real_moddir=real_moddir)

@@ -12,8 +12,9 @@ import gc
 import mmap
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from kmodd.core.binindex import BinIndex
 from kmodd.core.config import Config, ConfigFile, DirListing, build_config, order_config_files
 from kmodd.core.index import INDEX_FILES, IndexProblem, ModuleIndex, RawIndexes, open_indexes
 from kmodd.system.root import MODPROBE_D_DIRS, Root
@@ -65,10 +66,15 @@ def snapshot_indexes(moddir: str, real_moddir: str | None = None
     again and again (a third of the build time).
     """
     bins, problems = open_indexes(moddir, read_index_files(real_moddir or moddir))
+    return decode_indexes(moddir, bins), problems
+
+
+def decode_indexes(moddir: str, bins: Mapping[str, BinIndex]) -> ModuleIndex:
+    """Build the decoded snapshot of opened indexes, with the cyclic GC paused."""
     paused = gc.isenabled()
     gc.disable()
     try:
-        return ModuleIndex(moddir, bins), problems
+        return ModuleIndex(moddir, bins)
     finally:
         if paused:
             gc.enable()
