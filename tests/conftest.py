@@ -7,23 +7,19 @@ import pwd
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from kerneltree import KernelTree, debian_kernel_tree
+from runas import RunAs
 
 
 @pytest.fixture(scope="session")
 def debian_tree() -> KernelTree:
     """The real Debian kernel tree (4023 modules), indexed by the real kmod depmod."""
     return debian_kernel_tree()
-
-
-class RunAs(Protocol):
-    def __call__(self, fn: Callable[[], str], groups: Sequence[int] = ()) -> str: ...
 
 
 @pytest.fixture

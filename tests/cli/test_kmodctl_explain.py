@@ -129,12 +129,35 @@ def test_an_explanation_from_the_daemon_is_shown_as_the_daemons():
     assert "".join(printed) == "(computed by kmodd)\n" + render_text(expl)
 
 
-def test_a_plan_only_explanation_from_an_older_daemon_still_prints_its_lines():
-    daemon = _Daemon({"explanation": {"module": "x", "plan": [], "lines": ["insert x"]}})
+def test_what_the_daemon_saw_follows_its_explanation():
+    expl = Explanation("vfat", "6.1", "/lib/modules/6.1", ("vfat",), ())
+    seen = ["kmodd's last outcome for vfat: inserted for /devices/x"]
+    daemon = _Daemon({"explanation": to_json(expl), "seen": seen})
     printed: list[str] = []
-    ctx = client.Context(daemon, ["x"], False, False, None, printed.append)  # type: ignore[arg-type]
+    ctx = client.Context(daemon, ["vfat"], False, False, None, printed.append)  # type: ignore[arg-type]
     assert client._explain(ctx) == client.EXIT_OK
-    assert printed == ["insert x\n"]
+    assert "".join(printed) == ("(computed by kmodd)\n" + render_text(expl) + "\nSeen by kmodd:\n"
+                                "    kmodd's last outcome for vfat: inserted for /devices/x\n")
+
+
+def test_what_the_daemon_saw_is_a_json_field_of_its_own():
+    expl = Explanation("vfat", "6.1", "/lib/modules/6.1", ("vfat",), ())
+    daemon = _Daemon({"explanation": to_json(expl), "seen": ["kmodd has not acted on vfat"]})
+    printed: list[str] = []
+    ctx = client.Context(daemon, ["vfat"], True, False, None, printed.append)  # type: ignore[arg-type]
+    assert client._explain(ctx) == client.EXIT_OK
+    assert json.loads("".join(printed)) == {"computed_by": "kmodd", "explanation": to_json(expl),
+                                            "seen": ["kmodd has not acted on vfat"]}
+
+
+def test_a_malformed_explanation_from_the_daemon_is_an_error_naming_the_field():
+    daemon = _Daemon({"explanation": {"module": "x", "plan": [], "lines": ["insert x"]}})
+    ctx = client.Context(daemon, ["x"], False, False, None, lambda _: None)  # type: ignore[arg-type]
+    with pytest.raises(client.VarlinkClientError) as raised:
+        client._explain(ctx)
+    assert (raised.value.name, raised.value.parameters) == (
+        client.MALFORMED_REPLY,
+        {"reason": "explanation.findings: missing or of the wrong type"})
 
 
 @pytest.mark.skipif(not MODULE_LESS_KERNEL, reason="only safe on a kernel without modules")

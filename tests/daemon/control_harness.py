@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from kmodd.core.explain import Check, Explanation, Finding, Verdict
 from kmodd.daemon.control import (
     CandidateView,
     DeviceView,
@@ -29,6 +30,23 @@ from kmodd.daemon.control import (
 from kmodd.daemon.varlink import Limits, VarlinkService, bind_listener
 
 VIRTIO_NET = "/devices/pci0000:00/0000:00:03.0/virtio2"
+MODDIR = "/lib/modules/6.1.0-test"
+
+
+def explanation_of(module: str) -> Explanation:
+    """The fake daemon's explanation: virtio_net's plan; anything else is not found."""
+    if module == "virtio_net":
+        return Explanation(module, "6.1.0-test", MODDIR, (module,), (
+            Finding(Check.PLAN, Verdict.INFO, "modprobe would insert net_failover, virtio_net",
+                    module),))
+    return Explanation(module, "6.1.0-test", MODDIR, (), (
+        Finding(Check.NOT_FOUND, Verdict.PROBLEM, "no module or alias of this name"),))
+
+
+def seen_of(module: str) -> tuple[str, ...]:
+    if module == "virtio_net":
+        return (f"kmodd's last outcome for virtio_net: inserted for {VIRTIO_NET}",)
+    return (f"kmodd has not acted on {module} since it started",)
 PCSPKR = "/devices/platform/pcspkr"
 SERIAL = "/devices/platform/serial8250"
 
@@ -78,12 +96,8 @@ class FakeState:
                 ), "pcspkr is not loaded: it is blacklisted")
         return None
 
-    def explain(self, module: str) -> ExplanationView | None:
-        if module != "virtio_net":
-            return None
-        plan = DEVICES[0].plan
-        return ExplanationView(module, plan, ("insert net_failover (dependency)",
-                                              "insert virtio_net"))
+    async def explain(self, module: str) -> ExplanationView:
+        return ExplanationView(explanation_of(module), seen_of(module))
 
     async def load(self, modules: Sequence[str], dry_run: bool) -> Sequence[LoadResultView]:
         self.loads.append((tuple(modules), dry_run))

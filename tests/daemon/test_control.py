@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunAs
 from control_harness import (
     DEVICES,
     PCSPKR,
@@ -22,9 +21,12 @@ from control_harness import (
     FakeState,
     RunningServer,
     event,
+    explanation_of,
+    seen_of,
     start_control,
 )
 
+from kmodd.core.explain import to_json
 from kmodd.core.settings import defaults
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import (
@@ -38,6 +40,7 @@ from kmodd.daemon.control import (
 )
 from kmodd.daemon.varlink import SERVICE_IDL, Limits
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
+from tests.runas import RunAs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid nobody")
 
@@ -109,8 +112,17 @@ def test_reading_methods_return_the_states_views(
     ]
     assert [m["name"] for m in modules["modules"]] == ["virtio_net"]
     assert why["report"]["summary"] == "pcspkr is not loaded: it is blacklisted"
-    assert explain["explanation"]["lines"] == ["insert net_failover (dependency)",
-                                               "insert virtio_net"]
+    assert explain == {"explanation": to_json(explanation_of("virtio_net")),
+                       "seen": list(seen_of("virtio_net"))}
+
+
+def test_explaining_an_unknown_module_is_an_explanation_not_an_error(
+    control: tuple[RunningServer, FakeState, EventHub],
+) -> None:
+    with VarlinkClient(control[0].path) as client:
+        reply = client.call("io.kmodd.Explain", {"module": "nope"})
+    assert reply == {"explanation": to_json(explanation_of("nope")), "seen": list(seen_of("nope"))}
+    assert reply["explanation"]["verdict"] == "problem"
 
 
 def test_lookups_of_unknown_things_are_named_errors(
@@ -120,8 +132,6 @@ def test_lookups_of_unknown_things_are_named_errors(
     assert _error(path, "io.kmodd.ListDevices", {"devpath": "/devices/none"}) == (
         "io.kmodd.NoSuchDevice", {"devpath": "/devices/none"})
     assert _error(path, "io.kmodd.ListModules", {"name": "nope"}) == (
-        "io.kmodd.NoSuchModule", {"module": "nope"})
-    assert _error(path, "io.kmodd.Explain", {"module": "nope"}) == (
         "io.kmodd.NoSuchModule", {"module": "nope"})
     assert _error(path, "io.kmodd.Frobnicate") == (
         "org.varlink.service.MethodNotFound", {"method": "io.kmodd.Frobnicate"})

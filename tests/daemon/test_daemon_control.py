@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunAs
 from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
@@ -26,6 +25,7 @@ from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient
 from kmodd.system.root import Root
 from tests.fakes import FakeUeventSource, needs_core_elf
+from tests.runas import RunAs
 
 pytestmark = needs_core_elf
 
@@ -102,10 +102,16 @@ def test_every_method_as_root_answers_within_the_idl(root: Root) -> None:
                 assert candidate["reason"].startswith(
                     "blacklisted by /etc/modprobe.d/kmodd-test.conf:1;")
                 explanation = checked(path, "Explain", {"module": "kmodd_virtio_net"})
-                assert explanation["explanation"]["lines"][:2] == [
-                    "kmodd_virtio_net: live",
-                    "Loading it means, in order: kmodd_core, kmodd_virtio_pci, "
-                    "kmodd_net_failover, kmodd_virtio_net"]
+                expl = explanation["explanation"]
+                assert (expl["modules"], expl["verdict"]) == (["kmodd_virtio_net"], "ok")
+                assert [(f["check"], f["summary"]) for f in expl["findings"]][1:4] == [
+                    ("state", "already loaded"),
+                    ("file", "the module file is there and reads as a module"),
+                    ("dependencies", "modprobe loads its dependencies first: kmodd_core "
+                     "(live), kmodd_virtio_pci (live), kmodd_net_failover (live)")]
+                (seen,) = explanation["seen"]
+                assert seen.startswith("kmodd's last outcome for kmodd_virtio_net: inserted "
+                                       "for /devices/pci0000:00/0000:00:03.0/virtio2, ")
                 loaded = checked(path, "Load", {"modules": ["kmodd_pcspkr"]})["results"]
                 assert [(r["module"], r["outcome"]) for r in loaded] == [
                     ("kmodd_pcspkr", "inserted")]

@@ -21,6 +21,7 @@ from daemon_tree import (
     write_tree,
 )
 
+from kmodd.core.explain import Check, Verdict
 from kmodd.core.uevent import Action, Uevent
 from kmodd.daemon.service import Daemon
 from kmodd.system.journal import Priority
@@ -170,12 +171,19 @@ def test_a_real_failure_is_a_warning_with_its_cause_and_the_kernels_words(
                         uevent("/devices/nodev", "kmoddtest:nodev", 8, subsystem="kmodd"))
             await wait_until(lambda: finished(daemon, "/devices/bad", "/devices/nodev"))
             assert daemon.control is not None
-            explanation = daemon.control.explain("kmodd_bad_magic")
-            assert explanation is not None
-            assert "Last attempt: failed with ENOEXEC (bad-format): " in \
-                "\n".join(explanation.lines)
-            assert any(line.startswith("Kernel: kmodd_bad_magic: version magic '4.19.0 SMP")
-                       for line in explanation.lines)
+            view = await daemon.control.explain("kmodd_bad_magic")
+            attempt, *_ = view.explanation.findings
+            assert (attempt.check, attempt.verdict, attempt.summary) == (
+                Check.ATTEMPT, Verdict.PROBLEM, "the load failed with ENOEXEC: bad-format")
+            assert [(e.label, e.text) for e in attempt.evidence][2:] == [
+                ("failed at", "finit_module"),
+                ("kernel log", "kmodd_bad_magic: version magic '4.19.0 SMP mod_unload ' should "
+                               "be '6.1.0-56-amd64 SMP preempt mod_unload modversions '")]
+            vermagic = [f for f in view.explanation.findings if f.check is Check.VERMAGIC]
+            assert [f.verdict for f in vermagic] == [Verdict.PROBLEM]
+            (seen,) = view.seen
+            assert seen.startswith("kmodd's last outcome for kmodd_bad_magic: failed (ENOEXEC) "
+                                   "for /devices/bad, ")
 
     asyncio.run(scenario())
     (bad,) = [r for r in sink.records if r.module == "kmodd_bad_magic"]

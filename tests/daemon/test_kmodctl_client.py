@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunAs
 from control_harness import PCSPKR, VIRTIO_NET, FakeState, RunningServer, event, start_control
 
 from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE, format_usec
 from kmodd.cli.kmodctl import dispatch
 from kmodd.daemon.control import EventHub, to_wire
 from kmodd.system.root import Root
+from tests.runas import RunAs
 
 
 @pytest.fixture
@@ -103,8 +103,14 @@ def test_why_and_explain_say_it_in_words(
         "  pcspkr (modules.alias): skipped: blacklisted in /etc/modprobe.d/b.conf:1\n"
         "pcspkr is not loaded: it is blacklisted\n"
     ), "")
-    assert kmodctl(path, "explain", "virtio_net") == (
-        0, "insert net_failover (dependency)\ninsert virtio_net\n", "")
+    assert kmodctl(path, "explain", "virtio_net") == (0, (
+        "(computed by kmodd)\n"
+        "virtio_net (module): 0 problems, 0 warnings (kernel 6.1.0-test, /lib/modules/6.1.0-test)\n"
+        "\n"
+        "[info] plan: modprobe would insert net_failover, virtio_net\n"
+        "\n"
+        "Seen by kmodd:\n"
+        f"    kmodd's last outcome for virtio_net: inserted for {VIRTIO_NET}\n"), "")
     assert kmodctl(path, "why", "/devices/none") == (
         1, "", "kmodctl: why: no such device (devpath=/devices/none)\n")
 

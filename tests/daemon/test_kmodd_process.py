@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunAs
 from daemon_tree import FAKE_DEVICES, MACHINE_MODULES, kmodctl, write_sysfs, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
 from tests.fakes import needs_core_elf
+from tests.runas import RunAs
 
 pytestmark = needs_core_elf
 

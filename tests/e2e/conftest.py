@@ -17,8 +17,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vm import image
-from vm.loaders import LOADERS, Loader
-from vm.machine import VM
 
 
 def _missing() -> str | None:
@@ -37,22 +35,3 @@ def guest() -> image.Guest:
     if why:
         pytest.skip(why)
     return image.build()
-
-
-def loader_or_skip(vm: VM, name: str) -> Loader:
-    """The loader `name` for this guest, or skip the test with the guest's reason."""
-    loader = LOADERS[name]
-    why = loader.unavailable(vm)
-    if why:
-        pytest.skip(why)
-    return loader
-
-
-def skip_kmodd_without_unit(guest: image.Guest) -> None:
-    """Skip before booting when the overlay cannot contain kmodd's unit at all.
-
-    (Whether kmodd is importable and its ExecStart runnable is then checked in the guest.)
-    """
-    if not guest.overlay.has_unit:
-        pytest.skip(f"the checkout has no {image.UNIT_SOURCE}: kmodd cannot be started as "
-                    "systemd would start it")

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import loader_or_skip, skip_kmodd_without_unit
+from e2e_support import loader_or_skip, skip_kmodd_without_unit
 from vm import anchor, devices, image, loaders
 from vm.machine import VM
 

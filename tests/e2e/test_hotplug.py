@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import loader_or_skip, skip_kmodd_without_unit
+from e2e_support import loader_or_skip, skip_kmodd_without_unit
 from vm import anchor, devices, image
 from vm.machine import VM
 

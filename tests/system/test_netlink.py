@@ -13,7 +13,6 @@ import struct
 import time
 
 import pytest
-from conftest import RunAs
 
 from kmodd.core.uevent import Action, Uevent
 from kmodd.system.netlink import (
@@ -29,6 +28,7 @@ from kmodd.system.netlink import (
 )
 from kmodd.system.root import Root
 from kmodd.system.sysfs import scan_devices
+from tests.runas import RunAs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes to /sys and binds group 1")
 

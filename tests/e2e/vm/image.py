@@ -13,7 +13,7 @@ the kernel package, the apt package list, the guest's Python requirements and BU
 Overlay (seconds, keyed by a hash of the checkout's files and of `guest/`):
   * `/init` and `/vm/*.py` from `guest/`;
   * kmodd installed from the checkout with `pip install --no-deps --target`, entry points in
-    `/usr/local/bin` with Debian's `/usr/bin/python3` as interpreter;
+    `/usr/bin` (where the unit's ExecStart= looks) with Debian's `/usr/bin/python3` as interpreter;
   * the checkout's `systemd/kmodd.service` as `/usr/lib/systemd/system/kmodd.service` and
     everything under the checkout's `etc/` as the same path under the guest's `/etc`, when
     those exist.
@@ -53,7 +53,7 @@ CHECKOUT = os.path.abspath(os.environ.get("KMODD_E2E_CHECKOUT", REPO))
 
 CACHE = os.environ.get("KMODD_E2E_CACHE", "/var/cache/kmodd-e2e")
 # Bump when the build steps change in a way the other key parts do not show.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SUITE = "bookworm"
 MIRROR = os.environ.get("KMODD_E2E_MIRROR", "http://deb.debian.org/debian")
 GUEST_PACKAGES = (
@@ -287,7 +287,7 @@ def _hash_checkout(h: hashlib._Hash, root: str, parts: tuple[str, ...]) -> None:
 
 
 def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
-    """pip-install the checkout into dest/GUEST_SITE, scripts into dest/usr/local/bin."""
+    """pip-install the checkout into dest/GUEST_SITE, scripts into dest/usr/bin."""
     if not os.path.exists(os.path.join(checkout, "pyproject.toml")):
         return False
     with tempfile.TemporaryDirectory(prefix="kmodd-src-") as src:
@@ -305,13 +305,13 @@ def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
               "--no-deps", "--target", site, src])
     bindir = os.path.join(site, "bin")
     if os.path.isdir(bindir):
-        os.makedirs(os.path.join(dest, "usr/local/bin"), exist_ok=True)
+        os.makedirs(os.path.join(dest, "usr/bin"), exist_ok=True)
         for name in os.listdir(bindir):
             with open(os.path.join(bindir, name), "rb") as f:
                 lines = f.read().split(b"\n", 1)
             # pip wrote the host interpreter's path; the guest runs Debian's python3.
             body = b"#!" + GUEST_PYTHON_BIN.encode() + b"\n" + (lines[1] if len(lines) > 1 else b"")
-            target = os.path.join(dest, "usr/local/bin", name)
+            target = os.path.join(dest, "usr/bin", name)
             with open(target, "wb") as f:
                 f.write(body)
             os.chmod(target, 0o755)

@@ -49,6 +49,10 @@ class Udev:
         return ["--loader", "udev"]
 
     def start(self, vm: VM) -> dict[str, float]:
+        # The overlay carries kmodd's etc/udev/rules.d, which masks udev's module loading;
+        # the anchor is Debian's udev as shipped, so those overrides go first.
+        vm.sh("python3 -c 'import sys; sys.path.insert(0, \"/vm\"); "
+              "import coldplug; coldplug.unmask_udev_rules()'")
         r = vm.sh(f"{UDEVD} --daemon && udevadm control --ping && "
                   "udevadm trigger --type=devices --action=add && udevadm settle --timeout=600",
                   timeout=900)

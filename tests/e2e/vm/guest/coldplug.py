@@ -1,7 +1,7 @@
 """In-guest coldplug measurement: start a module loader, wait until it is done, report JSON.
 
     python3 /vm/coldplug.py --loader udev [--linger 3] --out /run/coldplug.json
-    python3 /vm/coldplug.py --loader exec --exec '["/usr/local/bin/kmodd"]' \
+    python3 /vm/coldplug.py --loader exec --exec '["/usr/bin/kmodd"]' \
         --env '{"K": "V"}' [--notify] --out /run/coldplug.json
 
 udev: systemd-udevd --daemon, `udevadm trigger --type=devices --action=add`, `udevadm settle`.
@@ -81,7 +81,23 @@ def run(argv: list[str]) -> float:
     return time.monotonic()
 
 
+KMODD_MARK = b"# Installed by kmodd"
+
+
+def unmask_udev_rules(rules_dir: str = "/etc/udev/rules.d") -> list[str]:
+    """Remove kmodd's overrides of udev's module-loading rules: the anchor is udev as shipped."""
+    removed = []
+    for name in sorted(os.listdir(rules_dir)) if os.path.isdir(rules_dir) else []:
+        path = os.path.join(rules_dir, name)
+        with open(path, "rb") as f:
+            if f.read(len(KMODD_MARK)) == KMODD_MARK:
+                os.unlink(path)
+                removed.append(name)
+    return removed
+
+
 def start_udev(t: dict[str, float]) -> None:
+    unmask_udev_rules()
     t["loader_start"] = time.monotonic()
     run([UDEVD, "--daemon"])
     t["ready"] = run(["udevadm", "control", "--ping"])
