@@ -33,6 +33,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_PERMISSION = 4
+#: Not a Varlink error: the name under which a reply of the wrong shape is reported.
+MALFORMED_REPLY = "kmodctl.MalformedReply"
 #: `explain` found at least one problem.
 EXIT_PROBLEMS = 1
 
@@ -186,27 +188,33 @@ def _why(ctx: Context) -> int:
 
 
 def _explain(ctx: Context) -> int:
+    from kmodd.core.explain import ExplanationFormatError, from_json
+
     reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": ctx.args[0]})
-    e = reply["explanation"]
-    if "findings" not in e:  # a daemon that only describes the plan
-        if ctx.json:
-            ctx.out(json.dumps(reply, indent=2) + "\n")
-        else:
-            ctx.out("".join(f"{line}\n" for line in e["lines"]))
-        return EXIT_OK
-    from kmodd.core.explain import from_json
-
-    return _show_explanation(ctx.out, from_json(e), ctx.json, "kmodd")
+    try:
+        expl = from_json(reply.get("explanation"))
+    except ExplanationFormatError as e:
+        raise VarlinkClientError(MALFORMED_REPLY, {"reason": str(e)}) from None
+    seen = [str(line) for line in reply.get("seen") or ()]
+    return _show_explanation(ctx.out, expl, ctx.json, "kmodd", seen)
 
 
-def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: str) -> int:
-    """Print an explanation (kmodd.core.explain.Explanation) computed by `by`."""
-    from kmodd.core.explain import Verdict, render_text, to_json
+def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: str,
+                      seen: Sequence[str] = ()) -> int:
+    """Print an explanation (kmodd.core.explain.Explanation) computed by `by`, and what the
+    daemon did with the module (`seen`, when the daemon computed it)."""
+    from kmodd.core.explain import EVIDENCE_INDENT, Verdict, render_text, to_json
 
     if as_json:
-        out(json.dumps({"computed_by": by, "explanation": to_json(expl)}, indent=2) + "\n")
+        shown: dict[str, Any] = {"computed_by": by, "explanation": to_json(expl)}
+        if seen:
+            shown["seen"] = list(seen)
+        out(json.dumps(shown, indent=2) + "\n")
     else:
-        out(f"(computed by {by})\n" + render_text(expl))
+        text = f"(computed by {by})\n" + render_text(expl)
+        if seen:
+            text += "\nSeen by kmodd:\n" + "".join(f"{EVIDENCE_INDENT}{s}\n" for s in seen)
+        out(text)
     return EXIT_PROBLEMS if expl.verdict is Verdict.PROBLEM else EXIT_OK
 
 
@@ -444,6 +452,7 @@ ERROR_EXITS: Mapping[str, tuple[int, str]] = {
     "org.varlink.service.PermissionDenied": (EXIT_PERMISSION, "permission denied (run as root)"),
     "io.kmodd.NoSuchDevice": (EXIT_FAILURE, "no such device"),
     "io.kmodd.NoSuchModule": (EXIT_FAILURE, "no such module"),
+    MALFORMED_REPLY: (EXIT_FAILURE, "the daemon's reply is malformed"),
 }
 
 

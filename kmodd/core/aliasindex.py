@@ -44,11 +44,18 @@ MIN_SEGMENT = 3
 _WILD_RANK = {"*": 0, "?": 1, "[": 2}
 _AFTER_ALL = "\uffff"
 
-# An entry: (priority, value, key, index of the value on its key, tail, mids, matcher, probe)
-# `matcher` is None for `*`-only patterns (matched by tail + mids), else a compiled matcher
-# applied to the query text after the bucket's literal prefix. `probe` is a literal the query
-# must contain for the pattern to match ("" when none is worth testing).
-Entry = tuple[int, str, str, int, str, list[str], "Callable[[str], bool] | None", str]
+# A shape: the text of a pattern after its literal prefix, parsed once and shared by every
+# pattern that has it (most PCI and USB aliases share theirs, like `*sd*bc*sc*i*`):
+# (rest, tail, mids, matcher, probe). `matcher` is None for `*`-only rests (matched by tail
+# and mids), else a compiled matcher applied to the query text after the literal prefix;
+# `probe` is a literal the query must contain ("" when none is worth testing).
+Shape = tuple[str, str, tuple[str, ...], "Callable[[str], bool] | None", str]
+# An entry: (priority, value, index of the value on its key, shape, probe). Inside a large
+# bucket the probe is the pattern's most selective literal, else the shape's.
+Entry = tuple[int, str, int, Shape, str]
+# A hit: (priority, value, rest of the key after the literal prefix, index on its key,
+# literal prefix length); an exact match has the whole key as rest and -1 as length.
+Hit = tuple[int, str, str, int, int]
 
 
 class _Bucket:
@@ -73,6 +80,10 @@ class AliasIndex:
         self._raw = raw
         exact: dict[str, list[tuple[int, str, int]]] = {}
         grouped: dict[str, list[Entry]] = defaultdict(list)
+        shapes: dict[str, Shape] = {}
+        # One object per module name and per priority, however many aliases name them.
+        names: dict[str, str] = {}
+        prios: dict[int, int] = {}
         wildcard = _WILDCARD.search
         last_key = None
         vidx = 0
@@ -84,6 +95,8 @@ class AliasIndex:
             else:
                 vidx = 0
                 last_key = key
+            value = names.setdefault(value, value)
+            prio = prios.setdefault(prio, prio)
             m = wildcard(key)
             if m is None:
                 if key in exact:
@@ -93,21 +106,20 @@ class AliasIndex:
                 continue
             cut = m.start()
             rest = key[cut:]
-            if "?" in rest or "[" in rest or "\\" in rest:
-                grouped[key[:cut]].append(
-                    (prio, value, key, vidx, "", [], compile_pattern(rest), _literal_probe(rest)))
-            else:
-                parts = rest.split("*")
-                grouped[key[:cut]].append(
-                    (prio, value, key, vidx, parts[-1], parts[1:-1], None, ""))
+            shape = shapes.get(rest)
+            if shape is None:
+                shape = shapes[rest] = _shape(rest)
+            grouped[key[:cut]].append((prio, value, vidx, shape, shape[4]))
         self.size = size
         self._exact = exact
-        self._buckets: dict[str, _Bucket | list[Entry]] = {}
+        # A bucket of one pattern is the entry itself, of a few a list, else a _Bucket.
+        self._buckets: dict[str, _Bucket | list[Entry] | Entry] = {}
         heads: dict[str, set[int]] = defaultdict(set)
         short: list[str] = []
         for prefix, entries in grouped.items():
             self._buckets[prefix] = (
-                entries if len(entries) <= TINY_BUCKET_MAX
+                entries[0] if len(entries) == 1
+                else entries if len(entries) <= TINY_BUCKET_MAX
                 else _build_bucket(len(prefix), entries)
             )
             if len(prefix) < HEAD:
@@ -139,9 +151,9 @@ class AliasIndex:
             found = _order(found)
         return [h[1] for h in found]
 
-    def _find(self, query: str) -> list[tuple[int, str, str, int, int]]:
-        """Every hit as (priority, value, key, index on its key, literal prefix length)."""
-        found: list[tuple[int, str, str, int, int]] = []
+    def _find(self, query: str) -> list[Hit]:
+        """Every hit of `query`, unordered."""
+        found: list[Hit] = []
         buckets = self._buckets
         n = len(query)
         for length in self._heads.get(query[:HEAD], ()):
@@ -149,22 +161,33 @@ class AliasIndex:
                 break
             b = buckets.get(query[:length])
             if b is not None:
-                if type(b) is list:
-                    _scan_plain(b, length, query, n, found)
-                else:
-                    _scan(b, query, n, found)  # type: ignore[arg-type]
+                _scan_any(b, length, query, n, found)
         for prefix in self._short:
             if query.startswith(prefix):
-                b = buckets[prefix]
-                if type(b) is list:
-                    _scan_plain(b, len(prefix), query, n, found)
-                else:
-                    _scan(b, query, n, found)  # type: ignore[arg-type]
+                _scan_any(buckets[prefix], len(prefix), query, n, found)
         hits = self._exact.get(query)
         if hits:
             for p, v, vidx in hits:
                 found.append((p, v, query, vidx, -1))
         return found
+
+
+def _scan_any(b: _Bucket | list[Entry] | Entry, start: int, query: str, n: int,
+              found: list[Hit]) -> None:
+    kind = type(b)
+    if kind is tuple:
+        _scan_plain((b,), start, query, n, found)  # type: ignore[arg-type]
+    elif kind is list:
+        _scan_plain(b, start, query, n, found)  # type: ignore[arg-type]
+    else:
+        _scan(b, query, n, found)  # type: ignore[arg-type]
+
+
+def _shape(rest: str) -> Shape:
+    if "?" in rest or "[" in rest or "\\" in rest:
+        return (rest, "", (), compile_pattern(rest), _literal_probe(rest))
+    parts = rest.split("*")
+    return (rest, parts[-1], tuple(parts[1:-1]), None, "")
 
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -178,34 +201,37 @@ def _build_bucket(start: int, entries: list[Entry]) -> _Bucket:
     b.size = len(entries)
     share: Counter[str] = Counter()
     for e in entries:
-        if e[6] is None:
-            share.update(e[5])
-            if e[4]:
-                share[e[4]] += 1
+        shape = e[3]
+        if shape[3] is None:
+            share.update(shape[2])
+            if shape[1]:
+                share[shape[1]] += 1
     chosen: list[Entry] = []
     for e in entries:
-        if e[6] is not None:
+        shape = e[3]
+        if shape[3] is not None:
             chosen.append(e)
             continue
         best = ""
         best_rank = (1 << 30, 0)
-        for seg in (*e[5], e[4]):
+        for seg in (*shape[2], shape[1]):
             if len(seg) >= MIN_SEGMENT:
                 rank = (share[seg], -len(seg))
                 if rank < best_rank:
                     best, best_rank = seg, rank
-        chosen.append((*e[:7], best))
-    first_chars = {e[7][0] for e in chosen if e[6] is None and e[7] and e[7] != e[4]}
+        chosen.append((e[0], e[1], e[2], shape, best))
+    first_chars = {e[4][0] for e in chosen
+                   if e[3][3] is None and e[4] and e[4] != e[3][1]}
     if len(entries) <= LINEAR_BUCKET_MAX or len(first_chars) > TOKEN_FIRST_CHARS_MAX:
         b.plain = chosen
         return b
     by_tail: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     by_seg: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in chosen:
-        seg = e[7] if e[6] is None else ""
+        seg = e[4] if e[3][3] is None else ""
         if not seg:
             b.plain.append(e)
-        elif seg == e[4]:
+        elif seg == e[3][1]:
             by_tail[len(seg)][seg].append(e)
         else:
             by_seg[seg[0]][seg].append(e)
@@ -231,7 +257,7 @@ def _literal_probe(rest: str) -> str:
     return max(runs, key=len) if runs else ""
 
 
-def _star_match(query: str, start: int, n: int, tail: str, mids: list[str]) -> bool:
+def _star_match(query: str, start: int, n: int, tail: str, mids: tuple[str, ...]) -> bool:
     end = n - len(tail)
     if end < start:
         return False
@@ -244,23 +270,22 @@ def _star_match(query: str, start: int, n: int, tail: str, mids: list[str]) -> b
     return True
 
 
-def _scan_plain(
-    entries: list[Entry], start: int, query: str, n: int,
-    found: list[tuple[int, str, str, int, int]],
-) -> None:
+def _scan_plain(entries: list[Entry] | tuple[Entry, ...], start: int, query: str, n: int,
+                found: list[Hit]) -> None:
     for e in entries:
-        matcher = e[6]
+        shape = e[3]
+        matcher = shape[3]
         if matcher is None:
-            probe = e[7]
+            probe = e[4]
             if probe and probe not in query:
                 continue
-            tail = e[4]
+            tail = shape[1]
             if tail and not query.endswith(tail):
                 continue
-            mids = e[5]
             end = n - len(tail)
             if end < start:
                 continue
+            mids = shape[2]
             if mids:
                 pos = start
                 for m in mids:
@@ -269,14 +294,14 @@ def _scan_plain(
                         break
                     pos += len(m)
                 else:
-                    found.append((e[0], e[1], e[2], e[3], start))
+                    found.append((e[0], e[1], shape[0], e[2], start))
             else:
-                found.append((e[0], e[1], e[2], e[3], start))
-        elif (not e[7] or e[7] in query) and matcher(query[start:]):
-            found.append((e[0], e[1], e[2], e[3], start))
+                found.append((e[0], e[1], shape[0], e[2], start))
+        elif (not e[4] or e[4] in query) and matcher(query[start:]):
+            found.append((e[0], e[1], shape[0], e[2], start))
 
 
-def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, int]]) -> None:
+def _scan(b: _Bucket, query: str, n: int, found: list[Hit]) -> None:
     start = b.start
     if b.plain:
         _scan_plain(b.plain, start, query, n, found)
@@ -286,8 +311,9 @@ def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, 
         hits = table.get(query[n - length :])
         if hits:
             for e in hits:
-                if _star_match(query, start, n, e[4], e[5]):
-                    found.append((e[0], e[1], e[2], e[3], start))
+                shape = e[3]
+                if _star_match(query, start, n, shape[1], shape[2]):
+                    found.append((e[0], e[1], shape[0], e[2], start))
     for c, lengths, segs in b.tokens:
         i = query.find(c, start)
         seen: set[str] | None = None
@@ -302,22 +328,23 @@ def _scan(b: _Bucket, query: str, n: int, found: list[tuple[int, str, str, int, 
                         continue
                     seen.add(seg)
                     for e in hits:
-                        tail = e[4]
+                        shape = e[3]
+                        tail = shape[1]
                         if ((not tail or query.endswith(tail))
-                                and _star_match(query, start, n, tail, e[5])):
-                            found.append((e[0], e[1], e[2], e[3], start))
+                                and _star_match(query, start, n, tail, shape[2])):
+                            found.append((e[0], e[1], shape[0], e[2], start))
             i = query.find(c, i + 1)
 
 
-def _visit_key(hit: tuple[int, str, str, int, int]) -> tuple[int, int, str, int]:
+def _visit_key(hit: Hit) -> tuple[int, int, str, int]:
     """The order in which libkmod's trie walk meets a hit (see the module docstring)."""
-    _prio, _value, key, vidx, start = hit
+    _prio, _value, rest, vidx, start = hit
     if start < 0:  # the exact match, met last
         return (1 << 30, 0, "", vidx)
-    return (start, _WILD_RANK[key[start]], key[start + 1 :] + _AFTER_ALL, vidx)
+    return (start, _WILD_RANK[rest[0]], rest[1:] + _AFTER_ALL, vidx)
 
 
-def _order(found: list[tuple[int, str, str, int, int]]) -> list[tuple[int, str, str, int, int]]:
+def _order(found: list[Hit]) -> list[Hit]:
     """libkmod's add_value order: by priority; among equals, the later-met first."""
     if len(found) == 2:
         a, b = found
@@ -332,5 +359,5 @@ def _order(found: list[tuple[int, str, str, int, int]]) -> list[tuple[int, str, 
     return found
 
 
-def _priority(hit: tuple[int, str, str, int, int]) -> int:
+def _priority(hit: Hit) -> int:
     return hit[0]

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kmodd.core.explain import VARLINK_TYPES as EXPLAIN_TYPES
+from kmodd.core.explain import Explanation, to_json
 from kmodd.core.settings import Settings
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -120,12 +122,7 @@ type WhyReport (
   summary: string
 )
 
-type Explanation (
-  module: string,
-  plan: []PlanStep,
-  lines: []string
-)
-
+""" + EXPLAIN_TYPES + """
 type LoadResult (
   module: string,
   outcome: string,
@@ -157,8 +154,9 @@ method ListModules(name: ?string) -> (modules: []Module)
 # For a devpath or a modalias: what was considered, what was decided and why.
 method Why(target: string) -> (report: WhyReport)
 
-# The plan loading a module would run, in words.
-method Explain(module: string) -> (explanation: Explanation)
+# Why a module, alias or path does or does not load (the checklist of `kmodctl explain`,
+# with the daemon's own record of its last attempt), and what the daemon did with it.
+method Explain(module: string) -> (explanation: Explanation, seen: []string)
 
 # Load modules as modprobe would (needs privilege).
 method Load(modules: []string, dry_run: ?bool) -> (results: []LoadResult)
@@ -275,9 +273,8 @@ class WhyView:
 
 @dataclass(frozen=True, slots=True)
 class ExplanationView:
-    module: str
-    plan: tuple[PlanStepView, ...]
-    lines: tuple[str, ...]
+    explanation: Explanation  # sent in kmodd.core.explain's wire form
+    seen: tuple[str, ...]  # what the daemon did with the module, in sentences
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +329,7 @@ class ControlState(Protocol):
 
     def why(self, target: str) -> WhyView | None: ...
 
-    def explain(self, module: str) -> ExplanationView | None: ...
+    async def explain(self, module: str) -> ExplanationView: ...
 
     async def load(self, modules: Sequence[str], dry_run: bool) -> Sequence[LoadResultView]: ...
 
@@ -462,11 +459,8 @@ def build_service(
         return {"report": to_wire(report)}
 
     async def explain(call: Call) -> Mapping[str, Any]:
-        module = call.parameters["module"]
-        explanation = state.explain(module)
-        if explanation is None:
-            raise VarlinkError(f"{INTERFACE}.NoSuchModule", {"module": module})
-        return {"explanation": to_wire(explanation)}
+        view = await state.explain(call.parameters["module"])
+        return {"explanation": to_json(view.explanation), "seen": list(view.seen)}
 
     async def load(call: Call) -> Mapping[str, Any]:
         modules = call.parameters["modules"]

@@ -34,7 +34,7 @@ from enum import StrEnum
 
 from kmodd.core.autoload import LoadOutcome, insert_outcome
 from kmodd.core.initstate import InitState
-from kmodd.core.kmsg import module_lines, texts
+from kmodd.core.kmsg import KmsgRecord, module_lines, texts
 from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
 from kmodd.core.remove import RemoveOptions, remove
@@ -76,9 +76,14 @@ class StepResult:
     started: float | None = None  # time.monotonic() around the syscall or command
     finished: float | None = None
     diagnosis: Diagnosis | None = None  # cause of a failed insert
-    kernel_lines: tuple[str, ...] = ()  # what the kernel logged about the module meanwhile
+    kernel_records: tuple[KmsgRecord, ...] = ()  # what the kernel logged about the module
     detail: str = ""  # skip reason, command status, user-space notes
     joined: bool = False  # another chain's insert of the same module was waited for
+
+    @property
+    def kernel_lines(self) -> tuple[str, ...]:
+        """The texts of `kernel_records`."""
+        return texts(self.kernel_records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,7 @@ class _Attempt:
     started: float
     finished: float
     joined: bool = False
-    kernel_lines: tuple[str, ...] = ()
+    kernel_records: tuple[KmsgRecord, ...] = ()
     detail: str = ""
 
 
@@ -201,16 +206,16 @@ class _ChainActions:
                     force_vermagic=bool(flags & ProbeFlag.FORCE_VERMAGIC),
                     force_modversion=bool(flags & ProbeFlag.FORCE_MODVERSION))
                 finished = time.monotonic()
-                lines: tuple[str, ...] = ()
+                records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
-                    lines = texts(module_lines(watch.records(), mod.name))
+                    records = module_lines(watch.records(), mod.name)
             return _Attempt(StepAction.INSERT, result.errno, started, finished,
-                            kernel_lines=lines, detail="; ".join(result.notes))
+                            kernel_records=records, detail="; ".join(result.notes))
 
         done, joined = loader.inserts.run(mod.name, attempt)
         if joined:
             done = _Attempt(done.action, done.errno, done.started, done.finished, True,
-                            done.kernel_lines, done.detail)
+                            done.kernel_records, done.detail)
         self._attempt = done
         if done.errno == 0:
             return -E.EEXIST if joined else 0
@@ -256,7 +261,7 @@ class _ChainActions:
         self.steps.append(StepResult(
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
             step.requested, started=attempt.started, finished=attempt.finished,
-            diagnosis=diagnosis, kernel_lines=attempt.kernel_lines, detail=attempt.detail,
+            diagnosis=diagnosis, kernel_records=attempt.kernel_records, detail=attempt.detail,
             joined=attempt.joined))
 
 

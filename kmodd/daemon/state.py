@@ -10,6 +10,7 @@ the same loader as autoloading, and told at the louder levels of an explicit req
 
 from __future__ import annotations
 
+import asyncio
 import errno as E
 import os
 import re
@@ -21,7 +22,6 @@ from kmodd import __version__
 from kmodd.core.autoload import (
     AUTOLOAD_FLAGS,
     MODPROBE_FLAGS,
-    SUCCESSES,
     Candidate,
     Decision,
     LoadOutcome,
@@ -29,10 +29,12 @@ from kmodd.core.autoload import (
     Resolution,
     decide,
 )
+from kmodd.core.explain_facts import FailedAttempt
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import strerror
+from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import classify_remove
-from kmodd.core.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
+from kmodd.core.plan import LiveState, initstate
 from kmodd.core.resolve import LookupError_, Resolver
 from kmodd.daemon.control import (
     CandidateView,
@@ -48,11 +50,12 @@ from kmodd.daemon.control import (
 )
 from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
 from kmodd.daemon.intake import Intake
-from kmodd.daemon.loader import Loader
+from kmodd.daemon.loader import Loader, StepAction
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkService
-from kmodd.daemon.views import chain_facts, chain_words, plan_views, step_views
+from kmodd.daemon.views import chain_facts, chain_words, step_views
+from kmodd.system import diagnose
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
 from kmodd.system.root import Root
@@ -311,25 +314,19 @@ class DaemonControl:
             summary += f"; devices with this modalias: {', '.join(seen)}"
         return WhyView(target, devpath, modalias, tuple(candidates), summary)
 
-    def explain(self, module: str) -> ExplanationView | None:
-        snapshot, resolver = self._resolver()
-        resolution = decide(resolver, self.live, module, MODPROBE_FLAGS)
-        record = self.table.modules.get(module.replace("-", "_"))
-        if not resolution.found and record is None:
-            return None
-        steps: list[PlanStepView] = []
-        lines: list[str] = []
-        for candidate in resolution.candidates:
-            plan = plan_probe(resolver, self.live, candidate.module,
-                              MODPROBE_FLAGS | ProbeFlag.IGNORE_LOADED)
-            steps.extend(plan_views(plan, resolver, self.live))
-            lines.extend(explain_lines(snapshot, candidate, plan,
-                                       self.table.modules.get(candidate.name),
-                                       self._module_state(candidate.name), self))
-        if not resolution.found and record is not None:
-            lines.extend(explain_lines(snapshot, None, None, record,
-                                       self._module_state(record.name), self))
-        return ExplanationView(module, tuple(steps), tuple(lines))
+    async def explain(self, target: str) -> ExplanationView:
+        """`kmodctl explain`'s checklist, computed here (off the event loop: it reads module
+        files and the kernel's symbol table) over the daemon's index, configuration and
+        kernel, with the daemon's own record of its last failed attempt as the failure."""
+        snapshot = self.snapshots.current
+        record = self.table.modules.get(modname_normalize(target))
+        failure = failed_attempt(record) if record is not None else None
+        explanation = await asyncio.to_thread(
+            diagnose.explain, target, root=self.root, moddir=snapshot.moddir,
+            kernel=self.loader.kernel, config=None if snapshot.empty else snapshot.config,
+            indexes=None if snapshot.empty else snapshot.indexes, failure=failure,
+            read_log=failure is None)
+        return ExplanationView(explanation, seen_lines(record, target, self.reporter))
 
     # -- changing methods -----------------------------------------------------------------------
 
@@ -424,37 +421,35 @@ class DaemonControl:
         return result.generation
 
 
-def explain_lines(snapshot: Snapshot, candidate: Candidate | None, plan: Plan | None,
-                  record: ModuleRecord | None, state: str, control: DaemonControl) -> list[str]:
-    """What `kmodctl explain` prints for one module: its state, the plan, the last attempt.
+def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
+    """The daemon's latest failed step for a module, as the explanation's failure."""
+    step = record.step
+    if step is None or step.outcome is not LoadOutcome.FAILED:
+        return None
+    stage = "install command" if step.action is StepAction.INSTALL else "finit_module"
+    return FailedAttempt(record.name, step.errno, stage=stage, step=step.module,
+                         kmsg=step.kernel_records, options=step.options)
 
-    The diagnosis of a failure is the daemon's own record (errno, outcome, cause, the kernel's
-    lines). When `kmodd.core.explain` lands, its findings are added here in one line:
-    `lines += explain.explain(...)` over the same record and plan.
-    """
-    name = candidate.name if candidate is not None else record.name if record else "?"
-    lines = [f"{name}: {state}"]
-    if candidate is not None and candidate.decision is Decision.BLACKLISTED:
-        lines.append(f"{name} is blacklisted by {control.blacklist_origin(snapshot, name)}: "
-                     "autoloading skips it; naming it explicitly (modprobe, kmodctl load) "
-                     "still loads it")
-    if plan is not None and plan.steps:
-        order = [f"{s.module.name} (install command: {s.command})" if s.command
-                 else s.module.name for s in plan.steps]
-        lines.append("Loading it means, in order: " + ", ".join(order))
-    if record is not None and record.step is not None:
-        step = record.step
-        if step.outcome in SUCCESSES:
-            lines.append(f"Last attempt: {step.outcome.value}")
-        else:
-            text = f"Last attempt: failed with {E.errorcode.get(step.errno, step.errno)}"
-            if step.diagnosis is not None:
-                text += f" ({step.diagnosis.outcome.value}): {step.diagnosis.cause}"
-            lines.append(text)
-            if step.detail:
-                lines.append(f"Details: {step.detail}")
-            lines.extend(f"Kernel: {line}" for line in step.kernel_lines)
-    elif record is not None and record.outcome is LoadOutcome.FAILED:
-        lines.append(f"Last attempt: failed with "
-                     f"{E.errorcode.get(record.errno, record.errno)} (a dependency failed)")
-    return lines
+
+def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter) -> tuple[str, ...]:
+    """What the daemon did with a module since it started, in sentences."""
+    if record is None:
+        return (f"kmodd has not acted on {target} since it started",)
+    text = f"kmodd's last outcome for {record.name}: {record.outcome.value}"
+    if record.errno:
+        text += f" ({E.errorcode.get(record.errno, record.errno)})"
+    if record.devices:
+        text += " for " + ", ".join(sorted(record.devices))
+    started = _usec(reporter, record.started)
+    if started is not None:
+        text += f", {started / 1e6:.3f} s after kmodd started"
+        if record.finished is not None and record.started is not None:
+            text += f", in {(record.finished - record.started) * 1e3:.1f} ms"
+    lines = [text]
+    step = record.step
+    if step is not None and step.detail:
+        lines.append(f"{step.module}: {step.detail}")
+    if record.step is None and record.outcome is LoadOutcome.FAILED:
+        lines.append(f"{record.name} was not loaded because a module it needs failed "
+                     "(that module's own explanation says why)")
+    return tuple(lines)

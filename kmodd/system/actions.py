@@ -144,10 +144,31 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+#: How long a killed command's processes get to be gone before the tool goes on anyway.
+KILL_GRACE = 2.0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not yet a zombie."""
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
 def _kill_tree(pid: int) -> None:
-    for victim in [pid, *_descendants(pid)]:
+    """SIGKILL `pid` and everything below it, and wait (briefly) until they are gone:
+    SIGKILL is delivered asynchronously, and a tool that reports the command killed must
+    not leave it running behind its back."""
+    victims = [pid, *_descendants(pid)]
+    for victim in victims:
         with contextlib.suppress(OSError):  # it may have ended meanwhile
             os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_GRACE
+    while any(_running(v) for v in victims[1:]) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def run_shell(command: str, environ: Mapping[str, str], module: str,
