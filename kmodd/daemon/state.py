@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kmodd import __version__
 from kmodd.core.autoload import (
@@ -29,7 +30,6 @@ from kmodd.core.autoload import (
     Resolution,
     decide,
 )
-from kmodd.core.explain_facts import FailedAttempt
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
@@ -55,11 +55,13 @@ from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkService
 from kmodd.daemon.views import chain_facts, chain_words, step_views
-from kmodd.system import diagnose
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
 from kmodd.system.root import Root
 from kmodd.system.sysfs import device_details
+
+if TYPE_CHECKING:
+    from kmodd.core.explain_facts import FailedAttempt
 
 #: Words for where a lookup found its modules (`resolve.LOOKUP_SOURCES`).
 SOURCE_WORDS = {
@@ -318,6 +320,8 @@ class DaemonControl:
         """`kmodctl explain`'s checklist, computed here (off the event loop: it reads module
         files and the kernel's symbol table) over the daemon's index, configuration and
         kernel, with the daemon's own record of its last failed attempt as the failure."""
+        from kmodd.system import diagnose  # only an admin's question needs it: not at start
+
         snapshot = self.snapshots.current
         record = self.table.modules.get(modname_normalize(target))
         failure = failed_attempt(record) if record is not None else None
@@ -423,6 +427,8 @@ class DaemonControl:
 
 def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
+    from kmodd.core.explain_facts import FailedAttempt
+
     step = record.step
     if step is None or step.outcome is not LoadOutcome.FAILED:
         return None

@@ -39,7 +39,7 @@ def _verify_root(tmp_path: Path, units: dict[str, str]) -> Path:
     for name, text in units.items():
         (root / "etc/systemd/system" / name).write_text(text)
     # ExecStart=/usr/bin/kmodd: the console script that `pip install` makes for the daemon
-    # (kmodd.daemon.main:main), copied where a distribution package puts it.
+    # (kmodd.daemon.launch:main), copied where a distribution package puts it.
     shutil.copy(entry, root / "usr/bin/kmodd")
     shutil.copy("/bin/kill", root / "bin/kill")
     return root
