@@ -169,7 +169,7 @@ def decide(resolver: Resolver, live: LiveState, key: str,
         elif state is InitState.LIVE:
             candidates.append(Candidate(mod, Decision.ALREADY_LOADED))
         else:
-            plan = plan_probe(resolver, live, mod, flags)
+            plan = plan_probe(resolver, live, mod, flags, not_in_kernel=True)
             if plan.reason == "blacklisted":
                 candidates.append(Candidate(mod, Decision.BLACKLISTED, plan))
             elif plan.reason == "loaded":

@@ -265,8 +265,7 @@ class BinIndex:
         the patterns are taken in that order: sorting keys with a sentinel above every
         character appended gives exactly it (a node's values keep their file order).
         """
-        entries = self._checked_decode(word, pattern, skip)
-        entries.sort(key=_post_order)
+        entries = sorted(self._checked_decode(word, pattern, skip), key=_post_order)
         for key, prio, value in entries:
             if match(key, subkey):
                 found.append((prio, -len(found), value))
@@ -280,14 +279,20 @@ class BinIndex:
 
     def items(self) -> list[tuple[str, int, str]]:
         """Decode every (key, priority, value): keys in byte order, values in file order."""
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[tuple[str, int, str]]:
+        """`items()` one at a time: a consumer that keeps little of each item (the alias
+        index) never holds the whole decoded file at once."""
         if not self.root & NODE_OFFSET:
-            return []
+            return iter(())
         return self._checked_decode(self.root, "", 0)
 
-    def _checked_decode(self, top: int, start_key: str, skip: int) -> list[tuple[str, int, str]]:
+    def _checked_decode(self, top: int, start_key: str, skip: int
+                        ) -> Iterator[tuple[str, int, str]]:
         """`_decode`, with any damage reported as IndexFileError naming the spot."""
         try:
-            return self._decode(top, start_key, skip)
+            yield from self._decode(top, start_key, skip)
         except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
             if isinstance(e, IndexFileError):
                 raise
@@ -295,18 +300,16 @@ class BinIndex:
             self._walk_checked()
             raise IndexFileError(self.path, 0, f"damaged index ({e})") from e
 
-    def _decode(self, top: int, start_key: str, skip: int) -> list[tuple[str, int, str]]:
+    def _decode(self, top: int, start_key: str, skip: int) -> Iterator[tuple[str, int, str]]:
         """(key, priority, value) of the subtree at node word `top`, in pre-order.
 
         `start_key` is the key leading to it; the first `skip` characters of its own prefix
         are left out (a walk that stopped inside the prefix already has them).
         """
-        out: list[tuple[str, int, str]] = []
         buf = self._buf
         find = buf.find
         unpack_from = struct.unpack_from
         u32 = _U32.unpack_from
-        append = out.append
         visited = 0
         limit = self._size  # a valid trie has fewer nodes than bytes
         stack: list[tuple[int, str]] = [(top, start_key)]
@@ -351,9 +354,8 @@ class BinIndex:
                     end = find(b"\0", off + 4)
                     if end < 0:
                         raise IndexFileError(self.path, off, "value runs past the end of the file")
-                    append((key, prio, buf[off + 4 : end].decode("ascii")))
+                    yield (key, prio, buf[off + 4 : end].decode("ascii"))
                     off = end + 1
-        return out
 
     def _walk_checked(self) -> None:
         """Visit every node with full checks (raises IndexFileError at the first fault)."""

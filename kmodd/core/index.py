@@ -141,7 +141,7 @@ class ModuleIndex:
         self._dep = bins.get("dep")
         builtin = bins.get("builtin")
         self._builtin: frozenset[str] | None = (
-            frozenset(k for k, _p, _v in builtin.items()) if builtin is not None else None
+            frozenset(k for k, _p, _v in builtin.iter_items()) if builtin is not None else None
         )
         self._alias = _alias_index(bins.get("alias"))
         self._builtin_alias = _alias_index(bins.get("builtin_alias"))
@@ -180,4 +180,4 @@ class ModuleIndex:
 
 
 def _alias_index(ix: BinIndex | None) -> AliasIndex | None:
-    return AliasIndex(ix.items(), ix) if ix is not None else None
+    return AliasIndex(ix.iter_items(), ix) if ix is not None else None

@@ -94,32 +94,47 @@ def options_concat(opt: str | None, extra: str | None) -> str | None:
     return out
 
 
+_IGNORE_LOADED = int(ProbeFlag.IGNORE_LOADED)
+_FAIL_ON_LOADED = int(ProbeFlag.FAIL_ON_LOADED)
+_IGNORE_COMMAND = int(ProbeFlag.IGNORE_COMMAND)
+_BLACKLIST = int(ProbeFlag.APPLY_BLACKLIST)
+_BLACKLIST_ALL = int(ProbeFlag.APPLY_BLACKLIST_ALL)
+_BLACKLIST_ALIAS_ONLY = int(ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY)
+
+
 def plan_probe(
     resolver: Resolver,
     live: LiveState,
     mod: Module,
     flags: ProbeFlag,
     extra_options: str | None = None,
+    *,
+    not_in_kernel: bool = False,
 ) -> Plan:
-    """Decide what probing `mod` means, without doing any of it."""
-    if not flags & ProbeFlag.IGNORE_LOADED and in_kernel(resolver, live, mod):
-        early = -EEXIST if flags & ProbeFlag.FAIL_ON_LOADED else 0
+    """Decide what probing `mod` means, without doing any of it.
+
+    `not_in_kernel`: the caller has just found `mod` neither live nor built in, so that
+    question is not asked again.
+    """
+    f = int(flags)  # enum.Flag operators cost a microsecond each; this runs per module
+    if not f & _IGNORE_LOADED and not not_in_kernel and in_kernel(resolver, live, mod):
+        early = -EEXIST if f & _FAIL_ON_LOADED else 0
         return Plan(mod, early=early, reason="loaded")
     blacklist_flag = 0
-    if mod.alias is not None and flags & ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY:
-        blacklist_flag = ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY
-    elif flags & ProbeFlag.APPLY_BLACKLIST_ALL:
-        blacklist_flag = ProbeFlag.APPLY_BLACKLIST_ALL
-    elif flags & ProbeFlag.APPLY_BLACKLIST:
-        blacklist_flag = ProbeFlag.APPLY_BLACKLIST
+    if mod.alias is not None and f & _BLACKLIST_ALIAS_ONLY:
+        blacklist_flag = _BLACKLIST_ALIAS_ONLY
+    elif f & _BLACKLIST_ALL:
+        blacklist_flag = _BLACKLIST_ALL
+    elif f & _BLACKLIST:
+        blacklist_flag = _BLACKLIST
     if blacklist_flag and resolver.is_blacklisted(mod):
-        return Plan(mod, early=int(blacklist_flag), reason="blacklisted")
+        return Plan(mod, early=blacklist_flag, reason="blacklisted")
 
-    probe = probe_list(resolver, mod, bool(flags & ProbeFlag.IGNORE_COMMAND))
-    if flags & ProbeFlag.APPLY_BLACKLIST_ALL:
+    probe = probe_list(resolver, mod, bool(f & _IGNORE_COMMAND))
+    if f & _BLACKLIST_ALL:
         probe = [m for m in probe if not resolver.is_blacklisted(m)]
         if not probe:
-            return Plan(mod, early=int(ProbeFlag.APPLY_BLACKLIST_ALL), reason="blacklisted")
+            return Plan(mod, early=_BLACKLIST_ALL, reason="blacklisted")
     steps = []
     for m in probe:
         opts = options_concat(resolver.options(m), extra_options if m is mod else None)
@@ -150,11 +165,14 @@ def _probe_list(
     if mod.visited:
         return
     mod.visited = True
+    marked = resolver.marked
+    marked.append(mod)
     deps = resolver.dependencies(mod)
     if required:
         mod.required = True
         for d in deps:
             d.required = True
+        marked.extend(deps)
     for d in deps:
         _fill_softdep(resolver, d, out)
     if ignorecmd:

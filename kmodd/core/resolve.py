@@ -22,15 +22,18 @@ The first step that finds anything wins. The system is seen only through `System
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from kmodd.core.config import Config, Softdep
 from kmodd.core.glob import Matcher, compile_pattern
 from kmodd.core.index import Indexes
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
+
+T = TypeVar("T")
 
 PATH_MAX = 4096
 #: Where libkmod prints its context pointer (`ctx=%p`), kmodd prints this stand-in; the front
@@ -112,18 +115,52 @@ LOOKUP_SOURCES = (
 )
 
 
+class FirstMatch(Generic[T]):
+    """The value of the first of an ordered list of fnmatch patterns that matches a name.
+
+    Most patterns are plain module names: those sit in a dict (the first line for each
+    name), and only the patterns with wildcards or escapes are tried, in order, up to the
+    line of the plain hit. The answer is the one trying every pattern in order gives.
+    """
+
+    __slots__ = ("_plain", "_wild")
+
+    def __init__(self, items: Iterable[tuple[str, T]]) -> None:
+        self._plain: dict[str, tuple[int, T]] = {}
+        self._wild: list[tuple[int, Matcher, T]] = []
+        for i, (pattern, value) in enumerate(items):
+            if _SPECIAL.search(pattern):
+                self._wild.append((i, compile_pattern(pattern), value))
+            else:
+                self._plain.setdefault(pattern, (i, value))
+
+    def __bool__(self) -> bool:
+        return bool(self._plain or self._wild)
+
+    def first(self, name: str) -> T | None:
+        plain = self._plain.get(name)
+        for i, match, value in self._wild:
+            if plain is not None and i > plain[0]:
+                break
+            if match(name):
+                return value
+        return plain[1] if plain is not None else None
+
+
+#: What makes an fnmatch pattern more than a plain string.
+_SPECIAL = re.compile(r"[*?\[\\]")
+
+
 class CompiledConfig:
     """What the resolver derives from a Config, once per Config (see `compiled`).
 
     Besides the alias matchers and the exact-key command tables, the `softdep`, `install`
     and `remove` keys (fnmatch patterns matched against every module of a probe list) are
-    compiled, and the softdep line each module name picks is remembered: a daemon makes a
-    fresh Resolver per event, and matching every softdep line per module was its largest
-    cost.
+    indexed (`FirstMatch`): a probe asks them for every module it lists.
     """
 
-    __slots__ = ("_softdep_memo", "alias_matchers", "blacklist", "first_install",
-                 "first_remove", "install_matchers", "remove_matchers", "softdep_matchers")
+    __slots__ = ("alias_matchers", "blacklist", "first_install", "first_remove",
+                 "install_matchers", "remove_matchers", "softdep_matchers")
 
     def __init__(self, config: Config) -> None:
         self.alias_matchers = tuple(
@@ -136,28 +173,13 @@ class CompiledConfig:
         self.first_remove: dict[str, str] = {}
         for key, cmd in config.removes:
             self.first_remove.setdefault(key, cmd)
-        self.install_matchers = _compile_commands(config.installs)
-        self.remove_matchers = _compile_commands(config.removes)
-        self.softdep_matchers: tuple[tuple[Matcher, Softdep], ...] = tuple(
-            (compile_pattern(sd.name), sd) for sd in config.softdeps
-        )
-        self._softdep_memo: dict[str, Softdep | None] = {}
+        self.install_matchers = FirstMatch(config.installs)
+        self.remove_matchers = FirstMatch(config.removes)
+        self.softdep_matchers = FirstMatch((sd.name, sd) for sd in config.softdeps)
 
     def softdep(self, name: str) -> Softdep | None:
         """The first softdep line whose key matches `name` (only that one counts)."""
-        try:
-            return self._softdep_memo[name]
-        except KeyError:
-            pass
-        found = next((sd for match, sd in self.softdep_matchers if match(name)), None)
-        self._softdep_memo[name] = found
-        return found
-
-
-def _compile_commands(
-    commands: tuple[tuple[str, str], ...],
-) -> tuple[tuple[Matcher, str], ...]:
-    return tuple((compile_pattern(pattern), cmd) for pattern, cmd in commands)
+        return self.softdep_matchers.first(name)
 
 
 _COMPILED: dict[int, tuple[Config, CompiledConfig]] = {}
@@ -195,6 +217,8 @@ class Resolver:
         self.system = system
         self.moddir = indexes.moddir
         self.pool: dict[str, Module] = {}
+        #: Objects whose `visited` or `required` mark a probe set (see `reset_marks`).
+        self.marked: list[Module] = []
         self.records: list[LibkmodEvent] = []
         self._log = log if log is not None else self.records.append
         c = compiled(config)
@@ -334,13 +358,13 @@ class Resolver:
 
     def install_command(self, mod: Module) -> str | None:
         if not mod.install_init:
-            mod.install = _first_match(self._compiled.install_matchers, mod.name)
+            mod.install = self._compiled.install_matchers.first(mod.name)
             mod.install_init = True
         return mod.install
 
     def remove_command(self, mod: Module) -> str | None:
         if not mod.remove_init:
-            mod.remove = _first_match(self._compiled.remove_matchers, mod.name)
+            mod.remove = self._compiled.remove_matchers.first(mod.name)
             mod.remove_init = True
         return mod.remove
 
@@ -440,16 +464,14 @@ class Resolver:
         return []
 
     def reset_marks(self) -> None:
-        """Before a probe: clear `visited` and `required` on every object (as libkmod does)."""
-        for mod in self.pool.values():
+        """Before a probe: clear `visited` and `required` on every object (as libkmod does).
+
+        Only a probe sets them, and it lists what it marks in `marked`, so only those are
+        cleared: a long-lived resolver's pool may hold thousands of objects.
+        """
+        for mod in self.marked:
             mod.visited = False
             mod.required = False
-
-
-def _first_match(commands: tuple[tuple[Matcher, str], ...], name: str) -> str | None:
-    for match, cmd in commands:
-        if match(name):
-            return cmd
-    return None
+        self.marked.clear()
 
 

@@ -41,6 +41,9 @@ from kmodd.system.journal import Priority
 
 #: Keys (modaliases) whose decisions and plans are remembered per snapshot.
 DECISION_MEMO_MAX = 4096
+#: Module objects one resolver may hold before the daemon starts a fresh one (each new
+#: modalias adds its own alias objects; the index has a few thousand modules).
+RESOLVER_POOL_MAX = 16384
 #: Which outcome names a device when several modules were involved, most telling first.
 DEVICE_OUTCOME_ORDER = (
     LoadOutcome.FAILED,
@@ -61,39 +64,48 @@ def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
 
 
 class Decisions:
-    """Decide keys against a snapshot; a key decided before on it reuses its plans.
+    """Decide keys against a snapshot, as udev's long-lived libkmod context does.
 
-    Devices share modaliases (CPUs, identical functions), and a plan depends only on the
-    snapshot (index, configuration, which files exist), so the second device with a
-    modalias costs one state check per module (`core.autoload.redecide`). The chains of one
-    event share one resolver: a remembered key brings its own.
+    One resolver serves every event on a snapshot, so a module's objects, its parsed
+    modules.dep line and its softdeps are made once, not once per event (libkmod's context
+    keeps its module objects the same way). Devices also share modaliases (CPUs, identical
+    functions), and a plan depends only on the snapshot (index, configuration, which files
+    exist), so the second device with a modalias costs one state check per module
+    (`core.autoload.redecide`). Both memos start over with a new snapshot, or when full.
     """
 
     def __init__(self, live: LiveState) -> None:
         self.live = live
-        self._memo: dict[str, tuple[Resolver, Resolution]] = {}
+        self._memo: dict[str, Resolution] = {}
         self._snapshot: Snapshot | None = None
+        self._resolver: Resolver | None = None
         self.hits = 0
+
+    def _current(self, snapshot: Snapshot) -> Resolver:
+        resolver = self._resolver
+        if (snapshot is not self._snapshot or resolver is None
+                or len(resolver.pool) >= RESOLVER_POOL_MAX):
+            self._memo.clear()
+            self._snapshot = snapshot
+            resolver = self._resolver = snapshot.resolver()
+        return resolver
 
     def resolve(self, snapshot: Snapshot, keys: Sequence[str]
                 ) -> tuple[Resolver, tuple[Resolution, ...]]:
-        if snapshot is not self._snapshot:
-            self._memo.clear()
-            self._snapshot = snapshot
+        resolver = self._current(snapshot)
         memo = self._memo
         if len(keys) == 1:
             hit = memo.get(keys[0])
             if hit is not None:
-                again = redecide(hit[0], self.live, hit[1])
+                again = redecide(resolver, self.live, hit)
                 if again is not None:
                     self.hits += 1
-                    return hit[0], (again,)
-        resolver = snapshot.resolver()
+                    return resolver, (again,)
         resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
         if len(keys) == 1:
             if len(memo) >= DECISION_MEMO_MAX:
                 memo.clear()
-            memo[keys[0]] = (resolver, resolutions[0])
+            memo[keys[0]] = resolutions[0]
         return resolver, resolutions
 
 

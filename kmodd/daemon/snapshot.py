@@ -52,63 +52,75 @@ def _drop_log(event: LibkmodEvent) -> None:
 
 
 class MemoIndexes:
-    """An `Indexes` that remembers every answer of the index under it (bounded)."""
+    """An `Indexes` that remembers every answer of the index under it (bounded).
+
+    One memo per kind of question, so a hit is one dict probe. Over a decoded index the
+    builtin question (a set membership) is asked directly: remembering it costs more.
+    """
 
     def __init__(self, inner: Indexes) -> None:
         self.inner = inner
         self.moddir = inner.moddir
-        self._memo: dict[tuple[str, str], object] = {}
-
-    def _get(self, role: str, key: str) -> object:
-        memo = self._memo
-        try:
-            return memo[role, key]
-        except KeyError:
-            pass
-        if role == "dep":
-            value: object = self.inner.dep_line(key)
-        elif role == "alias":
-            value = self.inner.aliases(key)
-        elif role == "symbols":
-            value = self.inner.symbols(key)
-        elif role == "builtin":
-            value = self.inner.builtin(key)
-        else:
-            value = self.inner.builtin_aliases(key)
-        if isinstance(value, list):
-            value = tuple(value)
-        if len(memo) >= LOOKUP_MEMO_MAX:
-            memo.clear()
-        memo[role, key] = value
-        return value
-
-    def _names(self, role: str, key: str) -> list[str] | None:
-        value = self._get(role, key)
-        return list(value) if isinstance(value, tuple) else None
+        self._deps: dict[str, str | None] = {}
+        self._names: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._builtin: dict[str, bool | None] = {}
+        if not isinstance(inner, RawIndexes):
+            self.builtin = inner.builtin  # type: ignore[method-assign]
 
     def dep_line(self, name: str) -> str | None:
-        value = self._get("dep", name)
-        return value if isinstance(value, str) else None
+        memo = self._deps
+        try:
+            return memo[name]
+        except KeyError:
+            pass
+        if len(memo) >= LOOKUP_MEMO_MAX:
+            memo.clear()
+        line = memo[name] = self.inner.dep_line(name)
+        return line
+
+    def _listed(self, role: str, key: str) -> list[str] | None:
+        memo = self._names
+        try:
+            found = memo[role, key]
+        except KeyError:
+            if role == "alias":
+                answer = self.inner.aliases(key)
+            elif role == "symbols":
+                answer = self.inner.symbols(key)
+            else:
+                answer = self.inner.builtin_aliases(key)
+            found = tuple(answer) if answer is not None else None
+            if len(memo) >= LOOKUP_MEMO_MAX:
+                memo.clear()
+            memo[role, key] = found
+        return list(found) if found is not None else None
 
     def aliases(self, key: str) -> list[str] | None:
-        return self._names("alias", key)
+        return self._listed("alias", key)
 
     def symbols(self, key: str) -> list[str] | None:
-        return self._names("symbols", key)
-
-    def builtin(self, name: str) -> bool | None:
-        value = self._get("builtin", name)
-        return value if isinstance(value, bool) else None
+        return self._listed("symbols", key)
 
     def builtin_aliases(self, key: str) -> list[str] | None:
-        return self._names("builtin_alias", key)
+        return self._listed("builtin_alias", key)
+
+    def builtin(self, name: str) -> bool | None:
+        memo = self._builtin
+        try:
+            return memo[name]
+        except KeyError:
+            pass
+        if len(memo) >= LOOKUP_MEMO_MAX:
+            memo.clear()
+        answer = memo[name] = self.inner.builtin(name)
+        return answer
 
     def dump(self, role: str) -> list[tuple[str, str]]:
         return self.inner.dump(role)
 
     @property
     def remembered(self) -> int:
-        return len(self._memo)
+        return len(self._deps) + len(self._names) + len(self._builtin)
 
 
 class RememberedFiles:
