@@ -2,7 +2,9 @@
 
 Builds or reuses the image, boots it (usbhost set by default, `--set rich` for the full one),
 starts journald and kmodd from its unit file, hotplugs e1000 and usb-kbd through QMP (then
-removes them), and prints `kmodctl status`, `kmodctl blame` and kmodd's journal lines. While
+removes them), and prints `kmodctl status`, `kmodctl blame`, `kmodctl explain` for a module
+whose load failed, and kmodd's journal lines; `kmodctl plot`'s SVG timeline of the coldplug
+is written on the host (`--plot FILE`, default kmodd-coldplug.svg). While
 the checkout has no kmodd unit (or kmodd does not import in the guest), it says so and shows
 the same steps with the anchor, systemd-udevd + kmod.
 """
@@ -10,7 +12,9 @@ the same steps with the anchor, systemd-udevd + kmod.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from vm import anchor, devices, image
 from vm.loaders import LOADERS
@@ -31,10 +35,32 @@ def _show(vm: VM, cmd: str) -> None:
         print(f"(exit {r.rc})")
 
 
+def _explain_a_failure(vm: VM) -> None:
+    """`kmodctl explain` for the first module kmodd failed to load, if any did."""
+    r = vm.sh("kmodctl --json modules", check=True, timeout=120)
+    failed = [m["name"] for m in json.loads(r.out)["modules"] if m.get("outcome") == "failed"]
+    _section("kmodctl explain (a module whose load failed)")
+    if not failed:
+        print("no module failed to load")
+        return
+    print(f"failed: {', '.join(failed)}")
+    _show(vm, f"kmodctl explain {failed[0]}")
+
+
+def _save_plot(vm: VM, path: Path) -> None:
+    r = vm.sh("kmodctl plot", check=True, timeout=120)
+    path.write_text(r.out)
+    title = r.out.split('font-size="14">', 1)[-1].split("<", 1)[0]
+    print(f"$ kmodctl plot > {path.resolve()}\n{title} (one row per device, from queued "
+          f"to its last module loaded; {len(r.out)} bytes)")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="make demo")
     p.add_argument("--set", default="usbhost", choices=["usbhost", "rich"])
     p.add_argument("--loader", default="kmodd", choices=sorted(LOADERS))
+    p.add_argument("--plot", default="kmodd-coldplug.svg",
+                   help="where to write kmodctl plot's SVG on the host")
     args = p.parse_args(argv)
 
     _section("guest image")
@@ -76,6 +102,9 @@ def main(argv: list[str]) -> int:
             _show(vm, "kmodctl status")
             _section("kmodctl blame")
             _show(vm, "kmodctl blame")
+            _explain_a_failure(vm)
+            _section("kmodctl plot")
+            _save_plot(vm, Path(args.plot))
             _section("journal (kmodd)")
             _show(vm, "journalctl --no-pager -o short-monotonic _COMM=kmodd | tail -n 40")
         else:
