@@ -10,8 +10,9 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check kmodd tests
+	$(PYTHON) -m ruff check kmodd tests bench packaging/build-deb
 	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy --strict packaging/build-deb
 
 # Boots the real Debian kernel under QEMU: kmodd coldplugs, a NIC and a USB keyboard are
 # hotplugged; prints kmodctl status/blame and kmodd's journal (tests/e2e/vm/demo.py).

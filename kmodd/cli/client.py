@@ -389,7 +389,8 @@ COMMANDS: Mapping[str, Command] = {
 
 
 def usage() -> str:
-    lines = ["usage: kmodctl [--json] [--socket PATH] COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: kmodctl [--json] [--socket PATH] COMMAND [ARGS]",
+             "       kmodctl --version", "", "commands:"]
     lines += [f"  {c.usage}" for c in COMMANDS.values()]
     lines += ["", "kmod tools: kmodctl modprobe|modinfo|depmod|insmod|rmmod|lsmod ..."]
     return "\n".join(lines) + "\n"
@@ -402,6 +403,7 @@ class _Options:
     socket: str | None = None
     output: str | None = None
     help: bool = False
+    version: bool = False
     try_load: bool = False
 
 
@@ -436,6 +438,8 @@ def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
             options.try_load = True
         elif arg in ("-h", "--help"):
             options.help = True
+        elif arg in ("-V", "--version"):
+            options.version = True
         elif arg.startswith("-") and arg != "-":
             raise ValueError(f"unknown option {arg}")
         else:
@@ -483,6 +487,11 @@ def run(
         return EXIT_USAGE
     if options.help or words[:1] == ["help"]:
         out(usage())
+        return EXIT_OK
+    if options.version:
+        from kmodd import __version__
+
+        out(f"kmodctl {__version__}\n")
         return EXIT_OK
     if not words:
         stderr.write(usage().encode())

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from control_harness import PCSPKR, VIRTIO_NET, FakeState, RunningServer, event, start_control
 
+import kmodd
 from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE, format_usec
 from kmodd.cli.kmodctl import dispatch
 from kmodd.daemon.control import EventHub, to_wire
@@ -256,6 +257,11 @@ def test_help_lists_every_command() -> None:
     for command in ("status", "devices", "modules", "why", "load", "unload", "reload",
                     "explain", "monitor", "blame", "plot"):
         assert f"\n  {command}" in out
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_is_answered_without_a_daemon(flag: str) -> None:
+    assert kmodctl("/nonexistent", flag) == (0, f"kmodctl {kmodd.__version__}\n", "")
 
 
 def test_timespans_read_like_systemd() -> None:
