@@ -116,7 +116,7 @@ def start_once(base: Path, in_memory: bool) -> dict[str, float]:
             if "READY=1" in text and "ready" not in out:
                 out["ready"] = (now - started) * 1000
                 out["rss_ready"] = rss(proc.pid)["VmRSS"] / 1024
-            if "coldplug done" in text:
+            if "coldplug done" in text and (not in_memory or "(decoded)" in text):
                 out["coldplug"] = (now - started) * 1000
                 memory = rss(proc.pid)
                 out["rss_coldplug"] = memory["VmRSS"] / 1024

@@ -45,15 +45,21 @@ from kmodd.system.kmsg import KmsgSource
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 
-#: `parallel_loads = 0` means one chain per CPU, but never more than this.
-PARALLEL_LOADS_MAX = 16
+#: `parallel_loads = 0` means as many chains as udevd runs workers, but never more than this.
+PARALLEL_LOADS_MAX = 64
 
 
 def parallel_limit(setting: int) -> int:
-    """Chains run at once for the `parallel_loads` setting (0: one per CPU, at most 16)."""
+    """Chains run at once for the `parallel_loads` setting.
+
+    0 means udevd's own default for its workers (2 per CPU, plus 16): a module's init often
+    waits on its hardware rather than using a CPU, so loads overlap well even on one CPU,
+    and the threads that run them spend their time in finit_module, not in Python.
+    """
     if setting > 0:
         return setting
-    return max(1, min(os.cpu_count() or 1, PARALLEL_LOADS_MAX))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(2 * (cpus or 1) + 16, PARALLEL_LOADS_MAX)
 
 
 class StepAction(StrEnum):

@@ -89,7 +89,7 @@ def test_kmodd_runs_coldplugs_answers_reloads_and_stops_as_a_service(
                              "--log-target=stderr"], env=env, stderr=stderr, cwd=REPO)
     try:
         ready = manager.wait_for("READY", "1")
-        assert ready["STATUS"].endswith("generation 1, coldplug running")
+        assert ready["STATUS"].endswith("generation 1 (mapped), coldplug running")
         deadline = time.monotonic() + 30
         while not _coldplug_done(socket_path):
             assert time.monotonic() < deadline, "coldplug did not finish"
