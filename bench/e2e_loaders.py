@@ -38,6 +38,50 @@ def _unavailable(vm: VM, name: str) -> str | None:
     return LOADERS[name].unavailable(vm)
 
 
+def _union_seconds(spans: list[tuple[int, int]]) -> float:
+    """Seconds covered by at least one of the [start, end] microsecond spans."""
+    total, end = 0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return round(total / 1e6, 2)
+
+
+def kmodd_timings(vm: VM) -> dict[str, Any]:
+    """Where kmodd's coldplug time went, from the daemon's own records (kmodctl --json).
+
+    `ready`: start to READY=1 (interpreter, imports, index mapped, sockets); `span`: first
+    device queued to last device done; `insert_busy`: time during which at least one
+    finit_module (module init in the kernel) was in flight, `insert_sum` their total;
+    `kmodd_only`: the rest of the span, when kmodd was deciding or waiting and no module
+    was being inserted.
+    """
+    def ask(what: str) -> Any:
+        return json.loads(vm.sh(f"kmodctl --json {what}", timeout=120).out)
+
+    status = ask("status")["status"]
+    devices = [d for d in ask("devices")["devices"]
+               if d.get("queued_usec") is not None and d.get("finished_usec") is not None]
+    inserts = [(m["started_usec"], m["finished_usec"]) for m in ask("modules")["modules"]
+               if m.get("started_usec") is not None and m.get("finished_usec") is not None]
+    first = min(d["queued_usec"] for d in devices)
+    last = max(d["finished_usec"] for d in devices)
+    busy = _union_seconds(inserts)
+    span = round((last - first) / 1e6, 2)
+    return {
+        "ready": round((status.get("ready_usec") or 0) / 1e6, 2),
+        "span": span,
+        "insert_busy": busy,
+        "insert_sum": round(sum(b - a for a, b in inserts) / 1e6, 2),
+        "kmodd_only": round(span - busy, 2),
+        "inserts": len(inserts),
+    }
+
+
 def bench_coldplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, Any]:
     reports: dict[str, list[dict[str, Any]]] = {name: [] for name in args.loader}
     skipped: dict[str, str] = {}
@@ -54,12 +98,17 @@ def bench_coldplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, An
                     print(f"{name}: unavailable: {why}", flush=True)
                     continue
                 r = anchor.coldplug(vm, LOADERS[name])
+                if name == "kmodd":
+                    r["kmodd_timings"] = kmodd_timings(vm)
             r["host_load"] = [load, os.getloadavg()[0]]
             reports[name].append(r)
             t = r["times"]
             print(f"run {run} {name}: {len(r['modules'])} modules, last module "
                   f"{t.get('last_module', float('nan')):.2f} s, done {t['settle_end']:.2f} s "
                   f"(boot {r['boot']['host_seconds']} s, host load {load:.1f})", flush=True)
+            if "kmodd_timings" in r:
+                print("    kmodd's own timings: " + ", ".join(
+                    f"{k} {v}" for k, v in r["kmodd_timings"].items()), flush=True)
     out: dict[str, Any] = {"skipped": skipped, "loaders": {}}
     for name, runs in reports.items():
         if runs:

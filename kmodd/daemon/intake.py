@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from kmodd.core.uevent import Action, Uevent
 from kmodd.system.netlink import EventsLost, UeventSource
 from kmodd.system.root import Root
-from kmodd.system.sysfs import Scan, loaded_modules, scan_devices
+from kmodd.system.sysfs import DeviceWalk, SysfsDevice, loaded_modules
+
+#: Devices handed from the sysfs walk to the event loop at a time.
+SCAN_BATCH = 16
 
 
 class Origin(StrEnum):
@@ -160,10 +163,8 @@ class Intake:
 
         `on_queue(devpath)` is called just before each device is queued.
         """
-        scan: Scan = await asyncio.to_thread(scan_devices, self.devices_root)
-        modules = await asyncio.to_thread(loaded_modules, self.devices_root)
         fed = 0
-        for device in scan.devices:
+        async for device in self._walk():
             if self._handled(device.devpath, device.modalias):
                 self._skipped += 1
                 continue
@@ -171,6 +172,7 @@ class Intake:
                 on_queue(device.devpath)
             await self.put(device.as_uevent(), origin)
             fed += 1
+        modules = await asyncio.to_thread(loaded_modules, self.devices_root)
         for name in modules:
             event = module_event(name)
             if self._handled(event.devpath, None):
@@ -182,6 +184,32 @@ class Intake:
             fed += 1
         self._scanned += fed
         return fed
+
+    async def _walk(self) -> AsyncIterator[SysfsDevice]:
+        """The devices of sysfs as a thread walks it, in batches: the first devices are
+        being loaded while the walk goes on (on a slow machine it takes seconds)."""
+        loop = asyncio.get_running_loop()
+        batches: asyncio.Queue[list[SysfsDevice] | None] = asyncio.Queue()
+
+        def walk() -> None:
+            try:
+                batch: list[SysfsDevice] = []
+                for device in DeviceWalk(self.devices_root, []):
+                    batch.append(device)
+                    if len(batch) >= SCAN_BATCH:
+                        loop.call_soon_threadsafe(batches.put_nowait, batch)
+                        batch = []
+                loop.call_soon_threadsafe(batches.put_nowait, batch)
+            finally:
+                loop.call_soon_threadsafe(batches.put_nowait, None)
+
+        walker = asyncio.ensure_future(asyncio.to_thread(walk))
+        try:
+            while (batch := await batches.get()) is not None:
+                for device in batch:
+                    yield device
+        finally:
+            await walker  # its exception, if it failed
 
     def counters(self) -> IntakeCounters:
         return IntakeCounters(self._queued, self._coalesced, self._overflows, self._lost,

@@ -46,6 +46,11 @@ from kmodd.system.sysfs import module_is_present
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
+#: The index is decoded once the burst coldplug sets off is over: no uevent queued and no
+#: load running for this long (seconds)...
+DECODE_QUIET = 1.0
+#: ...or this long after coldplug at the latest.
+DECODE_WAIT_MAX = 60.0
 KERNEL_FD_NAME = "kernel"
 #: Variables meant for the daemon alone; install commands it runs do not see them.
 PRIVATE_VARIABLES = (*LISTEN_VARIABLES, "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -217,7 +222,8 @@ class Daemon:
         Coldplug runs on the index as mapped: a boot's hundred-odd lookups cost less there
         than decoding the whole index first (on a slow or single CPU the decode would delay
         every module of the boot). The decoded index, which answers a long run of new
-        modaliases faster, is built afterwards, in a thread, and swapped in.
+        modaliases faster, is built once the boot's burst is over, in a thread, and swapped
+        in.
         """
         assert self.intake is not None and self.devices is not None
         if self.settings.coldplug:
@@ -230,6 +236,8 @@ class Daemon:
                      "coldplug")
         self.lifecycle.coldplug_done = True
         self.notifier.status(self._status_text())
+        if self.settings.index_in_memory:
+            await self._until_quiet()
         decoded = await self.snapshots.decode()
         if isinstance(decoded, SnapshotFailure):
             self.log(Priority.ERR, f"The module index cannot be decoded, lookups stay on the "
@@ -238,6 +246,23 @@ class Daemon:
             self._tell_snapshot(decoded, "Decoded")
             self.notifier.status(self._status_text())
         self.coldplugged.set()
+
+    async def _until_quiet(self) -> None:
+        """Wait for the end of the burst that coldplug set off (see DECODE_QUIET): the
+        decode is seconds of CPU on a small machine, which module inits need more."""
+        assert self.intake is not None and self.loader is not None
+        intake, loader = self.intake, self.loader
+        now = time.monotonic()
+        deadline, quiet_since = now + DECODE_WAIT_MAX, now
+        seen = intake.counters().queued
+        while now < deadline:
+            await asyncio.sleep(DECODE_QUIET / 4)
+            now = time.monotonic()
+            counters = intake.counters()
+            if counters.queued != seen or counters.depth or loader.loading():
+                seen, quiet_since = counters.queued, now
+            elif now - quiet_since >= DECODE_QUIET:
+                return
 
     def _on_resync(self, reason: str, fed: int) -> None:
         self.log(Priority.WARNING, f"Resynchronised from sysfs ({reason}): {fed} devices "

@@ -16,7 +16,7 @@ sysfs attributes read directly.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -115,34 +115,50 @@ def _link_name(path: str) -> str | None:
 
 def scan_devices(root: Root) -> Scan:
     """Walk `<root>/sys/devices` and return every device with a modalias, parents first."""
-    sys_prefix = root.sys()
-    devices: list[SysfsDevice] = []
     problems: list[ScanProblem] = []
-    stack = [root.sys("devices")]
-    directories = 0
-    while stack:
-        path = stack.pop()
-        directories += 1
-        names: set[str] = set()
-        subdirs: list[str] = []
-        try:
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(entry.path)
-                    else:
-                        names.add(entry.name)
-        except OSError as e:
-            problems.append(ScanProblem(path, os.strerror(e.errno or 0)))
-            continue
-        # Reversed so that popping visits children in directory order, parents before them.
-        stack.extend(reversed(subdirs))
-        if "uevent" not in names:
-            continue
-        device = _device_at(path, sys_prefix, names, problems)
-        if device is not None:
-            devices.append(device)
-    return Scan(tuple(devices), tuple(problems), directories)
+    walk = DeviceWalk(root, problems)
+    devices = tuple(walk)
+    return Scan(devices, tuple(problems), walk.directories)
+
+
+class DeviceWalk:
+    """`scan_devices` one device at a time, for a caller that acts on each as it is found.
+
+    Directories that cannot be read are appended to `problems`; `directories` counts those
+    visited so far.
+    """
+
+    def __init__(self, root: Root, problems: list[ScanProblem]) -> None:
+        self.root = root
+        self.problems = problems
+        self.directories = 0
+
+    def __iter__(self) -> Iterator[SysfsDevice]:
+        sys_prefix = self.root.sys()
+        problems = self.problems
+        stack = [self.root.sys("devices")]
+        while stack:
+            path = stack.pop()
+            self.directories += 1
+            names: set[str] = set()
+            subdirs: list[str] = []
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(entry.path)
+                        else:
+                            names.add(entry.name)
+            except OSError as e:
+                problems.append(ScanProblem(path, os.strerror(e.errno or 0)))
+                continue
+            # Reversed so that popping visits children in directory order, parents first.
+            stack.extend(reversed(subdirs))
+            if "uevent" not in names:
+                continue
+            device = _device_at(path, sys_prefix, names, problems)
+            if device is not None:
+                yield device
 
 
 def _device_at(
