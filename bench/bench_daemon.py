@@ -158,8 +158,8 @@ def bench_startup(moddir: str, runs: int) -> None:
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         label = "decoded in memory" if in_memory else "mapped files only"
         print(f"   kmodd ({label:<17}) READY {med['ready']:6.0f} ms  RSS {med['rss_ready']:5.1f} "
-              f"MiB | coldplug done {med['coldplug']:6.0f} ms | then RSS {med['rss_coldplug']:5.1f} "
-              f"MiB  peak {med['hwm']:5.1f} MiB")
+              f"MiB | coldplug done {med['coldplug']:6.0f} ms | then RSS "
+              f"{med['rss_coldplug']:5.1f} MiB  peak {med['hwm']:5.1f} MiB")
     lib = [timed_process([sys.executable, "-S", "-c", LIBKMOD_START, moddir])
            for _ in range(runs)]
     bare = [timed_process([sys.executable, "-c",
