@@ -217,33 +217,3 @@ def from_json(data: Any) -> Explanation:
                        _field(data, "kernel_release", str, "explanation"),
                        _field(data, "moddir", str, "explanation"), tuple(modules),
                        tuple(findings))
-
-
-#: The Varlink types of the wire form, for a service interface that returns explanations.
-VARLINK_TYPES = """\
-type ExplainEvidence (
-  label: string,
-  text: string,
-  path: ?string,
-  line: ?int,
-  offset: ?int
-)
-
-type ExplainFinding (
-  check: string,
-  verdict: string,
-  summary: string,
-  module: ?string,
-  evidence: []ExplainEvidence,
-  fix: ?string
-)
-
-type Explanation (
-  target: string,
-  kernel_release: string,
-  moddir: string,
-  modules: []string,
-  verdict: string,
-  findings: []ExplainFinding
-)
-"""

@@ -16,10 +16,9 @@ import dataclasses
 import grp
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kmodd.core.explain import VARLINK_TYPES as EXPLAIN_TYPES
-from kmodd.core.explain import Explanation, to_json
+from kmodd.core.explain_idl import VARLINK_TYPES as EXPLAIN_TYPES
 from kmodd.core.settings import Settings
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -31,6 +30,9 @@ from kmodd.daemon.varlink import (
     VarlinkError,
     VarlinkService,
 )
+
+if TYPE_CHECKING:
+    from kmodd.core.explain import Explanation
 
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
@@ -459,6 +461,8 @@ def build_service(
         return {"report": to_wire(report)}
 
     async def explain(call: Call) -> Mapping[str, Any]:
+        from kmodd.core.explain import to_json
+
         view = await state.explain(call.parameters["module"])
         return {"explanation": to_json(view.explanation), "seen": list(view.seen)}
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import Protocol
 
-from kmodd.core import compression, elf
+from kmodd.core import compression
 from kmodd.system.codecs import unzstd
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
@@ -190,9 +190,12 @@ class _CoreCodec:
 
 
 class _CoreStripper:
-    """kmod's force-flag edits through kmodd.core.elf."""
+    """kmod's force-flag edits through kmodd.core.elf (imported on first use: only a forced
+    load needs the ELF reader, and the daemon starts faster without it)."""
 
     def strip_section(self, image: bytes, section: str) -> bytes | str:
+        from kmodd.core import elf
+
         try:
             out: bytes = elf.strip_section(image, section)
         except elf.ElfError as err:
@@ -200,6 +203,8 @@ class _CoreStripper:
         return out
 
     def strip_vermagic(self, image: bytes) -> bytes | str:
+        from kmodd.core import elf
+
         try:
             out: bytes = elf.strip_vermagic(image)
         except elf.ElfError as err:

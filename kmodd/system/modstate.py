@@ -21,12 +21,15 @@ import errno as E
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, strerror
 from kmodd.core.normalize import modname_normalize
-from kmodd.core.taint import Taint, TaintError, parse_module_taint, parse_tainted
 from kmodd.system.root import Root
+
+if TYPE_CHECKING:
+    from kmodd.core.taint import Taint, TaintError
 
 #: libkmod reads small sysfs values into a 32-byte buffer (31 bytes of text).
 SYSFS_VALUE_MAX = 31
@@ -308,6 +311,8 @@ class SysModules:
                 text = f.read().decode("latin-1")
         except OSError:
             return None
+        from kmodd.core.taint import parse_module_taint  # lsmod and explain ask; not boot
+
         return parse_module_taint(text, path)
 
     # --- kernel-wide -------------------------------------------------------------------
@@ -320,6 +325,8 @@ class SysModules:
                 text = f.read().decode("latin-1")
         except OSError:
             return None
+        from kmodd.core.taint import parse_tainted
+
         return parse_tainted(text, path)
 
     def kernel_compression(self) -> str | None:
