@@ -66,8 +66,9 @@ def kmodd_timings(vm: VM) -> dict[str, Any]:
     status = ask("status")["status"]
     devices = [d for d in ask("devices")["devices"]
                if d.get("queued_usec") is not None and d.get("finished_usec") is not None]
-    inserts = [(m["started_usec"], m["finished_usec"]) for m in ask("modules")["modules"]
-               if m.get("started_usec") is not None and m.get("finished_usec") is not None]
+    timed = [m for m in ask("modules")["modules"]
+             if m.get("started_usec") is not None and m.get("finished_usec") is not None]
+    inserts = [(m["started_usec"], m["finished_usec"]) for m in timed]
     first = min(d["queued_usec"] for d in devices)
     last = max(d["finished_usec"] for d in devices)
     busy = _union_seconds(inserts)
@@ -79,6 +80,9 @@ def kmodd_timings(vm: VM) -> dict[str, Any]:
         "insert_sum": round(sum(b - a for a, b in inserts) / 1e6, 2),
         "kmodd_only": round(span - busy, 2),
         "inserts": len(inserts),
+        # (module, insert started, finished), seconds after the first device was queued
+        "per_module": sorted((m["name"], round((m["started_usec"] - first) / 1e6, 2),
+                              round((m["finished_usec"] - first) / 1e6, 2)) for m in timed),
     }
 
 
@@ -108,12 +112,15 @@ def bench_coldplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, An
                   f"(boot {r['boot']['host_seconds']} s, host load {load:.1f})", flush=True)
             if "kmodd_timings" in r:
                 print("    kmodd's own timings: " + ", ".join(
-                    f"{k} {v}" for k, v in r["kmodd_timings"].items()), flush=True)
+                    f"{k} {v}" for k, v in r["kmodd_timings"].items() if k != "per_module"),
+                    flush=True)
     out: dict[str, Any] = {"skipped": skipped, "loaders": {}}
     for name, runs in reports.items():
         if runs:
             s = anchor.summarize_coldplug(runs)
             s["host_load"] = [r["host_load"] for r in runs]
+            if "kmodd_timings" in runs[0]:
+                s["kmodd_timings"] = [r["kmodd_timings"] for r in runs]
             out["loaders"][name] = s
     if args.record and "udev" in reports and reports["udev"]:
         tag = f"{args.set}-{args.cpu}"
