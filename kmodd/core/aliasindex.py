@@ -81,9 +81,8 @@ class AliasIndex:
         exact: dict[str, list[tuple[int, str, int]]] = {}
         grouped: dict[str, list[Entry]] = defaultdict(list)
         shapes: dict[str, Shape] = {}
-        # One object per module name and per priority, however many aliases name them.
+        # One object per module name, however many aliases name it.
         names: dict[str, str] = {}
-        prios: dict[int, int] = {}
         wildcard = _WILDCARD.search
         last_key = None
         vidx = 0
@@ -96,7 +95,6 @@ class AliasIndex:
                 vidx = 0
                 last_key = key
             value = names.setdefault(value, value)
-            prio = prios.setdefault(prio, prio)
             m = wildcard(key)
             if m is None:
                 if key in exact:
