@@ -1,7 +1,9 @@
 """Hotplug through QMP under each loader: modules go live, drivers bind, removal is seen.
 
 The same VM (usbhost set) also carries the policy cases: a blacklisted module is not loaded
-for its device, a module with bad options fails to load and its device stays unbound.
+for its device, a module with bad options fails to load and its device stays unbound; under
+kmodd, `kmodctl why` names the blacklist's file and line, the journal and `kmodctl explain`
+give the failure's cause with the kernel's own line, and `kmodctl load`/`unload` work.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def vm(request: pytest.FixtureRequest, guest: image.Guest) -> Iterator[VM]:
     with VM(devices=devices.usbhost(), guest=guest, name=f"test-hotplug-{request.param}") as v:
         loader = loader_or_skip(v, request.param)
         v.put("/etc/modprobe.d/e2e-policy.conf", POLICY)
+        v.start_journald()  # kmodd logs there, as under systemd
         loader.start(v)
         v.uevents_start(stream=True)
         yield v
@@ -70,20 +73,62 @@ def _bound_driver(vm: VM, dev: anchor.HotplugDevice) -> str:
     return vm.sh(f"basename $(readlink {path}) 2>/dev/null || true").out.strip()
 
 
-def test_blacklisted_module_is_not_loaded_for_a_hotplugged_device(vm: VM) -> None:
+def _loader(request: pytest.FixtureRequest) -> str:
+    """Which loader the `vm` of this test runs ("udev" or "kmodd")."""
+    name: str = request.node.callspec.params["vm"]
+    return name
+
+
+def _devpath(dev: anchor.HotplugDevice) -> str:
+    assert dev.pci_addr is not None
+    return f"/devices/pci0000:00/0000:00:{int(dev.pci_addr, 16):02x}.0"
+
+
+def test_blacklisted_module_is_not_loaded_for_a_hotplugged_device(
+        vm: VM, request: pytest.FixtureRequest) -> None:
     loaded = _plug_and_settle(vm, BLACKLISTED)
     try:
         assert "e1000e" not in loaded
         assert _bound_driver(vm, BLACKLISTED) == ""
+        if _loader(request) == "kmodd":
+            why = vm.sh(f"kmodctl why {_devpath(BLACKLISTED)}").out
+            assert "e1000e (modules.alias): blacklisted: blacklisted by " \
+                   "/etc/modprobe.d/e2e-policy.conf:2;" in why
     finally:
         anchor.unplug(vm, BLACKLISTED)
 
 
-def test_module_with_bad_options_fails_to_load_and_its_device_stays_unbound(vm: VM) -> None:
+def test_module_with_bad_options_fails_to_load_and_its_device_stays_unbound(
+        vm: VM, request: pytest.FixtureRequest) -> None:
     loaded = _plug_and_settle(vm, BAD_OPTIONS)
     try:
         assert "i6300esb" not in loaded
         assert _bound_driver(vm, BAD_OPTIONS) == ""
-        assert "invalid for parameter `heartbeat'" in vm.sh("dmesg").out
+        kernel_line = "i6300esb: `notanumber' invalid for parameter `heartbeat'"
+        assert kernel_line in vm.sh("dmesg").out
+        if _loader(request) == "kmodd":
+            journal = vm.sh("journalctl --no-pager -o cat _COMM=kmodd").out.splitlines()
+            failed = [line for line in journal
+                      if line.startswith("Failed to insert module 'i6300esb': Invalid argument")]
+            assert len(failed) == 1 and f"kernel: {kernel_line}" in failed[0], journal[-10:]
+            explained = vm.sh("kmodctl explain i6300esb", check=False)
+            assert explained.rc == 1  # problems found
+            text = explained.out
+            assert "[problem] attempt: the load failed with EINVAL" in text
+            assert f"kernel log: {kernel_line}" in text
+            assert "options: heartbeat=notanumber" in text
     finally:
         anchor.unplug(vm, BAD_OPTIONS)
+
+
+def test_kmodctl_load_and_unload_work_on_the_real_kernel(
+        vm: VM, request: pytest.FixtureRequest) -> None:
+    if _loader(request) != "kmodd":
+        pytest.skip("kmodctl load/unload ask the running kmodd")
+    assert "dummy" not in vm.loaded_modules()
+    loaded = vm.sh("kmodctl load dummy").out
+    assert loaded.startswith("dummy: inserted: "), loaded
+    assert vm.sh("cat /sys/module/dummy/initstate").out == "live\n"
+    removed = vm.sh("kmodctl unload dummy").out
+    assert removed.startswith("dummy: removed: "), removed
+    assert "dummy" not in vm.loaded_modules()
