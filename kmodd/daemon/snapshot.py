@@ -13,10 +13,11 @@ damaged), the current snapshot stays and the failure says why, naming the file a
 
 Start-up takes two steps so that the daemon is ready quickly: first a snapshot over the
 mapped index files as they are (`RawIndexes`, which libkmod would use too; only the headers
-are checked), then, after READY=1, the fully decoded `ModuleIndex`, built in a thread and
-swapped in under the same generation. A reload decodes before it swaps, so a damaged index
-never replaces a good one. With `index_in_memory = no` the daemon stays on the mapped files
-(about 25 MB less for a distribution kernel, each new modalias looked up on the trie).
+are checked; coldplug runs on it), then, once the boot's burst of uevents is over, the
+fully decoded `ModuleIndex`, built in a thread and swapped in under the same generation
+(`service.Daemon._coldplug`). A reload decodes before it swaps, so a damaged index never
+replaces a good one. With `index_in_memory = no` the daemon stays on the mapped files
+(about 11 MB less for a distribution kernel, each new modalias looked up on the trie).
 """
 
 from __future__ import annotations
