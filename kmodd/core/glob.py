@@ -113,6 +113,19 @@ def _terminated(p: str, pi: int) -> bool:
     return p.find("]", pi) >= 0
 
 
+def _collating_symbol(p: str, pi: int) -> tuple[str | None, int]:
+    """The `[.x.]` whose `.` is at `pi`: its character, or None when the pattern cannot
+    match (unterminated, or not exactly one character); and where the bracket goes on."""
+    start = pi
+    while True:
+        pi += 1
+        c = p[pi] if pi < len(p) else "\0"
+        if c == "." and (p[pi + 1] if pi + 1 < len(p) else "\0") == "]":
+            return (p[start + 1] if pi - start == 2 else None), pi + 2
+        if c == "\0":
+            return None, pi
+
+
 def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int, int]:
     """Match one bracket expression starting after its `[`.
 
@@ -232,21 +245,11 @@ def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int, int]:
         elif c == "\0":
             return _LITERAL, p_init
         elif c == "[" and at(pi) == ".":
-            startp = pi
-            n = 0
-            while True:
-                pi += 1
-                c = at(pi)
-                if c == "." and at(pi + 1) == "]":
-                    pi += 2
-                    break
-                if c == "\0":
-                    return _NOMATCH, pi
-                n += 1
-            if n != 1:
+            symbol, pi = _collating_symbol(p, pi)
+            if symbol is None:
                 return _NOMATCH, pi
             is_range = at(pi) == "-" and at(pi + 1) != "\0"
-            sym = p[startp + 1]
+            sym = symbol
             if not is_range and fn == ord(sym):
                 matched = True
                 break
@@ -266,20 +269,10 @@ def _bracket(p: str, pi: int, s: str, si: int) -> tuple[int, int]:
             cend_c = at(pi)
             pi += 1
             if cend_c == "[" and at(pi) == ".":
-                startp = pi
-                n = 0
-                while True:
-                    pi += 1
-                    c = at(pi)
-                    if c == "." and at(pi + 1) == "]":
-                        pi += 2
-                        break
-                    if c == "\0":
-                        return _NOMATCH, pi
-                    n += 1
-                if n != 1:
+                symbol, pi = _collating_symbol(p, pi)
+                if symbol is None:
                     return _NOMATCH, pi
-                cend = ord(p[startp + 1])
+                cend = ord(symbol)
             else:
                 if cend_c == "\\":
                     cend_c = at(pi)
