@@ -119,6 +119,9 @@ class LoadedModule:
     sysfs: bool = False  # mod_sysfs_setup has run
 
 
+# The simulated kernel parses module parameters with its own copy of the kernel's rules,
+# written from kernel/params.c, not with kmodd.core.params: `explain` predicts with the
+# latter, and its predictions are tested against this independent model.
 def _kstrtobool(value: str | None) -> bool | None:
     if value is None:
         return True
