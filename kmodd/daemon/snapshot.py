@@ -55,8 +55,7 @@ def _drop_log(event: LibkmodEvent) -> None:
 class MemoIndexes:
     """An `Indexes` that remembers every answer of the index under it (bounded).
 
-    One memo per kind of question, so a hit is one dict probe. Over a decoded index the
-    builtin question (a set membership) is asked directly: remembering it costs more.
+    One memo per kind of question, so a hit is one dict probe.
     """
 
     def __init__(self, inner: Indexes) -> None:
@@ -65,8 +64,6 @@ class MemoIndexes:
         self._deps: dict[str, str | None] = {}
         self._names: dict[tuple[str, str], tuple[str, ...] | None] = {}
         self._builtin: dict[str, bool | None] = {}
-        if not isinstance(inner, RawIndexes):
-            self.builtin = inner.builtin  # type: ignore[method-assign]
 
     def dep_line(self, name: str) -> str | None:
         memo = self._deps
