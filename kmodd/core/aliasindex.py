@@ -149,6 +149,16 @@ class AliasIndex:
             found = _order(found)
         return [h[1] for h in found]
 
+    def matches_in_key_order(self, query: str) -> list[tuple[int, str]]:
+        """(priority, value) of every pattern matching `query` (which has no wildcard), in
+        the order a trie walk meets the patterns when it visits children before their node:
+        by key with a sentinel above every character appended, values in file order."""
+        found = self._find(query)
+        if len(found) > 1:
+            found.sort(key=lambda h: (query[: h[4]] + h[2] if h[4] >= 0 else h[2])
+                       + _AFTER_ALL)
+        return [(h[0], h[1]) for h in found]
+
     def _find(self, query: str) -> list[Hit]:
         """Every hit of `query`, unordered."""
         found: list[Hit] = []
@@ -168,6 +178,44 @@ class AliasIndex:
             for p, v, vidx in hits:
                 found.append((p, v, query, vidx, -1))
         return found
+
+
+class MappedAliasIndex:
+    """A `.bin` alias index searched as mapped, each wildcard subtree decoded once.
+
+    libkmod's walk for a modalias meets the same few subtrees again and again (every
+    `acpi:` key reaches all the `acpi*:` patterns, every PCI key the `pci:v*` ones), and
+    fnmatching them from the file costs more than the rest of a boot's lookups. Here each
+    subtree is decoded on first use into an `AliasIndex` of its own, which then finds the
+    matching patterns directly; the walk and the result order stay libkmod's. What is never
+    met is never decoded, so this suits the boot's first lookups, before (or instead of) a
+    full decode.
+    """
+
+    __slots__ = ("_subtrees", "raw")
+
+    def __init__(self, raw: BinIndex) -> None:
+        self.raw = raw
+        self._subtrees: dict[tuple[int, int, str], AliasIndex] = {}
+
+    def search_wild(self, query: str) -> list[tuple[int, str]]:
+        """The same answer as `BinIndex.search_wild(query)`."""
+        if "*" in query or "?" in query or "[" in query:
+            return self.raw.search_wild(query)
+        found: list[tuple[int, int, str]] = []
+        self.raw.wild_descend(query, self._subtree, found)
+        found.sort()
+        return [(prio, value) for prio, _, value in found]
+
+    def _subtree(self, word: int, skip: int, pattern: str, subkey: str,
+                 found: list[tuple[int, int, str]]) -> None:
+        where = (word, skip, pattern)
+        index = self._subtrees.get(where)
+        if index is None:
+            index = self._subtrees[where] = AliasIndex(
+                self.raw.subtree_items(word, pattern, skip), None)
+        for prio, value in index.matches_in_key_order(subkey):
+            found.append((prio, -len(found), value))
 
 
 def _scan_any(b: _Bucket | list[Entry] | Entry, start: int, query: str, n: int,

@@ -17,7 +17,7 @@ damaged file raises `IndexFileError` naming the file, the offset and what is wro
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import compress
 from typing import NamedTuple
 
@@ -38,6 +38,9 @@ WILD_CHILDREN = ("*", "?", "[")
 
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">III")
+#: Called for each subtree a wildcard lookup meets: (word, skip, pattern, subkey, found),
+#: see `BinIndex._wild_all`.
+SubtreeVisitor = Callable[[int, int, str, str, list[tuple[int, int, str]]], None]
 
 
 class IndexFileError(ValueError):
@@ -223,11 +226,15 @@ class BinIndex:
     def search_wild(self, key: str) -> list[tuple[int, str]]:
         """Wildcard lookup: every value whose key pattern matches `key`, in libkmod's order."""
         found: list[tuple[int, int, str]] = []  # (priority, -insertion, value)
-        self._wild_descend(key, found)
+        self.wild_descend(key, self._wild_all, found)
         found.sort()
         return [(prio, value) for prio, _, value in found]
 
-    def _wild_descend(self, key: str, found: list[tuple[int, int, str]]) -> None:
+    def wild_descend(self, key: str, subtree: SubtreeVisitor,
+                     found: list[tuple[int, int, str]]) -> None:
+        """libkmod's walk for a wildcard lookup: along `key`, every subtree that starts at a
+        wildcard goes to `subtree(word, skip, pattern, subkey, found)` (see `_wild_all`) in
+        the order the walk meets it, and the values of the key itself go to `found` last."""
         word = self.root
         i = 0
         steps = 0
@@ -239,7 +246,7 @@ class BinIndex:
             p = node.prefix
             for j, ch in enumerate(p):
                 if ch in "*?[":
-                    self._wild_all(word, j, "", key[i + j :], found)
+                    subtree(word, j, "", key[i + j :], found)
                     return
                 if i + j >= len(key) or ch != key[i + j]:
                     return
@@ -247,7 +254,7 @@ class BinIndex:
             for wc in WILD_CHILDREN:
                 child = node.child(wc)
                 if child:
-                    self._wild_all(child, 0, wc, key[i:], found)
+                    subtree(child, 0, wc, key[i:], found)
             if i == len(key):
                 for prio, value in node.values:
                     found.append((prio, -len(found), value))
@@ -261,14 +268,21 @@ class BinIndex:
     ) -> None:
         """Every pattern of a subtree below a wildcard, tried against the rest of the key.
 
+        The subtree is the node at `word` with the first `skip` characters of its prefix
+        left out, reached by the characters `pattern`; its keys all start with a wildcard.
         libkmod visits the subtree children first (in character order), then the node, so
         the patterns are taken in that order: sorting keys with a sentinel above every
         character appended gives exactly it (a node's values keep their file order).
         """
-        entries = sorted(self._checked_decode(word, pattern, skip), key=_post_order)
+        entries = sorted(self.subtree_items(word, pattern, skip), key=_post_order)
         for key, prio, value in entries:
             if match(key, subkey):
                 found.append((prio, -len(found), value))
+
+    def subtree_items(self, word: int, pattern: str, skip: int
+                      ) -> Iterator[tuple[str, int, str]]:
+        """(key, priority, value) of a subtree (see `_wild_all`), in pre-order."""
+        return self._checked_decode(word, pattern, skip)
 
     # -- whole-index reads -----------------------------------------------------------------
 

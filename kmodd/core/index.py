@@ -3,7 +3,9 @@
 Two readers answer the same questions with the same answers:
 
 * `RawIndexes` reads each `.bin` on demand, the way libkmod walks an mmap: nothing is
-  decoded up front, which is what a one-shot `modprobe` wants.
+  decoded up front, which is what a one-shot `modprobe` wants. For a caller that looks up
+  many keys (the daemon before its decode) the alias indexes keep every wildcard subtree
+  they meet decoded (`MappedAliasIndex`).
 * `ModuleIndex` is the immutable snapshot the daemon keeps: every index decoded once into
   dicts and an `AliasIndex`, so that a lookup costs microseconds.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from kmodd.core.aliasindex import AliasIndex
+from kmodd.core.aliasindex import AliasIndex, MappedAliasIndex
 from kmodd.core.binindex import BinIndex, IndexFileError
 
 #: The index files libkmod loads, by role, in the order kmod_load_resources maps them.
@@ -94,18 +96,26 @@ def open_indexes(
 
 
 class RawIndexes:
-    """Lookups straight on the `.bin` bytes, nothing decoded ahead of time."""
+    """Lookups straight on the `.bin` bytes, nothing decoded ahead of time (with
+    `keep_subtrees`, the alias indexes keep what their lookups decoded)."""
 
-    def __init__(self, moddir: str, bins: Mapping[str, BinIndex]) -> None:
+    def __init__(self, moddir: str, bins: Mapping[str, BinIndex], *,
+                 keep_subtrees: bool = False) -> None:
         self.moddir = moddir
         self._bins = dict(bins)
+        self._wild_ix: dict[str, BinIndex | MappedAliasIndex] = dict(bins)
+        if keep_subtrees:
+            for role in ("alias", "builtin_alias"):
+                ix = bins.get(role)
+                if ix is not None:
+                    self._wild_ix[role] = MappedAliasIndex(ix)
 
     def dep_line(self, name: str) -> str | None:
         ix = self._bins.get("dep")
         return ix.search(name) if ix is not None else None
 
     def _wild(self, role: str, key: str) -> list[str] | None:
-        ix = self._bins.get(role)
+        ix = self._wild_ix.get(role)
         if ix is None:
             return None
         return [v for _, v in ix.search_wild(key)]

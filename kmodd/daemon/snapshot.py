@@ -204,7 +204,7 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
         indexes = decoded
         modules = decoded.module_count()
     else:
-        indexes = RawIndexes(moddir, bins)
+        indexes = RawIndexes(moddir, bins, keep_subtrees=True)
     config = load_config(root, moddir, real_moddir=real_moddir)
     cmdline = read_cmdline(root) or b""
     return Snapshot(

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kobuild import KoSpec, write_ko
 
-from kmodd.core.aliasindex import AliasIndex
+from kmodd.core.aliasindex import AliasIndex, MappedAliasIndex
 from kmodd.core.binindex import BinIndex, IndexFileError
+from kmodd.core.binindex_write import IndexBuilder
 
 KVER = "4.4.4"
 
@@ -137,6 +138,7 @@ def test_memory_index_equals_file_walk_on_the_debian_tree(debian_tree: object) -
     raw = load(moddir, "modules.alias.bin")
     items = raw.items()
     mem = AliasIndex(items, raw)
+    mapped = MappedAliasIndex(raw)
     rnd = random.Random(5)
     fills = ["", "0", "00008086", "ABC", "C", "T", ":", "pa", "in01", "v", "d", ":PNP0C09:"]
     for key, _, _ in rnd.sample(items, 1500):
@@ -146,4 +148,41 @@ def test_memory_index_equals_file_walk_on_the_debian_tree(debian_tree: object) -
         if rnd.random() < 0.2 and q:
             i = rnd.randrange(len(q))
             q = q[:i] + rnd.choice("0aZ:") + q[i + 1 :]
-        assert mem.search_wild(q) == raw.search_wild(q), q
+        want = raw.search_wild(q)
+        assert mem.search_wild(q) == want, q
+        assert mapped.search_wild(q) == want, q
+
+
+def test_mapped_index_keeping_subtrees_answers_like_the_file_every_time(
+        small_tree: str) -> None:
+    raw = load(small_tree, "modules.alias.bin")
+    mapped = MappedAliasIndex(load(small_tree, "modules.alias.bin"))
+    queries = ["pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00", "usb:v1234p0042",
+               "foo_bar", "foox", "mdio:0000abcd1111", "mdio:0000abcd1110",
+               "of:NxTyCacme,xCacme,x", "of:NxTyCacme,x", "usb:v1234p0*", "nothing"]
+    for _ in range(2):  # the second round is answered from the subtrees the first decoded
+        for q in queries:
+            assert mapped.search_wild(q) == raw.search_wild(q), q
+
+
+_ALIAS_CHARS = "ab*?[]-:"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    aliases=st.lists(st.tuples(st.text(_ALIAS_CHARS, min_size=1, max_size=7),
+                               st.sampled_from(["m1", "m2", "m3"])), min_size=1, max_size=30),
+    queries=st.lists(st.text("ab-:", max_size=8), min_size=1, max_size=10),
+)
+def test_mapped_index_keeping_subtrees_orders_matches_as_libkmods_walk(
+        aliases: list[tuple[str, str]], queries: list[str]) -> None:
+    """Wildcards at every depth, in node prefixes and as `*`, `?`, `[` children side by
+    side, several modules per pattern with their priorities: the same hits, same order."""
+    builder = IndexBuilder()
+    for n, (pattern, module) in enumerate(aliases):
+        builder.add(pattern, module, n % 3)
+    data = builder.to_bytes()
+    raw = BinIndex(data, "alias.bin")
+    mapped = MappedAliasIndex(BinIndex(data, "alias.bin"))
+    for q in queries + queries:
+        assert mapped.search_wild(q) == raw.search_wild(q), q
