@@ -110,6 +110,9 @@ def bench_coldplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, An
             print(f"run {run} {name}: {len(r['modules'])} modules, last module "
                   f"{t.get('last_module', float('nan')):.2f} s, done {t['settle_end']:.2f} s "
                   f"(boot {r['boot']['host_seconds']} s, host load {load:.1f})", flush=True)
+            if r.get("cpu_seconds"):
+                print("    guest CPU to the last module: " + ", ".join(
+                    f"{k} {v} s" for k, v in r["cpu_seconds"].items()), flush=True)
             if "kmodd_timings" in r:
                 print("    kmodd's own timings: " + ", ".join(
                     f"{k} {v}" for k, v in r["kmodd_timings"].items() if k != "per_module"),

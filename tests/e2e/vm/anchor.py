@@ -66,6 +66,7 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "duplicate_inserts": r["inserts"]["duplicates"],
         "boot_host_seconds": r["boot"]["host_seconds"],
         "boot_init_uptime": r["boot"]["init_uptime"],
+        "cpu_seconds": r.get("cpu_seconds", {}),
     } for r in runs]
     keys = [k for k in per_run[0] if isinstance(per_run[0][k], float | int)]
     first = runs[0]
@@ -82,6 +83,7 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "inserts_run1": first["inserts"],
         "load_order_run1": [[m["module"], round(m["t"], 3)] for m in load_order],
         "bindings_run1": first["bindings"],
+        "loader_logs": [r.get("loader_log", "") for r in runs],
     }
 
 

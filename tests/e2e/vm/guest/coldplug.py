@@ -30,6 +30,18 @@ from agent import UeventListener, insert_trace_report, insert_trace_start, wait_
 
 SYSFS_DEVICES = "/sys/devices"
 UDEVD = "/lib/systemd/systemd-udevd"
+LOADER_LOG = "/run/coldplug-loader.log"  # an exec loader's stdout and stderr
+
+
+def _tail(path: str, limit: int) -> str:
+    """The last `limit` bytes of a file as text ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def loaded_modules() -> list[str]:
@@ -76,6 +88,54 @@ def bindings() -> list[dict[str, str]]:
     return out
 
 
+def cpu_ticks() -> list[int]:
+    """The guest's cumulative CPU ticks (/proc/stat `cpu`): user, nice, system, idle, iowait,
+    irq, softirq, steal."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+class CpuAtModules:
+    """CPU ticks sampled as each module goes live, to split the coldplug's wall time into
+    user space, kernel and idle up to the last module; with `pid` set, also the loader's
+    own (its threads', from /proc/PID/stat)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, list[int], list[int]]] = []
+        self.pid: int | None = None
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        if ev["action"] == "add" and str(ev["devpath"]).startswith("/module/"):
+            self.samples.append((float(ev["t"]), cpu_ticks(), self._loader_ticks()))
+
+    def _loader_ticks(self) -> list[int]:
+        if self.pid is None:
+            return []
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return []
+        return [int(fields[11]), int(fields[12])]  # utime, stime
+
+    def split(self, start: list[int], upto: float) -> dict[str, float]:
+        """Seconds of user, system (with irq), idle (with iowait) from `start` to the last
+        sample at or before `upto`, and the loader's user and system time by then."""
+        end = max((s for s in self.samples if s[0] <= upto), default=None,
+                  key=lambda s: s[0])
+        if end is None:
+            return {}
+        d = [b - a for a, b in zip(start, end[1], strict=True)]
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {"user": round((d[0] + d[1]) / hz, 2),
+               "system": round((d[2] + d[5] + d[6]) / hz, 2),
+               "idle": round((d[3] + d[4]) / hz, 2), "steal": round(d[7] / hz, 2)}
+        if end[2]:
+            out["loader_user"] = round(end[2][0] / hz, 2)
+            out["loader_system"] = round(end[2][1] / hz, 2)
+        return out
+
+
 def run(argv: list[str]) -> float:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic()
@@ -108,7 +168,7 @@ def start_udev(t: dict[str, float]) -> None:
 
 def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify: bool,
                quiet: float, first_wait: float, timeout: float,
-               listener: UeventListener) -> subprocess.Popen[bytes]:
+               listener: UeventListener, cpu_at: CpuAtModules) -> subprocess.Popen[bytes]:
     """Start the loader in its own session; return once it is ready and then idle
     (agent.wait_idle: no uevent and nothing running in its session for `quiet` s)."""
     full_env = {**os.environ, **env}
@@ -120,9 +180,10 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
         sock.settimeout(timeout)
         full_env["NOTIFY_SOCKET"] = path
     t["loader_start"] = t["trigger_start"] = time.monotonic()
-    with open("/run/coldplug-loader.log", "ab") as log:
+    with open(LOADER_LOG, "ab") as log:
         proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    cpu_at.pid = proc.pid
     while sock is not None and "ready" not in t:
         try:
             msg = sock.recv(4096).decode(errors="replace")
@@ -142,7 +203,7 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
                   timeout)
     if proc.poll() is not None:
         raise SystemExit(f"loader exited with {proc.returncode} during coldplug "
-                         "(see /run/coldplug-loader.log)")
+                         f"(see {LOADER_LOG})")
     if not r["idle"]:
         raise SystemExit(f"loader still busy after {timeout} s")
     t["settle_end"] = time.monotonic()
@@ -164,17 +225,19 @@ def main() -> int:
     p.add_argument("--out", default="/run/coldplug.json")
     a = p.parse_args()
 
-    listener = UeventListener()
+    cpu_at = CpuAtModules()
+    listener = UeventListener(cpu_at)
     insert_trace_start()
     before_mods = loaded_modules()
     before_alias = modaliases()
     t: dict[str, float] = {}
     events: list[dict[str, Any]] = []
+    cpu_start = cpu_ticks()
     if a.loader == "udev":
         start_udev(t)
     else:
         start_exec(t, json.loads(a.exec_argv), json.loads(a.env), a.notify, a.quiet,
-                   a.first_wait, a.timeout, listener)
+                   a.first_wait, a.timeout, listener, cpu_at)
     settled_mods = loaded_modules()
     time.sleep(a.linger)
     t["linger_end"] = time.monotonic()
@@ -196,10 +259,15 @@ def main() -> int:
     times = {k: v - t0 for k, v in t.items()}
     if module_events:
         times["last_module"] = max(m["t"] for m in module_events)
+    # CPU from the loader's start (udev: its daemon start, just before the trigger) to the
+    # last module live
+    cpu = cpu_at.split(cpu_start, t0 + times.get("last_module", 0.0))
     with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        cpu_model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), "")
     report = {
-        "loader": a.loader, "kernel": os.uname().release, "cpu": cpu,
+        "loader": a.loader, "kernel": os.uname().release, "cpu": cpu_model,
+        "cpu_seconds": cpu,
         "modules_before": before_mods, "modules_settled": settled_mods,
         "modules": final_mods,
         "late_modules": sorted(set(final_mods) - set(settled_mods)),
@@ -209,6 +277,7 @@ def main() -> int:
         "synthetic_uevents": sum(1 for e in events if "SYNTH_UUID" in e["env"]),
         "modaliases_before": before_alias, "modaliases_after": after_alias,
         "bindings": bound, "inserts": inserts,
+        "loader_log": _tail(LOADER_LOG, 256 * 1024),
     }
     with open(a.out + ".tmp", "w") as f:
         json.dump(report, f)
