@@ -12,10 +12,14 @@ Three producers feed the same queue:
 
 The queue holds devices, not events: an event for a device that is still waiting replaces
 the waiting one (the latest state of a device is what counts), so a storm of events for a
-few devices cannot fill it. It holds at most `depth` devices (the `intake_queue` setting).
-A kernel uevent that finds it full is dropped and a resync is scheduled; scans wait for room
-instead of dropping. A scanned device that was already handled with the same modalias is
-skipped, so a resync costs only the scan.
+few devices cannot fill it. A waiting `add` gives way only to another `add` or a `remove`:
+the `bind` that follows an `add` as soon as a loaded driver takes the device (or a `change`)
+must not cancel the loading the `add` asks for.
+
+The queue holds at most `depth` devices (the `intake_queue` setting). A kernel uevent that
+finds it full is dropped and a resync is scheduled; scans wait for room instead of
+dropping. A scanned device that was already handled with the same modalias is skipped, so
+a resync costs only the scan.
 """
 
 from __future__ import annotations
@@ -71,6 +75,14 @@ def module_event(name: str) -> Uevent:
     return Uevent(Action.ADD, devpath, "module", 0, env)
 
 
+def _replaces(event: Uevent, origin: Origin, waiting: Queued) -> bool:
+    """Whether `event` takes the place of the same device's waiting event (see above)."""
+    if origin is not Origin.KERNEL and waiting.origin is Origin.KERNEL:
+        return False  # a scan's copy never replaces what the kernel said
+    return (waiting.event.action is not Action.ADD
+            or event.action is Action.ADD or event.action is Action.REMOVE)
+
+
 class Intake:
     """The bounded device queue and its producers."""
 
@@ -96,8 +108,7 @@ class Intake:
         devpath = event.devpath
         waiting = self._waiting.get(devpath)
         if waiting is not None:
-            # A kernel event is never replaced by a scan's copy of the same device.
-            if origin is Origin.KERNEL or waiting.origin is not Origin.KERNEL:
+            if _replaces(event, origin, waiting):
                 self._waiting[devpath] = Queued(event, origin, waiting.queued)
             self._coalesced += 1
             return True

@@ -170,8 +170,7 @@ def test_a_real_failure_is_a_warning_with_its_cause_and_the_kernels_words(
             source.push(uevent("/devices/bad", "kmoddtest:bad", 7, subsystem="kmodd"),
                         uevent("/devices/nodev", "kmoddtest:nodev", 8, subsystem="kmodd"))
             await wait_until(lambda: finished(daemon, "/devices/bad", "/devices/nodev"))
-            assert daemon.control is not None
-            view = await daemon.control.explain("kmodd_bad_magic")
+            view = await daemon.start_control().explain("kmodd_bad_magic")
             attempt, *_ = view.explanation.findings
             assert (attempt.check, attempt.verdict, attempt.summary) == (
                 Check.ATTEMPT, Verdict.PROBLEM, "the load failed with ENOEXEC: bad-format")
@@ -232,7 +231,7 @@ def test_a_dry_run_decides_and_tells_but_inserts_nothing(root: Root) -> None:
             await wait_until(lambda: finished(daemon, "/devices/a"))
             assert running.fake.calls == []
             assert outcome_of(daemon, "/devices/a") == "planned"
-            assert daemon.control is not None and daemon.control.status().dry_run
+            assert daemon.start_control().status().dry_run
 
     asyncio.run(scenario())
     assert [(r.module, r.outcome) for r in sink.records] == [
@@ -248,16 +247,16 @@ def test_events_for_a_waiting_device_are_coalesced_and_a_full_queue_means_a_resy
         running = RunningDaemon(root, source=source, sink=sink, intake_queue=16,
                                 devices_root=Root("/nonexistent"))
         async with running as daemon:
-            assert daemon.intake is not None and daemon.control is not None
+            assert daemon.intake is not None
             events = [uevent("/devices/same", VIRTIO_PCI, n) for n in range(1, 6)]
             events += [uevent(f"/devices/x{n}", "kmoddtest:none", 10 + n) for n in range(40)]
             source.push(*events)
-            await wait_until(lambda: daemon.control is not None
-                             and daemon.control.statistics().resyncs == 1, what="a resync")
+            await wait_until(lambda: daemon.start_control().statistics().resyncs == 1,
+                             what="a resync")
             counters = daemon.intake.counters()
             assert counters.coalesced == 4
             assert counters.overflows == 40 + 1 - 16
-            assert daemon.control.statistics().overruns == counters.overflows
+            assert daemon.start_control().statistics().overruns == counters.overflows
 
     asyncio.run(scenario())
 
@@ -272,8 +271,7 @@ def test_with_the_index_left_mapped_lookups_answer_from_the_files(root: Root) ->
             source.push(uevent("/devices/a", VIRTIO_PCI))
             await wait_until(lambda: finished(daemon, "/devices/a"))
             assert outcome_of(daemon, "/devices/a") == "inserted"
-            assert daemon.control is not None
-            assert await daemon.control.reload() == 2
+            assert await daemon.start_control().reload() == 2
             assert not daemon.snapshots.current.decoded
 
     asyncio.run(scenario())
@@ -296,8 +294,7 @@ def test_a_second_device_with_the_same_modalias_reuses_the_plan(root: Root) -> N
             assert outcome_of(daemon, "/devices/cpu0") == "inserted"
             assert outcome_of(daemon, "/devices/cpu1") == "already-loaded"
             # A reload brings a new snapshot: nothing is reused across it.
-            assert daemon.control is not None
-            await daemon.control.reload()
+            await daemon.start_control().reload()
             source.push(uevent("/devices/cpu2", "platform:serial8250", 3, subsystem="cpu"))
             await wait_until(lambda: finished(daemon, "/devices/cpu2"))
             assert decisions.hits == 1
@@ -314,11 +311,47 @@ def test_a_dry_run_unload_removes_nothing(root: Root) -> None:
     async def scenario() -> None:
         async with RunningDaemon(root, kernel=kernel, source=FakeUeventSource(),
                                  dry_run=True) as daemon:
-            assert daemon.control is not None
-            results = await daemon.control.unload(["kmodd_serial"])
+            results = await daemon.start_control().unload(["kmodd_serial"])
             assert [(r.module, r.outcome, r.message) for r in results] == [
                 ("kmodd_serial", "planned", "Would remove kmodd_serial (dry run)")]
 
     asyncio.run(scenario())
     assert kernel.module("kmodd_serial") is not None
     assert [c for c, _ in kernel.calls] == ["finit_module"]
+
+
+def test_a_bind_right_behind_a_waiting_add_does_not_cancel_its_loading(root: Root) -> None:
+    """Under load the kernel's `bind` (a driver already loaded took the device) can reach
+    the queue while the device's `add` still waits there; the add's modules still load."""
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source, devices_root=Root("/nonexistent"))
+        async with running as daemon:
+            source.push(uevent("/devices/vp", VIRTIO_PCI, 1),
+                        uevent("/devices/vp", VIRTIO_PCI, 2, action="bind", DRIVER="other"))
+            await wait_until(lambda: finished(daemon, "/devices/vp"))
+            assert daemon.devices is not None and daemon.intake is not None
+            assert daemon.intake.counters().coalesced == 1
+            assert daemon.devices.records["/devices/vp"].seqnum == 1
+            assert {m.name for m in running.fake.loaded} == {"kmodd_core", "kmodd_virtio_pci"}
+
+    asyncio.run(scenario())
+
+
+def test_a_remove_behind_a_waiting_add_means_nothing_is_loaded_for_the_device(
+        root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source, devices_root=Root("/nonexistent"))
+        async with running as daemon:
+            source.push(uevent("/devices/vp", VIRTIO_PCI, 1),
+                        uevent("/devices/vp", VIRTIO_PCI, 2, action="remove"))
+            await wait_until(lambda: daemon.devices is not None
+                             and daemon.devices.handled_events == 1)
+            assert daemon.devices is not None
+            assert "/devices/vp" not in daemon.devices.records
+            assert running.fake.loaded == []
+
+    asyncio.run(scenario())
