@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from kmodd.core.binindex import BinIndex
-from kmodd.core.glob import compile_pattern
+from kmodd.core.glob import compile_pattern, match
 
 #: Buckets up to this size are scanned, each pattern first tested by its most selective
 #: literal segment (a C-speed substring test); bigger ones get tail and segment sub-indexes.
@@ -43,6 +43,10 @@ MIN_SEGMENT = 3
 
 _WILD_RANK = {"*": 0, "?": 1, "[": 2}
 _AFTER_ALL = "\uffff"
+
+
+def _post_order(entry: tuple[str, int, str]) -> str:
+    return entry[0] + _AFTER_ALL
 
 # A shape: the text of a pattern after its literal prefix, parsed once and shared by every
 # pattern that has it (most PCI and USB aliases share theirs, like `*sd*bc*sc*i*`):
@@ -185,18 +189,19 @@ class MappedAliasIndex:
 
     libkmod's walk for a modalias meets the same few subtrees again and again (every
     `acpi:` key reaches all the `acpi*:` patterns, every PCI key the `pci:v*` ones), and
-    fnmatching them from the file costs more than the rest of a boot's lookups. Here each
-    subtree is decoded on first use into an `AliasIndex` of its own, which then finds the
-    matching patterns directly; the walk and the result order stay libkmod's. What is never
-    met is never decoded, so this suits the boot's first lookups, before (or instead of) a
-    full decode.
+    fnmatching them from the file costs more than the rest of a boot's lookups. Here a
+    subtree is decoded and scanned on its first visit, as libkmod does, and kept; met again,
+    it gets an `AliasIndex` of its own, which finds the matching patterns directly. The
+    walk and the result order stay libkmod's. What is never met is never decoded, so this
+    suits the boot's first lookups, before (or instead of) a full decode.
     """
 
     __slots__ = ("_subtrees", "raw")
 
     def __init__(self, raw: BinIndex) -> None:
         self.raw = raw
-        self._subtrees: dict[tuple[int, int, str], AliasIndex] = {}
+        # a subtree met once: its entries as decoded; met again: their AliasIndex
+        self._subtrees: dict[tuple[int, int, str], list[tuple[str, int, str]] | AliasIndex] = {}
 
     def search_wild(self, query: str) -> list[tuple[int, str]]:
         """The same answer as `BinIndex.search_wild(query)`."""
@@ -210,11 +215,19 @@ class MappedAliasIndex:
     def _subtree(self, word: int, skip: int, pattern: str, subkey: str,
                  found: list[tuple[int, int, str]]) -> None:
         where = (word, skip, pattern)
-        index = self._subtrees.get(where)
-        if index is None:
-            index = self._subtrees[where] = AliasIndex(
-                self.raw.subtree_items(word, pattern, skip), None)
-        for prio, value in index.matches_in_key_order(subkey):
+        known = self._subtrees.get(where)
+        if known is None:
+            # First visit: decode and scan, as libkmod does, and keep what was decoded.
+            entries = list(self.raw.subtree_items(word, pattern, skip))
+            self._subtrees[where] = entries
+            for _key, prio, value in sorted(entries, key=_post_order):
+                if match(_key, subkey):
+                    found.append((prio, -len(found), value))
+            return
+        if isinstance(known, list):
+            # Met again: worth an index of its own.
+            known = self._subtrees[where] = AliasIndex(known, None)
+        for prio, value in known.matches_in_key_order(subkey):
             found.append((prio, -len(found), value))
 
 
