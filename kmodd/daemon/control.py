@@ -2,8 +2,8 @@
 
 The daemon's state reaches the handlers through the `ControlState` protocol, whose methods
 return the frozen view values below (they mirror the IDL types one to one), so this module
-knows nothing of how the daemon keeps its state. `EventHub` carries events to `Monitor`
-streams, each subscriber with its own bounded queue.
+knows nothing of how the daemon keeps its state. `events.EventHub` carries events to
+`Monitor` streams.
 
 Authorisation (SO_PEERCRED): methods in `CHANGING_METHODS` need uid 0 or membership (primary
 or supplementary group) in the configured admin group; every other method is open to all.
@@ -11,7 +11,6 @@ or supplementary group) in the configured admin group; every other method is ope
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import grp
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kmodd.core.explain_idl import VARLINK_TYPES as EXPLAIN_TYPES
 from kmodd.core.settings import Settings
+from kmodd.daemon.events import EventHub, MonitorOverrun
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
     Call,
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
-#: Events buffered per Monitor subscriber; a subscriber that falls further behind is ended
-#: with MonitorOverrun rather than slowing the daemon.
-MONITOR_QUEUE = 1024
 
 IDL = """\
 # kmodd: loads kernel modules for devices. This is its control interface.
@@ -288,17 +285,6 @@ class LoadResultView:
     plan: tuple[PlanStepView, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EventView:
-    kind: str
-    usec: int
-    message: str
-    devpath: str | None = None
-    modalias: str | None = None
-    module: str | None = None
-    outcome: str | None = None
-
-
 def to_wire(value: Any) -> Any:
     """A view (or a sequence or mapping of views) as JSON-ready data; None fields are left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -338,42 +324,6 @@ class ControlState(Protocol):
     async def unload(self, modules: Sequence[str]) -> Sequence[LoadResultView]: ...
 
     async def reload(self) -> int: ...
-
-
-class _Subscription:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[EventView] = asyncio.Queue(MONITOR_QUEUE)
-        self.lost = 0
-
-
-class EventHub:
-    """Fans events out to Monitor subscribers without ever blocking the publisher."""
-
-    def __init__(self) -> None:
-        self._subscribers: set[_Subscription] = set()
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
-
-    def publish(self, event: EventView) -> None:
-        for sub in self._subscribers:
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.lost += 1
-
-    async def stream(self) -> AsyncIterator[EventView]:
-        """Events from now on; raises MonitorOverrun once this subscriber fell behind."""
-        sub = _Subscription()
-        self._subscribers.add(sub)
-        try:
-            while True:
-                if sub.lost and sub.queue.empty():
-                    raise VarlinkError(f"{INTERFACE}.MonitorOverrun", {"lost": sub.lost})
-                yield await sub.queue.get()
-        finally:
-            self._subscribers.discard(sub)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -481,8 +431,11 @@ def build_service(
             raise VarlinkError(f"{INTERFACE}.ReloadFailed", {"reason": str(e)}) from e
 
     async def monitor(call: Call) -> AsyncIterator[Reply]:
-        async for event in hub.stream():
-            yield Reply({"event": to_wire(event)}, continues=True)
+        try:
+            async for event in hub.stream():
+                yield Reply({"event": to_wire(event)}, continues=True)
+        except MonitorOverrun as e:
+            raise VarlinkError(f"{INTERFACE}.MonitorOverrun", {"lost": e.lost}) from None
 
     handlers: dict[str, Method] = {
         "GetStatus": Method(get_status),

@@ -2,7 +2,7 @@
 
 `Reporter.outcome` is the only way an outcome leaves the daemon. It builds the journal
 record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY and the KMODD_* fields), hands the
-same facts to Monitor subscribers (`daemon.control.EventHub`) and counts the outcome for
+same facts to Monitor subscribers (`daemon.events.EventHub`) and counts the outcome for
 GetStatus. Records below the configured level are counted and streamed but not written.
 Levels and wording come from `core.autoload`; a failure carries its cause in plain words
 (`core.outcome`) and the kernel's own lines about the module.
@@ -18,7 +18,7 @@ from kmodd.core.autoload import LoadOutcome, Request, log_level, message
 from kmodd.core.libkmodlog import Priority as CorePriority
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.outcome import Diagnosis
-from kmodd.daemon.control import EventHub, EventView
+from kmodd.daemon.events import EventHub, EventView
 from kmodd.system.journal import LogSink, OutcomeRecord, Priority
 
 #: `log_level` setting -> the least important priority that is written.

@@ -1,7 +1,9 @@
 """The running daemon: start-up, the tasks it owns, reloads, and an orderly stop.
 
 Start-up, in this order (DESIGN.md): the module index as mapped and the configuration (a
-`Snapshot`), the kernel uevent socket, the control socket, then READY=1. After READY: the
+`Snapshot`), the kernel uevent socket, the control socket, then READY=1. The control
+socket listens from the start; the code that serves it is loaded when a client first
+connects or once the coldplug burst is over (`start_control`). After READY: the
 coldplug feeds every device sysfs shows into the same intake that hotplug events use, while
 hotplug keeps running (devices created by drivers that coldplug loads, such as disks behind
 a freshly loaded HBA, arrive as uevents meanwhile); then the decoded index is swapped in.
@@ -23,26 +25,35 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kmodd import __version__
 from kmodd.core.settings import Settings
-from kmodd.daemon.control import EventHub, admin_gid, build_service, limits_from
 from kmodd.daemon.devices import Devices
+from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
+from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.report import Reporter
 from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, Snapshots
-from kmodd.daemon.state import DaemonControl, Lifecycle
-from kmodd.daemon.varlink import bind_listener
 from kmodd.system.inotify import ChangeWatcher, config_targets
 from kmodd.system.journal import LogSink, Priority
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.liveview import ListedModules
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
-from kmodd.system.notify import LISTEN_VARIABLES, ListenFd, Notifier, watchdog_interval
+from kmodd.system.notify import (
+    LISTEN_VARIABLES,
+    ListenFd,
+    Notifier,
+    bind_listener,
+    watchdog_interval,
+)
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
+
+if TYPE_CHECKING:
+    from kmodd.daemon.state import DaemonControl
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
@@ -95,13 +106,16 @@ class Daemon:
         self.snapshots = Snapshots(self.root, moddir, self.root.path(moddir),
                                    in_memory=self.settings.index_in_memory)
         self._source = source
+        self._source_in_use: UeventSource | None = None  # the one run() opened
         self._install_signals = install_signals
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self.ready = asyncio.Event()
         #: Start-up work is over: coldplug done, then the index decoded (when in memory).
         self.coldplugged = asyncio.Event()
+        #: The control plane, built on first use (`start_control`).
         self.control: DaemonControl | None = None
+        self._control_wanted = asyncio.Event()
         self.devices: Devices | None = None
         self.intake: Intake | None = None
         self.loader: Loader | None = None
@@ -143,6 +157,50 @@ class Daemon:
             raise StartupError(f"cannot listen on {path}: {e.strerror or e}") from e
         self._socket_file = path
         return listener
+
+    def start_control(self) -> DaemonControl:
+        """The control plane (io.kmodd's view of the daemon and its service), built once.
+
+        Its code is a third of what the daemon imports; on a slow machine loading it would
+        take CPU from the boot's module inits. So it is loaded when a client first connects,
+        or once the coldplug burst is over, whichever comes first: an early client waits a
+        moment in the socket's backlog, it is never refused.
+        """
+        if self.control is not None:
+            return self.control
+        from kmodd.daemon.control import admin_gid, build_service, limits_from
+        from kmodd.daemon.state import DaemonControl
+
+        assert self.devices is not None and self.loader is not None
+        assert self.intake is not None and self._source_in_use is not None
+        settings = self.settings
+        control = DaemonControl(
+            lifecycle=self.lifecycle, snapshots=self.snapshots, devices=self.devices,
+            loader=self.loader, intake=self.intake, source=self._source_in_use,
+            reporter=self.reporter, live=self.kernel.modules, root=self.root,
+            devices_root=self.devices_root, reload=self.reload)
+        control.service = build_service(control, self.hub, version=__version__,
+                                        admin_group=settings.control_group,
+                                        limits=limits_from(settings))
+        if settings.control_group and admin_gid(settings.control_group) is None:
+            self.log(Priority.WARNING, f"Unknown control_group {settings.control_group!r}: "
+                                       "only root may load, unload and reload")
+        self.control = control
+        self._control_wanted.set()
+        return control
+
+    async def _serve_control(self, listener: socket.socket) -> None:
+        """Serve io.kmodd on `listener` once the control plane is wanted (`start_control`)."""
+        loop = asyncio.get_running_loop()
+        fd = listener.fileno()
+        loop.add_reader(fd, self._control_wanted.set)  # a client is knocking
+        try:
+            await self._control_wanted.wait()
+        finally:
+            loop.remove_reader(fd)
+        service = self.start_control().service
+        assert service is not None
+        await service.serve(listener)
 
     def _tell_snapshot(self, snapshot: Snapshot, verb: str) -> None:
         if verb != "Decoded":  # the same configuration as the mapped snapshot's: told then
@@ -236,8 +294,8 @@ class Daemon:
                      "coldplug")
         self.lifecycle.coldplug_done = True
         self.notifier.status(self._status_text())
-        if self.settings.index_in_memory:
-            await self._until_quiet()
+        await self._until_quiet()
+        self._control_wanted.set()
         decoded = await self.snapshots.decode()
         if isinstance(decoded, SnapshotFailure):
             self.log(Priority.ERR, f"The module index cannot be decoded, lookups stay on the "
@@ -285,7 +343,7 @@ class Daemon:
                                    "is loaded until a reload succeeds")
         else:
             self._tell_snapshot(first, "Mapped")
-        source = self._open_source()
+        source = self._source_in_use = self._open_source()
         try:
             listener = self._open_control()
         except StartupError:
@@ -304,25 +362,13 @@ class Daemon:
         self.intake = Intake(source, self.devices_root, settings.intake_queue,
                              self.devices.handled)
         self.intake.on_resync = self._on_resync
-        self.control = DaemonControl(
-            lifecycle=self.lifecycle, snapshots=self.snapshots, devices=self.devices,
-            loader=self.loader, intake=self.intake, source=source, reporter=self.reporter,
-            live=live, root=self.root, devices_root=self.devices_root,
-            reload=self.reload)
-        service = build_service(self.control, self.hub, version=__version__,
-                                admin_group=settings.control_group,
-                                limits=limits_from(settings))
-        self.control.service = service
-        if settings.control_group and admin_gid(settings.control_group) is None:
-            self.log(Priority.WARNING, f"Unknown control_group {settings.control_group!r}: "
-                                       "only root may load, unload and reload")
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
                 front = [
                     tg.create_task(self.intake.run_receive(), name="receive"),
                     tg.create_task(self.intake.run_resync(), name="resync"),
-                    tg.create_task(service.serve(listener), name="control"),
+                    tg.create_task(self._serve_control(listener), name="control"),
                     tg.create_task(self._reload_on_request(), name="sighup"),
                 ]
                 dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")

@@ -16,7 +16,6 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
@@ -50,6 +49,7 @@ from kmodd.daemon.control import (
 )
 from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
 from kmodd.daemon.intake import Intake
+from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, StepAction
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
@@ -74,18 +74,6 @@ SOURCE_WORDS = {
     "modules.builtin.alias": "modules.builtin.alias",
 }
 _BLACKLIST_LINE = re.compile(r"blacklist[ \t]+(\S+)")
-
-
-@dataclass(slots=True)
-class Lifecycle:
-    """What GetStatus reports about the daemon itself (set by the service)."""
-
-    started: float  # time.monotonic() at start
-    kernel_release: str
-    state: str = "starting"
-    ready: float | None = None
-    coldplug_done: bool = False
-    dry_run: bool = False
 
 
 def _usec(reporter: Reporter, t: float | None) -> int | None:

@@ -17,10 +17,8 @@ connections beyond the limit are closed on accept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
-import os
 import socket
 import struct
 from collections import Counter
@@ -534,20 +532,3 @@ def _request_problem(message: object) -> str | None:
     if message.get("oneway") and message.get("more"):
         return "oneway and more exclude each other"
     return None
-
-
-def bind_listener(path: str, mode: int = 0o666) -> socket.socket:
-    """A listening AF_UNIX stream socket at `path` (a stale socket file there is replaced)."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(path)
-        # Reading is open to every user; changing methods check the caller's credentials.
-        os.chmod(path, mode)
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -5,10 +5,12 @@ Implemented with the stdlib against systemd's documented protocol (`sd_notify(3)
 `AF_UNIX` socket named by `$NOTIFY_SOCKET` (a leading `@` means the abstract namespace), and
 inherited descriptors from fd 3 on, described by `$LISTEN_FDS`, `$LISTEN_PID` and
 `$LISTEN_FDNAMES`. Without `$NOTIFY_SOCKET` every notification is a quiet no-op, as in libsystemd.
+Without socket activation the daemon binds its control socket itself (`bind_listener`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -125,3 +127,20 @@ def listen_fds(environ: Mapping[str, str], pid: int | None = None) -> tuple[List
 
 #: The variables socket activation sets; the caller removes them so children do not inherit.
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+
+
+def bind_listener(path: str, mode: int = 0o666) -> socket.socket:
+    """A listening AF_UNIX stream socket at `path` (a stale socket file there is replaced)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(path)
+        # Reading is open to every user; changing methods check the caller's credentials.
+        os.chmod(path, mode)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

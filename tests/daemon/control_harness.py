@@ -15,8 +15,6 @@ from kmodd.core.explain import Check, Explanation, Finding, Verdict
 from kmodd.daemon.control import (
     CandidateView,
     DeviceView,
-    EventHub,
-    EventView,
     ExplanationView,
     LoadResultView,
     ModuleView,
@@ -27,7 +25,9 @@ from kmodd.daemon.control import (
     WhyView,
     build_service,
 )
-from kmodd.daemon.varlink import Limits, VarlinkService, bind_listener
+from kmodd.daemon.events import EventHub, EventView
+from kmodd.daemon.varlink import Limits, VarlinkService
+from kmodd.system.notify import bind_listener
 
 VIRTIO_NET = "/devices/pci0000:00/0000:00:03.0/virtio2"
 MODDIR = "/lib/modules/6.1.0-test"

@@ -32,12 +32,11 @@ from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import (
     CHANGING_METHODS,
     IDL,
-    MONITOR_QUEUE,
-    EventHub,
     admin_gid,
     limits_from,
     to_wire,
 )
+from kmodd.daemon.events import MONITOR_QUEUE, EventHub
 from kmodd.daemon.varlink import SERVICE_IDL, Limits
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from tests.runas import RunAs

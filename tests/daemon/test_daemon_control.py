@@ -193,3 +193,36 @@ def test_monitor_streams_outcomes_as_they_happen(root: Root) -> None:
             assert kinds.index("uevent") < kinds.index("inserted")
 
     asyncio.run(scenario())
+
+
+def test_the_control_plane_is_loaded_when_a_client_first_connects_during_a_load(
+        root: Root) -> None:
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        running.syscalls.hold("virtio_net")
+        async with running as daemon:
+            source.push(uevent(VIRTIO_NET, "virtio:d00000001v00001AF4", 11, "virtio"))
+            await asyncio.to_thread(running.syscalls.wait_active, 1)
+            assert daemon.control is None  # nothing asked for it, and a load is running
+            status = await asyncio.to_thread(checked, running.socket_path, "GetStatus")
+            assert daemon.control is not None
+            assert status["status"]["state"] == "running"
+            running.syscalls.open()
+            await daemon.coldplugged.wait()
+
+    asyncio.run(scenario())
+
+
+def test_without_clients_the_control_plane_is_loaded_once_the_coldplug_burst_is_over(
+        root: Root) -> None:
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=FakeUeventSource())
+        async with running as daemon:
+            await daemon.coldplugged.wait()
+            assert daemon.control is not None
+            status = await asyncio.to_thread(checked, running.socket_path, "GetStatus")
+            assert status["status"]["coldplug_done"] is True
+
+    asyncio.run(scenario())

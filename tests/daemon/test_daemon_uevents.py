@@ -104,7 +104,7 @@ def test_forged_uevents_are_rejected_counted_and_load_nothing(machine_root: Root
     async def scenario() -> None:
         running = RunningDaemon(machine_root, devices_root=Root(), receive_buffer=4 << 20)
         async with running as daemon:
-            assert daemon.intake is not None and daemon.control is not None
+            assert daemon.intake is not None
             port_id = daemon.intake.source.port_id  # type: ignore[attr-defined]
             forger = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
             forger.bind((0, 0))
@@ -114,7 +114,7 @@ def test_forged_uevents_are_rejected_counted_and_load_nothing(machine_root: Root
             forger.close()
             _trigger(witness)  # a real event after the forged ones: the daemon saw them all
             await wait_until(lambda: _from_kernel(daemon, {witness}), what="the real event")
-            stats = daemon.control.statistics()
+            stats = daemon.start_control().statistics()
             assert stats.uevents_dropped == {DropReason.SENDER_NOT_KERNEL.value: 8}
             assert daemon.devices is not None
             assert "/devices/kmodd-forged" not in daemon.devices.records
@@ -134,7 +134,6 @@ def test_a_burst_into_a_tiny_buffer_is_lost_resynced_and_every_device_gets_its_m
         # 4096 is the setting's minimum; the kernel makes it its smallest buffer.
         running = RunningDaemon(machine_root, devices_root=Root(), receive_buffer=4096)
         async with running as daemon:
-            assert daemon.control is not None
             fds = [os.open(f"/sys{p}/uevent", os.O_WRONLY) for p in paths]
             try:
                 # Written without yielding to the event loop: nothing is read meanwhile.
@@ -143,7 +142,7 @@ def test_a_burst_into_a_tiny_buffer_is_lost_resynced_and_every_device_gets_its_m
             finally:
                 for fd in fds:
                     os.close(fd)
-            control = daemon.control
+            control = daemon.start_control()
             await wait_until(lambda: control.statistics().resyncs >= 1, what="a resync")
             await wait_until(lambda: {m.name for m in running.fake.loaded} == wanted
                              and daemon.loader is not None and daemon.loader.busy == 0,

@@ -199,8 +199,8 @@ os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="triggers a real uevent")
 def test_kmodd_takes_both_sockets_from_the_service_manager(base: Path) -> None:
-    from kmodd.daemon.varlink import bind_listener
     from kmodd.system.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT
+    from kmodd.system.notify import bind_listener
 
     # What kmodd.socket and kmodd-kernel.socket hand over: fds 3 and 4, named.
     control_path = str(base / "activated.sock")

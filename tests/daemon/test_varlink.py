@@ -13,7 +13,7 @@ import pytest
 from control_harness import FakeState, RunningServer, start_control
 
 from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control import EventHub
+from kmodd.daemon.events import EventHub
 from kmodd.daemon.varlink import Call, Limits, Method, ProtocolErrors, VarlinkService
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 
