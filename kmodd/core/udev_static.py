@@ -86,7 +86,24 @@ def static_loads(event: Uevent, is_loaded: Callable[[str], bool]) -> tuple[str, 
     The MODALIAS rule is not included here: the daemon resolves the modalias itself.
     """
     names: list[str] = []
-    for rule in STATIC_LOADS:
-        if rule.modules and rule_matches(rule, event, is_loaded):
+    for rule in _rules_for(event.subsystem):
+        if rule_matches(rule, event, is_loaded):
             names.extend(m for m in rule.modules if m not in names)
     return tuple(names)
+
+
+#: Subsystems a rule is known to be tried for (kept while there are at most this many).
+_BY_SUBSYSTEM_MAX = 256
+_by_subsystem: dict[str, tuple[StaticLoad, ...]] = {}
+
+
+def _rules_for(subsystem: str) -> tuple[StaticLoad, ...]:
+    """The rules that name modules and whose SUBSYSTEM match can hold for `subsystem`, in
+    order: most events (every PCI, USB, input... device) have none to try."""
+    rules = _by_subsystem.get(subsystem)
+    if rules is None:
+        rules = tuple(r for r in STATIC_LOADS if r.modules and (
+            r.subsystem is None or fnmatchcase(subsystem, r.subsystem)))
+        if len(_by_subsystem) < _BY_SUBSYSTEM_MAX:
+            _by_subsystem[subsystem] = rules
+    return rules
