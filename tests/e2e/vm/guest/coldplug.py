@@ -104,9 +104,9 @@ class CpuAtModules:
         self.samples: list[tuple[float, list[int], list[int]]] = []
         self.pid: int | None = None
 
-    def __call__(self, ev: dict[str, Any]) -> None:
-        if ev["action"] == "add" and str(ev["devpath"]).startswith("/module/"):
-            self.samples.append((float(ev["t"]), cpu_ticks(), self._loader_ticks()))
+    def __call__(self, t: float, data: bytes) -> None:
+        if data.startswith(b"add@/module/"):
+            self.samples.append((t, cpu_ticks(), self._loader_ticks()))
 
     def _loader_ticks(self) -> list[int]:
         if self.pid is None:
@@ -191,13 +191,11 @@ def start_exec(t: dict[str, float], argv: list[str], env: dict[str, str], notify
             raise SystemExit(f"loader sent no READY=1 within {timeout} s") from None
         if "READY=1" in msg.split("\n"):
             t["ready"] = time.monotonic()
-    seen = listener.events  # the listener appends; read-only peeks here
-
     def last_uevent() -> float:
-        return float(seen[-1]["t"]) if seen else 0.0
+        return listener.last_t
 
     def any_module() -> bool:
-        return any(str(e["devpath"]).startswith("/module/") for e in seen)
+        return listener.module_seen
 
     r = wait_idle(proc.pid, last_uevent, any_module, t["loader_start"], quiet, first_wait,
                   timeout)
@@ -226,7 +224,7 @@ def main() -> int:
     a = p.parse_args()
 
     cpu_at = CpuAtModules()
-    listener = UeventListener(cpu_at)
+    listener = UeventListener(cpu_at, deferred=True)
     insert_trace_start()
     before_mods = loaded_modules()
     before_alias = modaliases()
