@@ -51,11 +51,13 @@ PARALLEL_LOADS_DEFAULT = 64
 def parallel_limit(setting: int) -> int:
     """Chains run at once for the `parallel_loads` setting (0: PARALLEL_LOADS_DEFAULT).
 
-    A finit_module can block in the kernel for seconds without using a CPU: booting the
-    Debian kernel under QEMU, a third of the coldplug inserts took over 5 s, mostly waiting,
-    and finished together. With udevd's worker count (2 per CPU + 16) such inserts held
-    every slot and the independent loads behind them started 10 s late; a waiting thread
-    costs only its stack, so the default lets every chain of a boot start at once.
+    A finit_module can block in the kernel for seconds after its module went live: since
+    Linux 5.18 it returns only once all asynchronous work queued in the kernel (async
+    probes, SCSI scans) is done (do_init_module's async_synchronize_full). Booting the
+    Debian kernel under QEMU, a third of the coldplug inserts took over 5 s and returned
+    together. With udevd's worker count (2 per CPU + 16) such inserts held every slot and
+    the independent loads behind them started 10 s late; a waiting thread costs only its
+    stack, so the default lets every chain of a boot start at once.
     """
     return setting if setting > 0 else PARALLEL_LOADS_DEFAULT
 
