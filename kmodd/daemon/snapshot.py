@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kmodd.core.autoload import kernel_module_blacklist
 from kmodd.core.binindex import IndexFileError
@@ -44,6 +46,7 @@ from kmodd.system.sysview import FileView
 
 #: Index answers remembered per snapshot; when full, the memo starts over.
 LOOKUP_MEMO_MAX = 65536
+_V = TypeVar("_V")
 #: The one index a snapshot cannot do without.
 REQUIRED_INDEX = INDEX_FILES["dep"]
 
@@ -66,15 +69,7 @@ class MemoIndexes:
         self._builtin: dict[str, bool | None] = {}
 
     def dep_line(self, name: str) -> str | None:
-        memo = self._deps
-        try:
-            return memo[name]
-        except KeyError:
-            pass
-        if len(memo) >= LOOKUP_MEMO_MAX:
-            memo.clear()
-        line = memo[name] = self.inner.dep_line(name)
-        return line
+        return _remembered(self._deps, name, self.inner.dep_line)
 
     def _listed(self, role: str, key: str) -> list[str] | None:
         memo = self._names
@@ -103,15 +98,7 @@ class MemoIndexes:
         return self._listed("builtin_alias", key)
 
     def builtin(self, name: str) -> bool | None:
-        memo = self._builtin
-        try:
-            return memo[name]
-        except KeyError:
-            pass
-        if len(memo) >= LOOKUP_MEMO_MAX:
-            memo.clear()
-        answer = memo[name] = self.inner.builtin(name)
-        return answer
+        return _remembered(self._builtin, name, self.inner.builtin)
 
     def dump(self, role: str) -> list[tuple[str, str]]:
         return self.inner.dump(role)
@@ -119,6 +106,19 @@ class MemoIndexes:
     @property
     def remembered(self) -> int:
         return len(self._deps) + len(self._names) + len(self._builtin)
+
+
+def _remembered(memo: dict[str, _V], name: str, ask: Callable[[str], _V]) -> _V:
+    """`ask(name)`, answered from `memo` when it was asked before (the memo is emptied
+    once it holds LOOKUP_MEMO_MAX answers)."""
+    try:
+        return memo[name]
+    except KeyError:
+        pass
+    if len(memo) >= LOOKUP_MEMO_MAX:
+        memo.clear()
+    answer = memo[name] = ask(name)
+    return answer
 
 
 class RememberedFiles:
