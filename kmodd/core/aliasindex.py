@@ -25,8 +25,8 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
-from kmodd.core.binindex import BinIndex
-from kmodd.core.glob import compile_pattern, match
+from kmodd.core.binindex import BinIndex, scan_subtree
+from kmodd.core.glob import compile_pattern
 
 #: Buckets up to this size are scanned, each pattern first tested by its most selective
 #: literal segment (a C-speed substring test); bigger ones get tail and segment sub-indexes.
@@ -43,10 +43,6 @@ MIN_SEGMENT = 3
 
 _WILD_RANK = {"*": 0, "?": 1, "[": 2}
 _AFTER_ALL = "\uffff"
-
-
-def _post_order(entry: tuple[str, int, str]) -> str:
-    return entry[0] + _AFTER_ALL
 
 # A shape: the text of a pattern after its literal prefix, parsed once and shared by every
 # pattern that has it (most PCI and USB aliases share theirs, like `*sd*bc*sc*i*`):
@@ -218,11 +214,8 @@ class MappedAliasIndex:
         known = self._subtrees.get(where)
         if known is None:
             # First visit: decode and scan, as libkmod does, and keep what was decoded.
-            entries = list(self.raw.subtree_items(word, pattern, skip))
-            self._subtrees[where] = entries
-            for _key, prio, value in sorted(entries, key=_post_order):
-                if match(_key, subkey):
-                    found.append((prio, -len(found), value))
+            entries = self._subtrees[where] = list(self.raw.subtree_items(word, pattern, skip))
+            scan_subtree(entries, subkey, found)
             return
         if isinstance(known, list):
             # Met again: worth an index of its own.

@@ -17,7 +17,7 @@ damaged file raises `IndexFileError` naming the file, the offset and what is wro
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import compress
 from typing import NamedTuple
 
@@ -274,10 +274,7 @@ class BinIndex:
         the patterns are taken in that order: sorting keys with a sentinel above every
         character appended gives exactly it (a node's values keep their file order).
         """
-        entries = sorted(self.subtree_items(word, pattern, skip), key=_post_order)
-        for key, prio, value in entries:
-            if match(key, subkey):
-                found.append((prio, -len(found), value))
+        scan_subtree(self.subtree_items(word, pattern, skip), subkey, found)
 
     def subtree_items(self, word: int, pattern: str, skip: int
                       ) -> Iterator[tuple[str, int, str]]:
@@ -383,6 +380,15 @@ class BinIndex:
                 raise IndexFileError(self.path, node.offset, "node is reached twice")
             seen.add(node.offset)
             stack.extend(w for w in node.children if w)
+
+
+def scan_subtree(entries: Iterable[tuple[str, int, str]], subkey: str,
+                 found: list[tuple[int, int, str]]) -> None:
+    """Append to `found`, as `BinIndex._wild_all` does, every entry of a subtree (given in
+    any order of keys, a key's values in file order) whose pattern matches `subkey`."""
+    for key, prio, value in sorted(entries, key=_post_order):
+        if match(key, subkey):
+            found.append((prio, -len(found), value))
 
 
 _CHILD_FORMATS = {n: f">{n}I" for n in range(1, CHILD_MAX + 1)}
