@@ -957,7 +957,8 @@ class FakeUeventSource:
 class GatedSyscalls:
     """The simulated kernel's syscalls, serialised as the kernel's module_mutex does, and
     observable: how many inserts are inside finit_module at once (`active`, `most`), per
-    module how many started, and gates that hold chosen modules' inserts until opened."""
+    module how many started and the nice value of the thread that inserted it, and gates
+    that hold chosen modules' inserts until opened."""
 
     def __init__(self, kernel: FakeKernel) -> None:
         import threading
@@ -968,6 +969,7 @@ class GatedSyscalls:
         self.active = 0
         self.most = 0
         self.started: dict[str, int] = {}
+        self.nice: dict[str, int] = {}
         self.gates: dict[str, threading.Event] = {}
 
     def hold(self, *names: str) -> None:
@@ -988,8 +990,12 @@ class GatedSyscalls:
     def finit_module(self, fd: int, params: bytes, flags: int) -> int:
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
         name = name.removesuffix(".ko").replace("-", "_")
+        import threading
+
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         with self._count:
             self.started[name] = self.started.get(name, 0) + 1
+            self.nice[name] = nice
             self.active += 1
             self.most = max(self.most, self.active)
             self._count.notify_all()

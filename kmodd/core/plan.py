@@ -97,6 +97,7 @@ def options_concat(opt: str | None, extra: str | None) -> str | None:
 _IGNORE_LOADED = int(ProbeFlag.IGNORE_LOADED)
 _FAIL_ON_LOADED = int(ProbeFlag.FAIL_ON_LOADED)
 _IGNORE_COMMAND = int(ProbeFlag.IGNORE_COMMAND)
+_DRY_RUN = int(ProbeFlag.DRY_RUN)
 _BLACKLIST = int(ProbeFlag.APPLY_BLACKLIST)
 _BLACKLIST_ALL = int(ProbeFlag.APPLY_BLACKLIST_ALL)
 _BLACKLIST_ALIAS_ONLY = int(ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY)
@@ -227,26 +228,28 @@ def run_plan(
     """Carry out a plan like libkmod's insertion loop; 0, a flag value or a negative errno."""
     if plan.early is not None:
         return plan.early
+    f = int(flags)
+    check_loaded, dry_run = not f & _IGNORE_LOADED, bool(f & _DRY_RUN)
     err = 0
     for step in plan.steps:
         m = step.module
-        if not flags & ProbeFlag.IGNORE_LOADED and in_kernel(resolver, live, m):
+        if check_loaded and in_kernel(resolver, live, m):
             err = -EEXIST
         else:
             opts = step.options or ""
             if step.command is not None:
                 if show is not None:
                     show(step, True, opts)
-                if not flags & ProbeFlag.DRY_RUN and actions is not None:
+                if not dry_run and actions is not None:
                     err = actions.run_install(m, expand_cmdline_opts(step.command, step.options))
             else:
                 if show is not None:
                     show(step, False, opts)
-                if not flags & ProbeFlag.DRY_RUN and actions is not None:
+                if not dry_run and actions is not None:
                     err = actions.insert(m, resolver.path(m), opts, flags)
         if on_step is not None:
             on_step(step, err)
-        if err == -EEXIST and step.requested and flags & ProbeFlag.FAIL_ON_LOADED:
+        if err == -EEXIST and step.requested and f & _FAIL_ON_LOADED:
             break
         if err == -EEXIST or not step.required:
             err = 0

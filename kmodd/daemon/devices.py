@@ -3,7 +3,8 @@
 For an `add` with a MODALIAS the modalias is looked up and decided like udev's builtin does
 (`core.autoload.decide`: every module found, the blacklist applied as `modprobe -b`,
 built-in and live modules skipped); the modules udev's static rules load for the event
-(`core.udev_static`) are decided the same way. Deciding is quick and runs on the event
+(`core.udev_static`) are decided the same way, and loaded in the background (at a lower CPU
+priority than the device's own driver, `daemon.loader`). Deciding is quick and runs on the event
 loop, one event after another, against the snapshot that is current at that moment. The
 chains to run are handed to the `Loader` and awaited in a task per device, so the next
 event is decided while modules load.
@@ -286,8 +287,11 @@ class Devices:
         keys: list[str] = []
         if event.action is Action.ADD and event.modalias:
             keys.append(event.modalias)
+        n_static = 0
         if self.static_rules:
-            keys.extend(static_loads(event, self.is_loaded))
+            static = static_loads(event, self.is_loaded)
+            keys.extend(static)
+            n_static = len(static)
         if not keys:
             self._seen_other.add(devpath)
             self._done(devpath)
@@ -307,7 +311,11 @@ class Devices:
         if not to_load:
             self._finish(record)
             return None
-        return _Work(record, resolver, tuple(to_load.values()), snapshot.kernel_blacklist)
+        # What only the static rules ask for loads in the background (see daemon.loader).
+        own = len(keys) - n_static
+        background = frozenset(to_load) - {c.name for r in resolutions[:own] for c in r.to_load}
+        return _Work(record, resolver, tuple(to_load.values()), snapshot.kernel_blacklist,
+                     background)
 
     def _tell_decisions(self, record: DeviceRecord, resolution: Resolution) -> None:
         where = record.where
@@ -332,13 +340,14 @@ class Devices:
 
     async def _load(self, work: _Work) -> None:
         record = work.record
-        plans = [c.plan for c in work.candidates if c.plan is not None]
+        plans = [(c.plan, c.name in work.background) for c in work.candidates
+                 if c.plan is not None]
         assert len(plans) == len(work.candidates), "a module to load always has a plan"
         results = await asyncio.gather(*(
             self.loader.run_chain(work.resolver, plan, AUTOLOAD_FLAGS,
                                   kernel_blacklist=work.kernel_blacklist,
-                                  dry_run=self.dry_run)
-            for plan in plans))
+                                  dry_run=self.dry_run, background=background)
+            for plan, background in plans))
         for candidate, (result, joined) in zip(work.candidates, results, strict=True):
             chain = ChainRecord(candidate, result, joined)
             record.chains.append(chain)
@@ -424,4 +433,5 @@ class _Work:
     resolver: Resolver  # the event's resolver (its chains share the module objects)
     candidates: tuple[Candidate, ...]
     kernel_blacklist: frozenset[str]
+    background: frozenset[str]  # modules only udev's static rules asked for
 

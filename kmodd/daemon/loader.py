@@ -16,6 +16,12 @@ one module cost the kernel vmalloc space and fail with EBUSY or EEXIST):
   once, and the second waits for the first's result. Only the insert itself is held, never a
   whole chain, so waiting cannot deadlock.
 
+A chain asked for only by udev's static rules (sg for every SCSI device, ppdev...) is run
+*in the background*: in threads whose nice value is BACKGROUND_NICE higher, so on a busy or
+single CPU the kernel work of those inserts yields to the chain of the device's own driver
+(a USB disk's sd_mod and its six dependencies, while sg loads beside them). On an idle CPU
+it changes nothing.
+
 For a failed insert the kernel's log lines about the module are captured (`system.kmsg`)
 and the errno is classified (`core.outcome`). Every step is timed (monotonic clock).
 """
@@ -24,15 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import errno as E
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from kmodd.core.autoload import LoadOutcome, insert_outcome
-from kmodd.core.initstate import InitState
 from kmodd.core.kmsg import KmsgRecord, module_lines, texts
 from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
@@ -46,6 +52,21 @@ from kmodd.system.root import Root
 
 #: Chains in flight for `parallel_loads = 0`.
 PARALLEL_LOADS_DEFAULT = 64
+
+
+#: How much lower the CPU priority of a background chain's thread is (nice value added).
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority(by: int = BACKGROUND_NICE) -> None:
+    """Raise the calling thread's nice value by `by` (Linux keeps a nice value per thread;
+    raising it needs no privilege). A system that refuses leaves the thread as it was."""
+    tid = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(now + by, 19))
+    except OSError:
+        pass
 
 
 def parallel_limit(setting: int) -> int:
@@ -137,29 +158,46 @@ class _Attempt:
 
 @dataclass(slots=True)
 class _Pending:
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # made by the first caller that waits
     result: _Attempt | None = None
 
 
 class InflightInserts:
-    """Module name -> the insert running now; a second caller waits for its result."""
+    """Module name -> the insert running now; a second caller waits for its result.
+
+    It also remembers when each module's last successful insert ended, so a caller that found
+    the module not loaded and comes in after another caller's insert of it ended is told
+    EEXIST at once (what the kernel would answer, after reading the whole file again).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, _Pending] = {}
+        self._inserted: dict[str, float] = {}  # module -> time.monotonic() its insert ended
         self.joined = 0  # inserts that were waited for instead of repeated
 
-    def run(self, name: str, insert: Callable[[], _Attempt]) -> tuple[_Attempt, bool]:
-        """Run `insert` unless one for `name` is running; (its result, whether we waited)."""
+    def run(self, name: str, insert: Callable[[], _Attempt],
+            asked: float) -> tuple[_Attempt, bool]:
+        """Run `insert` unless one for `name` is running; (its result, whether we waited).
+
+        `asked`: when the caller found `name` not loaded (time.monotonic()).
+        """
         with self._lock:
             pending = self._running.get(name)
-            owner = pending is None
             if pending is None:
+                ended = self._inserted.get(name)
+                if ended is not None and ended >= asked:
+                    return _Attempt(StepAction.INSERT, E.EEXIST, ended, ended,
+                                    detail="loaded meanwhile by another chain"), False
                 pending = self._running[name] = _Pending()
+                event = None
             else:
                 self.joined += 1
-        if not owner:
-            pending.done.wait()
+                event = pending.done
+                if event is None:
+                    event = pending.done = threading.Event()
+        if event is not None:
+            event.wait()
             assert pending.result is not None
             return pending.result, True
         result: _Attempt | None = None
@@ -172,8 +210,12 @@ class InflightInserts:
                 result = _Attempt(StepAction.INSERT, E.EIO, now, now, detail="internal error")
             with self._lock:
                 del self._running[name]
-            pending.result = result
-            pending.done.set()
+                pending.result = result
+                if result.errno == 0:
+                    self._inserted[name] = result.finished
+                event = pending.done
+            if event is not None:
+                event.set()
 
     def names(self) -> frozenset[str]:
         with self._lock:
@@ -197,15 +239,13 @@ class _ChainActions:
             self._attempt = _Attempt(StepAction.INSERT, E.ENOENT, now, now,
                                      detail=f"no file is known for module {mod.name}")
             return -E.ENOENT
+        # run_plan has just found the module not loaded; another chain's insert of it that
+        # ends from now on must not cost a second finit_module (InflightInserts).
+        asked = time.monotonic()
         real = loader.root.path(path) if path.startswith("/") else path
 
         def attempt() -> _Attempt:
             started = time.monotonic()
-            # run_plan checked the state before this insert was ours to make; a load that
-            # finished in between (another chain's) must not cost a second finit_module.
-            if loader.live.initstate(mod.name) is InitState.LIVE:
-                return _Attempt(StepAction.INSERT, E.EEXIST, started, time.monotonic(),
-                                detail="loaded meanwhile by another chain")
             with loader.kmsg.watch() as watch:
                 result = loader.kernel.insert(
                     real, options,
@@ -218,7 +258,7 @@ class _ChainActions:
             return _Attempt(StepAction.INSERT, result.errno, started, finished,
                             kernel_records=records, detail="; ".join(result.notes))
 
-        done, joined = loader.inserts.run(mod.name, attempt)
+        done, joined = loader.inserts.run(mod.name, attempt, asked)
         if joined:
             done = _Attempt(done.action, done.errno, done.started, done.finished, True,
                             done.kernel_records, done.detail)
@@ -336,6 +376,9 @@ class Loader:
         self.inserts = InflightInserts()
         self._executor = ThreadPoolExecutor(max_workers=parallel,
                                             thread_name_prefix="kmodd-load")
+        self._background = ThreadPoolExecutor(max_workers=parallel,
+                                              thread_name_prefix="kmodd-load-bg",
+                                              initializer=lower_thread_priority)
         self._chains: dict[str, asyncio.Future[ChainResult]] = {}
         self._busy = 0
         self._idle = asyncio.Event()
@@ -357,9 +400,13 @@ class Loader:
                            time.monotonic())
 
     async def run_chain(self, resolver: Resolver, plan: Plan, flags: ProbeFlag, *,
-                        kernel_blacklist: frozenset[str] = frozenset(),
-                        dry_run: bool = False) -> tuple[ChainResult, bool]:
-        """Run one requested module's plan; (result, True) when another run was waited for."""
+                        kernel_blacklist: frozenset[str] = frozenset(), dry_run: bool = False,
+                        background: bool = False) -> tuple[ChainResult, bool]:
+        """Run one requested module's plan; (result, True) when another run was waited for.
+
+        `background`: in a thread of lower CPU priority (see the module's description). A
+        request that finds the module's chain running waits for it at that chain's pace.
+        """
         name = plan.module.name
         running = self._chains.get(name)
         if running is not None:
@@ -371,8 +418,8 @@ class Loader:
         self._enter()
         try:
             result = await loop.run_in_executor(
-                self._executor, self._run_blocking, resolver, plan, flags, kernel_blacklist,
-                dry_run)
+                self._background if background else self._executor, self._run_blocking,
+                resolver, plan, flags, kernel_blacklist, dry_run)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 future.cancel()
@@ -439,3 +486,4 @@ class Loader:
     def shutdown(self, *, wait: bool) -> None:
         """Stop the worker threads (`wait`: after the running chains finish)."""
         self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._background.shutdown(wait=wait, cancel_futures=True)

@@ -119,6 +119,7 @@ class Daemon:
         self.devices: Devices | None = None
         self.intake: Intake | None = None
         self.loader: Loader | None = None
+        self._kmsg: DevKmsg | None = None
         #: Loads still running in threads when the daemon stopped (main() exits hard then).
         self.abandoned_loads = 0
         self._socket_file: str | None = None  # the control socket we bound (not passed)
@@ -351,7 +352,8 @@ class Daemon:
             raise
         settings = self.settings
         live = self.kernel.modules
-        self.loader = Loader(self.kernel, live, DevKmsg(self.root), self.root,
+        self._kmsg = DevKmsg(self.root, keep=True)
+        self.loader = Loader(self.kernel, live, self._kmsg, self.root,
                              parallel=parallel_limit(settings.parallel_loads),
                              install_timeout=settings.install_timeout,
                              environ={k: v for k, v in self.setup.environ.items()
@@ -421,3 +423,5 @@ class Daemon:
         dispatcher.cancel()
         await asyncio.gather(dispatcher, return_exceptions=True)
         self.loader.shutdown(wait=self.abandoned_loads == 0)
+        if self.abandoned_loads == 0 and self._kmsg is not None:
+            self._kmsg.close()

@@ -47,6 +47,11 @@ class InsertFlag(IntFlag):
     COMPRESSED_FILE = 4
 
 
+_IGNORE_MODVERSIONS = int(InsertFlag.IGNORE_MODVERSIONS)
+_IGNORE_VERMAGIC = int(InsertFlag.IGNORE_VERMAGIC)
+_COMPRESSED_FILE = int(InsertFlag.COMPRESSED_FILE)
+
+
 @dataclass(frozen=True, slots=True)
 class SyscallNumbers:
     init_module: int
@@ -255,18 +260,20 @@ class LinuxKernel:
                 "compression",))
         compression = detect_compression(head)
         notes: list[str] = []
-        flags = InsertFlag(0)
+        flags = 0  # plain ints: this runs for every insert, and IntFlag operators are slow
         if force_vermagic:
-            flags |= InsertFlag.IGNORE_VERMAGIC
+            flags |= _IGNORE_VERMAGIC
         if force_modversion:
-            flags |= InsertFlag.IGNORE_MODVERSIONS
-        kernel_compression = self._modules.kernel_compression()
+            flags |= _IGNORE_MODVERSIONS
+        # Only a compressed file needs to know whether the kernel can decompress it.
+        kernel_compression = (None if compression is None
+                              else self._modules.kernel_compression())
         if compression is None or compression == kernel_compression:
             if compression is not None:
-                flags |= InsertFlag.COMPRESSED_FILE
-            result = self.syscalls.finit_module(fd, params, int(flags))
+                flags |= _COMPRESSED_FILE
+            result = self.syscalls.finit_module(fd, params, flags)
             if result != E.ENOSYS:
-                return InsertResult(result, "finit_module", int(flags), compression)
+                return InsertResult(result, "finit_module", flags, compression)
             notes.append("finit_module gave ENOSYS; falling back to init_module")
         else:
             notes.append(f"the kernel does not decompress {compression} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno as E
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
@@ -86,23 +87,52 @@ class _FdWatch:
 
 
 class DevKmsg:
-    """`/dev/kmsg` under a Root (a character device on a real system, a file in tests)."""
+    """`/dev/kmsg` under a Root (a character device on a real system, a file in tests).
 
-    def __init__(self, root: Root) -> None:
+    `keep`: a watch leaves its descriptor open for the next one (a daemon watches every
+    insert, from several threads: each takes a free descriptor or opens one more) until
+    `close`.
+    """
+
+    def __init__(self, root: Root, *, keep: bool = False) -> None:
         self.path = root.path("/dev/kmsg")
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._free: list[tuple[int, bool]] = []  # (descriptor, is a character device)
+
+    def _take(self) -> tuple[int, bool]:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return fd, stat.S_ISCHR(os.fstat(fd).st_mode)
+        except OSError:
+            os.close(fd)
+            raise
 
     @contextmanager
     def watch(self) -> Iterator[_FdWatch]:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd, is_device = self._take()
+            os.lseek(fd, 0, os.SEEK_END)
         except OSError as err:
             yield _FdWatch(None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
             return
         try:
-            is_device = stat.S_ISCHR(os.fstat(fd).st_mode)
-            os.lseek(fd, 0, os.SEEK_END)
             yield _FdWatch(fd, is_device, None)
         finally:
+            if self._keep:
+                with self._lock:
+                    self._free.append((fd, is_device))
+            else:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Close the descriptors kept for the next watches."""
+        with self._lock:
+            free, self._free = self._free, []
+        for fd, _ in free:
             os.close(fd)
 
     def read_all(self) -> list[KmsgRecord]:

@@ -59,7 +59,10 @@ class Root(NamedTuple):
         return self.path(os.path.join("/etc", *parts))
 
     def sys_module(self, name: str, *parts: str) -> str:
-        return self.sys("module", name, *parts)
+        # Asked several times for every insert: formatted directly, not joined.
+        prefix = "" if self.prefix in ("", "/") else self.prefix.rstrip("/")
+        tail = "/" + "/".join(parts) if parts else ""
+        return f"{prefix}/sys/module/{name}{tail}"
 
     def modprobe_d_dirs(self) -> tuple[str, ...]:
         return tuple(self.path(d) for d in MODPROBE_D_DIRS)

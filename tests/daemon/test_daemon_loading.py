@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno as E
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from daemon_tree import (
 
 from kmodd.core.explain import Check, Verdict
 from kmodd.core.uevent import Action, Uevent
+from kmodd.daemon.loader import BACKGROUND_NICE
 from kmodd.daemon.service import Daemon
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
@@ -216,6 +218,27 @@ def test_the_static_udev_rules_load_sg_and_ppdev(tmp_path: Path) -> None:
             assert {m.name for m in running.fake.loaded} == {"sg", "ppdev"}
             assert daemon.devices is not None
             assert daemon.devices.records["/devices/scsi/0:0:0:0"].candidates == ("sg",)
+
+    asyncio.run(scenario())
+
+
+def test_what_only_the_static_rules_ask_for_loads_at_a_lower_cpu_priority(
+        tmp_path: Path) -> None:
+    """A SCSI disk's own driver (its MODALIAS) keeps the daemon's priority; sg, which udev's
+    rules add for every SCSI device, is inserted from a thread niced BACKGROUND_NICE more."""
+    modules = (*STATIC, FixtureModule("sd_mod", aliases=("scsi:t-0x00*",)))
+    root = write_tree(tmp_path / "root", modules, config={})
+    source = FakeUeventSource()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            source.push(uevent("/devices/scsi/0:0:0:0", "scsi:t-0x00", 1, subsystem="scsi",
+                               DEVTYPE="scsi_device"))
+            await wait_until(lambda: finished(daemon, "/devices/scsi/0:0:0:0"))
+            assert running.syscalls.nice == {"sd_mod": own,
+                                             "sg": min(own + BACKGROUND_NICE, 19)}
 
     asyncio.run(scenario())
 

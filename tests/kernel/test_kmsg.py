@@ -120,3 +120,35 @@ def test_watch_reads_the_real_dev_kmsg_record_by_record():
     mine = [r for r in records if r.text == marker]
     assert len(mine) == 1
     assert (mine[0].facility, mine[0].level) == (1, Level.WARNING)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_kept_log_is_opened_once_and_each_watch_sees_only_its_own_records(tmp_path):
+    root = Root(str(tmp_path))
+    os.makedirs(tmp_path / "dev")
+    log = tmp_path / "dev" / "kmsg"
+    log.write_bytes(b"6,1,1,-;old line\n")
+    kmsg = DevKmsg(root, keep=True)
+    before = _open_fds()
+    seen = []
+    for seq, text in ((2, "first insert"), (3, "second insert")):
+        with kmsg.watch() as watch:
+            with open(log, "ab") as f:
+                f.write(f"6,{seq},{seq},-;{text}\n".encode())
+            seen.append([r.text for r in watch.records()])
+    assert seen == [["first insert"], ["second insert"]]
+    assert len(_open_fds() - before) == 1
+    kmsg.close()
+    assert _open_fds() - before == set()
+
+
+def test_a_log_not_kept_closes_its_descriptor_after_each_watch(tmp_path):
+    os.makedirs(tmp_path / "dev")
+    (tmp_path / "dev" / "kmsg").write_bytes(b"")
+    before = _open_fds()
+    with DevKmsg(Root(str(tmp_path))).watch() as watch:
+        assert watch.records() == []
+    assert _open_fds() - before == set()
