@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kmodd.core.autoload import (
@@ -202,6 +202,7 @@ class Devices:
         self._expecting = False
         self._settled = asyncio.Event()
         self._settled.set()
+        self._live_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.handled_events = 0
 
     # -- what the intake asks ---------------------------------------------------------------
@@ -279,6 +280,8 @@ class Devices:
         if self.reporter.hub.subscribers:
             self.reporter.event("uevent", f"{event.action.value} {devpath} "
                                 f"({item.origin.value})", devpath, event.modalias)
+        if event.action is Action.ADD and event.subsystem == "module":
+            self._went_live(event.sysname)
         if event.action is Action.REMOVE:
             self.records.pop(devpath, None)
             self._seen_other.discard(devpath)
@@ -339,20 +342,61 @@ class Devices:
             self._note_module(candidate.name, outcome, record.devpath)
 
     async def _load(self, work: _Work) -> None:
+        """Run the device's chains: its own driver's first, then (once those modules are
+        live, or their chains ended) what only udev's static rules ask for, in the
+        background: sg, added for every SCSI device, must not slow a disk's sd_mod chain."""
         record = work.record
-        plans = [(c.plan, c.name in work.background) for c in work.candidates
-                 if c.plan is not None]
-        assert len(plans) == len(work.candidates), "a module to load always has a plan"
-        results = await asyncio.gather(*(
-            self.loader.run_chain(work.resolver, plan, AUTOLOAD_FLAGS,
-                                  kernel_blacklist=work.kernel_blacklist,
-                                  dry_run=self.dry_run, background=background)
-            for plan, background in plans))
-        for candidate, (result, joined) in zip(work.candidates, results, strict=True):
+        own = [c for c in work.candidates if c.name not in work.background]
+        extra = [c for c in work.candidates if c.name in work.background]
+        live = [self._when_live(c.name) for c in own] if extra else []
+        all_live = asyncio.gather(*live)
+        own_chains = asyncio.gather(*(self._chain(work, c, False) for c in own))
+        try:
+            if live:
+                await asyncio.wait((own_chains, all_live), return_when=asyncio.FIRST_COMPLETED)
+            extra_results = await asyncio.gather(*(self._chain(work, c, True) for c in extra))
+            own_results = await own_chains
+        except asyncio.CancelledError:
+            own_chains.cancel()
+            raise
+        finally:
+            all_live.cancel()
+            for c, waiter in zip(own if live else (), live, strict=True):
+                self._forget_waiter(c.name, waiter)
+        results = dict(zip((c.name for c in own), own_results, strict=True))
+        results.update(zip((c.name for c in extra), extra_results, strict=True))
+        for candidate in work.candidates:
+            result, joined = results[candidate.name]
             chain = ChainRecord(candidate, result, joined)
             record.chains.append(chain)
             self.tell_chain(chain, record.where, Request.AUTOLOAD)
         self._finish(record)
+
+    def _chain(self, work: _Work, candidate: Candidate,
+               background: bool) -> Awaitable[tuple[ChainResult, bool]]:
+        assert candidate.plan is not None, "a module to load always has a plan"
+        return self.loader.run_chain(work.resolver, candidate.plan, AUTOLOAD_FLAGS,
+                                     kernel_blacklist=work.kernel_blacklist,
+                                     dry_run=self.dry_run, background=background)
+
+    def _when_live(self, module: str) -> asyncio.Future[None]:
+        """A future that the module's `add@/module/<name>` uevent (sent once it is live)
+        resolves."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._live_waiters.setdefault(module, []).append(waiter)
+        return waiter
+
+    def _went_live(self, module: str) -> None:
+        for waiter in self._live_waiters.pop(module, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _forget_waiter(self, module: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._live_waiters.get(module)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._live_waiters[module]
 
     def _finish(self, record: DeviceRecord) -> None:
         record.finished = time.monotonic()

@@ -222,23 +222,71 @@ def test_the_static_udev_rules_load_sg_and_ppdev(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+SCSI_DISK = (*STATIC, FixtureModule("sd_mod", aliases=("scsi:t-0x00*",)))
+
+
+def scsi_disk_added(seqnum: int = 1) -> Uevent:
+    return uevent("/devices/scsi/0:0:0:0", "scsi:t-0x00", seqnum, subsystem="scsi",
+                  DEVTYPE="scsi_device")
+
+
 def test_what_only_the_static_rules_ask_for_loads_at_a_lower_cpu_priority(
         tmp_path: Path) -> None:
     """A SCSI disk's own driver (its MODALIAS) keeps the daemon's priority; sg, which udev's
     rules add for every SCSI device, is inserted from a thread niced BACKGROUND_NICE more."""
-    modules = (*STATIC, FixtureModule("sd_mod", aliases=("scsi:t-0x00*",)))
-    root = write_tree(tmp_path / "root", modules, config={})
+    root = write_tree(tmp_path / "root", SCSI_DISK, config={})
     source = FakeUeventSource()
     own = os.getpriority(os.PRIO_PROCESS, 0)
 
     async def scenario() -> None:
         running = RunningDaemon(root, source=source)
         async with running as daemon:
-            source.push(uevent("/devices/scsi/0:0:0:0", "scsi:t-0x00", 1, subsystem="scsi",
-                               DEVTYPE="scsi_device"))
+            source.push(scsi_disk_added())
             await wait_until(lambda: finished(daemon, "/devices/scsi/0:0:0:0"))
             assert running.syscalls.nice == {"sd_mod": own,
                                              "sg": min(own + BACKGROUND_NICE, 19)}
+
+    asyncio.run(scenario())
+
+
+def test_sg_waits_until_the_disk_driver_is_live_then_loads_beside_its_probe(
+        tmp_path: Path) -> None:
+    """The kernel sends add@/module/sd_mod once sd_mod is live, while its insert still waits
+    for the disk's probe: sg starts then, not beside sd_mod's chain and not after it."""
+    root = write_tree(tmp_path / "root", SCSI_DISK, config={})
+    gated = GatedSyscalls(fake_kernel(root))
+    gated.hold("sd_mod")
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=gated, source=source) as daemon:
+            source.push(scsi_disk_added())
+            await wait_until(lambda: gated.started == {"sd_mod": 1}, what="sd_mod's insert")
+            await asyncio.sleep(0.2)
+            assert gated.started == {"sd_mod": 1}  # sg is held back
+            source.push(uevent("/module/sd_mod", None, 2, subsystem="module"))
+            await wait_until(lambda: "sg" in gated.started, what="sg's insert")
+            assert gated.most == 2  # sg was inside finit_module with sd_mod still in it
+            gated.open()
+            await wait_until(lambda: finished(daemon, "/devices/scsi/0:0:0:0"))
+            assert outcome_of(daemon, "/devices/scsi/0:0:0:0") == "inserted"
+
+    asyncio.run(scenario())
+
+
+def test_sg_still_loads_when_the_disk_driver_fails_and_never_goes_live(tmp_path: Path) -> None:
+    modules = (*STATIC, FixtureModule("sd_mod", aliases=("scsi:t-0x00*",),
+                                      needs=("no_such_symbol",)))
+    root = write_tree(tmp_path / "root", modules, config={})
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            source.push(scsi_disk_added())
+            await wait_until(lambda: finished(daemon, "/devices/scsi/0:0:0:0"))
+            assert {m.name for m in running.fake.loaded} == {"sg"}
+            assert list(running.syscalls.started) == ["sd_mod", "sg"]
 
     asyncio.run(scenario())
 
