@@ -54,6 +54,9 @@ from kmodd.system.root import Root
 PARALLEL_LOADS_DEFAULT = 64
 
 
+_FORCE_VERMAGIC = int(ProbeFlag.FORCE_VERMAGIC)  # plain ints: IntFlag operators are slow
+_FORCE_MODVERSION = int(ProbeFlag.FORCE_MODVERSION)
+
 #: How much lower the CPU priority of a background chain's thread is (nice value added).
 BACKGROUND_NICE = 10
 
@@ -249,8 +252,8 @@ class _ChainActions:
             with loader.kmsg.watch() as watch:
                 result = loader.kernel.insert(
                     real, options,
-                    force_vermagic=bool(flags & ProbeFlag.FORCE_VERMAGIC),
-                    force_modversion=bool(flags & ProbeFlag.FORCE_MODVERSION))
+                    force_vermagic=bool(int(flags) & _FORCE_VERMAGIC),
+                    force_modversion=bool(int(flags) & _FORCE_MODVERSION))
                 finished = time.monotonic()
                 records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
