@@ -95,7 +95,8 @@ def child_kmodd(moddir: str, names: list[str], rounds: int) -> dict[str, float]:
     kmsg = DevKmsg(root, keep=True)
     out: dict[str, float] = {}
 
-    async def through_the_pool() -> tuple[int, float]:
+    async def probe_all(in_pool: bool) -> tuple[int, float]:
+        """Every probe `rounds` times: through the loader's threads, or in this thread."""
         loader = Loader(kernel, kernel.modules, kmsg, root, parallel=4, install_timeout=10,
                         environ={})
         steps, started = 0, time.perf_counter()
@@ -103,33 +104,20 @@ def child_kmodd(moddir: str, names: list[str], rounds: int) -> dict[str, float]:
             for name in names:
                 plan = plan_probe(resolver, kernel.modules, resolver.lookup(name)[0],
                                   AUTOLOAD_FLAGS)
-                result, _ = await loader.run_chain(resolver, plan, AUTOLOAD_FLAGS)
+                if in_pool:
+                    result, _ = await loader.run_chain(resolver, plan, AUTOLOAD_FLAGS)
+                else:
+                    result = loader._run_blocking(resolver, plan, AUTOLOAD_FLAGS, frozenset(),
+                                                  False)
                 assert result.status == 0, result
                 steps += len(result.steps)
         elapsed = time.perf_counter() - started
         loader.shutdown(wait=True)
         return steps, elapsed
 
-    def in_this_thread() -> tuple[int, float]:
-        loader = Loader(kernel, kernel.modules, kmsg, root, parallel=4, install_timeout=10,
-                        environ={})
-        steps, started = 0, time.perf_counter()
-        for _ in range(rounds):
-            for name in names:
-                plan = plan_probe(resolver, kernel.modules, resolver.lookup(name)[0],
-                                  AUTOLOAD_FLAGS)
-                result = loader._run_blocking(resolver, plan, AUTOLOAD_FLAGS, frozenset(),
-                                              False)
-                steps += len(result.steps)
-        elapsed = time.perf_counter() - started
-        loader.shutdown(wait=True)
-        return steps, elapsed
-
-    asyncio.run(through_the_pool())  # warm-up: caches, threads
-    steps, elapsed = asyncio.run(through_the_pool())
-    out["pool_steps"], out["pool_seconds"] = steps, elapsed
-    steps, elapsed = in_this_thread()
-    out["thread_steps"], out["thread_seconds"] = steps, elapsed
+    asyncio.run(probe_all(in_pool=True))  # warm-up: caches, threads
+    out["pool_steps"], out["pool_seconds"] = asyncio.run(probe_all(in_pool=True))
+    out["thread_steps"], out["thread_seconds"] = asyncio.run(probe_all(in_pool=False))
     return out
 
 
