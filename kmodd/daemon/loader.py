@@ -18,9 +18,9 @@ one module cost the kernel vmalloc space and fail with EBUSY or EEXIST):
 
 A chain asked for only by udev's static rules (sg for every SCSI device, ppdev...) is run
 *in the background*: in threads whose nice value is BACKGROUND_NICE higher, so on a busy or
-single CPU the kernel work of those inserts yields to the chain of the device's own driver
-(a USB disk's sd_mod and its six dependencies, while sg loads beside them). On an idle CPU
-it changes nothing.
+single CPU the kernel work of those inserts yields to the device's own driver (a USB disk's
+probe, once sd_mod is live: `daemon.devices` starts such chains then). On an idle CPU it
+changes nothing.
 
 For a failed insert the kernel's log lines about the module are captured (`system.kmsg`)
 and the errno is classified (`core.outcome`). Every step is timed (monotonic clock).
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import errno as E
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +47,7 @@ from kmodd.system.actions import run_command
 from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import KmsgSource
 from kmodd.system.modstate import SysModules
+from kmodd.system.priority import lower_thread_priority
 from kmodd.system.root import Root
 
 #: Chains in flight for `parallel_loads = 0`.
@@ -56,20 +56,9 @@ PARALLEL_LOADS_DEFAULT = 64
 
 _FORCE_VERMAGIC = int(ProbeFlag.FORCE_VERMAGIC)  # plain ints: IntFlag operators are slow
 _FORCE_MODVERSION = int(ProbeFlag.FORCE_MODVERSION)
-
 #: How much lower the CPU priority of a background chain's thread is (nice value added).
 BACKGROUND_NICE = 10
 
-
-def lower_thread_priority(by: int = BACKGROUND_NICE) -> None:
-    """Raise the calling thread's nice value by `by` (Linux keeps a nice value per thread;
-    raising it needs no privilege). A system that refuses leaves the thread as it was."""
-    tid = threading.get_native_id()
-    try:
-        now = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(now + by, 19))
-    except OSError:
-        pass
 
 
 def parallel_limit(setting: int) -> int:
@@ -381,7 +370,8 @@ class Loader:
                                             thread_name_prefix="kmodd-load")
         self._background = ThreadPoolExecutor(max_workers=parallel,
                                               thread_name_prefix="kmodd-load-bg",
-                                              initializer=lower_thread_priority)
+                                              initializer=lower_thread_priority,
+                                              initargs=(BACKGROUND_NICE,))
         self._chains: dict[str, asyncio.Future[ChainResult]] = {}
         self._busy = 0
         self._idle = asyncio.Event()

@@ -59,10 +59,9 @@ class Root(NamedTuple):
         return self.path(os.path.join("/etc", *parts))
 
     def sys_module(self, name: str, *parts: str) -> str:
-        # Asked several times for every insert: formatted directly, not joined.
-        prefix = "" if self.prefix in ("", "/") else self.prefix.rstrip("/")
+        # Asked several times for every insert: formatted, not joined.
         tail = "/" + "/".join(parts) if parts else ""
-        return f"{prefix}/sys/module/{name}{tail}"
+        return self.path(f"/sys/module/{name}{tail}")
 
     def modprobe_d_dirs(self) -> tuple[str, ...]:
         return tuple(self.path(d) for d in MODPROBE_D_DIRS)
