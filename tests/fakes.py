@@ -918,20 +918,37 @@ def kallsyms_from_symvers(path: str) -> dict[str, int | None]:
 # --- a uevent source and an observable syscall layer, for daemon tests ------------------------
 
 class FakeUeventSource:
-    """A `UeventSource` (kmodd.system.netlink) fed by the test: events, losses, counters."""
+    """A `UeventSource` (kmodd.system.netlink) fed by the test: events, losses, counters.
+
+    What is pushed before the daemon attaches waits and is delivered on attaching; after,
+    each batch is delivered from the event loop's next turn, as a readable socket would be.
+    """
 
     def __init__(self) -> None:
-        import asyncio
-
-        self._queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self._pending: list[list[Any]] = []
+        self._deliver: Any = None
+        self._failed: Any = None
+        self._loop: Any = None
         self.received = 0
         self.overruns = 0
         self.closed = False
 
+    def _send(self, batch: list[Any]) -> None:
+        if self._deliver is None:
+            self._pending.append(batch)
+        else:
+            self._loop.call_soon_threadsafe(self._deliver_now, batch)
+
+    def _deliver_now(self, batch: list[Any]) -> None:
+        if self._deliver is None:  # detached meanwhile: keep it for the next attach
+            self._pending.append(batch)
+        else:
+            self._deliver(batch)
+
     def push(self, *events: Any) -> None:
         """Deliver uevents (kmodd.core.uevent.Uevent values) as one batch."""
         self.received += len(events)
-        self._queue.put_nowait(list(events))
+        self._send(list(events))
 
     def lose(self) -> None:
         """Report that the kernel dropped events (what ENOBUFS turns into)."""
@@ -940,10 +957,27 @@ class FakeUeventSource:
         from kmodd.system.netlink import EventsLost
 
         self.overruns += 1
-        self._queue.put_nowait([EventsLost(time.monotonic())])
+        self._send([EventsLost(time.monotonic())])
 
-    async def receive(self) -> list[Any]:
-        return await self._queue.get()
+    def break_down(self, error: BaseException) -> None:
+        """The socket fails as a real one can (an errno from recvmsg): detach, tell the owner."""
+        failed, self._failed = self._failed, None
+        self._deliver = None
+        assert failed is not None, "nobody is attached"
+        self._loop.call_soon_threadsafe(failed, error)
+
+    def attach(self, deliver: Any, failed: Any) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._deliver = deliver
+        self._failed = failed
+        pending, self._pending = self._pending, []
+        for batch in pending:
+            self._loop.call_soon(self._deliver_now, batch)
+
+    def detach(self) -> None:
+        self._deliver = self._failed = None
 
     def statistics(self) -> Any:
         from kmodd.system.netlink import IntakeStatistics

@@ -2,8 +2,8 @@
 
 Three producers feed the same queue:
 
-* the receive loop: uevents the kernel broadcast (already sender-checked and parsed by
-  `system.netlink`);
+* the uevent socket: uevents the kernel broadcast (already sender-checked and parsed by
+  `system.netlink`), handed over from the event loop's reader callback as they arrive;
 * coldplug, once after READY=1: every device sysfs shows with a modalias (`system.sysfs`),
   as the `add` event the kernel would send, plus an `add` for every module already in
   `/sys/module` (udev's static rules act on those);
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -96,6 +96,7 @@ class Intake:
         self._order: asyncio.Queue[str] = asyncio.Queue()
         self._waiting: dict[str, Queued] = {}
         self._room = asyncio.Condition()
+        self._room_waiters = 0  # scans waiting in put(): only they need a notify
         self._resync = asyncio.Event()
         self._queued = self._coalesced = self._overflows = self._lost = 0
         self._resyncs = self._scanned = self._skipped = 0
@@ -122,8 +123,12 @@ class Intake:
     async def put(self, event: Uevent, origin: Origin) -> None:
         """Queue, waiting for room when the queue is full (scans use this)."""
         while not self.offer(event, origin):
-            async with self._room:
-                await self._room.wait_for(lambda: len(self._waiting) < self.depth)
+            self._room_waiters += 1
+            try:
+                async with self._room:
+                    await self._room.wait_for(lambda: len(self._waiting) < self.depth)
+            finally:
+                self._room_waiters -= 1
 
     async def get(self) -> Queued:
         """The next device to handle."""
@@ -132,7 +137,7 @@ class Intake:
             item = self._waiting.pop(devpath, None)
             if item is None:
                 continue
-            if len(self._waiting) < self.depth:
+            if self._room_waiters and len(self._waiting) < self.depth:
                 async with self._room:
                     self._room.notify_all()
             return item
@@ -144,16 +149,28 @@ class Intake:
     # -- producers ------------------------------------------------------------------------
 
     async def run_receive(self) -> None:
-        """Read the uevent socket forever, queueing what it accepted."""
-        while True:
-            batch = await self.source.receive()
-            for item in batch:
-                if isinstance(item, EventsLost):
-                    self._lost += 1
-                    self.request_resync()
-                elif not self.offer(item, Origin.KERNEL):
-                    self._overflows += 1
-                    self.request_resync()
+        """Queue what the uevent socket accepted as it arrives; ends only by cancellation or
+        with the error that broke the socket."""
+        broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def failed(error: BaseException) -> None:
+            if not broken.done():
+                broken.set_exception(error)
+
+        self.source.attach(self._take, failed)
+        try:
+            await broken
+        finally:
+            self.source.detach()
+
+    def _take(self, batch: Sequence[Uevent | EventsLost]) -> None:
+        for item in batch:
+            if isinstance(item, EventsLost):
+                self._lost += 1
+                self.request_resync()
+            elif not self.offer(item, Origin.KERNEL):
+                self._overflows += 1
+                self.request_resync()
 
     def request_resync(self) -> None:
         self._resync.set()

@@ -28,7 +28,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -43,6 +43,8 @@ SO_RCVBUFFORCE = 33
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 #: Datagrams read per wake-up before the event loop gets a turn.
 RECEIVE_BATCH = 256
+#: `MSG_TRUNC` as a plain int: `int & IntFlag` goes through the enum machinery on every datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 #: Default receive buffer, the same as systemd-udevd's (PR #11389).
 DEFAULT_RECEIVE_BUFFER = 128 * 1024 * 1024
 
@@ -78,10 +80,23 @@ class IntakeStatistics:
     receive_buffer_forced: bool
 
 
+#: Where a source hands what it received: one batch, in the order the kernel sent it.
+Deliver = Callable[[Sequence[Uevent | EventsLost]], None]
+#: Told once when the source cannot go on (it has detached itself).
+Failed = Callable[[BaseException], None]
+
+
 class UeventSource(Protocol):
     """What the daemon reads uevents from (this socket, or a fake in tests)."""
 
-    async def receive(self) -> Sequence[Uevent | EventsLost]: ...
+    def attach(self, deliver: Deliver, failed: Failed) -> None:
+        """From now on, call `deliver` in the running event loop with each batch received;
+        `failed` with the error if reading breaks down."""
+        ...
+
+    def detach(self) -> None:
+        """Stop delivering (what the kernel sends meanwhile waits in the socket)."""
+        ...
 
     def statistics(self) -> IntakeStatistics: ...
 
@@ -92,7 +107,7 @@ def check_sender(
     address: tuple[int, int], flags: int, ancillary: Sequence[tuple[int, int, bytes]]
 ) -> DropReason | None:
     """The first sender check (1-5 above) that a received datagram fails, or None."""
-    if flags & socket.MSG_TRUNC:
+    if flags & _MSG_TRUNC:
         return DropReason.TRUNCATED
     port_id, groups = address
     if port_id != 0:
@@ -126,6 +141,7 @@ class NetlinkUeventSocket:
         self._dropped: Counter[DropReason] = Counter()
         self._malformed: Counter[UeventDefect] = Counter()
         self._cmsg_space = socket.CMSG_SPACE(_UCRED.size)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port_id(self) -> int:
@@ -178,21 +194,36 @@ class NetlinkUeventSocket:
             out.append(event)
         return out
 
-    async def receive(self) -> list[Uevent | EventsLost]:
-        """Wait until at least one event (or an EventsLost) is ready and return what is ready."""
+    def attach(self, deliver: Deliver, failed: Failed) -> None:
+        """Deliver each batch from the running loop as the socket becomes readable.
+
+        The socket stays registered with the loop: a uevent costs one wake-up, its
+        `recvmsg` calls and the checks, with no registration or future per event. An error
+        reading the socket (or raised by `deliver`) detaches it and goes to `failed`.
+        """
         loop = asyncio.get_running_loop()
-        while True:
-            batch = self.receive_nowait()
-            if batch:
-                return batch
-            readable = loop.create_future()
-            loop.add_reader(self._sock.fileno(), readable.set_result, None)
+        self.detach()
+
+        def readable() -> None:
             try:
-                await readable
-            finally:
-                loop.remove_reader(self._sock.fileno())
+                batch = self.receive_nowait()
+                if batch:
+                    deliver(batch)
+            except Exception as e:  # handed to the owner, not lost
+                self.detach()
+                failed(e)
+
+        loop.add_reader(self._sock.fileno(), readable)
+        self._loop = loop
+
+    def detach(self) -> None:
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
 
     def close(self) -> None:
+        self.detach()
         self._sock.close()
 
     def __enter__(self) -> NetlinkUeventSocket:

@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -79,19 +80,72 @@ def test_a_real_uevent_arrives_parsed_with_the_devices_modalias() -> None:
     assert 0 < event.seqnum <= int(_read_text("/sys/kernel/uevent_seqnum"))
 
 
-def test_receive_waits_in_the_event_loop_until_the_kernel_sends() -> None:
+def test_attached_socket_delivers_from_the_event_loop_when_the_kernel_sends() -> None:
     devpath = _triggerable()[-1]
 
     async def scenario() -> list[Uevent | EventsLost]:
+        loop = asyncio.get_running_loop()
+        items: list[Uevent | EventsLost] = []
+        arrived = asyncio.Event()
+
+        def deliver(batch: Sequence[Uevent | EventsLost]) -> None:
+            assert asyncio.get_running_loop() is loop  # called from the loop's own turn
+            items.extend(batch)
+            if any(isinstance(i, Uevent) and i.devpath == devpath for i in batch):
+                arrived.set()
+
         with open_uevent_socket(1 << 20) as sock:
-            asyncio.get_running_loop().call_later(0.05, _trigger, devpath)
-            items: list[Uevent | EventsLost] = []
-            while not any(isinstance(i, Uevent) and i.devpath == devpath for i in items):
-                items.extend(await asyncio.wait_for(sock.receive(), 3.0))
+            sock.attach(deliver, pytest.fail)
+            loop.call_later(0.05, _trigger, devpath)
+            await asyncio.wait_for(arrived.wait(), 3.0)
             return items
 
     items = asyncio.run(scenario())
     assert [i.devpath for i in items if isinstance(i, Uevent)][-1] == devpath
+
+
+def test_detached_socket_keeps_events_for_the_next_reader() -> None:
+    devpath = _triggerable()[0]
+
+    async def scenario() -> tuple[list[Uevent | EventsLost], Uevent]:
+        delivered: list[Uevent | EventsLost] = []
+        with open_uevent_socket(1 << 20) as sock:
+            sock.attach(delivered.extend, pytest.fail)
+            sock.detach()
+            _trigger(devpath)
+            await asyncio.sleep(0.2)  # the loop turns; nothing is delivered
+            return delivered, _drain_for(sock, devpath)
+
+    delivered, event = asyncio.run(scenario())
+    assert delivered == []
+    assert event.devpath == devpath
+
+
+def test_an_error_while_delivering_detaches_the_socket_and_goes_to_failed() -> None:
+    devpath = _triggerable()[0]
+
+    async def scenario() -> tuple[list[BaseException], Uevent]:
+        errors: list[BaseException] = []
+        told = asyncio.Event()
+
+        def deliver(batch: Sequence[Uevent | EventsLost]) -> None:
+            raise RuntimeError("the consumer broke")
+
+        def failed(error: BaseException) -> None:
+            errors.append(error)
+            told.set()
+
+        with open_uevent_socket(1 << 20) as sock:
+            sock.attach(deliver, failed)
+            _trigger(devpath)
+            await asyncio.wait_for(told.wait(), 3.0)
+            _trigger(devpath)  # detached: this one waits in the socket for a reader
+            await asyncio.sleep(0.2)
+            return errors, _drain_for(sock, devpath)
+
+    errors, event = asyncio.run(scenario())
+    assert [str(e) for e in errors] == ["the consumer broke"]
+    assert event.devpath == devpath
 
 
 def test_forged_multicast_from_root_to_group_1_is_rejected_and_counted() -> None:
