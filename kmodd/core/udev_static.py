@@ -6,18 +6,20 @@ kmodd replaces udev's module loading, so it must also load what these rules load
 `RUN{builtin}+="kmod load ..."` rule there is a row here with the same matches.
 
 udev's matching, as these rows need it: `SUBSYSTEM` and `KERNEL` (the devpath's last
-component) are shell globs, `ENV{KEY}` compares a uevent variable (a missing one is empty),
-and `TEST!="[module/sg]"` is true when `/sys/module/sg` does not exist. 80-drivers.rules opens
-with `ACTION!="add", GOTO="drivers_end"`; 80-debian-compat.rules has no such guard, so its
-`sg` row applies to every action, as it does under udev.
+component) are shell globs (fnmatch(3), as `core.glob` matches them; each pattern of the
+table is compiled once, since the rules are tried for every uevent), `ENV{KEY}` compares a
+uevent variable (a missing one is empty), and `TEST!="[module/sg]"` is true when
+`/sys/module/sg` does not exist. 80-drivers.rules opens with `ACTION!="add",
+GOTO="drivers_end"`; 80-debian-compat.rules has no such guard, so its `sg` row applies to
+every action, as it does under udev.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
+from kmodd.core.glob import Matcher, compile_pattern
 from kmodd.core.uevent import Action, Uevent
 
 #: The rules files the table was taken from, in the order udev reads them.
@@ -64,18 +66,29 @@ STATIC_LOADS: tuple[StaticLoad, ...] = (
 )
 
 
+#: The table's patterns, compiled (the table is fixed, so this stays small).
+_compiled: dict[str, Matcher] = {}
+
+
+def _glob(pattern: str, string: str) -> bool:
+    matcher = _compiled.get(pattern)
+    if matcher is None:
+        matcher = _compiled[pattern] = compile_pattern(pattern)
+    return matcher(string)
+
+
 def rule_matches(rule: StaticLoad, event: Uevent, is_loaded: Callable[[str], bool]) -> bool:
     """Whether udev would run `rule`'s `kmod load` for `event`."""
     if rule.add_only and event.action is not Action.ADD:
         return False
     if rule.needs_modalias and not event.modalias:
         return False
-    if rule.subsystem is not None and not fnmatchcase(event.subsystem, rule.subsystem):
+    if rule.subsystem is not None and not _glob(rule.subsystem, event.subsystem):
         return False
-    if rule.kernel is not None and not fnmatchcase(event.sysname, rule.kernel):
+    if rule.kernel is not None and not _glob(rule.kernel, event.sysname):
         return False
     for key, value in rule.env:
-        if not fnmatchcase(event.env.get(key, ""), value):
+        if not _glob(value, event.env.get(key, "")):
             return False
     return rule.unless_loaded is None or not is_loaded(rule.unless_loaded)
 
@@ -103,7 +116,7 @@ def _rules_for(subsystem: str) -> tuple[StaticLoad, ...]:
     rules = _by_subsystem.get(subsystem)
     if rules is None:
         rules = tuple(r for r in STATIC_LOADS if r.modules and (
-            r.subsystem is None or fnmatchcase(subsystem, r.subsystem)))
+            r.subsystem is None or _glob(r.subsystem, subsystem)))
         if len(_by_subsystem) < _BY_SUBSYSTEM_MAX:
             _by_subsystem[subsystem] = rules
     return rules
