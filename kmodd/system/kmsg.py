@@ -12,8 +12,7 @@ import errno as E
 import os
 import stat
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from kmodd.core.kmsg import KmsgError, KmsgRecord, parse_record, split_records
@@ -36,11 +35,26 @@ class KmsgSource(Protocol):
 
 
 class _FdWatch:
-    def __init__(self, fd: int | None, is_device: bool, problem: str | None) -> None:
+    """One watch: its own context manager (a class, not a generator: it wraps every insert).
+
+    Leaving it hands the descriptor back to its DevKmsg; records() then reads nothing.
+    """
+
+    def __init__(self, owner: DevKmsg | None, fd: int | None, is_device: bool,
+                 problem: str | None) -> None:
+        self._owner = owner
         self._fd = fd
         self._is_device = is_device
         self.problem = problem
         self.errors: list[KmsgError] = []
+
+    def __enter__(self) -> _FdWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None and self._owner is not None:
+            self._owner._give_back(fd, self._is_device)
 
     def records(self) -> list[KmsgRecord]:
         if self._fd is None:
@@ -111,22 +125,24 @@ class DevKmsg:
             os.close(fd)
             raise
 
-    @contextmanager
-    def watch(self) -> Iterator[_FdWatch]:
+    def watch(self) -> _FdWatch:
         try:
             fd, is_device = self._take()
+        except OSError as err:
+            return _FdWatch(None, None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
+        try:
             os.lseek(fd, 0, os.SEEK_END)
         except OSError as err:
-            yield _FdWatch(None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
-            return
-        try:
-            yield _FdWatch(fd, is_device, None)
-        finally:
-            if self._keep:
-                with self._lock:
-                    self._free.append((fd, is_device))
-            else:
-                os.close(fd)
+            os.close(fd)
+            return _FdWatch(None, None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
+        return _FdWatch(self, fd, is_device, None)
+
+    def _give_back(self, fd: int, is_device: bool) -> None:
+        if self._keep:
+            with self._lock:
+                self._free.append((fd, is_device))
+        else:
+            os.close(fd)
 
     def close(self) -> None:
         """Close the descriptors kept for the next watches."""
@@ -142,7 +158,7 @@ class DevKmsg:
         except OSError:
             return []
         try:
-            watch = _FdWatch(fd, stat.S_ISCHR(os.fstat(fd).st_mode), None)
+            watch = _FdWatch(None, fd, stat.S_ISCHR(os.fstat(fd).st_mode), None)
             return watch.records()
         finally:
             os.close(fd)

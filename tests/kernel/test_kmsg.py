@@ -152,3 +152,24 @@ def test_a_log_not_kept_closes_its_descriptor_after_each_watch(tmp_path):
     with DevKmsg(Root(str(tmp_path))).watch() as watch:
         assert watch.records() == []
     assert _open_fds() - before == set()
+
+
+def test_a_watch_reads_nothing_once_left_and_its_descriptor_serves_the_next(tmp_path):
+    root = Root(str(tmp_path))
+    os.makedirs(tmp_path / "dev")
+    log = tmp_path / "dev" / "kmsg"
+    log.write_bytes(b"")
+    kmsg = DevKmsg(root, keep=True)
+    before = _open_fds()
+    with kmsg.watch() as first:
+        pass
+    with open(log, "ab") as f:
+        f.write(b"6,1,1,-;written after the first watch ended\n")
+    with kmsg.watch() as second:
+        with open(log, "ab") as f:
+            f.write(b"6,2,2,-;during the second\n")
+        texts = [r.text for r in second.records()]
+    assert first.records() == []
+    assert texts == ["during the second"]
+    assert len(_open_fds() - before) == 1
+    kmsg.close()
