@@ -15,6 +15,7 @@ import os
 import shlex
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,11 +144,17 @@ def _ev_summary(t0: float, t: float, ev: dict[str, Any]) -> dict[str, Any]:
             **{k: env[k] for k in ("DRIVER", "MODALIAS", "SUBSYSTEM") if k in env}}
 
 
-def hotplug(vm: VM, dev: HotplugDevice, timeout: float = HOTPLUG_TIMEOUT) -> dict[str, Any]:
-    """device_add, wait for its modules and bindings, device_del, wait for the removal."""
+def hotplug(vm: VM, dev: HotplugDevice, timeout: float = HOTPLUG_TIMEOUT,
+            before_add: Callable[[], None] | None = None) -> dict[str, Any]:
+    """device_add, wait for its modules and bindings, device_del, wait for the removal.
+
+    `before_add` runs just before device_add (bench/hotplug_trace.py marks the guest's trace).
+    """
     assert vm.qmp_client is not None
     loaded = vm.loaded_modules()
     want_modules = {m for m in dev.modules if m not in loaded}
+    if before_add is not None:
+        before_add()
     t0 = time.monotonic()
     vm.qmp("device_add", **dev.qmp)
     deadline = t0 + timeout
