@@ -31,7 +31,8 @@ TRACEFS = "/sys/kernel/tracing"
 # Syscall tracepoints that show every module insertion attempt and its result, whoever makes
 # it (modprobe forked by udev, kmodd's own finit_module): a duplicate insert returns -EEXIST.
 INSERT_EVENTS = ("syscalls/sys_enter_finit_module", "syscalls/sys_exit_finit_module",
-                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module")
+                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module",
+                 "module/module_load")
 EEXIST = 17
 SPAWN_LOG_DIR = "/run/vm-spawn"
 
@@ -141,6 +142,8 @@ def insert_trace_report() -> dict[str, object]:
     attempts = 0
     results: dict[str, int] = {}
     callers: dict[str, int] = {}
+    duplicate_lines: list[str] = []
+    module_loads = [ln.strip() for ln in lines if "module_load:" in ln]
     for ln in lines:
         if "sys_finit_module(" in ln or "sys_init_module(" in ln:
             attempts += 1
@@ -152,8 +155,13 @@ def insert_trace_report() -> dict[str, object]:
                 ret -= 1 << 64
             key = "ok" if ret == 0 else f"errno{-ret}"
             results[key] = results.get(key, 0) + 1
+            if ret == -EEXIST:  # who was told "already loaded", and when
+                duplicate_lines.append(ln.strip())
     return {"attempts": attempts, "results": results,
-            "duplicates": results.get(f"errno{EEXIST}", 0), "callers": callers}
+            "duplicates": results.get(f"errno{EEXIST}", 0), "callers": callers,
+            # With a duplicate, every load (pid, time, name) to see whose insert it raced.
+            "duplicate_lines": duplicate_lines,
+            "module_loads": module_loads if duplicate_lines else []}
 
 
 def _stat_fields(pid: str) -> list[str] | None:
