@@ -3,11 +3,12 @@
     python3 bench/e2e_loaders.py coldplug [-n 3] [--loader udev --loader kmodd] [--record]
     python3 bench/e2e_loaders.py hotplug  [-n 3] [--loader udev --loader kmodd] [--extra]
 
-Coldplug boots the `rich` set once per run and loader (loaders interleaved so host noise
-spreads evenly) and measures, in the guest, from the loader's start (udev: from `udevadm
-trigger`) to the last module going live (`add@/module/X`). Hotplug boots `usbhost`, lets the
-loader finish its coldplug, then plugs each device through QMP: seconds from device_add to
-every expected module live and driver bound. With more than one loader the table shows each
+Coldplug boots the `rich` set once per run and loader (loaders interleaved, their order
+reversed every other run, so host noise spreads evenly) and measures, in the guest, from the
+loader's start (udev: from `udevadm trigger`) to the last module going live
+(`add@/module/X`). Hotplug boots `usbhost`, lets the loader finish its coldplug, then plugs
+each device through QMP: seconds from device_add to every expected module live and driver
+bound. With more than one loader the table shows each
 loader's median over the first one's (the anchor, udev). `kmodd` is started from its systemd
 unit (see tests/e2e/vm/loaders.py); it is reported as unavailable until the checkout has one.
 The host load average is recorded with each run: this machine may be shared, and TCG timings
@@ -32,6 +33,12 @@ from vm.loaders import LOADERS
 from vm.machine import VM
 
 RESULTS = os.path.join(image.CACHE, "results")
+
+
+def _turns(loaders: list[str], run: int) -> list[str]:
+    """The loaders' order in run `run` (from 1): as given, then reversed, and so on, so that
+    neither loader always boots right after the other (ABBA...)."""
+    return loaders if run % 2 == 1 else loaders[::-1]
 
 
 def _unavailable(vm: VM, name: str) -> str | None:
@@ -90,7 +97,7 @@ def bench_coldplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, An
     reports: dict[str, list[dict[str, Any]]] = {name: [] for name in args.loader}
     skipped: dict[str, str] = {}
     for run in range(1, args.n + 1):
-        for name in args.loader:
+        for name in _turns(args.loader, run):
             if name in skipped:
                 continue
             load = os.getloadavg()[0]
@@ -162,7 +169,7 @@ def bench_hotplug(args: argparse.Namespace, guest: image.Guest) -> dict[str, Any
     results: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in args.loader}
     skipped: dict[str, str] = {}
     for run in range(1, args.n + 1):
-        for name in args.loader:
+        for name in _turns(args.loader, run):
             if name in skipped:
                 continue
             with VM(devices=devices.usbhost(), cpu=args.cpu, guest=guest,

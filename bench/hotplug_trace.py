@@ -176,8 +176,8 @@ def main(argv: list[str]) -> int:
     loaders = args.loader or ["udev", "kmodd"]
     labels = args.device or [d.label for d in anchor.HOTPLUG_DEVICES]
     runs: dict[str, list[dict[str, DeviceTrace]]] = {name: [] for name in loaders}
-    for _ in range(args.n):
-        for name in loaders:
+    for n in range(args.n):
+        for name in loaders if n % 2 == 0 else loaders[::-1]:  # neither always boots second
             runs[name].append(trace_boot(name, labels))
     print(f"\n{'device':15} {'loader':6} {'first insert':>12} {'inserts':>7} {'in finit':>9} "
           f"{'loader cpu':>10} {'others':>7} {'idle':>6} {'gap (med)':>9}   (ms, medians "
