@@ -65,6 +65,7 @@ def summarize_coldplug(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "uevents": r["uevents"], "synthetic_uevents": r["synthetic_uevents"],
         "insert_attempts": r["inserts"]["attempts"],
         "duplicate_inserts": r["inserts"]["duplicates"],
+        "inserts_raced_with_the_kernels_modprobe": r["inserts"].get("raced", 0),
         "boot_host_seconds": r["boot"]["host_seconds"],
         "boot_init_uptime": r["boot"]["init_uptime"],
         "cpu_seconds": r.get("cpu_seconds", {}),

@@ -31,8 +31,7 @@ TRACEFS = "/sys/kernel/tracing"
 # Syscall tracepoints that show every module insertion attempt and its result, whoever makes
 # it (modprobe forked by udev, kmodd's own finit_module): a duplicate insert returns -EEXIST.
 INSERT_EVENTS = ("syscalls/sys_enter_finit_module", "syscalls/sys_exit_finit_module",
-                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module",
-                 "module/module_load")
+                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module")
 EEXIST = 17
 SPAWN_LOG_DIR = "/run/vm-spawn"
 
@@ -138,30 +137,58 @@ def insert_trace_start() -> None:
 def insert_trace_report() -> dict[str, object]:
     """Insertion attempts since insert_trace_start: counts by result, and who made them."""
     with open(f"{TRACEFS}/trace") as f:
-        lines = [ln for ln in f if not ln.startswith("#")]
+        return classify_inserts([ln for ln in f if not ln.startswith("#")])
+
+
+def _task(line: str) -> tuple[str, int]:
+    """(comm, pid) of a trace line."""
+    comm, _, pid = line.split("[", 1)[0].strip().rpartition("-")
+    return comm, int(pid)
+
+
+def _stamp(line: str) -> float:
+    return float(line.split("]", 1)[1].split(":", 1)[0].split()[-1])
+
+
+def classify_inserts(lines: list[str]) -> dict[str, object]:
+    """Count the attempts in trace lines, and tell -EEXIST apart by whom it raced.
+
+    -EEXIST while another program's insert was in flight (the kernel's request_module runs
+    /sbin/modprobe, e.g. for a codec the loader is loading too: both found the module absent)
+    is a race every loader can meet ("raced"); any other -EEXIST is an insert of a module
+    that was already there ("duplicates").
+    """
     attempts = 0
     results: dict[str, int] = {}
     callers: dict[str, int] = {}
-    duplicate_lines: list[str] = []
-    module_loads = [ln.strip() for ln in lines if "module_load:" in ln]
+    spans: list[tuple[str, int, float, float]] = []  # comm, pid, entered, returned
+    entered: dict[int, float] = {}
+    eexist: list[tuple[str, int, float, float, str]] = []
     for ln in lines:
         if "sys_finit_module(" in ln or "sys_init_module(" in ln:
             attempts += 1
-            comm = ln.split("[", 1)[0].strip().rsplit("-", 1)[0]
+            comm, pid = _task(ln)
             callers[comm] = callers.get(comm, 0) + 1
+            entered[pid] = _stamp(ln)
         elif "sys_finit_module ->" in ln or "sys_init_module ->" in ln:
+            comm, pid = _task(ln)
             ret = int(ln.rsplit("->", 1)[1].strip(), 16)
             if ret >= 1 << 63:
                 ret -= 1 << 64
             key = "ok" if ret == 0 else f"errno{-ret}"
             results[key] = results.get(key, 0) + 1
-            if ret == -EEXIST:  # who was told "already loaded", and when
-                duplicate_lines.append(ln.strip())
-    return {"attempts": attempts, "results": results,
-            "duplicates": results.get(f"errno{EEXIST}", 0), "callers": callers,
-            # With a duplicate, every load (pid, time, name) to see whose insert it raced.
-            "duplicate_lines": duplicate_lines,
-            "module_loads": module_loads if duplicate_lines else []}
+            start, end = entered.pop(pid, _stamp(ln)), _stamp(ln)
+            spans.append((comm, pid, start, end))
+            if ret == -EEXIST:
+                eexist.append((comm, pid, start, end, ln.strip()))
+    duplicates: list[str] = []
+    raced: list[str] = []
+    for comm, _pid, start, end, line in eexist:
+        rivals = [s for s in spans if s[0] != comm and s[2] <= end and s[3] >= start]
+        (raced if rivals else duplicates).append(line)
+    return {"attempts": attempts, "results": results, "callers": callers,
+            "duplicates": len(duplicates), "duplicate_lines": duplicates,
+            "raced": len(raced), "raced_lines": raced}
 
 
 def _stat_fields(pid: str) -> list[str] | None:
