@@ -126,14 +126,13 @@ class DevKmsg:
             raise
 
     def watch(self) -> _FdWatch:
+        fd: int | None = None
         try:
             fd, is_device = self._take()
-        except OSError as err:
-            return _FdWatch(None, None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
-        try:
             os.lseek(fd, 0, os.SEEK_END)
         except OSError as err:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             return _FdWatch(None, None, False, f"{self.path}: {os.strerror(err.errno or E.EIO)}")
         return _FdWatch(self, fd, is_device, None)
 

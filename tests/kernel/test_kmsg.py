@@ -126,18 +126,27 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_a_kept_log_is_opened_once_and_each_watch_sees_only_its_own_records(tmp_path):
-    root = Root(str(tmp_path))
+def _log_file(tmp_path, content: bytes = b""):
+    """A plain-file /dev/kmsg under a test root: (root, the file)."""
     os.makedirs(tmp_path / "dev")
     log = tmp_path / "dev" / "kmsg"
-    log.write_bytes(b"6,1,1,-;old line\n")
+    log.write_bytes(content)
+    return Root(str(tmp_path)), log
+
+
+def _append(log, record: bytes) -> None:
+    with open(log, "ab") as f:
+        f.write(record)
+
+
+def test_a_kept_log_is_opened_once_and_each_watch_sees_only_its_own_records(tmp_path):
+    root, log = _log_file(tmp_path, b"6,1,1,-;old line\n")
     kmsg = DevKmsg(root, keep=True)
     before = _open_fds()
     seen = []
     for seq, text in ((2, "first insert"), (3, "second insert")):
         with kmsg.watch() as watch:
-            with open(log, "ab") as f:
-                f.write(f"6,{seq},{seq},-;{text}\n".encode())
+            _append(log, f"6,{seq},{seq},-;{text}\n".encode())
             seen.append([r.text for r in watch.records()])
     assert seen == [["first insert"], ["second insert"]]
     assert len(_open_fds() - before) == 1
@@ -155,19 +164,14 @@ def test_a_log_not_kept_closes_its_descriptor_after_each_watch(tmp_path):
 
 
 def test_a_watch_reads_nothing_once_left_and_its_descriptor_serves_the_next(tmp_path):
-    root = Root(str(tmp_path))
-    os.makedirs(tmp_path / "dev")
-    log = tmp_path / "dev" / "kmsg"
-    log.write_bytes(b"")
+    root, log = _log_file(tmp_path)
     kmsg = DevKmsg(root, keep=True)
     before = _open_fds()
     with kmsg.watch() as first:
         pass
-    with open(log, "ab") as f:
-        f.write(b"6,1,1,-;written after the first watch ended\n")
+    _append(log, b"6,1,1,-;written after the first watch ended\n")
     with kmsg.watch() as second:
-        with open(log, "ab") as f:
-            f.write(b"6,2,2,-;during the second\n")
+        _append(log, b"6,2,2,-;during the second\n")
         texts = [r.text for r in second.records()]
     assert first.records() == []
     assert texts == ["during the second"]
