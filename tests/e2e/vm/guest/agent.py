@@ -31,7 +31,8 @@ TRACEFS = "/sys/kernel/tracing"
 # Syscall tracepoints that show every module insertion attempt and its result, whoever makes
 # it (modprobe forked by udev, kmodd's own finit_module): a duplicate insert returns -EEXIST.
 INSERT_EVENTS = ("syscalls/sys_enter_finit_module", "syscalls/sys_exit_finit_module",
-                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module")
+                 "syscalls/sys_enter_init_module", "syscalls/sys_exit_init_module",
+                 "module/module_load", "module/module_request")
 EEXIST = 17
 SPAWN_LOG_DIR = "/run/vm-spawn"
 
@@ -183,12 +184,16 @@ def classify_inserts(lines: list[str]) -> dict[str, object]:
                 eexist.append((comm, pid, start, end, ln.strip()))
     duplicates: list[str] = []
     raced: list[str] = []
+    context: list[str] = []  # for each duplicate, what happened in the second before it
     for comm, _pid, start, end, line in eexist:
         rivals = [s for s in spans if s[0] != comm and s[2] <= end and s[3] >= start]
         (raced if rivals else duplicates).append(line)
+        if not rivals:
+            context += [ln.strip() for ln in lines if ("module" in ln) and
+                        start - 1.0 <= _stamp(ln) <= end]
     return {"attempts": attempts, "results": results, "callers": callers,
             "duplicates": len(duplicates), "duplicate_lines": duplicates,
-            "raced": len(raced), "raced_lines": raced}
+            "duplicate_context": context, "raced": len(raced), "raced_lines": raced}
 
 
 def _stat_fields(pid: str) -> list[str] | None:
