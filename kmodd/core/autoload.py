@@ -86,9 +86,11 @@ LOG_LEVELS: Mapping[LoadOutcome, tuple[Priority, Priority]] = {
     LoadOutcome.NOT_LOADED: (Priority.INFO, Priority.INFO),
 }
 #: Failures that are no fault of the module (systemd: ENODEV at NOTICE, not an error):
-#: the driver loaded, but found no device it supports. (autoload, explicit)
+#: the driver loaded, but found no device it supports, or declined because another module
+#: of its kind is in charge. (autoload, explicit)
 MILD_FAILURES: Mapping[Outcome, tuple[Priority, Priority]] = {
     Outcome.NO_DEVICE: (Priority.INFO, Priority.NOTICE),
+    Outcome.DECLINED: (Priority.INFO, Priority.NOTICE),
 }
 
 #: systemd's wording (module_load_and_warn), `{name}` the module, `{key}` the looked-up name.
@@ -213,14 +215,15 @@ def kernel_module_blacklist(cmdline: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def insert_outcome(errno: int, *, joined: bool = False,
-                   kernel_denied: bool = False) -> LoadOutcome:
+def insert_outcome(errno: int, *, joined: bool = False, kernel_denied: bool = False,
+                   declined: bool = False) -> LoadOutcome:
     """The outcome of one insert: 0 is inserted (already loaded when another load of the
-    same module did it), EEXIST already loaded, EPERM for a module on the kernel's
-    `module_blacklist=` deny-listed, anything else failed."""
+    same module did it), EEXIST already loaded (failed when `declined`: the module's own
+    init returned it), EPERM for a module on the kernel's `module_blacklist=` deny-listed,
+    anything else failed."""
     if errno == 0:
         return LoadOutcome.ALREADY_LOADED if joined else LoadOutcome.INSERTED
-    if errno == E.EEXIST:
+    if errno == E.EEXIST and not declined:
         return LoadOutcome.ALREADY_LOADED
     if errno == E.EPERM and kernel_denied:
         return LoadOutcome.BLACKLISTED

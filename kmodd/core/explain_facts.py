@@ -155,6 +155,7 @@ class FailedAttempt:
     kmsg: tuple[KmsgRecord, ...] = ()
     options: str | None = None
     messages: tuple[str, ...] = ()  # what kmod printed (libkmod's and modprobe's lines)
+    declined: bool = False  # EEXIST came from the module's own init (nothing was loaded)
 
 
 @dataclass(frozen=True, slots=True)

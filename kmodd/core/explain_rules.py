@@ -53,6 +53,10 @@ FIXES = {
     E.ENODEV: "nothing to do unless the device should be there: the driver found no device",
     E.EEXIST: "nothing: the module is loaded",
 }
+#: What to do when a module's init refused with EEXIST (see core.outcome.DECLINED_CAUSE).
+DECLINED_FIX = ("nothing, unless this module should be the one in charge: then unload the "
+                "module of its kind that is (for cpufreq: the driver named in "
+                "/sys/devices/system/cpu/cpufreq/policy0/scaling_driver) and load this one")
 
 
 def _line(entry: ConfigLine, label: str = "line") -> Evidence:
@@ -71,7 +75,7 @@ def _command(entry: ConfigLine) -> str:
 # --- the target ---------------------------------------------------------------------------
 
 def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
-    diagnosis = classify_insert(failure.errno)
+    diagnosis = classify_insert(failure.errno, declined=failure.declined)
     who = failure.step or failure.module
     ev = [Evidence("errno", f"{diagnosis.errno_name} ({strerror(failure.errno)})"),
           Evidence("cause", diagnosis.cause)]
@@ -90,9 +94,10 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
                                           "attempt)"))
     step = f" (while loading {who})" if who != failure.module else ""
     verdict = Verdict.OK if diagnosis.ok else Verdict.PROBLEM
+    fix = DECLINED_FIX if failure.declined else FIXES.get(failure.errno)
     return [Finding(Check.ATTEMPT, verdict,
                     f"the load failed with {diagnosis.errno_name}{step}: {diagnosis.outcome}",
-                    failure.module, tuple(ev), FIXES.get(failure.errno))]
+                    failure.module, tuple(ev), fix)]
 
 
 def _target(facts: Facts) -> list[Finding]:

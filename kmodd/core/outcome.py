@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     FILE_ERROR = "file-error"
     INTERRUPTED = "interrupted"
     INIT_FAILED = "init-failed"
+    DECLINED = "declined"  # the module's init refused with EEXIST: one of its kind is there
     REMOVED = "removed"
     NOT_LOADED = "not-loaded"
     IN_USE = "in-use"
@@ -123,8 +124,23 @@ REMOVE_OUTCOMES: Mapping[int, tuple[Outcome, str]] = {
 }
 
 
-def classify_insert(errno: int) -> Diagnosis:
-    """The outcome and cause of a finit_module/init_module result (0 or a positive errno)."""
+#: EEXIST from an insert after which no module of the name is loaded: the kernel found no
+#: module of that name (else the insert would not have run the init), so the module's own
+#: init returned EEXIST and the kernel unloaded it again.
+DECLINED_CAUSE = ("the module's init function answered 'File exists' and the kernel unloaded "
+                  "it: no module of this name was loaded, so the module itself declined to "
+                  "start because what it registers exists already (a cpufreq driver such as "
+                  "pcc_cpufreq or powernow_k8 does this when another cpufreq driver is in "
+                  "charge)")
+
+
+def classify_insert(errno: int, *, declined: bool = False) -> Diagnosis:
+    """The outcome and cause of a finit_module/init_module result (0 or a positive errno).
+
+    `declined`: the result was EEXIST and the module is not loaded afterwards.
+    """
+    if declined and errno == E.EEXIST:
+        return Diagnosis(errno, Outcome.DECLINED, DECLINED_CAUSE)
     outcome, cause = INSERT_OUTCOMES.get(
         errno, (Outcome.INIT_FAILED,
                 f"the module's init function failed with {strerror(errno)}"))

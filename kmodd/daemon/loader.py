@@ -146,6 +146,7 @@ class _Attempt:
     joined: bool = False
     kernel_records: tuple[KmsgRecord, ...] = ()
     detail: str = ""
+    declined: bool = False  # EEXIST from the module's own init (see classify_insert)
 
 
 @dataclass(slots=True)
@@ -247,13 +248,17 @@ class _ChainActions:
                 records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
                     records = module_lines(watch.records(), mod.name)
+            # EEXIST, yet no module of the name: the kernel ran the init, which refused.
+            declined = (result.errno == E.EEXIST
+                        and loader.kernel.modules.initstate(mod.name) is None)
             return _Attempt(StepAction.INSERT, result.errno, started, finished,
-                            kernel_records=records, detail="; ".join(result.notes))
+                            kernel_records=records, detail="; ".join(result.notes),
+                            declined=declined)
 
         done, joined = loader.inserts.run(mod.name, attempt, asked)
         if joined:
             done = _Attempt(done.action, done.errno, done.started, done.finished, True,
-                            done.kernel_records, done.detail)
+                            done.kernel_records, done.detail, done.declined)
         self._attempt = done
         if done.errno == 0:
             return -E.EEXIST if joined else 0
@@ -293,9 +298,10 @@ class _ChainActions:
             outcome = LoadOutcome.COMMAND_RAN if attempt.errno == 0 else LoadOutcome.FAILED
         else:
             outcome = insert_outcome(attempt.errno, joined=attempt.joined,
-                                     kernel_denied=name in self._kernel_blacklist)
+                                     kernel_denied=name in self._kernel_blacklist,
+                                     declined=attempt.declined)
             if outcome is LoadOutcome.FAILED:
-                diagnosis = classify_insert(attempt.errno)
+                diagnosis = classify_insert(attempt.errno, declined=attempt.declined)
         self.steps.append(StepResult(
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
             step.requested, started=attempt.started, finished=attempt.finished,

@@ -32,7 +32,7 @@ from kmodd.core.autoload import (
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
-from kmodd.core.outcome import classify_remove
+from kmodd.core.outcome import Outcome, classify_remove
 from kmodd.core.plan import LiveState, initstate
 from kmodd.core.resolve import LookupError_, Resolver
 from kmodd.daemon.control import (
@@ -421,8 +421,9 @@ def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     if step is None or step.outcome is not LoadOutcome.FAILED:
         return None
     stage = "install command" if step.action is StepAction.INSTALL else "finit_module"
+    declined = step.diagnosis is not None and step.diagnosis.outcome is Outcome.DECLINED
     return FailedAttempt(record.name, step.errno, stage=stage, step=step.module,
-                         kmsg=step.kernel_records, options=step.options)
+                         kmsg=step.kernel_records, options=step.options, declined=declined)
 
 
 def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter) -> tuple[str, ...]:

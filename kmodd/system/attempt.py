@@ -82,7 +82,8 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
 
     Returns None when everything loaded (or nothing needed loading), else the failed
     attempt: the first module whose required step failed, its errno, what gave it, the
-    kernel's log records written meanwhile and what kmod would have printed.
+    kernel's log records written meanwhile and what kmod would have printed. A module whose
+    own init answered EEXIST failed too (`declined`), though modprobe counts it as loaded.
     """
     from kmodd.system.actions import HostActions
     from kmodd.system.kernel import LinuxKernel
@@ -102,13 +103,18 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
         mods = []
     if not mods:
         return FailedAttempt(target, E.ENOENT, "lookup", kmsg=(), options=options)
-    failed: list[tuple[Step, int, str | None]] = []
+    failed: list[tuple[Step, int, str | None, bool]] = []  # the first: step, err, stage, declined
 
     def on_step(step: Step, err: int) -> None:
-        if err < 0 and err != -E.EEXIST and step.required and not failed:
+        last, port.last = port.last, None  # this step's insert, if it made one
+        # EEXIST from an insert that left no module of the name: the module's init refused.
+        declined = (err == -E.EEXIST and step.command is None and last is not None
+                    and last.errno == E.EEXIST
+                    and port.modules.initstate(step.module.name) is None)
+        if ((err < 0 and err != -E.EEXIST) or declined) and step.required and not failed:
             stage = "install command" if step.command is not None else \
-                (port.last.syscall if port.last is not None else None)
-            failed.append((step, err, stage))
+                (last.syscall if last is not None else None)
+            failed.append((step, err, stage, declined))
 
     actions = HostActions(front, port, None if root.is_host else root)
     flags = ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY
@@ -117,11 +123,12 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
             plan = plan_probe(resolver, port.modules, mod, flags, options)
             port.last = None
             err = run_plan(resolver, port.modules, plan, flags, actions, on_step=on_step)
-            if err < 0:
+            if err < 0 or failed:
                 records = tuple(watch.records())
-                step, step_err, stage = failed[0] if failed else (None, err, None)
+                step, step_err, stage, declined = failed[0] if failed else \
+                    (None, err, None, False)
                 return FailedAttempt(
                     module=mod.name, errno=-step_err, stage=stage,
                     step=step.module.name if step is not None else None, kmsg=records,
-                    options=options, messages=tuple(front.messages))
+                    options=options, messages=tuple(front.messages), declined=declined)
     return None

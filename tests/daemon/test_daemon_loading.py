@@ -200,6 +200,65 @@ def test_a_real_failure_is_a_warning_with_its_cause_and_the_kernels_words(
                                                               "no-device")
 
 
+DECLINING = (FixtureModule("kmodd_cpufreq", aliases=("kmoddtest:cpu",)),)
+
+
+def test_a_module_whose_init_refuses_with_eexist_is_declined_not_already_loaded(
+        tmp_path: Path) -> None:
+    """A cpufreq driver's init returns EEXIST when another cpufreq driver is in charge; the
+    kernel then unloads it. libkmod and udev count EEXIST as loaded; kmodd says what happened."""
+    root = write_tree(tmp_path / "root", DECLINING, config={})
+    kernel = fake_kernel(root, init_errors={"kmodd_cpufreq": E.EEXIST})
+    source = FakeUeventSource()
+    sink = ListSink()
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, source=source, sink=sink) as daemon:
+            source.push(uevent("/devices/cpu0", "kmoddtest:cpu", 3, subsystem="kmodd"))
+            await wait_until(lambda: finished(daemon, "/devices/cpu0"))
+            assert outcome_of(daemon, "/devices/cpu0") == "failed"
+            view = await daemon.start_control().explain("kmodd_cpufreq")
+            attempt, *_ = view.explanation.findings
+            assert (attempt.check, attempt.verdict, attempt.summary) == (
+                Check.ATTEMPT, Verdict.PROBLEM, "the load failed with EEXIST: declined")
+            assert attempt.fix is not None and attempt.fix.startswith(
+                "nothing, unless this module should be the one in charge")
+
+    asyncio.run(scenario())
+    assert kernel.module("kmodd_cpufreq") is None
+    (record,) = [r for r in sink.records if r.module == "kmodd_cpufreq"]
+    assert (record.priority, record.outcome, record.errno, record.diagnosis) == (
+        Priority.INFO, "failed", E.EEXIST, "declined")
+    assert record.message.startswith(
+        "Failed to insert module 'kmodd_cpufreq': File exists (declined: the module's init "
+        "function answered 'File exists' and the kernel unloaded it")
+
+
+def test_a_module_another_program_loaded_during_our_insert_is_already_loaded(
+        tmp_path: Path) -> None:
+    """The kernel's EEXIST for a module that is there (another program's insert won the race
+    after the daemon found the module absent) is no failure."""
+    root = write_tree(tmp_path / "root", DECLINING, config={})
+    gated = GatedSyscalls(fake_kernel(root))
+    gated.hold("kmodd_cpufreq")
+    source = FakeUeventSource()
+    sink = ListSink()
+    path = root.path(f"/lib/modules/{KVER}/kernel/drivers/kmodd/kmodd-cpufreq.ko")
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=gated, source=source, sink=sink) as daemon:
+            source.push(uevent("/devices/cpu0", "kmoddtest:cpu", 3, subsystem="kmodd"))
+            await wait_until(lambda: gated.started.get("kmodd_cpufreq") == 1)
+            assert gated.kernel.port().insert(path).errno == 0  # the other program
+            gated.open()
+            await wait_until(lambda: finished(daemon, "/devices/cpu0"))
+            assert outcome_of(daemon, "/devices/cpu0") == "already-loaded"
+
+    asyncio.run(scenario())
+    (record,) = [r for r in sink.records if r.module == "kmodd_cpufreq"]
+    assert (record.outcome, record.errno, record.diagnosis) == ("already-loaded", E.EEXIST, None)
+
+
 STATIC = (FixtureModule("sg"), FixtureModule("ppdev"))
 
 

@@ -4,6 +4,7 @@ import errno as E
 import re
 
 from kmodd.core.outcome import (
+    DECLINED_CAUSE,
     INSERT_OUTCOMES,
     Outcome,
     classify_insert,
@@ -48,8 +49,19 @@ def test_an_errno_outside_the_table_is_the_init_function_failing():
     assert diagnosis.cause == "the module's init function failed with Connection timed out"
 
 
+def test_eexist_with_the_module_absent_afterwards_is_the_module_declining():
+    diagnosis = classify_insert(E.EEXIST, declined=True)
+    assert (diagnosis.errno_name, diagnosis.outcome, diagnosis.cause, diagnosis.ok) == (
+        "EEXIST", Outcome.DECLINED, DECLINED_CAUSE, False)
+
+
+def test_declined_is_only_said_of_eexist():
+    assert classify_insert(E.ENODEV, declined=True).outcome is Outcome.NO_DEVICE
+    assert classify_insert(E.EEXIST).outcome is Outcome.ALREADY_LOADED
+
+
 def test_every_cause_is_plain_words_without_errno_names():
-    for outcome, cause in INSERT_OUTCOMES.values():
+    for outcome, cause in [*INSERT_OUTCOMES.values(), (Outcome.DECLINED, DECLINED_CAUSE)]:
         assert cause and not re.search(r"\bE[A-Z]{3,}\b", cause), outcome
 
 

@@ -16,8 +16,11 @@ from collections.abc import Mapping
 import pytest
 
 from kmodd.core.explain import Check, Evidence, Explanation, Finding, Verdict
+from kmodd.core.explain_rules import DECLINED_FIX
+from kmodd.core.outcome import DECLINED_CAUSE
 from kmodd.system.attempt import attempt
 from kmodd.system.diagnose import explain
+from kmodd.system.kernel import LinuxKernel
 from kmodd.system.root import Root
 from tests.fakes import DEBIAN_RELEASE, DEBIAN_SIGNER, FakeKernel, needs_core_elf
 from tests.kofixtures import (
@@ -518,6 +521,44 @@ def test_an_init_function_that_fails_is_quoted_with_its_own_line(tmp_path, errno
     f = the_attempt(expl, name)
     assert texts(f, "kernel log") == ["mod_a: no device found"]
     assert texts(f, "failed at") == ["finit_module"]
+
+
+def test_an_init_that_answers_eexist_and_leaves_nothing_loaded_is_a_decline(tmp_path):
+    """modprobe stays silent (EEXIST counts as loaded); the explanation says what happened."""
+    kernel = kernel_for(tree(tmp_path, {"kernel/drivers/cpufreq/pcc-cpufreq.ko":
+                                        mod("pcc_cpufreq")}),
+                        init_errors={"pcc_cpufreq": E.EEXIST})
+    f = the_attempt(explained(kernel, "pcc_cpufreq", load=True), "EEXIST")
+    assert (f.summary, texts(f, "cause"), f.fix) == (
+        "the load failed with EEXIST: declined", [DECLINED_CAUSE], DECLINED_FIX)
+    assert kernel.module("pcc_cpufreq") is None
+
+
+class _AnotherProgramFirst:
+    """Syscalls where another program's insert of the same file lands just before ours."""
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+
+    def finit_module(self, fd: int, params: bytes, flags: int) -> int:
+        assert self.kernel.finit_module(fd, params, flags) == 0
+        os.lseek(fd, 0, os.SEEK_SET)
+        return self.kernel.finit_module(fd, params, flags)
+
+    def init_module(self, image: bytes, params: bytes) -> int:
+        return self.kernel.init_module(image, params)
+
+    def delete_module(self, name: bytes, flags: int) -> int:
+        return self.kernel.delete_module(name, flags)
+
+
+def test_eexist_for_a_module_another_program_loaded_meanwhile_is_no_failure(tmp_path):
+    kernel = kernel_for(tree(tmp_path, {"kernel/drivers/a/mod-a.ko": mod("mod_a")}))
+    port = LinuxKernel(kernel.root, syscalls=_AnotherProgramFirst(kernel))
+    assert attempt("mod_a", root=kernel.root, moddir=MODDIR, kernel=port,
+                   environ={"PATH": os.environ["PATH"]}) is None
+    assert [call for call in kernel.calls if call[0] == "finit_module"] == [
+        ("finit_module", "mod_a"), ("finit_module", "mod_a")]
 
 
 def test_a_dependency_that_fails_is_named_as_the_failing_step(tmp_path):

@@ -152,25 +152,35 @@ def _stamp(line: str) -> float:
 
 
 def classify_inserts(lines: list[str]) -> dict[str, object]:
-    """Count the attempts in trace lines, and tell -EEXIST apart by whom it raced.
+    """Count the attempts in trace lines, and tell the three kinds of -EEXIST apart.
 
-    -EEXIST while another program's insert was in flight (the kernel's request_module runs
-    /sbin/modprobe, e.g. for a codec the loader is loading too: both found the module absent)
-    is a race every loader can meet ("raced"); any other -EEXIST is an insert of a module
-    that was already there ("duplicates").
+    The kernel answers EEXIST in two places. Before running anything, when a module of the
+    name is there: while another program's insert was in flight (the kernel's request_module
+    runs /sbin/modprobe, e.g. for a codec the loader is loading too: both found the module
+    absent), that is a race every loader can meet ("raced"); any other is an insert of a
+    module that was already there ("duplicates"). Or after module_load, when the module's
+    own init returns EEXIST (a cpufreq driver finding another one in charge) and the kernel
+    unloads it again: no duplicate at all ("declined", by module name).
     """
     attempts = 0
     results: dict[str, int] = {}
     callers: dict[str, int] = {}
     spans: list[tuple[str, int, float, float]] = []  # comm, pid, entered, returned
     entered: dict[int, float] = {}
+    loading: dict[int, str] = {}  # pid -> the module its running insert began to initialise
     eexist: list[tuple[str, int, float, float, str]] = []
+    declined: list[str] = []
     for ln in lines:
         if "sys_finit_module(" in ln or "sys_init_module(" in ln:
             attempts += 1
             comm, pid = _task(ln)
             callers[comm] = callers.get(comm, 0) + 1
             entered[pid] = _stamp(ln)
+            loading.pop(pid, None)
+        elif " module_load: " in ln:
+            _comm, pid = _task(ln)
+            if pid in entered:
+                loading[pid] = ln.split(" module_load: ", 1)[1].split()[0]
         elif "sys_finit_module ->" in ln or "sys_init_module ->" in ln:
             comm, pid = _task(ln)
             ret = int(ln.rsplit("->", 1)[1].strip(), 16)
@@ -180,7 +190,10 @@ def classify_inserts(lines: list[str]) -> dict[str, object]:
             results[key] = results.get(key, 0) + 1
             start, end = entered.pop(pid, _stamp(ln)), _stamp(ln)
             spans.append((comm, pid, start, end))
-            if ret == -EEXIST:
+            module = loading.pop(pid, None)
+            if ret == -EEXIST and module is not None:
+                declined.append(module)
+            elif ret == -EEXIST:
                 eexist.append((comm, pid, start, end, ln.strip()))
     duplicates: list[str] = []
     raced: list[str] = []
@@ -193,7 +206,8 @@ def classify_inserts(lines: list[str]) -> dict[str, object]:
                         start - 1.0 <= _stamp(ln) <= end]
     return {"attempts": attempts, "results": results, "callers": callers,
             "duplicates": len(duplicates), "duplicate_lines": duplicates,
-            "duplicate_context": context, "raced": len(raced), "raced_lines": raced}
+            "duplicate_context": context, "raced": len(raced), "raced_lines": raced,
+            "declined": declined}
 
 
 def _stat_fields(pid: str) -> list[str] | None:
