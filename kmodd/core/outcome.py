@@ -130,7 +130,7 @@ REMOVE_OUTCOMES: Mapping[int, tuple[Outcome, str]] = {
 DECLINED_CAUSE = ("the module's init function answered 'File exists' and the kernel unloaded "
                   "it: no module of this name was loaded, so the module itself declined to "
                   "start because what it registers exists already (a cpufreq driver such as "
-                  "pcc_cpufreq or powernow_k8 does this when another cpufreq driver is in "
+                  "pcc_cpufreq or acpi_cpufreq does this when another cpufreq driver is in "
                   "charge)")
 
 
