@@ -44,7 +44,7 @@ from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
 from kmodd.core.remove import RemoveOptions, remove
 from kmodd.core.resolve import LookupError_, Module, Resolver
 from kmodd.system.actions import run_command
-from kmodd.system.kernel import KernelPort
+from kmodd.system.kernel import KernelPort, init_declined
 from kmodd.system.kmsg import KmsgSource
 from kmodd.system.modstate import SysModules
 from kmodd.system.priority import lower_thread_priority
@@ -248,12 +248,9 @@ class _ChainActions:
                 records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
                     records = module_lines(watch.records(), mod.name)
-            # EEXIST, yet no module of the name: the kernel ran the init, which refused.
-            declined = (result.errno == E.EEXIST
-                        and loader.kernel.modules.initstate(mod.name) is None)
             return _Attempt(StepAction.INSERT, result.errno, started, finished,
                             kernel_records=records, detail="; ".join(result.notes),
-                            declined=declined)
+                            declined=init_declined(loader.kernel.modules, mod.name, result))
 
         done, joined = loader.inserts.run(mod.name, attempt, asked)
         if joined:

@@ -21,7 +21,7 @@ from kmodd.core.explain_facts import FailedAttempt
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.plan import ProbeFlag, Step, plan_probe, run_plan
 from kmodd.core.resolve import LookupError_, Resolver
-from kmodd.system.kernel import InsertResult, KernelPort
+from kmodd.system.kernel import InsertResult, KernelPort, init_declined
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
@@ -107,10 +107,8 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
 
     def on_step(step: Step, err: int) -> None:
         last, port.last = port.last, None  # this step's insert, if it made one
-        # EEXIST from an insert that left no module of the name: the module's init refused.
         declined = (err == -E.EEXIST and step.command is None and last is not None
-                    and last.errno == E.EEXIST
-                    and port.modules.initstate(step.module.name) is None)
+                    and init_declined(port.modules, step.module.name, last))
         if ((err < 0 and err != -E.EEXIST) or declined) and step.required and not failed:
             stage = "install command" if step.command is not None else \
                 (last.syscall if last is not None else None)

@@ -97,6 +97,16 @@ class InsertResult:
         return self.errno == 0
 
 
+def init_declined(modules: SysModules, name: str, result: InsertResult) -> bool:
+    """Did module `name`'s own init answer EEXIST? (see core.outcome.DECLINED_CAUSE)
+
+    The kernel's EEXIST for a module that is there leaves it loaded; an init that answers
+    EEXIST (a cpufreq driver when another one is in charge) leaves nothing of the name.
+    """
+    return (result.syscall in ("finit_module", "init_module") and result.errno == E.EEXIST
+            and modules.initstate(name) is None)
+
+
 class KernelPort(Protocol):
     """Insert and remove modules, and read their state."""
 
