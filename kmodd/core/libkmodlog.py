@@ -115,6 +115,11 @@ LIBKMOD_SITES: Mapping[str, Site] = {
     "config_subdir": Site(Priority.ERR, "libkmod-config.c", 772, "conf_files_filter_out"),
     "config_opendir": Site(Priority.ERR, "libkmod-config.c", 868, "conf_files_list"),
     "config_path_too_long": Site(Priority.ERR, "libkmod-config.c", 936, "kmod_config_new"),
+    # kmodd's own: a configuration file that is a FIFO, device, directory or socket, or over
+    # the size cap, is not read ("PATH: is a FIFO, ignoring"). kmod logs nothing there (it
+    # waits for a FIFO's writer for ever, reads a device without end); the site is its open()
+    # of the file (line 942 of kmod 30).
+    "config_not_read": Site(Priority.ERR, "libkmod-config.c", 942, "kmod_config_new"),
 }
 
 

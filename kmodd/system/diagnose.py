@@ -9,7 +9,9 @@ running kernel's view (`/proc/kallsyms`, `/proc/keys`, `sig_enforce`, lockdown,
 from `kmodd.system.attempt` (a load made for the purpose, watching `/dev/kmsg`).
 
 Nothing read here can raise at the caller: a file that cannot be read is a fact (missing,
-unreadable, malformed at an offset), never a traceback.
+unreadable, malformed at an offset), never a traceback. Every file is opened through
+`kmodd.system.safeopen` (regular files only, non-blocking open, a size cap per kind), so a
+target path naming a FIFO or `/dev/zero` is a problem reported, not a wait or an endless read.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root
+from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, read_regular
 from kmodd.system.sysview import FileView
 
 #: Kernel modules read (in modules.dep order) looking for the kernel's own vermagic.
@@ -76,14 +79,15 @@ SYMVERS_PATHS = ("{moddir}/build/Module.symvers",
 KERNEL_CONFIG = "/boot/config-{release}"
 #: The running kernel's release, as the kernel itself states it.
 OSRELEASE = "/proc/sys/kernel/osrelease"
+#: Largest text file read about the system: `/proc/kallsyms` (some 10 MiB with many modules
+#: loaded), Module.symvers (a few MiB), the kernel's config, modules.dep; /proc files have
+#: `st_size` 0, so the cap bounds the read itself.
+SYSTEM_TEXT_MAX = 64 << 20
 
 
 def _read_text(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("latin-1")
-    except OSError:
-        return None
+    data = read_regular(path, SYSTEM_TEXT_MAX)
+    return None if isinstance(data, Refused) else data.decode("latin-1")
 
 
 def running_release(root: Root) -> tuple[str, str]:
@@ -112,12 +116,12 @@ class _Image:
 
 def read_module(path: str, shown: str) -> _Image:
     """The decompressed, parsed image of a module file (`shown` names it in problems)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as err:
-        why = os.strerror(err.errno or E.EIO)
-        return _Image(problem=FileProblem(shown, f"cannot read it: {why}"))
+    raw = read_regular(path, MODULE_FILE_MAX, shown)
+    if isinstance(raw, Refused):
+        if raw.refusal in (Refusal.NOT_REGULAR, Refusal.TOO_LARGE):
+            # "it is a FIFO", "it is larger than ... bytes": never waited on or read whole.
+            return _Image(problem=FileProblem(shown, f"it {raw.reason}"))
+        return _Image(problem=FileProblem(shown, f"cannot read it: {raw.reason}"))
     try:
         from kmodd.system.codecs import unzstd
 

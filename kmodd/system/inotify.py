@@ -101,6 +101,12 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Wake `waiter` unless it is already done (cancelled by a timeout or by its task)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ChangeWatcher:
     """An async iterator of `Change` values for a set of `WatchTarget`s."""
 
@@ -204,8 +210,13 @@ class ChangeWatcher:
 
     async def _wait_readable(self, timeout: float | None) -> bool:
         loop = asyncio.get_running_loop()
-        readable = loop.create_future()
-        loop.add_reader(self._fd, readable.set_result, None)
+        readable: asyncio.Future[None] = loop.create_future()
+        # The reader is level-triggered and stays registered until the `finally` below, while
+        # `wait_for` (on its timeout, or when this task is cancelled) first cancels the future
+        # and then yields to the loop: the fd becoming readable in that window would call
+        # set_result on a cancelled future (InvalidStateError in the log). Only a pending
+        # future is woken.
+        loop.add_reader(self._fd, _wake, readable)
         try:
             await asyncio.wait_for(readable, timeout)
             return True

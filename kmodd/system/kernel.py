@@ -250,7 +250,9 @@ class LinuxKernel:
                force_modversion: bool = False) -> InsertResult:
         params = _encode(options)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO named as a module must not wait for a writer (the pread
+            # below then fails with ESPIPE); a regular file is not affected by it.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as err:
             return InsertResult(err.errno or E.EIO, "open")
         try:

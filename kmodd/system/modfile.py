@@ -3,33 +3,31 @@
 The file is mapped, not read, so only the pages of the headers and sections asked for are
 touched. Compression is decided by the magic bytes; Debian's kmod 30 decodes zstd and xz
 (it is built without zlib, so a gzip file is handed on as it is and fails as ELF).
+The file is opened through `kmodd.system.safeopen`: a FIFO is never waited on, and a device,
+directory or socket, or a file over `MODULE_FILE_MAX`, is an errno, never mapped or read.
 """
 
 from __future__ import annotations
 
 import errno as E
 import mmap
-import os
 
 from kmodd.core import compression
+from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, map_regular
 
 #: What Debian 12's libkmod decompresses (kmod 30 built +ZSTD +XZ -ZLIB).
 DEBIAN_KMOD_DECOMPRESSES = frozenset({compression.Compression.ZSTD, compression.Compression.XZ})
+#: The errno a file that is opened but not mapped stands for: ENODEV is what mmap() answers
+#: for a FIFO, directory or socket; a file over the cap is EFBIG.
+REFUSAL_ERRNO = {Refusal.NOT_REGULAR: E.ENODEV, Refusal.TOO_LARGE: E.EFBIG}
 
 
 def map_module(path: str) -> bytes | mmap.mmap | int:
     """The file's bytes (a read-only private mapping), or the errno opening it gave."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        return err.errno or E.EIO
-    try:
-        size = os.fstat(fd).st_size
-        return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) if size else b""
-    except (OSError, ValueError) as err:
-        return getattr(err, "errno", None) or E.EINVAL
-    finally:
-        os.close(fd)
+    mapped = map_regular(path, MODULE_FILE_MAX)
+    if isinstance(mapped, Refused):
+        return mapped.errno or REFUSAL_ERRNO.get(mapped.refusal, E.EIO)
+    return mapped
 
 
 def module_image(raw: bytes | mmap.mmap) -> bytes | mmap.mmap | int:
