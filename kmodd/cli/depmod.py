@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from kmodd.cli.kmodtool import reports_index_damage
 from kmodd.core.depmod import (
     DepmodModule,
     DepmodOptions,
@@ -208,6 +209,7 @@ def _absolute(path: str) -> str:
     return path if path.startswith("/") else f"{logical(os.getcwd())}/{path}"
 
 
+@reports_index_damage("depmod")
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         environ: Mapping[str, str]) -> int:
     """depmod's main(): returns the exit status."""

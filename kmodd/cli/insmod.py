@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.cli.kmodtool import (
+    EXIT_FAILURE,
+    EXIT_SUCCESS,
+    VERSION_TEXT,
+    ToolLog,
+    fs_bytes,
+    reports_index_damage,
+)
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.outcome import insmod_insert_error
 from kmodd.system.kernel import KernelPort, LinuxKernel
@@ -41,6 +48,7 @@ def module_file_errno(path: str) -> int:
     return 0
 
 
+@reports_index_damage("insmod")
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         environ: Mapping[str, str], kernel: KernelPort | None = None) -> int:
     prog = os.path.basename(argv[0]) if argv else "insmod"

@@ -8,9 +8,11 @@ stderr logger, used by the tools that never install one (insmod, lsmod, modinfo)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, cast
 
+from kmodd.core.binindex import IndexFileError
 from kmodd.core.libkmodlog import (
     TOOL_PRIORITY_NAMES,
     LibkmodEvent,
@@ -116,3 +118,27 @@ class LibkmodDefaultLog:
         if event.priority > self.priority:
             return
         self.stderr.write(self.encode(libkmod_line_default(event)))
+
+
+_P = ParamSpec("_P")
+#: kmod's tools exit 1 on an error (modprobe, modinfo, rmmod, insmod, depmod alike).
+EXIT_INDEX_DAMAGED = 1
+
+
+def reports_index_damage(tool: str) -> Callable[[Callable[_P, int]], Callable[_P, int]]:
+    """Wrap a front end's `run`: a damaged index file, met wherever a lookup reaches the
+    damage, ends the tool with one kmod-style line naming the file, the offset and what is
+    wrong (`modprobe: ERROR: PATH: offset 0x..: ...`) and exit status 1, not a traceback."""
+
+    def wrap(run: Callable[_P, int]) -> Callable[_P, int]:
+        @functools.wraps(run)
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> int:
+            try:
+                return run(*args, **kwargs)
+            except IndexFileError as e:
+                stderr = cast(BinaryIO, kwargs["stderr"])
+                stderr.write(f"{tool}: ERROR: {e}\n".encode("utf-8", "surrogateescape"))
+                stderr.flush()
+                return EXIT_INDEX_DAMAGED
+        return checked
+    return wrap

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, LibkmodDefaultLog, fs_bytes, latin1
+from kmodd.cli.kmodtool import (
+    EXIT_FAILURE,
+    EXIT_SUCCESS,
+    LibkmodDefaultLog,
+    fs_bytes,
+    latin1,
+    reports_index_damage,
+)
 from kmodd.core.libkmodlog import strerror
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
@@ -18,6 +25,7 @@ from kmodd.system.root import Root
 HEADER = b"Module                  Size  Used by\n"
 
 
+@reports_index_damage("lsmod")
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         environ: Mapping[str, str]) -> int:
     """lsmod takes no arguments; it prints the table or says why it cannot."""

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.cli.kmodtool import (
+    EXIT_FAILURE,
+    EXIT_SUCCESS,
+    VERSION_TEXT,
+    ToolLog,
+    fs_bytes,
+    reports_index_damage,
+)
 from kmodd.core import elf
 from kmodd.core.config import build_config
 from kmodd.core.libkmodlog import strerror
@@ -363,6 +370,7 @@ def default_lookup(root: Root, moddir: str, log: ToolLog) -> ModuleLookup | str:
     return ResolverLookup(resolver, log)
 
 
+@reports_index_damage("modinfo")
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         environ: Mapping[str, str], lookup: ModuleLookup | None = None) -> int:
     prog = os.path.basename(argv[0]) if argv else "modinfo"

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1
+from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1, reports_index_damage
 from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.config import Config
 from kmodd.core.index import INDEX_FILES, IndexProblem
@@ -621,6 +621,7 @@ class _Run:
         return 0 if err >= 0 else 1
 
 
+@reports_index_damage("modprobe")
 def run(
     argv: Sequence[str],
     *,

@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
-from kmodd.cli.kmodtool import EXIT_FAILURE, EXIT_SUCCESS, VERSION_TEXT, ToolLog, fs_bytes
+from kmodd.cli.kmodtool import (
+    EXIT_FAILURE,
+    EXIT_SUCCESS,
+    VERSION_TEXT,
+    ToolLog,
+    fs_bytes,
+    reports_index_damage,
+)
 from kmodd.core.index import RawIndexes
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority, strerror
@@ -89,6 +96,7 @@ def check_module_inuse(name: str, *, builtin: bool, modules: SysModules, log: To
     return refcnt
 
 
+@reports_index_damage("rmmod")
 def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
         environ: Mapping[str, str], kernel: KernelPort | None = None,
         builtin: BuiltinLookup | None = None) -> int:

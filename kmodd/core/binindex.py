@@ -368,6 +368,72 @@ class BinIndex:
                     yield (key, prio, buf[off + 4 : end].decode("ascii"))
                     off = end + 1
 
+    def check(self) -> int:
+        """Walk the whole trie with every bound checked; return how many values it holds.
+
+        The walk reads what a lookup or a decode would read (node words, prefixes, child
+        tables, value lists) and builds no key, so it costs a few milliseconds per megabyte:
+        after it, no lookup on this index can meet damage. Raises IndexFileError at the
+        first fault, naming its offset.
+        """
+        if not self.root & NODE_OFFSET:
+            return 0
+        buf = self._buf
+        size = self._size
+        find = buf.find
+        path = self.path
+        u32 = _U32.unpack_from
+        values = 0
+        visited = 0
+        stack = [self.root]
+        pop = stack.pop
+        extend = stack.extend
+        while stack:
+            word = pop()
+            off = word & NODE_OFFSET
+            visited += 1
+            if visited > size:  # a valid trie has fewer nodes than bytes
+                raise IndexFileError(path, off, "trie loops back on itself")
+            if not word & NODE_FLAGS:
+                continue  # nothing is read for an empty node (see `node`)
+            if off < HEADER_SIZE or off >= size:
+                raise IndexFileError(path, off, "node offset outside the file")
+            if word & NODE_PREFIX:
+                end = find(b"\0", off)
+                if end < 0:
+                    raise IndexFileError(path, off, "node prefix runs past the end of the file")
+                if not buf[off:end].isascii():
+                    raise IndexFileError(path, off, "node prefix is not 7-bit ASCII")
+                off = end + 1
+            if word & NODE_CHILDS:
+                if off + 2 > size:
+                    raise IndexFileError(path, off, "child table runs past the end of the file")
+                first = buf[off]
+                last = buf[off + 1]
+                if last >= CHILD_MAX or first > last:
+                    raise IndexFileError(
+                        path, off, f"child range {first:#x}..{last:#x} is not 7-bit ASCII")
+                n = last - first + 1
+                if off + 2 + 4 * n > size:
+                    raise IndexFileError(path, off, "child table runs past the end of the file")
+                extend([w for w in _CHILD_UNPACK[n](buf, off + 2) if w])
+                off += 2 + 4 * n
+            if word & NODE_VALUES:
+                if off + 4 > size:
+                    raise IndexFileError(path, off, "value count runs past the end of the file")
+                (count,) = u32(buf, off)
+                off += 4
+                # Every value takes at least 5 bytes: a damaged count ends at the file's end.
+                for _ in range(count):
+                    end = find(b"\0", off + 4) if off + 4 <= size else -1
+                    if end < 0:
+                        raise IndexFileError(path, off, "value runs past the end of the file")
+                    if not buf[off + 4 : end].isascii():
+                        raise IndexFileError(path, off + 4, "value is not 7-bit ASCII")
+                    off = end + 1
+                values += count
+        return values
+
     def _walk_checked(self) -> None:
         """Visit every node with full checks (raises IndexFileError at the first fault)."""
         if not self.root & NODE_OFFSET:
@@ -392,6 +458,7 @@ def scan_subtree(entries: Iterable[tuple[str, int, str]], subkey: str,
 
 
 _CHILD_FORMATS = {n: f">{n}I" for n in range(1, CHILD_MAX + 1)}
+_CHILD_UNPACK = {n: struct.Struct(f">{n}I").unpack_from for n in range(1, CHILD_MAX + 1)}
 _AFTER_ALL = "\uffff"
 
 

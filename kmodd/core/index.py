@@ -15,7 +15,7 @@ chain moves on, as libkmod's does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import NamedTuple, Protocol
 
 from kmodd.core.aliasindex import AliasIndex, MappedAliasIndex
@@ -29,6 +29,20 @@ INDEX_FILES = {
     "builtin_alias": "modules.builtin.alias.bin",
     "builtin": "modules.builtin.bin",
 }
+
+
+#: The file depmod builds an index from, for the indexes it writes empty (zero bytes) when
+#: that file is missing (a kernel without modules.builtin.modinfo, before 5.2): an empty
+#: index is then no index; with its source present, an empty index is a damaged one.
+INDEX_SOURCES = {
+    "builtin": "modules.builtin",
+    "builtin_alias": "modules.builtin.modinfo",
+}
+
+
+#: The indexes `ModuleIndex` decodes whole (the decode reads, and so checks, every node);
+#: the others it searches in place.
+DECODED_ROLES = frozenset({"builtin", "alias", "builtin_alias"})
 
 
 class Indexes(Protocol):
@@ -76,9 +90,15 @@ class IndexProblem(NamedTuple):
 
 
 def open_indexes(
-    moddir: str, files: Mapping[str, bytes | None]
+    moddir: str, files: Mapping[str, bytes | None], *, sources: Container[str] | None = None,
 ) -> tuple[dict[str, BinIndex], list[IndexProblem]]:
-    """Parse the headers of the index files present (`files` maps file name to bytes)."""
+    """Parse the headers of the index files present (`files` maps file name to bytes).
+
+    `sources`: the names of the module directory's files that exist, to tell an empty
+    builtin index depmod wrote for a missing source from a damaged one (INDEX_SOURCES);
+    without it an empty modules.builtin.alias.bin is skipped, as kmod skips it. Only the
+    headers are read here (`BinIndex.check` walks the rest).
+    """
     out: dict[str, BinIndex] = {}
     problems: list[IndexProblem] = []
     for role, fname in INDEX_FILES.items():
@@ -86,8 +106,18 @@ def open_indexes(
         if data is None:
             continue
         path = f"{moddir}/{fname}"
-        if role == "builtin_alias" and len(data) == 0:
-            continue  # an empty modules.builtin.alias.bin occurs in practice; kmod skips it
+        if len(data) == 0 and role in INDEX_SOURCES:
+            source = INDEX_SOURCES[role]
+            if sources is None:
+                if role == "builtin_alias":
+                    continue  # kmod skips an empty modules.builtin.alias.bin
+            elif source not in sources:
+                continue  # what depmod writes when the source is missing: no index
+            else:
+                problems.append(IndexProblem(
+                    role, path, 0, f"the file is empty, but {source} is present (depmod "
+                    "writes an index from it): a damaged or unfinished write", "short"))
+                continue
         try:
             out[role] = BinIndex(data, path)
         except IndexFileError as e:
@@ -185,8 +215,9 @@ class ModuleIndex:
         return list(ix.dump()) if ix is not None else []
 
     def module_count(self) -> int:
-        """How many modules modules.dep lists (walks the whole index: not for hot paths)."""
-        return len(self._dep.items()) if self._dep is not None else 0
+        """How many modules modules.dep lists (walks the whole index: not for hot paths;
+        raises IndexFileError on a damaged one)."""
+        return self._dep.check() if self._dep is not None else 0
 
 
 def _alias_index(ix: BinIndex | None) -> AliasIndex | None:

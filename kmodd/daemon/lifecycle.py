@@ -1,4 +1,5 @@
-"""What GetStatus reports about the daemon itself: its state and when it got there."""
+"""What GetStatus reports about the daemon itself: its state, when it got there, and why
+it runs degraded if it does."""
 
 from __future__ import annotations
 
@@ -15,3 +16,11 @@ class Lifecycle:
     ready: float | None = None
     coldplug_done: bool = False
     dry_run: bool = False
+    #: Why the daemon runs degraded (no usable module index), None when it does not:
+    #: it keeps listening, and loads again once a reload succeeds.
+    degraded_reason: str | None = None
+
+    @property
+    def settled_state(self) -> str:
+        """The state between reloads: "degraded" while there is no usable index."""
+        return "degraded" if self.degraded_reason is not None else "running"

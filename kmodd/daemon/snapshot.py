@@ -12,12 +12,21 @@ keep the one they started with. If the build fails (an index that cannot be read
 damaged), the current snapshot stays and the failure says why, naming the file and offset.
 
 Start-up takes two steps so that the daemon is ready quickly: first a snapshot over the
-mapped index files as they are (`RawIndexes`, which libkmod would use too; only the headers
-are checked; coldplug runs on it), then, once the boot's burst of uevents is over, the
-fully decoded `ModuleIndex`, built in a thread and swapped in under the same generation
-(`service.Daemon._coldplug`). A reload decodes before it swaps, so a damaged index never
-replaces a good one. With `index_in_memory = no` the daemon stays on the mapped files
-(about 11 MB less for a distribution kernel, each new modalias looked up on the trie).
+index files as they are (`RawIndexes`, which libkmod would use too; coldplug runs on it),
+then, once the boot's burst of uevents is over, the fully decoded `ModuleIndex`, built in
+a thread and swapped in under the same generation (`service.Daemon._coldplug`). With
+`index_in_memory = no` the daemon stays on the raw files (about 11 MB less for a
+distribution kernel, each new modalias looked up on the trie).
+
+Structure: every index's whole trie is walked with every bound checked (`BinIndex.check`)
+before a snapshot that uses it is complete, so that no lookup meets damage later. The walk
+costs about 20 ms per megabyte; start-up checks, before READY, only the index it cannot do
+without and the small builtin ones (STARTUP_CHECKED, a few milliseconds), and the big
+modules.alias.bin and modules.symbols.bin in the step after the burst (`Snapshots.decode`
+checks them in mapped mode too); a lookup on them before that which meets damage fails
+for its device alone. A reload checks every file before it swaps, so a damaged index never
+replaces a good one. The files are read, not mapped: a file truncated in place under a
+mapping would kill the daemon with SIGBUS.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ from typing import TypeVar
 from kmodd.core.autoload import kernel_module_blacklist
 from kmodd.core.binindex import IndexFileError
 from kmodd.core.config import Config
-from kmodd.core.index import INDEX_FILES, Indexes, RawIndexes, open_indexes
+from kmodd.core.index import DECODED_ROLES, INDEX_FILES, Indexes, RawIndexes, open_indexes
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.resolve import CompiledConfig, Resolver, SystemView, compiled
+from kmodd.daemon.workers import BUILD_DEADLINE, SYSTEM_WORKERS, PoolClosed, PoolTimeout, WorkerPool
 from kmodd.system.moddb import (
     decode_indexes,
+    index_sources,
     load_config,
     open_error,
     read_cmdline,
@@ -49,6 +60,9 @@ LOOKUP_MEMO_MAX = 65536
 _V = TypeVar("_V")
 #: The one index a snapshot cannot do without.
 REQUIRED_INDEX = INDEX_FILES["dep"]
+#: Indexes whose structure start-up walks before READY (see the module docstring): the
+#: required one (5 ms for a distribution kernel) and the two small builtin ones.
+STARTUP_CHECKED = ("dep", "builtin", "builtin_alias")
 
 
 def _drop_log(event: LibkmodEvent) -> None:
@@ -160,6 +174,7 @@ class Snapshot:
     compiled: CompiledConfig = field(repr=False)
     files: RememberedFiles = field(repr=False)
     decoded: bool
+    checked: bool = True  # every index's structure walked (else only STARTUP_CHECKED)
     kernel_blacklist: frozenset[str] = frozenset()
     modules: int = 0  # modules in modules.dep (known once decoded)
     build_seconds: float = 0.0
@@ -184,27 +199,34 @@ class SnapshotFailure:
 
 
 def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *,
-                   decode: bool = True) -> Snapshot | SnapshotFailure:
-    """Read the module directory and the configuration into a Snapshot (blocking)."""
+                   decode: bool = True, check_all: bool = True) -> Snapshot | SnapshotFailure:
+    """Read the module directory and the configuration into a Snapshot (blocking).
+
+    Every index is checked whole (`check_all`), or only those of STARTUP_CHECKED; any
+    damage is a SnapshotFailure naming the file, the offset and what is wrong.
+    """
     started = time.monotonic()
     dep_path = f"{real_moddir}/{REQUIRED_INDEX}"
     error = open_error(dep_path)
     if error is not None:
         return SnapshotFailure(f"{moddir}/{REQUIRED_INDEX}: {error}")
-    bins, problems = open_indexes(moddir, read_index_files(real_moddir))
+    bins, problems = open_indexes(moddir, read_index_files(real_moddir, copy=True),
+                                  sources=index_sources(real_moddir))
     if problems:
         return SnapshotFailure(str(problems[0]))
+    if "dep" not in bins:  # replaced by something else since open_error looked
+        return SnapshotFailure(f"{moddir}/{REQUIRED_INDEX}: cannot be read")
     indexes: Indexes
-    modules = 0
-    if decode:
-        try:
-            decoded = decode_indexes(moddir, bins)
-        except IndexFileError as e:
-            return SnapshotFailure(str(e))
-        indexes = decoded
-        modules = decoded.module_count()
-    else:
-        indexes = RawIndexes(moddir, bins, keep_subtrees=True)
+    # An index the decode reads whole is checked by the decode itself.
+    walked = [role for role in bins if (check_all or role in STARTUP_CHECKED)
+              and not (decode and role in DECODED_ROLES)]
+    try:
+        counts = {role: bins[role].check() for role in walked}
+        indexes = (decode_indexes(moddir, bins) if decode
+                   else RawIndexes(moddir, bins, keep_subtrees=True))
+    except IndexFileError as e:
+        return SnapshotFailure(str(e))
+    modules = counts["dep"]
     config = load_config(root, moddir, real_moddir=real_moddir)
     cmdline = read_cmdline(root) or b""
     return Snapshot(
@@ -216,6 +238,7 @@ def build_snapshot(root: Root, moddir: str, real_moddir: str, generation: int, *
         compiled=compiled(config),  # compiled here, in the build thread, not per event
         files=RememberedFiles(FileView(root)),
         decoded=decode,
+        checked=check_all,
         kernel_blacklist=kernel_module_blacklist(cmdline.decode("latin-1")),
         modules=modules,
         build_seconds=time.monotonic() - started,
@@ -234,9 +257,11 @@ class Snapshots:
     """The current snapshot, and its replacement: one build at a time, swapped atomically."""
 
     def __init__(self, root: Root, moddir: str, real_moddir: str, *,
-                 in_memory: bool = True) -> None:
+                 in_memory: bool = True, pool: WorkerPool | None = None) -> None:
         """`in_memory`: decode the index (the `index_in_memory` setting); without it every
-        snapshot answers from the mapped files, its memo remembering what was asked."""
+        snapshot answers from the mapped files, its memo remembering what was asked.
+        `pool`: the threads that build snapshots (the daemon's own work, never a client's)."""
+        self.pool = pool if pool is not None else WorkerPool("kmodd-index", SYSTEM_WORKERS)
         self.root = root
         self.moddir = moddir
         self.real_moddir = real_moddir
@@ -246,16 +271,27 @@ class Snapshots:
         self._next_generation = 1
         self._lock = asyncio.Lock()
 
-    async def _build(self, generation: int, decode: bool) -> Snapshot | SnapshotFailure:
-        return await asyncio.to_thread(build_snapshot, self.root, self.moddir,
-                                       self.real_moddir, generation, decode=decode)
+    async def _build(self, generation: int, decode: bool,
+                     check_all: bool) -> Snapshot | SnapshotFailure:
+        try:
+            return await self.pool.run(
+                lambda: build_snapshot(self.root, self.moddir, self.real_moddir, generation,
+                                       decode=decode, check_all=check_all),
+                BUILD_DEADLINE)
+        except PoolTimeout:
+            return SnapshotFailure(f"reading {self.moddir} and the configuration took more "
+                                   f"than {BUILD_DEADLINE:g} s; gave up")
+        except PoolClosed:
+            return SnapshotFailure("kmodd is stopping")
 
-    async def _replace(self, decode: bool, new_generation: bool) -> Snapshot | SnapshotFailure:
+    async def _replace(self, decode: bool, new_generation: bool,
+                       check_all: bool = True) -> Snapshot | SnapshotFailure:
         async with self._lock:
-            if not new_generation and self.current.decoded:
-                return self.current  # a reload decoded it meanwhile (or there is nothing)
-            generation = self._next_generation if new_generation else self.current.generation
-            result = await self._build(generation, decode)
+            current = self.current
+            if not new_generation and current.checked and (current.decoded or not decode):
+                return current  # a reload did it meanwhile (or there is nothing)
+            generation = self._next_generation if new_generation else current.generation
+            result = await self._build(generation, decode, check_all)
             if isinstance(result, SnapshotFailure):
                 self.last_failure = result
                 return result
@@ -266,19 +302,15 @@ class Snapshots:
             return result
 
     async def load_fast(self) -> Snapshot | SnapshotFailure:
-        """Start-up: the index as mapped (headers checked, nothing decoded)."""
-        return await self._replace(decode=False, new_generation=True)
+        """Start-up: the index as read (STARTUP_CHECKED walked, nothing decoded)."""
+        return await self._replace(decode=False, new_generation=True, check_all=False)
 
     async def decode(self) -> Snapshot | SnapshotFailure:
-        """Replace a start-up snapshot by its decoded form (same generation)."""
-        if not self.in_memory:
-            return self.current
-        return await self._replace(decode=True, new_generation=False)
+        """Replace a start-up snapshot by its decoded form (same generation), every index
+        checked; left mapped (not `in_memory`), only the check is made."""
+        return await self._replace(decode=self.in_memory, new_generation=False)
 
     async def reload(self) -> Snapshot | SnapshotFailure:
-        """A new generation, fully decoded (when in memory) before it replaces the current.
-
-        Mapped, only the headers are checked before the swap; damage deeper in a file then
-        shows when a lookup reaches it, and costs that lookup only.
-        """
+        """A new generation, every index checked (and decoded, when in memory) before it
+        replaces the current one."""
         return await self._replace(decode=self.in_memory, new_generation=True)
