@@ -35,6 +35,8 @@ EXIT_NOT_RUNNING = 3
 EXIT_PERMISSION = 4
 #: Not a Varlink error: the name under which a reply of the wrong shape is reported.
 MALFORMED_REPLY = "kmodctl.MalformedReply"
+#: `status`: the daemon runs degraded (no usable module index), for scripts.
+EXIT_DEGRADED = 1
 #: `explain` found at least one problem.
 EXIT_PROBLEMS = 1
 
@@ -105,15 +107,18 @@ class Context:
 
 
 def _status(ctx: Context) -> int:
+    """The daemon's state and counters; EXIT_DEGRADED when it runs without a usable index."""
     reply = ctx.client.call(f"{INTERFACE}.GetStatus")
+    s, st = reply["status"], reply["statistics"]
+    code = EXIT_DEGRADED if s.get("state") == "degraded" else EXIT_OK
     if ctx.json:
         ctx.out(json.dumps(reply, indent=2) + "\n")
-        return EXIT_OK
-    s, st = reply["status"], reply["statistics"]
+        return code
     dropped = sum(st["uevents_dropped"].values())
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(st["outcomes"].items())) or "none"
     rows = [
         ("State", f"{s['state']}{' (dry run)' if s['dry_run'] else ''}"),
+        *((("Degraded", s["degraded_reason"]),) if s.get("degraded_reason") else ()),
         ("Version", s["version"]),
         ("PID", str(s["pid"])),
         ("Kernel", s["kernel_release"]),
@@ -131,7 +136,7 @@ def _status(ctx: Context) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     ctx.out("".join(f"{k.rjust(width)}: {v}\n" for k, v in rows))
-    return EXIT_OK
+    return code
 
 
 def _devices(ctx: Context) -> int:
@@ -190,7 +195,7 @@ def _why(ctx: Context) -> int:
 def _explain(ctx: Context) -> int:
     from kmodd.core.explain import ExplanationFormatError, from_json
 
-    reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": ctx.args[0]})
+    reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": explain_target(ctx.args[0])})
     try:
         expl = from_json(reply.get("explanation"))
     except ExplanationFormatError as e:
@@ -451,13 +456,59 @@ def socket_path(root: Root, environ: Mapping[str, str], option: str | None) -> s
     return option or environ.get(SOCKET_ENV) or root.path(SOCKET_PATH)
 
 
-#: Error names with their own exit code and wording.
+#: Error names with their own exit code and wording; a `reason` the daemon gives follows
+#: the words after a colon, other parameters in parentheses.
 ERROR_EXITS: Mapping[str, tuple[int, str]] = {
     "org.varlink.service.PermissionDenied": (EXIT_PERMISSION, "permission denied (run as root)"),
+    "org.varlink.service.InvalidParameter": (EXIT_USAGE, "the daemon refused a parameter"),
+    "io.kmodd.PermissionDenied": (EXIT_PERMISSION, "permission denied"),
     "io.kmodd.NoSuchDevice": (EXIT_FAILURE, "no such device"),
     "io.kmodd.NoSuchModule": (EXIT_FAILURE, "no such module"),
+    "io.kmodd.RateLimited": (EXIT_FAILURE, "the daemon refused the request"),
+    "io.kmodd.Busy": (EXIT_FAILURE, "the daemon is busy"),
+    "io.kmodd.TimedOut": (EXIT_FAILURE, "the daemon gave up"),
+    "io.kmodd.RequestTooLarge": (EXIT_FAILURE, "the request is larger than the daemon takes"),
+    "io.kmodd.InvalidRequest": (EXIT_FAILURE, "the daemon did not understand the request"),
+    "io.kmodd.InternalError": (EXIT_FAILURE, "the daemon failed (its log says more)"),
     MALFORMED_REPLY: (EXIT_FAILURE, "the daemon's reply is malformed"),
 }
+#: Refusals said without the command's name: they are about the connection, not the call.
+CONNECTION_REFUSALS: Mapping[str, tuple[int, str]] = {
+    "io.kmodd.TooManyConnections": (EXIT_FAILURE, "the daemon refused the connection"),
+}
+
+
+def error_words(command: str, error: VarlinkClientError) -> tuple[int, str]:
+    """The exit code and the line (without "kmodctl: ") for an error reply."""
+    refusal = CONNECTION_REFUSALS.get(error.name)
+    code, text = refusal or ERROR_EXITS.get(error.name, (EXIT_FAILURE, error.name))
+    parameters = dict(error.parameters)
+    reason = parameters.pop("reason", None)
+    if refusal is not None:
+        parameters.pop("limit", None)  # the reason says it
+    if error.name == "io.kmodd.RateLimited":
+        parameters.pop("rate", None)
+        parameters.pop("burst", None)
+    line = text if refusal is not None else f"{command}: {text}"
+    if reason is not None:
+        line += f": {reason}"
+    if parameters:
+        line += " (" + ", ".join(f"{k}={v}" for k, v in parameters.items()) + ")"
+    return code, line
+
+
+def explain_target(target: str, cwd: str | None = None) -> str:
+    """What `explain` sends for TARGET: a path the user typed made absolute (the daemon's
+    working directory is not the user's); a module name or alias as it is."""
+    import os
+
+    from kmodd.core.normalize import path_ends_with_kmod_ext
+
+    if target.startswith("/"):
+        return target
+    if "/" in target or (path_ends_with_kmod_ext(target) and os.path.exists(target)):
+        return os.path.join(cwd if cwd is not None else os.getcwd(), target)
+    return target
 
 
 def run(
@@ -532,11 +583,13 @@ def run(
         with client:
             return command.run(ctx)
     except VarlinkClientError as e:
-        code, text = ERROR_EXITS.get(e.name, (EXIT_FAILURE, e.name))
-        detail = ", ".join(f"{k}={v}" for k, v in e.parameters.items())
-        err(f"{name}: {text}" + (f" ({detail})" if detail else ""))
+        code, line = error_words(name, e)
+        err(line)
         return code
-    except (ConnectionError, TimeoutError, OSError) as e:
+    except TimeoutError:
+        err(f"{name}: the daemon did not answer within {CALL_TIMEOUT:g} s")
+        return EXIT_FAILURE
+    except (ConnectionError, OSError) as e:
         err(f"{name}: lost the connection to kmodd: {e}")
         return EXIT_NOT_RUNNING
     except KeyboardInterrupt:

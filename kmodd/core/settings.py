@@ -107,6 +107,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control_request_timeout", Kind.DURATION, 10.0,
             "a started control request must arrive whole within this time",
             minimum=0.1, maximum=3600.0),
+    Setting("control_max_connections_per_user", Kind.INT, 8,
+            "control connections one unprivileged user may hold open at once",
+            minimum=1, maximum=65536),
+    Setting("control_reserved_connections", Kind.INT, 8,
+            "of control_max_connections, how many are kept for root and control_group "
+            "(at most half)", minimum=0, maximum=65536),
+    Setting("control_request_rate", Kind.INT, 20,
+            "requests per second an unprivileged control connection may send on average",
+            minimum=1, maximum=100000),
+    Setting("control_request_burst", Kind.INT, 40,
+            "requests an unprivileged control connection may send at once",
+            minimum=1, maximum=100000),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -136,6 +148,10 @@ class Settings:
     control_max_request: int
     control_idle_timeout: float
     control_request_timeout: float
+    control_max_connections_per_user: int
+    control_reserved_connections: int
+    control_request_rate: int
+    control_request_burst: int
 
 
 def defaults() -> Settings:

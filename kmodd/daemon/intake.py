@@ -31,12 +31,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from kmodd.core.uevent import Action, Uevent
-from kmodd.system.netlink import EventsLost, UeventSource
+from kmodd.daemon.throttle import LogThrottle, held_note
+from kmodd.daemon.workers import SYSTEM_WORKERS, WorkerPool
+from kmodd.system.netlink import EventsLost, NetlinkUeventSocket, Rejected, UeventSource
 from kmodd.system.root import Root
 from kmodd.system.sysfs import DeviceWalk, SysfsDevice, loaded_modules
 
 #: Devices handed from the sysfs walk to the event loop at a time.
 SCAN_BATCH = 16
+#: Seconds between two log lines about rejected uevents of the same drop reason.
+REJECTED_LOG_INTERVAL = 10.0
 
 
 class Origin(StrEnum):
@@ -87,8 +91,11 @@ class Intake:
     """The bounded device queue and its producers."""
 
     def __init__(self, source: UeventSource, devices_root: Root, depth: int,
-                 handled: Callable[[str, str | None], bool]) -> None:
-        """`handled(devpath, modalias)`: was this device handled with this modalias?"""
+                 handled: Callable[[str, str | None], bool], *,
+                 pool: WorkerPool | None = None) -> None:
+        """`handled(devpath, modalias)`: was this device handled with this modalias?
+        `pool`: the threads that walk sysfs (the daemon's own work, never a client's)."""
+        self.pool = pool if pool is not None else WorkerPool("kmodd-scan", SYSTEM_WORKERS)
         self.source = source
         self.devices_root = devices_root
         self.depth = depth
@@ -98,9 +105,14 @@ class Intake:
         self._room = asyncio.Condition()
         self._room_waiters = 0  # scans waiting in put(): only they need a notify
         self._resync = asyncio.Event()
+        self._resync_reason = "events may have been lost"
         self._queued = self._coalesced = self._overflows = self._lost = 0
         self._resyncs = self._scanned = self._skipped = 0
         self.on_resync: Callable[[str, int], None] | None = None  # (reason, devices fed)
+        #: Where warnings go (rejected uevents, at most one line per drop reason per
+        #: REJECTED_LOG_INTERVAL); None: only counted.
+        self.on_warning: Callable[[str], None] | None = None
+        self._rejected_log = LogThrottle(REJECTED_LOG_INTERVAL)
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -157,11 +169,26 @@ class Intake:
             if not broken.done():
                 broken.set_exception(error)
 
+        if isinstance(self.source, NetlinkUeventSocket):
+            self.source.on_reject = self._rejected
         self.source.attach(self._take, failed)
         try:
             await broken
         finally:
             self.source.detach()
+
+    def _rejected(self, rejected: Rejected) -> None:
+        """Say who sent a datagram the uevent socket refused, rate-limited per reason."""
+        if self.on_warning is None:
+            return
+        held = self._rejected_log.admit(rejected.reason, time.monotonic())
+        if held is None:
+            return
+        who = f"netlink port {rejected.port_id}"
+        if rejected.pid is not None:
+            who += f" (pid {rejected.pid}, uid {rejected.uid})"
+        self.on_warning(f"Rejected a uevent from {who} sent to groups {rejected.groups:#x}: "
+                        f"{rejected.reason.value}, ignoring{held_note(held)}")
 
     def _take(self, batch: Sequence[Uevent | EventsLost]) -> None:
         for item in batch:
@@ -172,7 +199,9 @@ class Intake:
                 self._overflows += 1
                 self.request_resync()
 
-    def request_resync(self) -> None:
+    def request_resync(self, reason: str = "events may have been lost") -> None:
+        """Rescan sysfs soon; `reason` is what the resync's log line gives."""
+        self._resync_reason = reason
         self._resync.set()
 
     async def run_resync(self) -> None:
@@ -180,10 +209,11 @@ class Intake:
         while True:
             await self._resync.wait()
             self._resync.clear()
+            reason, self._resync_reason = self._resync_reason, "events may have been lost"
             self._resyncs += 1
             fed = await self.scan(Origin.RESYNC)
             if self.on_resync is not None:
-                self.on_resync("events may have been lost", fed)
+                self.on_resync(reason, fed)
 
     async def scan(self, origin: Origin,
                    on_queue: Callable[[str], None] | None = None) -> int:
@@ -200,7 +230,7 @@ class Intake:
                 on_queue(device.devpath)
             await self.put(device.as_uevent(), origin)
             fed += 1
-        modules = await asyncio.to_thread(loaded_modules, self.devices_root)
+        modules = await self.pool.run(lambda: loaded_modules(self.devices_root))
         for name in modules:
             event = module_event(name)
             if self._handled(event.devpath, None):
@@ -231,7 +261,7 @@ class Intake:
             finally:
                 loop.call_soon_threadsafe(batches.put_nowait, None)
 
-        walker = asyncio.ensure_future(asyncio.to_thread(walk))
+        walker = asyncio.ensure_future(self.pool.run(walk))
         try:
             while (batch := await batches.get()) is not None:
                 for device in batch:

@@ -10,7 +10,7 @@ the same loader as autoloading, and told at the louder levels of an explicit req
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import errno as E
 import os
 import re
@@ -36,6 +36,7 @@ from kmodd.core.outcome import Outcome, classify_remove
 from kmodd.core.plan import LiveState, initstate
 from kmodd.core.resolve import LookupError_, Resolver
 from kmodd.daemon.control import (
+    INTERFACE,
     CandidateView,
     DeviceView,
     ExplanationView,
@@ -48,12 +49,13 @@ from kmodd.daemon.control import (
     WhyView,
 )
 from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
+from kmodd.daemon.explainer import ExplainBusy, Explainer, ExplainFailed, ExplainTimeout
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, StepAction
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
-from kmodd.daemon.varlink import VarlinkService
+from kmodd.daemon.varlink import VarlinkError, VarlinkService
 from kmodd.daemon.views import chain_facts, chain_words, step_views
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
@@ -99,6 +101,8 @@ class DaemonControl:
         self.devices_root = devices_root
         self._reload = reload
         self.service: VarlinkService | None = None
+        #: Clients' explanations, each in a worker process of its own (daemon.explainer).
+        self.explainer = Explainer(root.path("/"))
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class DaemonControl:
             coldplug_done=lc.coldplug_done,
             index_generation=self.snapshots.current.generation,
             dry_run=lc.dry_run,
+            degraded_reason=lc.degraded_reason,
         )
 
     def statistics(self) -> StatisticsView:
@@ -304,20 +309,37 @@ class DaemonControl:
             summary += f"; devices with this modalias: {', '.join(seen)}"
         return WhyView(target, devpath, modalias, tuple(candidates), summary)
 
-    async def explain(self, target: str) -> ExplanationView:
-        """`kmodctl explain`'s checklist, computed here (off the event loop: it reads module
-        files and the kernel's symbol table) over the daemon's index, configuration and
-        kernel, with the daemon's own record of its last failed attempt as the failure."""
-        from kmodd.system import diagnose  # only an admin's question needs it: not at start
+    def dmesg_restricted(self) -> bool:
+        data = read_file(self.root.proc("sys/kernel/dmesg_restrict"))
+        return data is None or data.strip() != b"0"  # unreadable: assume restricted
 
+    async def explain(self, target: str, *, kernel_log: bool) -> ExplanationView:
+        """`kmodctl explain`'s checklist over the daemon's index and configuration, with the
+        daemon's own record of its last failed attempt as the failure. It runs in a worker
+        process (`daemon.explainer`: bounded in number, time and memory). `kernel_log`: the
+        caller may see kernel log lines (privileged, or dmesg is not restricted)."""
         snapshot = self.snapshots.current
         record = self.table.modules.get(modname_normalize(target))
         failure = failed_attempt(record) if record is not None else None
-        explanation = await asyncio.to_thread(
-            diagnose.explain, target, root=self.root, moddir=snapshot.moddir,
-            kernel=self.loader.kernel, config=None if snapshot.empty else snapshot.config,
-            indexes=None if snapshot.empty else snapshot.indexes, failure=failure,
-            read_log=failure is None)
+        if failure is not None and not kernel_log:
+            failure = dataclasses.replace(failure, kmsg=())
+        explainer = self.explainer
+        try:
+            explanation = await explainer.explain(
+                target, moddir=snapshot.moddir, failure=failure,
+                read_log=kernel_log and failure is None)
+        except ExplainBusy:
+            limits = explainer.limits
+            raise VarlinkError(f"{INTERFACE}.Busy", {"reason": (
+                f"kmodd is busy answering other clients' questions ({limits.workers} running, "
+                f"{limits.waiting} waiting); try again in a moment")}) from None
+        except ExplainTimeout:
+            raise VarlinkError(f"{INTERFACE}.TimedOut", {"reason": (
+                f"explaining {target} took more than {explainer.limits.deadline:g} s; "
+                "gave up")}) from None
+        except ExplainFailed as e:
+            raise VarlinkError(f"{INTERFACE}.InternalError", {"reason": (
+                f"the explanation of {target} failed: {e}")}) from None
         return ExplanationView(explanation, seen_lines(record, target, self.reporter))
 
     # -- changing methods -----------------------------------------------------------------------

@@ -12,6 +12,20 @@ sees well-typed values. A misbehaving client can cost the daemon at most the nam
 an oversized request is answered and the connection closed, a malformed one is answered, a
 client that stalls mid-request, idles, or stops reading its replies is disconnected, and
 connections beyond the limit are closed on accept.
+
+Root always gets in: a connection is admitted by its peer's credentials. Unprivileged
+peers (neither uid 0 nor what the `privileged` predicate accepts) may hold at most
+`max_connections_per_user` connections each and, all together, `max_connections` less the
+reserve (`reserved_connections`, at most half of `max_connections`), and each of their
+connections may send `request_burst` requests at once and `request_rate` a second on
+average. A refused connection or request is told why in a Varlink error before anything
+is closed, so a client can say it in words.
+
+Every complete request gets exactly one reply (or its stream): JSON that Python's decoder
+refuses for any reason (ValueError: bad syntax, bad UTF-8, an integer of more than 4300
+digits; RecursionError: deep nesting), `NaN`/`Infinity`, and strings that cannot be
+encoded (lone surrogates such as `"\\ud800"`) are answered as invalid, naming the field;
+a handler's failure is answered as an internal error and reported to `on_internal_error`.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmodd.core.varlink_idl import Interface, check_value, parse_interface
+from kmodd.daemon.throttle import TokenBucket
 
 SERVICE_INTERFACE = "org.varlink.service"
 #: org.varlink.service as the current Varlink specification has it (PermissionDenied and
@@ -93,6 +108,19 @@ class Limits:
     max_pending_reply_bytes: int = 4 * 1024 * 1024
     #: Complete requests buffered per connection before reading from it pauses.
     max_queued_requests: int = 16
+    #: Connections one unprivileged user (uid) may hold open at once.
+    max_connections_per_user: int = 8
+    #: Of `max_connections`, how many only privileged peers may use (capped at half).
+    reserved_connections: int = 8
+    #: Requests an unprivileged connection may send per second on average...
+    request_rate: int = 20
+    #: ...and at once, after a quiet spell.
+    request_burst: int = 40
+
+    @property
+    def reserve(self) -> int:
+        """Connections kept for privileged peers: never more than half of them all."""
+        return min(self.reserved_connections, self.max_connections // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +177,29 @@ class Method:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolErrors:
-    """Error names for failures that happen before any interface is involved."""
+    """Error names for failures that happen before any interface is involved.
+
+    `too_many_connections` (parameters `limit`, `reason`) and `rate_limited` (`rate`,
+    `burst`, `reason`) default to those names in the interface of `invalid_request`.
+    """
 
     invalid_request: str
     request_too_large: str
     internal: str
+    too_many_connections: str = ""
+    rate_limited: str = ""
+
+    def named(self, error: str) -> str:
+        """The full name of `error` ("TooManyConnections") beside `invalid_request`."""
+        return f"{self.invalid_request.rpartition('.')[0]}.{error}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a connection was not admitted: the limit that refused it, in words."""
+
+    limit: int
+    reason: str
 
 
 @dataclass(slots=True)
@@ -164,6 +210,7 @@ class ServerStatistics:
     requests: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     disconnects: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
@@ -194,9 +241,20 @@ class VarlinkService:
         limits: Limits | None = None,
         check_replies: bool = False,
         on_internal_error: Callable[[str, BaseException], None] | None = None,
+        privileged: Callable[[Peer], bool] | None = None,
+        on_refusal: Callable[[Peer, str], None] | None = None,
     ) -> None:
+        """`privileged(peer)`: exempt from the per-user quota and the rate limit and may use
+        the reserve (uid 0 always is); `on_refusal(peer, reason)`: told of every refused
+        connection and rate-limited request; `on_internal_error(method, exception)`: told
+        of every handler failure."""
         self._info = {"vendor": vendor, "product": product, "version": version, "url": url}
         self._errors = errors
+        self._too_many_connections = (errors.too_many_connections
+                                      or errors.named("TooManyConnections"))
+        self._rate_limited = errors.rate_limited or errors.named("RateLimited")
+        self._privileged = privileged
+        self._on_refusal = on_refusal
         self.limits = limits or Limits()
         self._check_replies = check_replies
         self._on_internal_error = on_internal_error
@@ -204,6 +262,9 @@ class VarlinkService:
         self._descriptions: dict[str, str] = {}
         self._methods: dict[str, Method] = {}
         self._connections: set[_Connection] = set()
+        #: Open connections of unprivileged peers, all together and per uid.
+        self._unprivileged = 0
+        self._per_user: Counter[int] = Counter()
         self.statistics = ServerStatistics()
         self.add_interface(SERVICE_IDL, {
             "GetInfo": Method(self._get_info),
@@ -249,18 +310,62 @@ class VarlinkService:
             for connection in list(self._connections):
                 connection.close("server-stopping")
 
-    def _admit(self, connection: _Connection) -> bool:
-        if len(self._connections) >= self.limits.max_connections:
+    def is_privileged(self, peer: Peer) -> bool:
+        """Root, or whom the service's `privileged` predicate accepts."""
+        return peer.uid == 0 or (self._privileged is not None and self._privileged(peer))
+
+    def _refusal(self, connection: _Connection) -> Refusal | None:
+        """The limit a new connection would break, or None to admit it."""
+        limits = self.limits
+        total = len(self._connections)
+        if total >= limits.max_connections:
+            return Refusal(limits.max_connections,
+                           f"{total} control connections are open (limit "
+                           f"{limits.max_connections})")
+        if connection.privileged:
+            return None
+        uid = connection.peer.uid
+        held = self._per_user[uid]
+        if held >= limits.max_connections_per_user:
+            return Refusal(limits.max_connections_per_user,
+                           f"user {uid} already has {held} connections open (limit "
+                           f"{limits.max_connections_per_user})")
+        shared = limits.max_connections - limits.reserve
+        if self._unprivileged >= shared:
+            return Refusal(shared,
+                           f"unprivileged users hold {self._unprivileged} connections, all "
+                           f"they may (the other {limits.reserve} are kept for root)")
+        return None
+
+    def _admit(self, connection: _Connection) -> Refusal | None:
+        refusal = self._refusal(connection)
+        if refusal is not None:
             self.statistics.refused += 1
-            return False
+            self._refused(connection.peer, refusal.reason)
+            return refusal
         self._connections.add(connection)
+        if not connection.privileged:
+            self._unprivileged += 1
+            self._per_user[connection.peer.uid] += 1
         self.statistics.accepted += 1
         self.statistics.open = len(self._connections)
-        return True
+        return None
 
     def _forget(self, connection: _Connection) -> None:
+        if connection not in self._connections:
+            return
         self._connections.discard(connection)
+        if not connection.privileged:
+            self._unprivileged -= 1
+            uid = connection.peer.uid
+            self._per_user[uid] -= 1
+            if self._per_user[uid] <= 0:
+                del self._per_user[uid]
         self.statistics.open = len(self._connections)
+
+    def _refused(self, peer: Peer, reason: str) -> None:
+        if self._on_refusal is not None:
+            self._on_refusal(peer, reason)
 
     async def dispatch(self, message: Mapping[str, Any], peer: Peer) -> AsyncIterator[Reply]:
         """Check one decoded request and run its handler; yield the replies to send."""
@@ -318,7 +423,58 @@ class VarlinkService:
 
 
 def _encode(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\0"
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\0"
+    except UnicodeEncodeError:
+        # A lone surrogate (a file name decoded with surrogateescape, a client's string
+        # echoed in an error) has no UTF-8 form; JSON's escapes carry it.
+        return json.dumps(message, separators=(",", ":")).encode() + b"\0"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_request(raw: bytes) -> Any:
+    """JSON as Varlink means it; ValueError or RecursionError for anything else (NaN and
+    Infinity, which Python's decoder accepts, included)."""
+    return json.loads(raw, parse_constant=_no_constants)
+
+
+def unencodable(value: Any) -> str | None:
+    """The path (`parameters.target`, `parameters['k\\ud800']`) of the first string, key
+    included, that has no UTF-8 form (a lone surrogate); None if there is none.
+
+    Iterative: the decoder already bounds the depth, this walk must not add recursion.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return path
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                name = f"{path}.{key}" if path and _is_word(key) else (
+                    key if _is_word(key) else f"{path}[{key!a}]")
+                if not _encodable(key):
+                    return name
+                stack.append((sub, name))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_word(key: str) -> bool:
+    return key.isidentifier() and key.isascii()
 
 
 class _Connection(asyncio.Protocol):
@@ -338,23 +494,35 @@ class _Connection(asyncio.Protocol):
         self._request_started = 0.0
         self._closed = False
         self.peer = Peer(0, -1, -1)
+        self.privileged = False
+        self._bucket: TokenBucket | None = None  # unprivileged peers' request rate
 
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if not self._service._admit(self):
-            self._closed = True
-            transport.abort()
-            return
+        service = self._service
         sock = transport.get_extra_info("socket")
         try:
             self.peer = peer_credentials(sock)
         except OSError:
             self.close("no-credentials")
             return
-        self._worker = asyncio.get_running_loop().create_task(self._serve())
+        self.privileged = service.is_privileged(self.peer)
+        refusal = service._admit(self)
+        if refusal is not None:
+            # Said before closing (the client reads it even if it sent first), so the
+            # client can tell its user why instead of "Connection reset by peer".
+            self._send({"error": service._too_many_connections,
+                        "parameters": {"limit": refusal.limit, "reason": refusal.reason}})
+            self.close("too-many-connections")
+            return
+        loop = asyncio.get_running_loop()
+        if not self.privileged:
+            self._bucket = TokenBucket(self._limits.request_rate, self._limits.request_burst,
+                                       loop.time())
+        self._worker = loop.create_task(self._serve())
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -466,8 +634,8 @@ class _Connection(asyncio.Protocol):
         service = self._service
         errors = service._errors
         try:
-            message = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            message = decode_request(raw)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError too
             service.statistics.errors["invalid-json"] += 1
             self._send({"error": errors.invalid_request,
                         "parameters": {"reason": f"not JSON: {e}"[:200]}})
@@ -477,8 +645,28 @@ class _Connection(asyncio.Protocol):
             service.statistics.errors["invalid-request"] += 1
             self._send({"error": errors.invalid_request, "parameters": {"reason": problem}})
             return
-        service.statistics.requests += 1
         oneway = bool(message.get("oneway"))
+        if self._bucket is not None and not self._bucket.take(
+                asyncio.get_running_loop().time()):
+            service.statistics.rate_limited += 1
+            limits = self._limits
+            reason = (f"more than {limits.request_burst} requests at once or "
+                      f"{limits.request_rate} a second on one connection")
+            service._refused(self.peer, reason)
+            if oneway:
+                return
+            self._send({"error": service._rate_limited,
+                        "parameters": {"rate": limits.request_rate,
+                                       "burst": limits.request_burst, "reason": reason}})
+            return
+        where = unencodable(message.get("parameters") or {})
+        if where is not None:
+            service.statistics.errors["invalid-parameter"] += 1
+            if not oneway:
+                self._send({"error": f"{SERVICE_INTERFACE}.InvalidParameter",
+                            "parameters": {"parameter": where}})
+            return
+        service.statistics.requests += 1
         self._streaming = bool(message.get("more"))
         try:
             async for reply in service.dispatch(message, self.peer):
@@ -525,6 +713,8 @@ def _request_problem(message: object) -> str | None:
             return f"request field {key!r} has the wrong type"
     if "method" not in message:
         return "a request needs a method"
+    if not _encodable(message["method"]):
+        return "the method name is not valid Unicode (a lone surrogate)"
     if "." not in message["method"]:
         return "a method name is interface.Method"
     if message.get("upgrade"):

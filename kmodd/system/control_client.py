@@ -2,6 +2,10 @@
 
 Messages are JSON objects ended by a NUL byte; a reply with `error` becomes a
 `VarlinkClientError`; a `more` call yields replies until one does not continue.
+
+A service that refuses a connection (too many open) says why and closes: whether that
+reaches us as a failed send (EPIPE) or a reset after the reply, the reply it sent is read
+and raised, and a connection closed or reset without one is a `ServiceClosed` in words.
 """
 
 from __future__ import annotations
@@ -13,6 +17,17 @@ from typing import Any
 
 #: Seconds a call waits for its reply by default.
 DEFAULT_TIMEOUT = 30.0
+#: Seconds to wait for the reply a service sent before it closed on us, after a failed send.
+PARTING_REPLY_TIMEOUT = 1.0
+
+
+class ServiceClosed(ConnectionError):
+    """The service closed (or reset) the connection without a reply."""
+
+    def __init__(self, how: str = "closed") -> None:
+        super().__init__(f"the daemon {how} the connection without a reply (it may have "
+                         "refused the connection or stopped; its log says why)")
+
 
 class VarlinkClientError(Exception):
     """An error reply: its name and parameters."""
@@ -37,7 +52,18 @@ class VarlinkClient:
         self._buffer = bytearray()
 
     def send(self, message: Mapping[str, Any]) -> None:
-        self._sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\0")
+        """Send one message; if the service has closed on us, raise what it said first."""
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\0"
+        try:
+            self._sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self._sock.settimeout(PARTING_REPLY_TIMEOUT)
+            try:
+                parting = self.receive()
+            except (OSError, ValueError):
+                raise ServiceClosed() from None
+            _parameters(parting)  # an error reply (why it refused us) raises here
+            raise ServiceClosed() from None
 
     def receive(self) -> dict[str, Any]:
         while True:
@@ -47,9 +73,12 @@ class VarlinkClient:
                 del self._buffer[: end + 1]
                 reply: dict[str, Any] = json.loads(raw)
                 return reply
-            chunk = self._sock.recv(65536)
+            try:
+                chunk = self._sock.recv(65536)
+            except ConnectionResetError:
+                raise ServiceClosed("reset") from None
             if not chunk:
-                raise ConnectionError("the service closed the connection")
+                raise ServiceClosed()
             self._buffer += chunk
 
     def call(self, method: str, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def encode_request(*, target: str, root: str, moddir: str, failure: FailedAttemp
         "failure": None if failure is None else {
             "module": failure.module, "errno": failure.errno, "stage": failure.stage,
             "step": failure.step, "options": failure.options,
-            "messages": list(failure.messages),
+            "messages": list(failure.messages), "declined": failure.declined,
             "kmsg": [[r.seq, int(r.level), r.facility, r.usec, r.flag, r.text,
                       [list(f) for f in r.fields]] for r in failure.kmsg],
         },
@@ -61,7 +61,8 @@ def decode_failure(data: Mapping[str, Any] | None) -> FailedAttempt | None:
     return FailedAttempt(module=str(data["module"]), errno=int(data["errno"]),
                          stage=data["stage"], step=data["step"], kmsg=kmsg,
                          options=data["options"],
-                         messages=tuple(str(m) for m in data["messages"]))
+                         messages=tuple(str(m) for m in data["messages"]),
+                         declined=bool(data["declined"]))
 
 
 def _limit_self() -> None:

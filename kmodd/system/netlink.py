@@ -16,6 +16,9 @@ Each datagram passes these checks, in this order, and the first that fails names
 4. carries `SCM_CREDENTIALS` and 5. the credentials say uid 0;
 6. parses as a kernel uevent (`core.uevent.parse_uevent`).
 
+Every drop is counted (`statistics()`) and, when the owner set `on_reject`, told as a
+`Rejected` value with the sender's port id and credentials, so the daemon can log it.
+
 When the kernel could not queue a uevent for us it reports `ENOBUFS` once; this socket turns
 that into an `EventsLost` value in the stream so the daemon resynchronises from sysfs.
 """
@@ -58,6 +61,32 @@ class DropReason(StrEnum):
     NO_CREDENTIALS = "no-credentials"
     SENDER_UID_NOT_0 = "sender-uid-not-0"
     MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A datagram that failed a check: why, and who sent it (as far as the kernel says)."""
+
+    reason: DropReason
+    port_id: int  # the sender's netlink port id (0: the kernel)
+    groups: int  # the multicast groups it was sent to (0: a unicast to us)
+    pid: int | None  # from SCM_CREDENTIALS, when present
+    uid: int | None
+
+
+def sender_credentials(
+    ancillary: Sequence[tuple[int, int, bytes]],
+) -> tuple[int, int] | None:
+    """(pid, uid) from a datagram's SCM_CREDENTIALS, or None without them."""
+    for level, kind, data in ancillary:
+        if (
+            level == socket.SOL_SOCKET
+            and kind == socket.SCM_CREDENTIALS
+            and len(data) >= _UCRED.size
+        ):
+            pid, uid, _gid = _UCRED.unpack_from(data)
+            return pid, uid
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +143,10 @@ def check_sender(
         return DropReason.SENDER_NOT_KERNEL
     if groups != KERNEL_GROUP:
         return DropReason.NOT_MULTICAST_GROUP_1
-    for level, kind, data in ancillary:
-        if (
-            level == socket.SOL_SOCKET
-            and kind == socket.SCM_CREDENTIALS
-            and len(data) >= _UCRED.size
-        ):
-            _pid, uid, _gid = _UCRED.unpack_from(data)
-            return None if uid == 0 else DropReason.SENDER_UID_NOT_0
-    return DropReason.NO_CREDENTIALS
+    creds = sender_credentials(ancillary)
+    if creds is None:
+        return DropReason.NO_CREDENTIALS
+    return None if creds[1] == 0 else DropReason.SENDER_UID_NOT_0
 
 
 class NetlinkUeventSocket:
@@ -142,6 +166,8 @@ class NetlinkUeventSocket:
         self._malformed: Counter[UeventDefect] = Counter()
         self._cmsg_space = socket.CMSG_SPACE(_UCRED.size)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Told of every rejected datagram, in the event loop, as it is read.
+        self.on_reject: Callable[[Rejected], None] | None = None
 
     @property
     def port_id(self) -> int:
@@ -182,16 +208,20 @@ class NetlinkUeventSocket:
                 raise
             self._received += 1
             reason = check_sender(address, flags, ancillary)
-            if reason is not None:
-                self._dropped[reason] += 1
-                continue
-            event = parse_uevent(data)
-            if isinstance(event, UeventError):
-                self._dropped[DropReason.MALFORMED] += 1
+            if reason is None:
+                event = parse_uevent(data)
+                if not isinstance(event, UeventError):
+                    self._accepted += 1
+                    out.append(event)
+                    continue
+                reason = DropReason.MALFORMED
                 self._malformed[event.defect] += 1
-                continue
-            self._accepted += 1
-            out.append(event)
+            self._dropped[reason] += 1
+            if self.on_reject is not None:
+                creds = sender_credentials(ancillary)
+                self.on_reject(Rejected(reason, address[0], address[1],
+                                        creds[0] if creds else None,
+                                        creds[1] if creds else None))
         return out
 
     def attach(self, deliver: Deliver, failed: Failed) -> None:

@@ -96,8 +96,11 @@ class FakeState:
                 ), "pcspkr is not loaded: it is blacklisted")
         return None
 
-    async def explain(self, module: str) -> ExplanationView:
+    async def explain(self, module: str, *, kernel_log: bool) -> ExplanationView:
         return ExplanationView(explanation_of(module), seen_of(module))
+
+    def dmesg_restricted(self) -> bool:
+        return True
 
     async def load(self, modules: Sequence[str], dry_run: bool) -> Sequence[LoadResultView]:
         self.loads.append((tuple(modules), dry_run))

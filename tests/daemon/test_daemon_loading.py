@@ -172,7 +172,7 @@ def test_a_real_failure_is_a_warning_with_its_cause_and_the_kernels_words(
             source.push(uevent("/devices/bad", "kmoddtest:bad", 7, subsystem="kmodd"),
                         uevent("/devices/nodev", "kmoddtest:nodev", 8, subsystem="kmodd"))
             await wait_until(lambda: finished(daemon, "/devices/bad", "/devices/nodev"))
-            view = await daemon.start_control().explain("kmodd_bad_magic")
+            view = await daemon.start_control().explain("kmodd_bad_magic", kernel_log=True)
             attempt, *_ = view.explanation.findings
             assert (attempt.check, attempt.verdict, attempt.summary) == (
                 Check.ATTEMPT, Verdict.PROBLEM, "the load failed with ENOEXEC: bad-format")
@@ -217,7 +217,7 @@ def test_a_module_whose_init_refuses_with_eexist_is_declined_not_already_loaded(
             source.push(uevent("/devices/cpu0", "kmoddtest:cpu", 3, subsystem="kmodd"))
             await wait_until(lambda: finished(daemon, "/devices/cpu0"))
             assert outcome_of(daemon, "/devices/cpu0") == "failed"
-            view = await daemon.start_control().explain("kmodd_cpufreq")
+            view = await daemon.start_control().explain("kmodd_cpufreq", kernel_log=True)
             attempt, *_ = view.explanation.findings
             assert (attempt.check, attempt.verdict, attempt.summary) == (
                 Check.ATTEMPT, Verdict.PROBLEM, "the load failed with EEXIST: declined")

@@ -12,11 +12,13 @@ from kmodd.system.explain_worker import decode_failure, encode_request
 
 
 def test_a_failed_attempt_round_trips_through_the_request() -> None:
+    # Every field differs from its default, so a field the request forgets fails this.
     failure = FailedAttempt(
         module="e1000", errno=2, stage="finit_module", step="e1000",
         kmsg=(KmsgRecord(7, Level.ERR, 0, 123456, "-", "e1000: Unknown symbol x (err -2)",
                          (("SUBSYSTEM", "pci"),)),),
-        options="debug=1", messages=("modprobe: ERROR: could not insert 'e1000'",))
+        options="debug=1", messages=("modprobe: ERROR: could not insert 'e1000'",),
+        declined=True)
     request = json.loads(encode_request(target="e1000", root="/r", moddir="/lib/modules/6",
                                         failure=failure, read_log=False))
     assert (request["target"], request["root"], request["moddir"], request["read_log"]) == \
