@@ -24,18 +24,27 @@ changes nothing.
 
 For a failed insert the kernel's log lines about the module are captured (`system.kmsg`)
 and the errno is classified (`core.outcome`). Every step is timed (monotonic clock).
+
+A chain counts as running until its *thread* ends, even when whoever asked for it stopped
+waiting (a client that disconnected): a stopping daemon waits for it, and past its deadline
+ends the install/remove commands still running (`end_commands`: each runs in a process group
+of its own, tracked by `system.actions.CommandTracker`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as E
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from kmodd.core.autoload import LoadOutcome, insert_outcome
 from kmodd.core.kmsg import KmsgRecord, module_lines, texts
@@ -43,7 +52,7 @@ from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
 from kmodd.core.remove import RemoveOptions, remove
 from kmodd.core.resolve import LookupError_, Module, Resolver
-from kmodd.system.actions import run_command
+from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
 from kmodd.system.kernel import KernelPort, init_declined
 from kmodd.system.kmsg import KmsgSource
 from kmodd.system.modstate import SysModules
@@ -52,6 +61,16 @@ from kmodd.system.root import Root
 
 #: Chains in flight for `parallel_loads = 0`.
 PARALLEL_LOADS_DEFAULT = 64
+#: Seconds between checks whether an ended command's processes are gone.
+COMMAND_POLL = 0.02
+
+T = TypeVar("T")
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a thread's failure as seen: its caller may have stopped waiting for it."""
+    if not future.cancelled():
+        future.exception()
 
 
 _FORCE_VERMAGIC = int(ProbeFlag.FORCE_VERMAGIC)  # plain ints: IntFlag operators are slow
@@ -264,7 +283,8 @@ class _ChainActions:
     def run_install(self, mod: Module, command: str) -> int:
         loader = self._loader
         started = time.monotonic()
-        result = run_command(command, mod.name, loader.environ, loader.install_timeout)
+        result = run_command(command, mod.name, loader.environ, loader.install_timeout,
+                             loader.commands, CommandKind.INSTALL)
         finished = time.monotonic()
         if result.status is None:
             detail = f"install command '{command}': {result.error}"
@@ -341,7 +361,7 @@ class _RemovalIO:
             return 0
         loader = self._loader
         result = run_command(command.replace("$CMDLINE_OPTS", ""), mod.name, loader.environ,
-                             loader.install_timeout)
+                             loader.install_timeout, loader.commands, CommandKind.REMOVE)
         if result.status != 0:
             self.messages.append(f"Error running remove command for {mod.name}")
             return -(result.status or 1)
@@ -369,6 +389,8 @@ class Loader:
         self.install_timeout = install_timeout
         self.environ = dict(environ)
         self.inserts = InflightInserts()
+        #: install/remove commands running now: a stop that cannot wait ends them.
+        self.commands = CommandTracker()
         self._executor = ThreadPoolExecutor(max_workers=parallel,
                                             thread_name_prefix="kmodd-load")
         self._background = ThreadPoolExecutor(max_workers=parallel,
@@ -411,11 +433,10 @@ class Loader:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ChainResult] = loop.create_future()
         self._chains[name] = future
-        self._enter()
         try:
-            result = await loop.run_in_executor(
-                self._background if background else self._executor, self._run_blocking,
-                resolver, plan, flags, kernel_blacklist, dry_run)
+            result = await self._in_thread(
+                self._background if background else self._executor,
+                lambda: self._run_blocking(resolver, plan, flags, kernel_blacklist, dry_run))
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 future.cancel()
@@ -425,10 +446,33 @@ class Loader:
             raise
         finally:
             del self._chains[name]
-            self._leave()
         self.chains_run += 1
         future.set_result(result)
         return result, False
+
+    async def _in_thread(self, executor: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+        """`work()` in a thread of `executor`, counted busy until the *thread* is done.
+
+        A caller that is cancelled (a client that went away, a stopping daemon) stops
+        waiting, but the thread runs on, inserting or running a command: a stop must still
+        wait for it (`wait_idle`) and end its command (`end_commands`).
+        """
+        loop = asyncio.get_running_loop()
+        self._enter()
+        try:
+            done = executor.submit(work)
+        except BaseException:
+            self._leave()
+            raise
+
+        def left(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts
+                loop.call_soon_threadsafe(self._leave)
+
+        done.add_done_callback(left)
+        waited = asyncio.wrap_future(done, loop=loop)
+        waited.add_done_callback(_retrieved)
+        return await asyncio.shield(waited)
 
     def _enter(self) -> None:
         self._busy += 1
@@ -453,13 +497,8 @@ class Loader:
     async def remove(self, resolver: Resolver, name: str, *,
                      dry_run: bool = False) -> RemovalResult:
         """`modprobe -r name` (core.remove), in a worker thread (`dry_run`: decide only)."""
-        loop = asyncio.get_running_loop()
-        self._enter()
-        try:
-            return await loop.run_in_executor(self._executor, self._remove_blocking, resolver,
-                                              name, dry_run)
-        finally:
-            self._leave()
+        return await self._in_thread(
+            self._executor, lambda: self._remove_blocking(resolver, name, dry_run))
 
     # -- state --------------------------------------------------------------------------------
 
@@ -478,6 +517,34 @@ class Loader:
         except TimeoutError:
             return False
         return True
+
+    async def end_commands(self, grace: float) -> list[tuple[RunningCommand, str]]:
+        """End every install/remove command still running, and start no more: SIGTERM to
+        each command's process group, then SIGKILL to what is left after `grace` seconds.
+        The commands ended, each with how ("SIGTERM" or "SIGKILL"), once they are gone.
+
+        SIGTERM first, because the stop deadline is the daemon's, not the command's fault:
+        a script may remove what it half made. SIGKILL after a short grace, because the stop
+        must end within its own deadline whatever the command does with SIGTERM.
+        """
+        tracker = self.commands
+        tracker.close()
+        termed = tracker.signal_all(signal.SIGTERM)
+        if not termed:
+            return []
+        deadline = time.monotonic() + grace
+        while any(map(tracker.alive, termed)) and time.monotonic() < deadline:
+            await asyncio.sleep(COMMAND_POLL)
+        killed = {c.pid for c in termed if tracker.alive(c)}
+        for command in termed:
+            if command.pid in killed:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(command.pid, signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while any(tracker.alive(c) for c in termed if c.pid in killed) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(COMMAND_POLL)  # SIGKILL is delivered asynchronously
+        return [(c, "SIGKILL" if c.pid in killed else "SIGTERM") for c in termed]
 
     def shutdown(self, *, wait: bool) -> None:
         """Stop the worker threads (`wait`: after the running chains finish)."""

@@ -9,6 +9,9 @@ the kernel command line. Every bad value is logged ("..., ignoring") and the dae
 Logging goes to the journal when its socket exists (`log_target = auto`), else to stderr
 as `<N>message` lines. Sockets passed by systemd (`LISTEN_FDS`, names `control` and
 `kernel`) are adopted; the variables are removed so install commands do not inherit them.
+
+Exit codes: 0 stopped as asked; 1 cannot start (a socket, the instance lock) or stopped by an
+internal error; 2 bad usage; 3 another kmodd is running for the same root (`system.instance`).
 """
 
 from __future__ import annotations
@@ -31,17 +34,25 @@ from kmodd.core.settings import (
     resolve,
     usage,
 )
-from kmodd.daemon.service import PRIVATE_VARIABLES, Daemon, DaemonSetup, StartupError
+from kmodd.daemon.service import (
+    PRIVATE_VARIABLES,
+    Daemon,
+    DaemonSetup,
+    InstanceRunning,
+    StartupError,
+)
 from kmodd.system.journal import LogSink, LogTarget, Priority, open_log
 from kmodd.system.kernel import KernelPort
-from kmodd.system.moddb import read_cmdline, read_file
+from kmodd.system.moddb import read_cmdline, read_config_file
 from kmodd.system.notify import listen_fds
 from kmodd.system.root import Root
+from kmodd.system.safeopen import Refusal, Refused
 
 #: Exit codes (only main() turns failures into them).
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a socket the daemon needs cannot be opened
 EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3  # another kmodd runs for the same root (it holds the instance lock)
 #: Environment variable that moves the root like `--root` (the same one kmodctl reads).
 ROOT_ENV = "KMODD_ROOT"
 
@@ -63,15 +74,24 @@ def process_started() -> float:
 def read_settings_sources(root: Root, config_file: str | None
                           ) -> tuple[SourceValues | None, SourceValues, str]:
     """The config file's values (None when the default file is absent) and the kernel
-    command line's, and the config file's name as messages show it."""
+    command line's, and the config file's name as messages show it.
+
+    The file is read through `safeopen`'s checks: a directory, FIFO, device or socket at its
+    path, or a file over the cap, is reported ("/etc/kmodd.conf: is a directory, ignoring")
+    and the defaults stay; only a missing default file is normal and silent."""
     shown = config_file or CONFIG_FILE
     path = config_file or root.path(CONFIG_FILE)
-    data = read_file(path)
+    data = read_config_file(path, shown)
     config: SourceValues | None
-    if data is None and config_file is not None:
-        config = SourceValues({}, (Diagnostic(shown, None, "cannot be read"),))
-    elif data is None:
-        config = None
+    if isinstance(data, Refused):
+        if data.missing and config_file is None:
+            config = None
+        else:
+            # "is a directory" (a file that is not read), or "cannot be read: <strerror>";
+            # Diagnostic.text adds ", ignoring".
+            why = data.reason if data.refusal in (Refusal.NOT_REGULAR, Refusal.TOO_LARGE) \
+                else f"cannot be read: {data.reason}"
+            config = SourceValues({}, (Diagnostic(shown, None, why),))
     else:
         config = parse_config(data.decode(errors="replace"), shown)
     cmdline = read_cmdline(root) or b""
@@ -108,6 +128,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     daemon = Daemon(setup, sink, kernel=kernel)
     try:
         asyncio.run(daemon.run())
+    except InstanceRunning as e:
+        sink.log(Priority.ERR, f"Cannot start: {e}")
+        return EXIT_ALREADY_RUNNING
     except StartupError as e:
         sink.log(Priority.ERR, f"Cannot start: {e}")
         return EXIT_FAILURE

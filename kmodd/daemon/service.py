@@ -12,7 +12,14 @@ Every task belongs to one `asyncio.TaskGroup`: the uevent receive loop, the resy
 device dispatcher (which owns a task per device being loaded), the control server, the
 reload triggers (SIGHUP, inotify) and the watchdog. Stopping (SIGTERM, SIGINT) sends
 STOPPING=1, closes the intake and the control socket first, then waits up to `stop_timeout`
-for loads in progress before it cancels what is left.
+for loads in progress (a client's `Load` included: its thread is waited for even though its
+connection is gone), ends the install/remove commands still running (their whole process
+groups, said in the journal) and cancels what is left.
+
+One daemon runs per root: it takes `system.instance`'s lock before it touches the control
+socket's path, and removes at stop only the socket file it made (`system.notify`). Blocking
+work runs in the pools of `daemon.workers`, one per kind, never in asyncio's default
+executor: a client's stuck question cannot delay a reload, a resync or the stop.
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.report import Reporter
 from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, Snapshots
+from kmodd.daemon.workers import SYSTEM_WORKERS, WorkerPool
 from kmodd.system.inotify import ChangeWatcher, config_targets
+from kmodd.system.instance import (
+    LOCK_FILE,
+    AlreadyRunning,
+    InstanceLock,
+    LockUnusable,
+    take_instance_lock,
+)
 from kmodd.system.journal import LogSink, Priority
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
@@ -44,9 +59,12 @@ from kmodd.system.liveview import ListedModules
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
 from kmodd.system.notify import (
     LISTEN_VARIABLES,
+    BoundSocket,
     ListenFd,
     Notifier,
-    bind_listener,
+    PathTaken,
+    bind_control,
+    unlink_if_ours,
     watchdog_interval,
 )
 from kmodd.system.root import Root, module_dir
@@ -69,8 +87,17 @@ PRIVATE_VARIABLES = (*LISTEN_VARIABLES, "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCH
 CHANGED_PATHS_SHOWN = 3
 
 
+#: After `stop_timeout`, how long install/remove commands get between SIGTERM and SIGKILL,
+#: and then how long the chains whose commands ended get to finish (seconds).
+STOP_KILL_GRACE = 1.0
+
+
 class StartupError(Exception):
     """The daemon cannot start (a socket it needs cannot be opened)."""
+
+
+class InstanceRunning(StartupError):
+    """Another daemon runs for the same root (it holds the instance lock)."""
 
 
 @dataclass(slots=True)
@@ -103,8 +130,12 @@ class Daemon:
         self.lifecycle = Lifecycle(setup.started, setup.kernel_release,
                                    dry_run=self.settings.dry_run)
         moddir = module_dir("", setup.kernel_release)
+        #: Threads for the daemon's own work (reloads, resyncs, sysfs scans), apart from the
+        #: loader's and the clients' (`daemon.workers`).
+        self.system_pool = WorkerPool("kmodd-system", SYSTEM_WORKERS)
         self.snapshots = Snapshots(self.root, moddir, self.root.path(moddir),
-                                   in_memory=self.settings.index_in_memory)
+                                   in_memory=self.settings.index_in_memory,
+                                   pool=self.system_pool)
         self._source = source
         self._source_in_use: UeventSource | None = None  # the one run() opened
         self._install_signals = install_signals
@@ -122,7 +153,8 @@ class Daemon:
         self._kmsg: DevKmsg | None = None
         #: Loads still running in threads when the daemon stopped (main() exits hard then).
         self.abandoned_loads = 0
-        self._socket_file: str | None = None  # the control socket we bound (not passed)
+        self._bound: BoundSocket | None = None  # the control socket we bound (not passed)
+        self._instance: InstanceLock | None = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -153,11 +185,27 @@ class Daemon:
             return socket.socket(fileno=fd)  # systemd removes the file (RemoveOnStop=yes)
         path = self.root.path(self.settings.control_socket)
         try:
-            listener = bind_listener(path)
+            self._bound = bind_control(path)
+        except PathTaken as e:
+            raise StartupError(f"cannot listen on {path}: {e}") from e
         except OSError as e:
             raise StartupError(f"cannot listen on {path}: {e.strerror or e}") from e
-        self._socket_file = path
-        return listener
+        return self._bound.sock
+
+    def _take_instance_lock(self) -> InstanceLock:
+        """One daemon per root (`system.instance`), before any socket is touched."""
+        path = self.root.path(LOCK_FILE)
+        try:
+            return take_instance_lock(path)
+        except AlreadyRunning as e:
+            who = f"another kmodd (pid {e.pid})" if e.pid else "another kmodd"
+            raise InstanceRunning(
+                f"{who} is running for root {self.root.prefix or '/'}; it holds {path}. "
+                "Stop it first (systemctl stop kmodd.service), or give this one another "
+                "--root") from None
+        except LockUnusable as e:
+            raise StartupError(f"cannot take the lock that keeps kmodd to one instance: {e}") \
+                from None
 
     def start_control(self) -> DaemonControl:
         """The control plane (io.kmodd's view of the daemon and its service), built once.
@@ -182,7 +230,7 @@ class Daemon:
             devices_root=self.devices_root, reload=self.reload)
         control.service = build_service(control, self.hub, version=__version__,
                                         admin_group=settings.control_group,
-                                        limits=limits_from(settings))
+                                        limits=limits_from(settings), log=self.log)
         if settings.control_group and admin_gid(settings.control_group) is None:
             self.log(Priority.WARNING, f"Unknown control_group {settings.control_group!r}: "
                                        "only root may load, unload and reload")
@@ -221,16 +269,44 @@ class Daemon:
         self.lifecycle.state = "reloading"
         self.log(Priority.INFO, f"Reloading the module index and configuration ({reason})")
         result = await self.snapshots.reload()
-        self.lifecycle.state = "running"
         current = self.snapshots.current
         if isinstance(result, SnapshotFailure):
+            if self.lifecycle.degraded_reason is not None:
+                self.lifecycle.degraded_reason = result.reason  # still no usable index
+            self.lifecycle.state = self.lifecycle.settled_state
             self.log(Priority.ERR, f"Reload failed, keeping generation {current.generation}: "
                                    f"{result.reason}", "reload")
-            self.notifier.ready(status=f"Reload failed: {result.reason}")
+            self.notifier.ready(status=self._status_text() if self.lifecycle.degraded_reason
+                                else f"Reload failed: {result.reason}")
             return result.reason
         self._tell_snapshot(result, "Loaded")
+        self._leave_degraded(result)
+        self.lifecycle.state = self.lifecycle.settled_state
         self.notifier.ready(status=self._status_text())
         return result
+
+    def _degrade(self, reason: str, message: str) -> None:
+        """No usable module index: keep listening, say so (once at error level, in status and
+        STATUS=) and load again once a reload succeeds (`_leave_degraded`)."""
+        if self.lifecycle.degraded_reason is None:
+            self.log(Priority.ERR, message, "degraded")
+        self.lifecycle.degraded_reason = reason
+        if self.lifecycle.state == "running":
+            self.lifecycle.state = "degraded"
+
+    def _leave_degraded(self, snapshot: Snapshot) -> None:
+        """A usable index again: devices decided without one are handled again (a resync
+        finds them: their records, made on the empty generation 0, are forgotten)."""
+        if self.lifecycle.degraded_reason is None:
+            return
+        self.lifecycle.degraded_reason = None
+        self.log(Priority.NOTICE, f"Leaving degraded mode: module index generation "
+                                  f"{snapshot.generation} is usable", "degraded")
+        if self.devices is not None and self.intake is not None:
+            records = self.devices.records
+            for devpath in [d for d, r in records.items() if r.generation == 0]:
+                del records[devpath]
+            self.intake.request_resync("the module index is usable again")
 
     async def _reload_on_request(self) -> None:
         while True:
@@ -267,7 +343,9 @@ class Daemon:
         state = "coldplug done" if self.lifecycle.coldplug_done else "coldplug running"
         snapshot = self.snapshots.current
         index = "decoded" if snapshot.decoded else "mapped"
-        return (f"{count} devices, generation {snapshot.generation} ({index}), {state}"
+        degraded = self.lifecycle.degraded_reason
+        return ((f"Degraded ({degraded}): " if degraded else "")
+                + f"{count} devices, generation {snapshot.generation} ({index}), {state}"
                 + (" (dry run)" if self.settings.dry_run else ""))
 
     async def _watchdog(self, interval: float) -> None:
@@ -299,8 +377,11 @@ class Daemon:
         self._control_wanted.set()
         decoded = await self.snapshots.decode()
         if isinstance(decoded, SnapshotFailure):
-            self.log(Priority.ERR, f"The module index cannot be decoded, lookups stay on the "
-                                   f"mapped files: {decoded.reason}")
+            # The start-up snapshot checked modules.dep.bin only: the rest is damaged, and
+            # lookups that reach the damage fail until a reload succeeds.
+            self._degrade(decoded.reason, f"The module index is damaged, lookups stay on "
+                                          f"the files as read: {decoded.reason}")
+            self.notifier.status(self._status_text())
         elif not self.snapshots.current.empty and self.settings.index_in_memory:
             self._tell_snapshot(decoded, "Decoded")
             self.notifier.status(self._status_text())
@@ -336,12 +417,26 @@ class Daemon:
         self._reload_requested.set()
 
     async def run(self) -> None:
-        """Run until asked to stop; raises StartupError when a socket cannot be opened."""
+        """Run until asked to stop; raises StartupError when a socket cannot be opened, and
+        InstanceRunning when another daemon runs for the same root."""
+        self._instance = self._take_instance_lock()
+        try:
+            await self._run_locked()
+        finally:
+            # Threads stuck in a reload's read are daemon threads: not waited for. Explain
+            # workers were killed when their handlers were cancelled; none may start now.
+            self.system_pool.shutdown()
+            if self.control is not None:
+                self.control.explainer.close()
+            self._instance.release()
+            self._instance = None
+
+    async def _run_locked(self) -> None:
         loop = asyncio.get_running_loop()
         first = await self.snapshots.load_fast()
         if isinstance(first, SnapshotFailure):
-            self.log(Priority.ERR, f"Cannot read the module index: {first.reason}; no module "
-                                   "is loaded until a reload succeeds")
+            self._degrade(first.reason, f"Cannot read the module index: {first.reason}; "
+                                        "no module is loaded until a reload succeeds")
         else:
             self._tell_snapshot(first, "Mapped")
         source = self._source_in_use = self._open_source()
@@ -362,8 +457,9 @@ class Daemon:
                                is_loaded=lambda name: module_is_present(self.root, name),
                                static_rules=settings.static_rules, dry_run=settings.dry_run)
         self.intake = Intake(source, self.devices_root, settings.intake_queue,
-                             self.devices.handled)
+                             self.devices.handled, pool=self.system_pool)
         self.intake.on_resync = self._on_resync
+        self.intake.on_warning = lambda text: self.log(Priority.WARNING, text)
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -385,7 +481,7 @@ class Daemon:
                                             (signal.SIGINT, self.request_stop)):
                         loop.add_signal_handler(signum, handler)
                         signals.append(signum)
-                self.lifecycle.state = "running"
+                self.lifecycle.state = self.lifecycle.settled_state
                 self.lifecycle.ready = time.monotonic()
                 self.notifier.ready(status=self._status_text())
                 elapsed = (self.lifecycle.ready - self.setup.started) * 1000
@@ -402,9 +498,8 @@ class Daemon:
             source.close()
             with contextlib.suppress(OSError):
                 listener.close()
-            if self._socket_file is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._socket_file)
+            if self._bound is not None:
+                unlink_if_ours(self._bound)  # never a socket someone else put there since
             self.notifier.close()
 
     async def _stop_in_order(self, front: list[asyncio.Task[None]],
@@ -416,10 +511,27 @@ class Daemon:
         for task in front:  # no new events, requests or reloads from here on
             task.cancel()
         await asyncio.gather(*front, return_exceptions=True)
-        if not await self.loader.wait_idle(self.settings.stop_timeout):
+        # Loads still running, from uevents or from a client's Load (whose handler has gone
+        # with its connection, but whose thread runs on): counted until their threads end.
+        stop_timeout = self.settings.stop_timeout
+        if await self.loader.wait_idle(stop_timeout):
+            self.loader.commands.close()
+        else:
+            ended = await self.loader.end_commands(STOP_KILL_GRACE)
+            now = time.monotonic()
+            for command, how in ended:
+                self.log(Priority.WARNING,
+                         f"Stopping: killed {command.kind} command for {command.module} "
+                         f"(pid {command.pid} and its process group, {how}): "
+                         f"'{command.command}' was still running after "
+                         f"{now - command.started:.1f} s (stop_timeout {stop_timeout:g} s)",
+                         "stopping")
+            if ended:  # their chains end now
+                await self.loader.wait_idle(STOP_KILL_GRACE)
             self.abandoned_loads = self.loader.busy
-            self.log(Priority.WARNING, f"Stopping with {self.abandoned_loads} module loads "
-                                       f"still running after {self.settings.stop_timeout:g} s")
+            if self.abandoned_loads:
+                self.log(Priority.WARNING, f"Stopping with {self.abandoned_loads} module loads "
+                                           f"still running after {stop_timeout:g} s")
         dispatcher.cancel()
         await asyncio.gather(dispatcher, return_exceptions=True)
         self.loader.shutdown(wait=self.abandoned_loads == 0)

@@ -19,6 +19,10 @@ Two limits kmod does not have, which change nothing while commands behave:
 
 Both say so in one `ERROR` line of the tool's own (no libkmod source location, so it is
 never mistaken for one of kmod's messages).
+
+The daemon runs commands with `run_command` instead: output captured, in a session and
+process group of their own, and tracked (`CommandTracker`) so that a stopping daemon can end
+every process a command started, wherever it was reparented.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from kmodd.core.libkmodlog import LibkmodEvent, strerror
@@ -219,10 +225,99 @@ class CommandResult:
     error: str | None = None  # why there is no status (could not run, timed out)
 
 
+class CommandKind(StrEnum):
+    """Which modprobe.d directive a daemon-run command comes from."""
+
+    INSTALL = "install"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCommand:
+    """A command a daemon is running: its shell's pid, which is also its process group's
+    id (each command runs in a session of its own)."""
+
+    pid: int
+    kind: CommandKind
+    module: str
+    command: str
+    started: float  # time.monotonic()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, from /proc/*/stat."""
+    members = []
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{PROC}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp ...
+        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
+            members.append(int(entry))
+    return members
+
+
+class CommandTracker:
+    """The commands a daemon runs now, so that a stop can end them (`signal_all`) and start
+    no more (`close`). Thread-safe: commands start and end in the loader's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, RunningCommand] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _add(self, command: RunningCommand) -> bool:
+        """Track `command`; False when the tracker is closed (the caller kills it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._running[command.pid] = command
+            return True
+
+    def _discard(self, pid: int) -> None:
+        with self._lock:
+            self._running.pop(pid, None)
+
+    def running(self) -> tuple[RunningCommand, ...]:
+        with self._lock:
+            return tuple(self._running.values())
+
+    def close(self) -> None:
+        """No command starts from now on (run_command answers that it was not run)."""
+        with self._lock:
+            self._closed = True
+
+    def signal_all(self, signum: int) -> tuple[RunningCommand, ...]:
+        """Send `signum` to every running command's whole process group; those signalled."""
+        signalled = []
+        for command in self.running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(command.pid, signum)
+                signalled.append(command)
+        return tuple(signalled)
+
+    @staticmethod
+    def alive(command: RunningCommand) -> bool:
+        """Whether any process of the command's group is still running."""
+        return bool(_group_members(command.pid))
+
+
 def run_command(command: str, module: str, environ: Mapping[str, str],
-                timeout: float) -> CommandResult:
+                timeout: float, tracker: CommandTracker | None = None,
+                kind: CommandKind = CommandKind.INSTALL) -> CommandResult:
     """`/bin/sh -c command` with MODPROBE_MODULE set, for a daemon: no terminal, output
-    captured, and the whole process group killed when it runs longer than `timeout`."""
+    captured, in a session (and process group) of its own, and the whole group killed when
+    it runs longer than `timeout`. `tracker`: where a stopping daemon finds it."""
+    if tracker is not None and tracker.closed:
+        return CommandResult(None, "", "not run: kmodd is stopping")
     env = dict(environ)
     env["MODPROBE_MODULE"] = module
     try:
@@ -231,6 +326,11 @@ def run_command(command: str, module: str, environ: Mapping[str, str],
                                 start_new_session=True)
     except OSError as e:
         return CommandResult(None, "", f"cannot run /bin/sh: {os.strerror(e.errno or 0)}")
+    running = RunningCommand(proc.pid, kind, module, command, time.monotonic())
+    if tracker is not None and not tracker._add(running):
+        # The daemon began to stop between the check above and the start.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -239,6 +339,9 @@ def run_command(command: str, module: str, environ: Mapping[str, str],
         out, _ = proc.communicate()
         text = out.decode(errors="backslashreplace")[:COMMAND_OUTPUT_MAX]
         return CommandResult(None, text, f"timed out after {timeout:g}s and was killed")
+    finally:
+        if tracker is not None:
+            tracker._discard(proc.pid)
     text = out.decode(errors="backslashreplace")[:COMMAND_OUTPUT_MAX]
     status = proc.returncode
     return CommandResult(status if status >= 0 else 128 - status, text)

@@ -5,7 +5,8 @@ Implemented with the stdlib against systemd's documented protocol (`sd_notify(3)
 `AF_UNIX` socket named by `$NOTIFY_SOCKET` (a leading `@` means the abstract namespace), and
 inherited descriptors from fd 3 on, described by `$LISTEN_FDS`, `$LISTEN_PID` and
 `$LISTEN_FDNAMES`. Without `$NOTIFY_SOCKET` every notification is a quiet no-op, as in libsystemd.
-Without socket activation the daemon binds its control socket itself (`bind_listener`).
+Without socket activation the daemon binds its control socket itself (`bind_control`): never
+over anything but a stale socket, and it removes at stop only the file it made.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,18 +131,110 @@ def listen_fds(environ: Mapping[str, str], pid: int | None = None) -> tuple[List
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
-def bind_listener(path: str, mode: int = 0o666) -> socket.socket:
-    """A listening AF_UNIX stream socket at `path` (a stale socket file there is replaced)."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+#: Seconds a probe of an existing socket at the control socket's path may take to connect.
+PROBE_TIMEOUT = 1.0
+
+
+class PathTaken(Exception):
+    """Something other than a stale socket is at the control socket's path (the message
+    says what); it is left alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundSocket:
+    """A listening socket the daemon bound, and the identity of the file it made, so that
+    it removes that file only (`unlink_if_ours`)."""
+
+    sock: socket.socket
+    path: str
+    device: int
+    inode: int
+    changed_ns: int  # st_ctime_ns: a file made later in a reused inode differs here
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, bool]:
+    return info.st_dev, info.st_ino, info.st_ctime_ns, stat.S_ISSOCK(info.st_mode)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "file of unknown type"
+
+
+def _clear_stale(path: str) -> None:
+    """Remove `path` if it is a socket nobody listens on; raise PathTaken for anything else.
+
+    Only the daemon holding the instance lock calls this (`system.instance`), so a stale
+    socket cannot be a live daemon's that is about to listen.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise PathTaken(f"{path} exists and is a {_kind(info.st_mode)}, not a socket; "
+                        "not removing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(PROBE_TIMEOUT)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        pass  # stale: left by a daemon that is gone
+    except FileNotFoundError:
+        return  # removed meanwhile
+    except OSError as e:  # EAGAIN (a full backlog), a timeout: someone is there
+        raise PathTaken(f"{path} is a socket in use ({e.strerror or e}); not removing it") \
+            from None
+    else:
+        raise PathTaken(f"another process listens on {path}; not removing it")
+    finally:
+        probe.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def bind_listener(path: str, mode: int = 0o666) -> socket.socket:
+    """A listening AF_UNIX stream socket at `path` (see `bind_control`)."""
+    return bind_control(path, mode).sock
+
+
+def bind_control(path: str, mode: int = 0o666) -> BoundSocket:
+    """A listening AF_UNIX stream socket at `path`, and the identity of its file.
+
+    What is at the path already: nothing, bind; a socket nobody listens on (connecting is
+    refused), stale, replaced; a socket someone listens on, or anything that is not a socket
+    (a regular file, directory, symbolic link, FIFO), PathTaken, and it is left alone.
+    """
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(path)
         # Reading is open to every user; changing methods check the caller's credentials.
         os.chmod(path, mode)
+        info = os.lstat(path)
         sock.listen(128)
     except BaseException:
         sock.close()
         raise
-    return sock
+    return BoundSocket(sock, path, info.st_dev, info.st_ino, info.st_ctime_ns)
+
+
+def unlink_if_ours(bound: BoundSocket) -> bool:
+    """Remove the socket file `bound` made, unless something else is at its path by now
+    (another daemon's socket, anything an administrator put there). True if removed."""
+    try:
+        info = os.lstat(bound.path)
+    except OSError:
+        return False
+    if _identity(info) != (bound.device, bound.inode, bound.changed_ns, True):
+        return False
+    try:
+        os.unlink(bound.path)
+    except OSError:
+        return False
+    return True

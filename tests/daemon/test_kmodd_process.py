@@ -26,6 +26,7 @@ import pytest
 from daemon_tree import FAKE_DEVICES, MACHINE_MODULES, kmodctl, write_sysfs, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
+from tests.adversarial.daemon_process import Manager
 from tests.fakes import needs_core_elf
 from tests.runas import RunAs
 
@@ -36,30 +37,6 @@ REPO = HERE.parents[1]
 WRAPPER = HERE / "kmodd_on_fake_kernel.py"
 CONFIG = "parallel_loads = 2\nintake_queue = lots\nlog_level = info\n"
 CMDLINE = "quiet kmodd.log_level=debug kmodd.bogus=1"
-
-
-class Manager:
-    """The service manager's side of sd_notify."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[dict[str, str]] = []
-
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30) -> dict[str, str]:
-        """The next message with `key` (= `value`), remembering everything received."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            self.messages.append(fields)
-            if key in fields and (value is None or fields[key] == value):
-                return fields
-        raise AssertionError(f"no {key}={value} from the daemon; got {self.messages}")
 
 
 @pytest.fixture

@@ -116,3 +116,49 @@ def test_passed_sockets_are_found_with_their_names() -> None:
                 os.close(copy)
         a.close()
         b.close()
+
+
+def test_a_stale_socket_at_the_control_path_is_replaced(tmp_path: Path) -> None:
+    from kmodd.system.notify import bind_control
+
+    path = str(tmp_path / "io.kmodd")
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.bind(path)  # bound, never listening, closed: what a crashed daemon leaves
+    gone.close()
+    bound = bind_control(path)
+    try:
+        info = os.lstat(path)
+        assert (info.st_dev, info.st_ino) == (bound.device, bound.inode)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)  # the new one listens
+    finally:
+        bound.sock.close()
+
+
+def test_a_socket_someone_listens_on_is_not_taken_over(tmp_path: Path) -> None:
+    from kmodd.system.notify import PathTaken, bind_control
+
+    path = str(tmp_path / "io.kmodd")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as theirs:
+        theirs.bind(path)
+        theirs.listen(1)
+        with pytest.raises(PathTaken, match=f"another process listens on {re.escape(path)}; "
+                                            "not removing it"):
+            bind_control(path)
+        assert os.path.exists(path)
+
+
+def test_the_daemon_removes_only_the_socket_file_it_made(tmp_path: Path) -> None:
+    from kmodd.system.notify import bind_control, unlink_if_ours
+
+    path = str(tmp_path / "io.kmodd")
+    bound = bind_control(path)
+    bound.sock.close()
+    os.unlink(path)
+    Path(path).write_text("someone else's\n")
+    assert not unlink_if_ours(bound)
+    assert Path(path).read_text() == "someone else's\n"
+    os.unlink(path)
+    again = bind_control(path)
+    again.sock.close()
+    assert unlink_if_ours(again) and not os.path.exists(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -82,6 +83,25 @@ def test_the_service_is_an_early_notify_daemon_that_keeps_cap_sys_module() -> No
     assert "ProtectKernelModules" not in service  # it would drop CAP_SYS_MODULE
     assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_NETLINK"]
     assert service["Sockets"].split() == ["kmodd.socket", "kmodd-kernel.socket"]
+
+
+def test_the_service_is_bounded_and_writes_only_its_runtime_directory() -> None:
+    from kmodd.system.instance import LOCK_FILE
+
+    service = _unit("kmodd.service")["Service"]
+    control = _unit("kmodd.socket")["Socket"]
+    assert (service["MemoryHigh"], service["MemoryMax"], service["TasksMax"]) == (
+        "96M", "160M", "512")
+    # At MemoryMax the OOM killer must be able to pick kmodd (and the unit restart it).
+    assert -1000 < int(service["OOMScoreAdjust"]) < 0
+    assert service["Restart"] == "always"
+    assert (service["ProtectSystem"], service["PrivateMounts"], service["UMask"]) == (
+        "strict", "yes", "0077")
+    # The one writable place, kept at stop: the instance lock and the control socket's home.
+    assert "/run/" + service["RuntimeDirectory"] == os.path.dirname(LOCK_FILE) \
+        == os.path.dirname(control["ListenStream"])
+    assert service["RuntimeDirectoryPreserve"] == "yes"
+    assert "ReadWritePaths" not in service
 
 
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
