@@ -464,7 +464,6 @@ ERROR_EXITS: Mapping[str, tuple[int, str]] = {
     "io.kmodd.PermissionDenied": (EXIT_PERMISSION, "permission denied"),
     "io.kmodd.NoSuchDevice": (EXIT_FAILURE, "no such device"),
     "io.kmodd.NoSuchModule": (EXIT_FAILURE, "no such module"),
-    "io.kmodd.RateLimited": (EXIT_FAILURE, "the daemon refused the request"),
     "io.kmodd.Busy": (EXIT_FAILURE, "the daemon is busy"),
     "io.kmodd.TimedOut": (EXIT_FAILURE, "the daemon gave up"),
     "io.kmodd.RequestTooLarge": (EXIT_FAILURE, "the request is larger than the daemon takes"),
@@ -486,9 +485,6 @@ def error_words(command: str, error: VarlinkClientError) -> tuple[int, str]:
     reason = parameters.pop("reason", None)
     if refusal is not None:
         parameters.pop("limit", None)  # the reason says it
-    if error.name == "io.kmodd.RateLimited":
-        parameters.pop("rate", None)
-        parameters.pop("burst", None)
     line = text if refusal is not None else f"{command}: {text}"
     if reason is not None:
         line += f": {reason}"

@@ -191,8 +191,6 @@ error RequestTooLarge (limit: int)
 error InternalError (reason: string)
 # The daemon refused the connection: a connection limit (reason says which) is reached.
 error TooManyConnections (limit: int, reason: string)
-# The daemon refused the request: more requests than one connection may send.
-error RateLimited (rate: int, burst: int, reason: string)
 # The caller may call the method, but not with these parameters (reason says why).
 error PermissionDenied (reason: string)
 # Too many clients' questions are being answered: try again in a moment.
@@ -209,7 +207,6 @@ PROTOCOL_ERRORS = ProtocolErrors(
     request_too_large=f"{INTERFACE}.RequestTooLarge",
     internal=f"{INTERFACE}.InternalError",
     too_many_connections=f"{INTERFACE}.TooManyConnections",
-    rate_limited=f"{INTERFACE}.RateLimited",
 )
 
 #: Seconds between two log lines about the same refused user or failing method (the next
@@ -514,11 +511,12 @@ class ControlLog:
         self._internal = LogThrottle(INTERNAL_ERROR_LOG_INTERVAL)
 
     def refused(self, peer: Peer, reason: str) -> None:
-        """A connection or request refused by a limit: one warning per uid per interval."""
+        """A connection refused, or a request slowed, by a limit: one warning per uid per
+        interval."""
         held = self._refusals.admit(peer.uid, time.monotonic())
         if held is None:
             return
-        self._log(Priority.WARNING, f"Refused a control client (uid {peer.uid}, pid "
+        self._log(Priority.WARNING, f"Control client over its limits (uid {peer.uid}, pid "
                                     f"{peer.pid}): {reason}{held_note(held)}")
 
     def internal_error(self, method: str, error: BaseException) -> None:

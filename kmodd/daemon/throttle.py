@@ -1,6 +1,7 @@
 """Rate limits for what strangers can make the daemon do: a token bucket, a log throttle.
 
-`TokenBucket` meters requests on one control connection. `LogThrottle` keeps a flood of
+`TokenBucket` meters requests on one control connection (a request over the rate waits for
+its token). `LogThrottle` keeps a flood of
 the same complaint (refused connections, rejected uevents, internal errors) from flooding
 the journal: at most one line per key per interval, and the line that is let through
 says how many were held back since the last one. Both take the time as an argument
@@ -27,15 +28,13 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = now
 
-    def take(self, now: float) -> bool:
-        """Take a token if there is one; False means over the limit (nothing taken)."""
+    def delay(self, now: float) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until it is earned (the
+        caller waits that long; the token is spoken for meanwhile)."""
         elapsed = max(now - self._last, 0.0)
         self._last = now
-        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate) - 1.0
+        return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate
 
 
 @dataclass(slots=True)

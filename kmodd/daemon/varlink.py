@@ -18,8 +18,11 @@ peers (neither uid 0 nor what the `privileged` predicate accepts) may hold at mo
 `max_connections_per_user` connections each and, all together, `max_connections` less the
 reserve (`reserved_connections`, at most half of `max_connections`), and each of their
 connections may send `request_burst` requests at once and `request_rate` a second on
-average. A refused connection or request is told why in a Varlink error before anything
-is closed, so a client can say it in words.
+average: a request over the rate waits for its turn (the connection's reading pauses), so a
+flood costs the daemon the rate, not one reply per request. A refused connection is told why
+in a Varlink error before it is closed, so a client can say it in words; the refusal is held
+back for `refusal_delay` (a tarpit: a client reconnecting in a loop costs one accept a
+second) unless `MAX_DELAYED_REFUSALS` are already waiting.
 
 Every complete request gets exactly one reply (or its stream): JSON that Python's decoder
 refuses for any reason (ValueError: bad syntax, bad UTF-8, an integer of more than 4300
@@ -31,8 +34,10 @@ a handler's failure is answered as an internal error and reported to `on_interna
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
+import os
 import socket
 import struct
 from collections import Counter
@@ -90,6 +95,10 @@ _UCRED = struct.Struct("iII")
 #: Supplementary groups read per peer (Python's getsockopt buffer holds at most 1024 bytes;
 #: a peer in more groups is treated as in none of them but its primary group).
 MAX_PEER_GROUPS = 256
+#: Refused connections waiting for `Limits.refusal_delay` at most; more are told at once.
+MAX_DELAYED_REFUSALS = 64
+#: Reads (of 64 KiB) that drain what a refused client sent before it is told and closed.
+DRAIN_READS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,9 @@ class Limits:
     request_rate: int = 20
     #: ...and at once, after a quiet spell.
     request_burst: int = 40
+    #: A refused connection is told why and closed this many seconds after it came (a
+    #: tarpit), unless MAX_DELAYED_REFUSALS are already waiting: then at once.
+    refusal_delay: float = 1.0
 
     @property
     def reserve(self) -> int:
@@ -179,15 +191,14 @@ class Method:
 class ProtocolErrors:
     """Error names for failures that happen before any interface is involved.
 
-    `too_many_connections` (parameters `limit`, `reason`) and `rate_limited` (`rate`,
-    `burst`, `reason`) default to those names in the interface of `invalid_request`.
+    `too_many_connections` (parameters `limit`, `reason`) defaults to that name in the
+    interface of `invalid_request`.
     """
 
     invalid_request: str
     request_too_large: str
     internal: str
     too_many_connections: str = ""
-    rate_limited: str = ""
 
     def named(self, error: str) -> str:
         """The full name of `error` ("TooManyConnections") beside `invalid_request`."""
@@ -252,7 +263,6 @@ class VarlinkService:
         self._errors = errors
         self._too_many_connections = (errors.too_many_connections
                                       or errors.named("TooManyConnections"))
-        self._rate_limited = errors.rate_limited or errors.named("RateLimited")
         self._privileged = privileged
         self._on_refusal = on_refusal
         self.limits = limits or Limits()
@@ -262,6 +272,8 @@ class VarlinkService:
         self._descriptions: dict[str, str] = {}
         self._methods: dict[str, Method] = {}
         self._connections: set[_Connection] = set()
+        #: Refused connections waiting for `Limits.refusal_delay` to pass before they are told.
+        self.delayed_refusals = 0
         #: Open connections of unprivileged peers, all together and per uid.
         self._unprivileged = 0
         self._per_user: Counter[int] = Counter()
@@ -513,10 +525,19 @@ class _Connection(asyncio.Protocol):
         refusal = service._admit(self)
         if refusal is not None:
             # Said before closing (the client reads it even if it sent first), so the
-            # client can tell its user why instead of "Connection reset by peer".
-            self._send({"error": service._too_many_connections,
-                        "parameters": {"limit": refusal.limit, "reason": refusal.reason}})
-            self.close("too-many-connections")
+            # client can tell its user why instead of "Connection reset by peer"; said a
+            # while later, so a client reconnecting in a loop costs the daemon little.
+            message = {"error": service._too_many_connections,
+                       "parameters": {"limit": refusal.limit, "reason": refusal.reason}}
+            if service.delayed_refusals < MAX_DELAYED_REFUSALS:
+                service.delayed_refusals += 1
+                self._closed = True  # nothing it sends is read
+                transport.pause_reading()
+                asyncio.get_running_loop().call_later(self._limits.refusal_delay, self._refuse,
+                                                      message)
+            else:
+                self._send(message)
+                self.close("too-many-connections")
             return
         loop = asyncio.get_running_loop()
         if not self.privileged:
@@ -587,6 +608,24 @@ class _Connection(asyncio.Protocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def _refuse(self, message: Mapping[str, Any]) -> None:
+        """Tell a refused connection why and close it (`refusal_delay` after it came)."""
+        service = self._service
+        service.delayed_refusals -= 1
+        service.statistics.disconnects["too-many-connections"] += 1
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        # What the client sent meanwhile is read and dropped first: closing a socket with
+        # unread data resets the connection, and the client might lose the reply to it.
+        fd = transport.get_extra_info("socket").fileno()
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing (more) to read
+            for _ in range(DRAIN_READS):
+                if not os.read(fd, 65536):
+                    break
+        transport.write(_encode(message))
+        transport.close()
+
     def _too_large(self) -> None:
         self._service.statistics.errors["request-too-large"] += 1
         self._send({"error": self._service._errors.request_too_large,
@@ -646,19 +685,17 @@ class _Connection(asyncio.Protocol):
             self._send({"error": errors.invalid_request, "parameters": {"reason": problem}})
             return
         oneway = bool(message.get("oneway"))
-        if self._bucket is not None and not self._bucket.take(
-                asyncio.get_running_loop().time()):
-            service.statistics.rate_limited += 1
-            limits = self._limits
-            reason = (f"more than {limits.request_burst} requests at once or "
-                      f"{limits.request_rate} a second on one connection")
-            service._refused(self.peer, reason)
-            if oneway:
-                return
-            self._send({"error": service._rate_limited,
-                        "parameters": {"rate": limits.request_rate,
-                                       "burst": limits.request_burst, "reason": reason}})
-            return
+        if self._bucket is not None:
+            wait = self._bucket.delay(asyncio.get_running_loop().time())
+            if wait > 0.0:
+                service.statistics.rate_limited += 1
+                limits = self._limits
+                service._refused(self.peer, (
+                    f"more than {limits.request_burst} requests at once or "
+                    f"{limits.request_rate} a second on one connection: slowed down"))
+                await asyncio.sleep(wait)
+                if self._closed:
+                    return
         where = unencodable(message.get("parameters") or {})
         if where is not None:
             service.statistics.errors["invalid-parameter"] += 1

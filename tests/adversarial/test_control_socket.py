@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from kmodd.cli.client import EXIT_FAILURE, EXIT_OK, EXIT_PERMISSION, error_words
+from kmodd.cli.client import EXIT_FAILURE, EXIT_OK, EXIT_PERMISSION
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import IDL, PRIVILEGES, privilege_table
 from kmodd.daemon.varlink import SERVICE_IDL
@@ -201,22 +201,32 @@ def test_nobody_learns_nothing_of_a_root_only_file(root: Root, as_nobody: RunAs,
 
 
 def _hold_connections(path: str, count: int, ready: int, go: int) -> str:
-    """As nobody: open `count` connections, ask each for GetInfo, then say what kmodctl
-    says on one more; hold them all until the parent writes to `go`."""
-    held, answered, refused = [], 0, []
+    """As nobody: open `count` connections at once, ask each for GetInfo, then say what
+    kmodctl says on one more; hold them all until the parent writes to `go`."""
+    held = []
     for _ in range(count):
-        client = VarlinkClient(path, timeout=10)
-        held.append(client)
-        try:
-            client.call("org.varlink.service.GetInfo")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(b'{"method":"org.varlink.service.GetInfo"}\0')
+        held.append(sock)
+    answered, refused = 0, []
+    for sock in held:
+        data = b""
+        while not data.endswith(b"\0"):
+            chunk = sock.recv(65536)
+            assert chunk, "closed without a reply"
+            data += chunk
+        reply = json.loads(data[:-1])
+        if "error" in reply:
+            refused.append(reply["parameters"]["reason"])
+        else:
             answered += 1
-        except VarlinkClientError as e:
-            refused.append(e.parameters["reason"])
     extra = kmodctl(path, "status")
     os.write(ready, b"x")
     os.read(go, 1)
-    for client in held:
-        client.close()
+    for sock in held:
+        sock.close()
     return json.dumps({"answered": answered, "refused": refused, "extra": extra})
 
 
@@ -242,7 +252,7 @@ def _lock_out(running: RunningDaemon, as_nobody: RunAs, count: int) -> Any:
 
 def _refusal_lines(sink: ListSink) -> list[str]:
     return [text for priority, text in sink.messages
-            if priority == Priority.WARNING and text.startswith("Refused a control client")]
+            if priority == Priority.WARNING and text.startswith("Control client over its limits")]
 
 
 def test_idle_connections_of_nobody_never_lock_root_out(root: Root, as_nobody: RunAs) -> None:
@@ -259,7 +269,7 @@ def test_idle_connections_of_nobody_never_lock_root_out(root: Root, as_nobody: R
         # Refusals are logged, at most one line per uid per 10 s.
         lines = _refusal_lines(running.sink)  # type: ignore[arg-type]
         assert len(lines) == 1
-        assert lines[0].startswith(f"Refused a control client (uid {NOBODY_UID}, pid ")
+        assert lines[0].startswith(f"Control client over its limits (uid {NOBODY_UID}, pid ")
         assert lines[0].endswith(f"): {too_many}")
 
     _run(scenario, root)
@@ -355,28 +365,30 @@ def test_a_handler_failure_is_answered_and_logged_once_with_the_method(root: Roo
     _run(scenario, root)
 
 
-def test_a_flood_of_requests_is_rate_limited_in_words(root: Root, as_nobody: RunAs) -> None:
-    burst, requests = 5, 30
+def test_a_flood_of_requests_is_slowed_to_the_rate_answered_whole_and_logged(
+        root: Root, as_nobody: RunAs) -> None:
+    burst, rate, requests = 5, 50, 30
     status = b'{"method":"io.kmodd.GetStatus"}'
 
     async def scenario(running: RunningDaemon) -> None:
         path = running.socket_path
+        service = running.daemon.start_control().service
+        assert service is not None
         replies = json.loads(await asyncio.to_thread(as_nobody, lambda: json.dumps(
             _raw_calls(path, *[status] * requests))))
-        assert len(replies) == requests
-        assert all("parameters" in r and "status" in r["parameters"] for r in replies[:burst])
-        limited = [r for r in replies if r.get("error") == "io.kmodd.RateLimited"]
-        reason = f"more than {burst} requests at once or 1 a second on one connection"
-        assert limited and limited[0] == {"error": "io.kmodd.RateLimited", "parameters": {
-            "rate": 1, "burst": burst, "reason": reason}}
-        error = VarlinkClientError(limited[0]["error"], limited[0]["parameters"])
-        assert error_words("status", error) == (
-            EXIT_FAILURE, f"status: the daemon refused the request: {reason}")
+        # Every request is answered; those past the burst waited for their turn.
+        assert [sorted(r) for r in replies] == [["parameters"]] * requests
+        assert service.statistics.rate_limited == requests - burst
+        lines = _refusal_lines(running.sink)  # type: ignore[arg-type]
+        assert len(lines) == 1 and lines[0].endswith(
+            f"): more than {burst} requests at once or {rate} a second on one connection: "
+            "slowed down")
         # Root is not metered.
         as_root = await asyncio.to_thread(_raw_calls, path, *[status] * requests)
         assert all("error" not in r for r in as_root)
+        assert service.statistics.rate_limited == requests - burst
 
-    _run(scenario, root, control_request_burst=burst, control_request_rate=1)
+    _run(scenario, root, control_request_burst=burst, control_request_rate=rate)
 
 
 # -- uevents ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ LIMITS = Limits(
     request_timeout=0.3,
     max_pending_reply_bytes=256 * 1024,
     max_queued_requests=4,
+    refusal_delay=0.0,
 )
 
 
