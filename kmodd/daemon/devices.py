@@ -30,6 +30,7 @@ from kmodd.core.autoload import (
     decide,
     redecide,
 )
+from kmodd.core.binindex import IndexFileError
 from kmodd.core.plan import LiveState
 from kmodd.core.resolve import Resolver
 from kmodd.core.udev_static import static_loads
@@ -201,6 +202,8 @@ class Devices:
         self._expected: set[str] = set()
         self._expecting = False
         self._settled = asyncio.Event()
+        #: Told when a lookup meets a damaged index (the daemon runs degraded then).
+        self.on_index_damage: Callable[[str], None] | None = None
         self._settled.set()
         self._live_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.handled_events = 0
@@ -249,7 +252,14 @@ class Devices:
                 devpath = item.event.devpath
                 try:
                     work = self._decide(item)
-                except Exception as e:  # a damaged index, or a bug: one device, not all
+                except IndexFileError as e:  # met in a part not yet checked whole
+                    self.reporter.log(Priority.ERR, f"Cannot handle {devpath}: the module "
+                                                    f"index is damaged: {e}")
+                    if self.on_index_damage is not None:
+                        self.on_index_damage(str(e))  # degraded until a good reload
+                    self._done(devpath)
+                    continue
+                except Exception as e:  # a bug: one device, not all
                     self.reporter.log(Priority.ERR, f"Cannot handle {devpath}: "
                                                     f"{type(e).__name__}: {e}")
                     self._done(devpath)

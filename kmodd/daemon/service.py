@@ -294,6 +294,14 @@ class Daemon:
         if self.lifecycle.state == "running":
             self.lifecycle.state = "degraded"
 
+    def _lookup_met_damage(self, reason: str) -> None:
+        """A lookup met damage in an index file not yet checked whole (alias and symbols are
+        checked in the decode after the coldplug burst): degraded, and the device is left
+        for the resync that a good reload sets off."""
+        self._degrade(reason, f"The module index is damaged: {reason}; devices whose lookup "
+                              "meets the damage are left until a reload succeeds")
+        self.notifier.status(self._status_text())
+
     def _leave_degraded(self, snapshot: Snapshot) -> None:
         """A usable index again: devices decided without one are handled again (a resync
         finds them: their records, made on the empty generation 0, are forgotten)."""
@@ -459,6 +467,7 @@ class Daemon:
         self.intake = Intake(source, self.devices_root, settings.intake_queue,
                              self.devices.handled, pool=self.system_pool)
         self.intake.on_resync = self._on_resync
+        self.devices.on_index_damage = self._lookup_met_damage
         self.intake.on_warning = lambda text: self.log(Priority.WARNING, text)
         signals: list[signal.Signals] = []
         try:

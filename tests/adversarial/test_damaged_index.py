@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kmodd.cli.kmodctl import dispatch
+from kmodd.core.uevent import Action, Uevent
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
 from tests.daemon.daemon_tree import (
@@ -35,6 +36,12 @@ pytestmark = needs_core_elf
 
 MODDIR = f"/lib/modules/{KVER}"
 SERIAL_DEVPATH = "/devices/platform/serial8250"
+
+
+def uevent(devpath: str, modalias: str, seqnum: int, subsystem: str) -> Uevent:
+    env = {"ACTION": "add", "DEVPATH": devpath, "SUBSYSTEM": subsystem, "MODALIAS": modalias,
+           "SEQNUM": str(seqnum)}
+    return Uevent(Action.ADD, devpath, subsystem, seqnum, env)
 
 
 def replace(path: Path, data: bytes) -> bytes:
@@ -197,3 +204,37 @@ def test_the_front_ends_report_a_truncated_index_in_one_line_and_exit_1(
     lines = err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"{tool}: ERROR: {shown}: offset 0x")
+
+
+def test_a_lookup_that_meets_damage_not_checked_at_start_up_degrades_until_a_good_reload(
+        root: Root) -> None:
+    # modules.alias.bin is checked whole only in the decode after the coldplug burst: a
+    # hotplug before it meets the damage in a lookup.
+    alias = index(root, "modules.alias.bin")
+    good = alias.read_bytes()
+    replace(alias, good[:len(good) // 2])
+    sink = ListSink()
+
+    async def scenario() -> None:
+        source = FakeUeventSource()
+        running = RunningDaemon(root, source=source, devices_root=root, sink=sink)
+        async with running as daemon:
+            source.push(uevent(SERIAL_DEVPATH, "platform:serial8250", 5, "platform"))
+            await wait_until(lambda: daemon.lifecycle.state == "degraded", what="degraded")
+            reason = daemon.lifecycle.degraded_reason
+            assert reason is not None and reason.startswith(f"{MODDIR}/modules.alias.bin: "
+                                                            "offset 0x")
+            code, out, _ = await asyncio.to_thread(kmodctl, running.socket_path, "status")
+            assert (code, f"Degraded: {reason}\n" in out) == (1, True)
+            replace(alias, good)
+            code, _, _ = await asyncio.to_thread(kmodctl, running.socket_path, "reload")
+            assert code == 0 and daemon.lifecycle.state == "running"
+            await wait_until(lambda: outcome(daemon, SERIAL_DEVPATH) == "inserted",
+                             what="the serial port's driver, after the reload's resync")
+            errors = [m for p, m in sink.messages if p == Priority.ERR]
+            assert errors == [
+                f"Cannot handle {SERIAL_DEVPATH}: the module index is damaged: {reason}",
+                f"The module index is damaged: {reason}; devices whose lookup meets the "
+                "damage are left until a reload succeeds"]
+
+    asyncio.run(scenario())
