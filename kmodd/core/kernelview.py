@@ -10,7 +10,7 @@ Bad input never raises: what cannot be read is left out (and said so by the call
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from kmodd.core.params import split_args
@@ -41,24 +41,48 @@ class Kallsyms:
     lines: int
 
 
-def parse_kallsyms(text: str) -> Kallsyms:
-    """Parse `/proc/kallsyms` (`address type name[\\t[module]]` per line)."""
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text`, one at a time (a large table is never split, or copied, whole)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        if stop < 0:
+            stop = end
+        yield text[start:stop]
+        start = stop + 1
+
+
+def parse_kallsyms(text: str, wanted: Collection[str] | None = None) -> Kallsyms:
+    """Parse `/proc/kallsyms` (`address type name[\\t[module]]` per line).
+
+    With `wanted`, only those names are kept in `exports` (`precise` and `lines` still
+    describe the whole table): an explanation asks about one module's symbols, and the
+    whole table is some 100,000 names. The text is walked line by line, never split whole.
+    """
     marked: dict[str, str] = {}
     globals_: dict[str, str] = {}
+    any_marked = False
     count = 0
-    for line in text.splitlines():
+    for line in _lines(text):
         head, _, tail = line.partition("\t")
         fields = head.split()
         if len(fields) != 3:
             continue
         count += 1
         _, kind, name = fields
-        owner = tail.strip()[1:-1] if tail.strip().startswith("[") else VMLINUX
         if name.startswith(KSYMTAB_PREFIX):
-            marked.setdefault(name[len(KSYMTAB_PREFIX):], owner)
+            any_marked = True
+            name = name[len(KSYMTAB_PREFIX):]
+            table = marked
         elif kind.isupper():
-            globals_.setdefault(name, owner)
-    if marked:
+            table = globals_
+        else:
+            continue
+        if wanted is not None and name not in wanted:
+            continue
+        tail = tail.strip()
+        table.setdefault(name, tail[1:-1] if tail.startswith("[") else VMLINUX)
+    if any_marked:
         return Kallsyms(marked, True, count)
     return Kallsyms(globals_, False, count)
 
@@ -120,13 +144,16 @@ def kernel_cmdline_blacklist(cmdline: str) -> tuple[str, ...]:
     return found
 
 
-def parse_module_symvers(text: str, owner: str = VMLINUX) -> dict[str, int]:
+def parse_module_symvers(text: str, owner: str = VMLINUX,
+                         wanted: Collection[str] | None = None) -> dict[str, int]:
     """`Module.symvers` (`0xCRC<TAB>symbol<TAB>module<TAB>export[<TAB>namespace]`): the CRCs
-    of the symbols `owner` exports."""
+    of the symbols `owner` exports (only the `wanted` ones, when given)."""
     crcs: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = line.split("\t")
+    for line in _lines(text):
+        fields = line.rstrip("\r").split("\t")
         if len(fields) < 3 or fields[2] != owner:
+            continue
+        if wanted is not None and fields[1] not in wanted:
             continue
         try:
             crcs[fields[1]] = int(fields[0], 16)

@@ -17,8 +17,9 @@ target path naming a FIFO or `/dev/zero` is a problem reported, not a wait or an
 from __future__ import annotations
 
 import errno as E
+import mmap
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from kmodd.core import compression
@@ -62,7 +63,7 @@ from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root
-from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, read_regular
+from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, map_regular, read_regular
 from kmodd.system.sysview import FileView
 
 #: Kernel modules read (in modules.dep order) looking for the kernel's own vermagic.
@@ -110,13 +111,16 @@ class _Image:
     """A module file read and parsed (or why it could not be)."""
 
     elf: ModuleElf | None = None
-    data: bytes = b""
+    data: bytes | mmap.mmap = b""
     problem: FileProblem | None = None
 
 
 def read_module(path: str, shown: str) -> _Image:
-    """The decompressed, parsed image of a module file (`shown` names it in problems)."""
-    raw = read_regular(path, MODULE_FILE_MAX, shown)
+    """The decompressed, parsed image of a module file (`shown` names it in problems).
+
+    An uncompressed file stays mapped: only the pages the parse touches are read (an
+    explanation may look into hundreds of the kernel's modules for vmlinux's CRCs)."""
+    raw = map_regular(path, MODULE_FILE_MAX, shown)
     if isinstance(raw, Refused):
         if raw.refusal in (Refusal.NOT_REGULAR, Refusal.TOO_LARGE):
             # "it is a FIFO", "it is larger than ... bytes": never waited on or read whole.
@@ -125,7 +129,8 @@ def read_module(path: str, shown: str) -> _Image:
     try:
         from kmodd.system.codecs import unzstd
 
-        data = bytes(compression.decompress(raw, unzstd))
+        decoded = compression.decompress(raw, unzstd)
+        data = decoded if isinstance(decoded, mmap.mmap) else bytes(decoded)
     except compression.DecompressError as err:
         return _Image(problem=FileProblem(shown, f"cannot decompress it: {err.message}"))
     try:
@@ -203,7 +208,9 @@ def _exports(path: str) -> dict[str, int]:
 
 # --- the kernel -----------------------------------------------------------------------------
 
-def _kernel_facts(root: Root) -> KernelFacts:
+def _kernel_facts(root: Root, symbols: Collection[str]) -> KernelFacts:
+    """The running kernel's view; of its symbol table only `symbols` (those the modules
+    being explained need) are kept."""
     release, source = running_release(root)
     config_path = KERNEL_CONFIG.format(release=release)
     config_text = _read_text(root.path(config_path))
@@ -215,7 +222,8 @@ def _kernel_facts(root: Root) -> KernelFacts:
     lockdown = _read_text(root.sys("kernel/security/lockdown"))
     keys = _read_text(root.proc("keys"))
     kallsyms_text = _read_text(root.proc("kallsyms"))
-    kallsyms = parse_kallsyms(kallsyms_text) if kallsyms_text else None
+    kallsyms = parse_kallsyms(kallsyms_text, symbols) if kallsyms_text else None
+    del kallsyms_text  # some 10 MiB, no longer needed
     return KernelFacts(
         release=release, release_source=source,
         modules_disabled=(disabled.strip() == "1") if disabled is not None else None,
@@ -289,7 +297,7 @@ def _vmlinux_crcs(root: Root, moddir: str, release: str, deps: list[tuple[str, l
         shown = pattern.format(moddir=moddir, release=release)
         text = _read_text(root.path(shown))
         if text:
-            return parse_module_symvers(text), shown
+            return parse_module_symvers(text, wanted=wanted), shown
     found: dict[str, int] = {}
     scanned = 0
     for rel, _ in deps:
@@ -526,7 +534,6 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
     events: list[LibkmodEvent] = []
     resolver = Resolver(indexes, config, files, log=events.append)
     state = kernel.modules if kernel is not None else SysModules(root)
-    kernel_facts = _kernel_facts(root)
     kind = "name"
     lookup_error = None
     mods: list[Module] = []
@@ -543,8 +550,6 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
         else:
             lookup_error = f"not a valid module name or alias ({os.strerror(err.errno)})"
     deps = _dep_lines(real_moddir)
-    ctx = _Context(root, moddir, config, resolver, files, state, kernel_facts.kallsyms, deps,
-                   events)
     reads: list[_ModuleRead] = []
     for mod in mods:
         path = resolver.path(mod)
@@ -552,6 +557,9 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
             reads.append(_ModuleRead())
         else:
             reads.append(_inspect(root.path(path), path))
+    kernel_facts = _kernel_facts(root, {n for r in reads for n, _, _ in r.needed})
+    ctx = _Context(root, moddir, config, resolver, files, state, kernel_facts.kallsyms, deps,
+                   events)
     names = {modname_normalize(target.rsplit("/", 1)[-1].split(".", 1)[0])} | \
         {m.name for m in mods}
     magic, magic_source = _kernel_vermagic(root, moddir, deps, {m.name for m in mods})
