@@ -505,6 +505,8 @@ class _Connection(asyncio.Protocol):
         self._streaming = False
         self._request_started = 0.0
         self._closed = False
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.peer = Peer(0, -1, -1)
         self.privileged = False
         self._bucket: TokenBucket | None = None  # unprivileged peers' request rate
@@ -653,8 +655,24 @@ class _Connection(asyncio.Protocol):
 
     # requests
 
+    def pause_writing(self) -> None:
+        self._writable.clear()  # the transport holds more than its high-water mark
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
     async def _serve(self) -> None:
         while not self._closed:
+            # A client that does not read its replies gets no new ones: what it costs the
+            # daemon stays one reply (and the transport's high-water mark), however much
+            # it asks; one that reads none for the idle timeout is closed.
+            if not self._writable.is_set():
+                try:
+                    async with asyncio.timeout(self._limits.idle_timeout):
+                        await self._writable.wait()
+                except TimeoutError:
+                    self.close("not-reading")
+                    return
             raw = await self._queue.get()
             if self._transport and self._queue.qsize() < self._limits.max_queued_requests:
                 self._transport.resume_reading()

@@ -423,3 +423,67 @@ def test_forged_uevents_are_logged_with_the_sender(root: Root) -> None:
                                "ignoring"]
 
     asyncio.run(main())
+
+
+# -- memory stays bounded ------------------------------------------------------------------
+
+DESCRIBE = b'{"method":"org.varlink.service.GetInterfaceDescription",' \
+           b'"parameters":{"interface":"io.kmodd"}}\0'
+#: Requests each non-reading connection sends: its replies would be megabytes if served.
+UNREAD_REQUESTS = 400
+
+
+def _ask_and_never_read(path: str, ready: int, go: int) -> str:
+    """As nobody: PER_USER connections, each sending UNREAD_REQUESTS requests and reading no
+    reply; hold them until the parent writes to `go`."""
+    held = []
+    for _ in range(PER_USER):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.setblocking(False)
+        held.append(sock)
+    for sock in held:
+        data = DESCRIBE * UNREAD_REQUESTS
+        with contextlib.suppress(BlockingIOError):
+            while data:  # as much as the kernel takes: the daemon stops reading at some point
+                data = data[sock.send(data):]
+    os.write(ready, b"x")
+    os.read(go, 1)
+    for sock in held:
+        sock.close()
+    return "done"
+
+
+def test_clients_that_never_read_their_replies_cost_one_reply_each_not_their_requests(
+        root: Root, as_nobody: RunAs) -> None:
+    reply_size = len(json.dumps({"parameters": {"description": IDL}}).encode()) + 1
+
+    async def scenario(running: RunningDaemon) -> None:
+        service = running.daemon.start_control().service
+        assert service is not None
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        path = running.socket_path
+        child = asyncio.ensure_future(asyncio.to_thread(
+            as_nobody, lambda: _ask_and_never_read(path, ready_w, go_r)))
+        try:
+            await asyncio.to_thread(os.read, ready_r, 1)
+            served = -1
+            while served != service.statistics.requests:  # until serving stops
+                served = service.statistics.requests
+                await asyncio.sleep(0.3)
+            pending = sum(c._transport.get_write_buffer_size()  # type: ignore[union-attr]
+                          for c in service._connections if c._transport is not None)
+            # Each connection was served until its replies filled the socket and the
+            # transport's high-water mark (64 KiB), then no more: not 8 x 400 requests.
+            assert served < PER_USER * UNREAD_REQUESTS // 4
+            assert pending <= PER_USER * (64 * 1024 + reply_size)
+            code, out, _ = await asyncio.to_thread(kmodctl, path, "status")
+            assert (code, "State: running" in out) == (EXIT_OK, True)
+        finally:
+            os.write(go_w, b"x")
+            await child
+            for fd in (ready_r, ready_w, go_r, go_w):
+                os.close(fd)
+
+    _run(scenario, root)
