@@ -10,7 +10,7 @@ Bad input never raises: what cannot be read is left out (and said so by the call
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from kmodd.core.params import split_args
@@ -52,18 +52,19 @@ def _lines(text: str) -> Iterator[str]:
         start = stop + 1
 
 
-def parse_kallsyms(text: str, wanted: Collection[str] | None = None) -> Kallsyms:
+def parse_kallsyms(text: str | Iterable[str], wanted: Collection[str] | None = None
+                   ) -> Kallsyms:
     """Parse `/proc/kallsyms` (`address type name[\\t[module]]` per line).
 
     With `wanted`, only those names are kept in `exports` (`precise` and `lines` still
     describe the whole table): an explanation asks about one module's symbols, and the
-    whole table is some 100,000 names. The text is walked line by line, never split whole.
+    whole table is some 100,000 names. `text` is the table, or its lines one at a time.
     """
     marked: dict[str, str] = {}
     globals_: dict[str, str] = {}
     any_marked = False
     count = 0
-    for line in _lines(text):
+    for line in _lines(text) if isinstance(text, str) else text:
         head, _, tail = line.partition("\t")
         fields = head.split()
         if len(fields) != 3:

@@ -63,7 +63,14 @@ from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root
-from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, map_regular, read_regular
+from kmodd.system.safeopen import (
+    MODULE_FILE_MAX,
+    Refusal,
+    Refused,
+    map_regular,
+    read_lines,
+    read_regular,
+)
 from kmodd.system.sysview import FileView
 
 #: Kernel modules read (in modules.dep order) looking for the kernel's own vermagic.
@@ -221,9 +228,8 @@ def _kernel_facts(root: Root, symbols: Collection[str]) -> KernelFacts:
     enforce = _read_text(root.sys("module/module/parameters/sig_enforce"))
     lockdown = _read_text(root.sys("kernel/security/lockdown"))
     keys = _read_text(root.proc("keys"))
-    kallsyms_text = _read_text(root.proc("kallsyms"))
-    kallsyms = parse_kallsyms(kallsyms_text, symbols) if kallsyms_text else None
-    del kallsyms_text  # some 10 MiB, no longer needed
+    lines = read_lines(root.proc("kallsyms"), SYSTEM_TEXT_MAX)
+    kallsyms = None if isinstance(lines, Refused) else parse_kallsyms(lines, symbols)
     return KernelFacts(
         release=release, release_source=source,
         modules_disabled=(disabled.strip() == "1") if disabled is not None else None,

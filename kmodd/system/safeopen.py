@@ -24,6 +24,7 @@ import errno as E
 import mmap
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -121,6 +122,42 @@ def _check(fd: int, shown: str, cap: int) -> os.stat_result | Refused:
     if st.st_size > cap:
         return Refused(shown, Refusal.TOO_LARGE, f"is larger than {cap} bytes")
     return st
+
+
+def read_lines(path: str | bytes, cap: int, shown: str | None = None
+               ) -> Iterator[str] | Refused:
+    """The lines of a regular text file, read a chunk at a time (a large table such as
+    /proc/kallsyms is never held whole), or why it was not opened. Reading stops after
+    `cap` bytes; a read error ends the lines early."""
+    shown = shown if shown is not None else os.fsdecode(path)
+    fd = _open(path, shown)
+    if isinstance(fd, Refused):
+        return fd
+    st = _check(fd, shown, cap)
+    if isinstance(st, Refused):
+        os.close(fd)
+        return st
+    return _lines_of(fd, cap)
+
+
+def _lines_of(fd: int, cap: int) -> Iterator[str]:
+    try:
+        rest, total = b"", 0
+        while total < cap:
+            try:
+                chunk = os.read(fd, min(READ_CHUNK, cap - total))
+            except OSError:
+                break
+            if not chunk:
+                break
+            total += len(chunk)
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if rest:
+            yield rest.decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def read_regular(path: str | bytes, cap: int, shown: str | None = None) -> bytes | Refused:

@@ -23,9 +23,11 @@ from kmodd.system.modfile import map_module
 from kmodd.system.root import Root
 from kmodd.system.safeopen import (
     CONFIG_FILE_MAX,
+    READ_CHUNK,
     Refusal,
     Refused,
     map_regular,
+    read_lines,
     read_regular,
 )
 
@@ -193,3 +195,35 @@ def test_a_dev_null_link_in_etc_still_masks_the_same_name_in_lib(tmp_path: Path)
     config = load_config(Root(str(tmp_path)), "/lib/modules/6.1.0-test")
     assert (config.blacklists, config.diagnostics) == ((), ())
     assert ConfigFile("x.conf", "/etc/modprobe.d/x.conf").path in config.files
+
+
+def test_lines_are_read_a_chunk_at_a_time_and_whole_across_chunk_boundaries(
+        tmp_path: Path) -> None:
+    path = tmp_path / "kallsyms"
+    lines = [f"ffffffff{i:08x} T symbol_{i}" for i in range(READ_CHUNK // 8)]
+    path.write_text("\n".join(lines) + "\n")
+    got = read_lines(str(path), 1 << 30)
+    assert not isinstance(got, Refused)
+    assert list(got) == lines
+
+
+def test_lines_stop_at_the_cap_and_a_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    path.write_text("one\ntwo\nthree")
+    got = read_lines(str(path), 1 << 20)
+    assert not isinstance(got, Refused) and list(got) == ["one", "two", "three"]
+    capped = read_lines(str(path), 6)  # a file that grows; /proc files say size 0
+    assert isinstance(capped, Refused)  # over the cap by its size already
+
+
+def test_lines_of_a_fifo_are_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = within_deadline(lambda: read_lines(str(fifo), 1 << 20, "/proc/kallsyms"), fifo)
+    assert got == Refused("/proc/kallsyms", Refusal.NOT_REGULAR, "is a FIFO")
+
+
+def test_lines_of_a_proc_file_of_size_zero_are_read() -> None:
+    got = read_lines("/proc/self/status", 1 << 20)
+    assert not isinstance(got, Refused)
+    assert next(iter(got)).startswith("Name:")
