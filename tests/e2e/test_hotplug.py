@@ -121,10 +121,8 @@ def test_module_with_bad_options_fails_to_load_and_its_device_stays_unbound(
         anchor.unplug(vm, BAD_OPTIONS)
 
 
-def test_kmodctl_load_and_unload_work_on_the_real_kernel(
-        vm: VM, request: pytest.FixtureRequest) -> None:
-    if _loader(request) != "kmodd":
-        pytest.skip("kmodctl load/unload ask the running kmodd")
+@pytest.mark.parametrize("vm", ["kmodd"], indirect=True)  # kmodctl asks the running kmodd
+def test_kmodctl_load_and_unload_work_on_the_real_kernel(vm: VM) -> None:
     assert "dummy" not in vm.loaded_modules()
     loaded = vm.sh("kmodctl load dummy").out
     assert loaded.startswith("dummy: inserted: "), loaded
