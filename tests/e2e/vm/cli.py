@@ -7,12 +7,14 @@ import json
 import sys
 
 from vm import devices, image
-from vm.machine import VM
+from vm.machine import VM, Init
 
 
 def _boot(args: argparse.Namespace) -> int:
     with VM(devices=devices.SETS[args.set](), cpu=args.cpu, name=f"boot-{args.set}",
-            append=args.append) as vm:
+            append=args.append, init=Init(args.init)) as vm:
+        if vm.init is Init.SYSTEMD:
+            vm.wait_system_running()
         print(json.dumps(vm.boot_info), file=sys.stderr)
         print(f"run dir: {vm.rundir}", file=sys.stderr)
         rc = 0
@@ -34,6 +36,9 @@ def main(argv: list[str]) -> int:
     b.add_argument("--set", choices=sorted(devices.SETS), default="none")
     b.add_argument("--cpu", default="max")
     b.add_argument("--append", default="", help="extra kernel command line")
+    b.add_argument("--init", choices=[str(i) for i in Init], default=str(Init.AGENT),
+                   help="PID 1: the agent's init script (default), or systemd with kmodd's "
+                        "units enabled (commands run once the boot transaction is done)")
     b.add_argument("--timeout", type=float, default=300)
     b.add_argument("--cmd", action="append", default=[], help="shell command (repeatable)")
     sub.add_parser("demo", help="what `make demo` runs (see vm/demo.py)", add_help=False)

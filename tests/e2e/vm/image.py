@@ -14,9 +14,12 @@ Overlay (seconds, keyed by a hash of the checkout's files and of `guest/`):
   * `/init` and `/vm/*.py` from `guest/`;
   * kmodd installed from the checkout with `pip install --no-deps --target`, entry points in
     `/usr/bin` (where the unit's ExecStart= looks) with Debian's `/usr/bin/python3` as interpreter;
-  * the checkout's `systemd/kmodd.service` as `/usr/lib/systemd/system/kmodd.service` and
-    everything under the checkout's `etc/` as the same path under the guest's `/etc`, when
-    those exist.
+  * the checkout's units (`systemd/*`) in `/usr/lib/systemd/system` and everything under the
+    checkout's `etc/` as the same path under the guest's `/etc`, when those exist, as
+    packaging/build-deb ships them; the units enabled as the package's postinst enables them
+    (`deb-systemd-helper enable`: the [Install] section's symlinks in /etc/systemd/system);
+  * the test agent's unit (`guest/*.service`) in `/etc/systemd/system`, enabled: it is what
+    reaches the agent when systemd is PID 1 (machine.Init.SYSTEMD); unused otherwise.
 The initrd a VM boots is base + overlay, concatenated (each part 512-byte aligned).
 
 Run as a script (`python3 tests/e2e/vm build`) it builds or reuses everything and prints paths.
@@ -43,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm import cpio
+from vm.unit import parse_sections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_DIR = os.path.join(HERE, "guest")
@@ -77,11 +81,19 @@ TRIM = (
 # A fixed machine id: journald needs one, and a fixed one keeps the image reproducible.
 MACHINE_ID = "6b6d6f6464653265657465737476306d\n"
 UNIT_SOURCE = "systemd/kmodd.service"
-UNIT_GUEST = "usr/lib/systemd/system/kmodd.service"
+UNITS_SOURCE = "systemd"
+UNIT_DIR = "usr/lib/systemd/system"  # /lib/systemd/system, where the package puts units
+UNIT_GUEST = f"{UNIT_DIR}/kmodd.service"
+LOCAL_UNIT_DIR = "etc/systemd/system"  # the admin's units and every unit's enablement links
+# [Install] keys and the directory suffix of the link each one makes (as `systemctl enable`).
+INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 ETC_SOURCE = "etc"
 # What of the checkout goes into the overlay (hashed to decide when to rebuild it).
 CHECKOUT_PARTS = ("pyproject.toml", "README.md", "kmodd", "systemd", "etc")
 KEEP_INITRDS = 3
+# Bump when the way the overlay is built changes (its inputs' hashes do not show that); unlike
+# BUILDER_VERSION it leaves the base image, a minute to rebuild, alone.
+OVERLAY_VERSION = "2"
 # Bump when the way base and overlay are joined changes (the parts themselves stay valid).
 INITRD_FORMAT = 2
 
@@ -322,6 +334,7 @@ def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
 def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
     """Return the cached overlay for the checkout's current files, building it if needed."""
     h = hashlib.sha256(BUILDER_VERSION.encode())
+    h.update(OVERLAY_VERSION.encode())
     _hash_checkout(h, HERE, ("guest",))
     _hash_checkout(h, checkout, CHECKOUT_PARTS)
     key = h.hexdigest()[:16]
@@ -338,20 +351,16 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
             os.makedirs(os.path.join(tree, "vm"))
             for name in os.listdir(GUEST_DIR):
                 src = os.path.join(GUEST_DIR, name)
-                if name == "__pycache__" or not os.path.isfile(src):
+                if name == "__pycache__" or not os.path.isfile(src) or name.endswith(".service"):
                     continue
                 dst = os.path.join(tree, "init" if name == "init" else f"vm/{name}")
                 shutil.copy(src, dst)
                 os.chmod(dst, 0o755)
             has_kmodd = _install_checkout(checkout, tree, log)
-            unit = os.path.join(checkout, UNIT_SOURCE)
-            has_unit = os.path.isfile(unit)
-            if has_unit:
-                os.makedirs(os.path.join(tree, os.path.dirname(UNIT_GUEST)))
-                shutil.copy(unit, os.path.join(tree, UNIT_GUEST))
             etc = os.path.join(checkout, ETC_SOURCE)
             if os.path.isdir(etc):
                 shutil.copytree(etc, os.path.join(tree, "etc"))
+            has_unit = _install_units(checkout, tree)
             with open(path + ".tmp", "wb") as f:
                 w = cpio.Writer(f)
                 # The overlay's parents (usr, usr/local, ...) exist in the base already; the
@@ -364,6 +373,68 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
             json.dump(meta, f)
         log(f"overlay {key}: kmodd installed: {has_kmodd}, unit: {has_unit}")
         return Overlay(key=key, cpio=path, **meta)
+
+
+def enable_unit(root: str, unit_dir: str, name: str, _seen: set[str] | None = None) -> list[str]:
+    """Enable `name` (a file in root/unit_dir) as `deb-systemd-helper enable` would.
+
+    Reads its [Install] section: WantedBy=/RequiredBy=/UpheldBy= make a link in
+    root/etc/systemd/system/TARGET.wants (.requires, .upholds) to /unit_dir/NAME, Alias= a
+    link named after the alias, Also= enables those units too. Returns the links made,
+    relative to root. Template units are not supported (none is shipped); an [Install]
+    key this does not know is an error rather than an enablement left out.
+    """
+    seen = set() if _seen is None else _seen
+    if name in seen:
+        return []
+    seen.add(name)
+    if "@" in name:
+        raise ValueError(f"{unit_dir}/{name}: enabling template units is not supported")
+    with open(os.path.join(root, unit_dir, name)) as f:
+        install = parse_sections(f.read(), name).get("Install", [])
+    target = f"/{unit_dir}/{name}"
+    made: list[str] = []
+    also: list[str] = []
+    for lineno, key, value in install:
+        if key in INSTALL_LINKS:
+            links = [f"{LOCAL_UNIT_DIR}/{w}{INSTALL_LINKS[key]}/{name}" for w in value.split()]
+        elif key == "Alias":
+            links = [f"{LOCAL_UNIT_DIR}/{a}" for a in value.split()]
+        elif key == "Also":
+            also += value.split()
+            continue
+        else:
+            raise ValueError(f"{unit_dir}/{name}:{lineno}: [Install] {key}= is not supported")
+        for rel in links:
+            os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+            link = os.path.join(root, rel)
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(target, link)
+            made.append(rel)
+    for other in also:
+        made += enable_unit(root, unit_dir, other, seen)
+    return made
+
+
+def _install_units(checkout: str, tree: str) -> bool:
+    """The checkout's units and the agent's, enabled; whether the checkout has kmodd.service."""
+    source = os.path.join(checkout, UNITS_SOURCE)
+    shipped = sorted(os.listdir(source)) if os.path.isdir(source) else []
+    os.makedirs(os.path.join(tree, UNIT_DIR), exist_ok=True)
+    for name in shipped:
+        shutil.copy(os.path.join(source, name), os.path.join(tree, UNIT_DIR, name))
+        os.chmod(os.path.join(tree, UNIT_DIR, name), 0o644)
+    # The postinst enables every unit the package ships (its UNITS= is checked against them).
+    for name in shipped:
+        enable_unit(tree, UNIT_DIR, name)
+    agent_units = sorted(n for n in os.listdir(GUEST_DIR) if n.endswith(".service"))
+    os.makedirs(os.path.join(tree, LOCAL_UNIT_DIR), exist_ok=True)
+    for name in agent_units:
+        shutil.copy(os.path.join(GUEST_DIR, name), os.path.join(tree, LOCAL_UNIT_DIR, name))
+        os.chmod(os.path.join(tree, LOCAL_UNIT_DIR, name), 0o644)
+        enable_unit(tree, LOCAL_UNIT_DIR, name)
+    return os.path.isfile(os.path.join(checkout, UNIT_SOURCE))
 
 
 def initrd(base: BaseImage, overlay: Overlay) -> str:

@@ -6,6 +6,15 @@
         print(vm.boot_info, vm.sh("uname -r").out)
         vm.qmp("device_add", driver="e1000", id="n1", bus="pci.0", addr="0x10")
 
+Two boot modes (`init=`): `Init.AGENT` (the default) runs the agent as the guest's only
+process next to PID 1's shell: nothing else runs unless a test starts it. `Init.SYSTEMD`
+boots the image's systemd as PID 1, as an installed system would (kmodd's units enabled, its
+udev rules override in /etc), with the agent as an early service on the same ttyS1:
+
+    with VM(init=Init.SYSTEMD) as vm:
+        vm.wait_system_running()
+        print(vm.sh("systemctl show kmodd.service -p ActiveState").out)
+
 The agent socket is created with wait=on: QEMU waits for this process to connect before it
 starts the guest (and before it opens the QMP socket), so no guest output is lost.
 """
@@ -27,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from vm import devices as devsets
@@ -36,6 +46,9 @@ from vm.qmp import QMP
 QEMU = os.environ.get("KMODD_E2E_QEMU", "qemu-system-x86_64")
 RUN_ROOT = os.environ.get("KMODD_E2E_RUN", "/tmp/kmodd-e2e")  # short: unix socket paths
 KERNEL_APPEND = "console=ttyS0 panic=-1 quiet"
+# guest/init reads this kernel parameter: `systemd` makes it exec systemd as PID 1.
+INIT_PARAMETER = "kmodd_e2e.init"
+SYSTEM_RUNNING_TIMEOUT = 300.0
 BOOT_TIMEOUT = 180.0
 SHUTDOWN_TIMEOUT = 30.0
 _counter = itertools.count()
@@ -51,6 +64,13 @@ Uevent = dict[str, Any]
 
 class GuestError(RuntimeError):
     """The guest did not boot, the agent failed a request, or a command failed."""
+
+
+class Init(StrEnum):
+    """What runs as the guest's PID 1."""
+
+    AGENT = "agent"      # guest/init: mounts, then the agent; no service manager, no udevd
+    SYSTEMD = "systemd"  # /lib/systemd/systemd with the image's units; the agent is a service
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +174,11 @@ class VM:
     def __init__(self, devices: devsets.DeviceSet | None = None, *,
                  guest: image.Guest | None = None, cpu: str = "max", memory: int = 2048,
                  smp: int = 1, name: str = "vm", append: str = "",
-                 boot_timeout: float = BOOT_TIMEOUT, keep_rundir: bool = True) -> None:
+                 boot_timeout: float = BOOT_TIMEOUT, keep_rundir: bool = True,
+                 init: Init = Init.AGENT) -> None:
         self.devices = devices or devsets.none()
         self.guest = guest
+        self.init = Init(init)
         self.cpu, self.memory, self.smp = cpu, memory, smp
         self.name = name
         self.append = append
@@ -167,6 +189,7 @@ class VM:
         self.agent: AgentClient | None = None
         self.qmp_client: QMP | None = None
         self.boot_info: dict[str, Any] = {}
+        self._t0 = 0.0  # host monotonic time QEMU was started
 
     # --- lifecycle --------------------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -177,7 +200,7 @@ class VM:
             "-m", str(self.memory), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", self.guest.base.vmlinux, "-initrd", self.guest.initrd,
-            "-append", f"{KERNEL_APPEND} {self.append}".strip(),
+            "-append", self.kernel_command_line(),
             "-chardev", f"file,id=con,path={r}/console.log", "-serial", "chardev:con",
             "-chardev", f"socket,id=agent,path={r}/agent.sock,server=on,wait=on",
             "-serial", "chardev:agent",
@@ -185,6 +208,11 @@ class VM:
             "-vga", "std",
             *self.devices.argv(r),
         ]
+
+    def kernel_command_line(self) -> str:
+        """The fixed parameters, the boot mode (systemd only: the default needs none), extras."""
+        mode = f"{INIT_PARAMETER}={self.init}" if self.init is Init.SYSTEMD else ""
+        return " ".join(p for p in (KERNEL_APPEND, mode, self.append) if p)
 
     def start(self) -> VM:
         if self.guest is None:
@@ -210,7 +238,9 @@ class VM:
             raise GuestError(f"boot failed: {e}\n{self.diagnostics()}") from e
         t_hello, info = hello
         self.boot_info = {**info, "host_seconds": round(t_hello - t0, 2),
-                          "qemu": self.qmp_client.version, "devices": self.devices.name}
+                          "qemu": self.qmp_client.version, "devices": self.devices.name,
+                          "init": str(self.init)}
+        self._t0 = t0
         return self
 
     def _connect(self, path: str, path_only: bool = False) -> Any:
@@ -310,6 +340,23 @@ class VM:
               name: str = "proc") -> dict[str, Any]:
         return self.call("spawn", argv=argv, env=env or {}, notify=notify, name=name)
 
+    def wait_system_running(self, timeout: float = SYSTEM_RUNNING_TIMEOUT) -> str:
+        """systemd mode: wait until the boot transaction is done; the system state it reached.
+
+        "running" or "degraded" (a unit failed: `systemctl --failed` says which); the host
+        seconds from starting QEMU to that moment go into boot_info["system_running_seconds"].
+        """
+        if self.init is not Init.SYSTEMD:
+            raise GuestError("wait_system_running needs a guest booted with init=Init.SYSTEMD")
+        r = self.sh("systemctl is-system-running --wait", timeout=timeout, check=False)
+        state = r.out.strip()
+        if state not in ("running", "degraded"):
+            raise GuestError(f"systemd did not finish booting: state {state!r} (rc={r.rc})\n"
+                             + self.sh("systemctl --failed --no-pager", check=False).out)
+        self.boot_info["system_running_seconds"] = round(time.monotonic() - self._t0, 2)
+        self.boot_info["system_state"] = state
+        return state
+
     def start_journald(self, timeout: float = 60) -> None:
         """Run systemd-journald standalone (no systemd as PID 1), as a service would see it."""
         self.sh("mkdir -p /run/systemd/journal /var/log/journal")
@@ -324,6 +371,14 @@ class VM:
     def loaded_modules(self) -> set[str]:
         return {line.split()[0] for line in self.sh("cat /proc/modules").out.splitlines()
                 if line.strip()}
+
+    def wait_modules_settled(self, quiet: float = 3.0, timeout: float = 300.0) -> set[str]:
+        """The live modules, once none went live or away for `quiet` s (any loader's)."""
+        r = self.call("wait_modules_settled", reply_timeout=timeout + 30, quiet=quiet,
+                      timeout=timeout)
+        if not r["settled"]:
+            raise GuestError(f"modules still changing {timeout} s later")
+        return set(r["modules"])
 
     # --- uevents ----------------------------------------------------------------------------
     def uevents_start(self, stream: bool = True) -> float:

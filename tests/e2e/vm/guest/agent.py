@@ -428,6 +428,27 @@ class Agent:
         mods = [t for t in self.module_times if t >= since]
         return {**r, "last_module": mods[-1] if mods else None, "modules": len(mods)}
 
+    def op_wait_modules_settled(self, quiet: float = 3.0, timeout: float = 300.0,
+                                interval: float = 0.2) -> dict[str, object]:
+        """Wait until /proc/modules kept the same module names for `quiet` s in a row.
+
+        For a loader the agent did not start (one systemd started): what it loaded is live
+        once this returns. Returns the names, and the guest time of the last change seen.
+        """
+        start = time.monotonic()
+        last: set[str] | None = None
+        changed = start
+        while True:
+            with open("/proc/modules") as f:
+                names = {line.split()[0] for line in f if line.strip()}
+            now = time.monotonic()
+            if names != last:
+                last, changed = names, now
+            if now - changed >= quiet or now - start >= timeout:
+                return {"settled": now - changed >= quiet, "modules": sorted(names),
+                        "last_change": changed}
+            time.sleep(interval)
+
     def op_clock(self) -> dict[str, object]:
         return {"t": time.monotonic()}
 
@@ -462,7 +483,10 @@ class Agent:
             init_uptime = float(f.read().split()[0])
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
+        with open("/proc/1/comm") as f:
+            pid1 = f.read().strip()  # "init" (guest/init) or "systemd"
         self.send({"hello": {"kernel": os.uname().release, "modules_at_init": modules,
+                             "pid1": pid1,
                              "init_uptime": init_uptime, "uptime": uptime,
                              "monotonic": time.monotonic(), "python": sys.version.split()[0]}})
 
