@@ -2,7 +2,7 @@
 
 Base (slow, ~1 min, cached under `$KMODD_E2E_CACHE`, default `/var/cache/kmodd-e2e`, keyed by
 the kernel package, the apt package list, the guest's Python requirements and BUILDER_VERSION):
-  * the Debian kernel package that `linux-image-amd64` depends on (`tests/kerneltree.py`
+  * the pinned Debian kernel package (`tests/kerneltree.py` names it in PINNED_PACKAGE,
     downloads and unpacks it); the bzImage's xz payload is unpacked to the ELF `vmlinux`
     that QEMU boots through its PVH entry (3 s faster than the bzImage under TCG);
   * `debootstrap --variant=minbase` of Debian 12 with GUEST_PACKAGES, kmodd's Python
