@@ -4,8 +4,8 @@
 to the cached tree for "plain", compressed copies for "xz" and "zstd", see COMPRESSORS),
 the build's `modules.order`, `modules.builtin` and `modules.builtin.modinfo`, and the
 index files the real kmod 30 `depmod` wrote for it. The
-trees are built once under `$KMODD_TEST_CACHE/depmod-trees` (about a minute for xz) and
-reused; the real depmod is run again only when its output is missing.
+trees are built once per kernel under `$KMODD_TEST_CACHE/depmod-trees/<kver>` (about a
+minute for xz) and reused; the real depmod is run again only when its output is missing.
 
 Run as a script to build all three: `python3 -m tests.scenarios_depmod.debian_trees`.
 """
@@ -50,7 +50,8 @@ def depmod_tree(kind: str) -> DepmodTree:
     if kind not in KINDS:
         raise ValueError(f"unknown tree kind {kind!r}")
     source = debian_kernel_tree()
-    tree = DepmodTree(kind, os.path.join(TREES, kind), source.kver)
+    # Keyed by the kernel too: a tree built for another kernel (the pin moved) is not reused.
+    tree = DepmodTree(kind, os.path.join(TREES, source.kver, kind), source.kver)
     os.makedirs(TREES, exist_ok=True)
     with open(os.path.join(TREES, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
