@@ -34,14 +34,14 @@ class Tool:
 #: Front ends reachable as `kmodctl TOOL` and through a link named TOOL.
 KMOD_TOOLS: Mapping[str, Tool] = {
     "modprobe": Tool("kmodd.cli.modprobe",
-                     "add or remove modules with their dependencies, as modprobe(8)", True),
+                     "add or remove modules with their dependencies", True),
     "depmod": Tool("kmodd.cli.depmod",
-                   "write modules.dep and the other index files, as depmod(8)", False),
-    "modinfo": Tool("kmodd.cli.modinfo", "show what a module file declares, as modinfo(8)",
+                   "write modules.dep and the other index files", False),
+    "modinfo": Tool("kmodd.cli.modinfo", "show what a module file declares",
                     True),
-    "insmod": Tool("kmodd.cli.insmod", "insert one module file, as insmod(8)", False),
-    "rmmod": Tool("kmodd.cli.rmmod", "remove a loaded module, as rmmod(8)", True),
-    "lsmod": Tool("kmodd.cli.lsmod", "list the loaded modules, as lsmod(8)", False),
+    "insmod": Tool("kmodd.cli.insmod", "insert one module file", False),
+    "rmmod": Tool("kmodd.cli.rmmod", "remove a loaded module", True),
+    "lsmod": Tool("kmodd.cli.lsmod", "list the loaded modules", False),
 }
 
 #: Admin commands that talk to the running daemon (kmodd/cli/client.py).
