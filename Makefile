@@ -1,7 +1,7 @@
 # kmodd: the two entry points a newcomer needs are `make demo` and `make test`.
 PYTHON ?= python3
 
-.PHONY: setup test lint demo
+.PHONY: setup test lint demo man
 
 setup:
 	./scripts/setup-test-env
@@ -18,3 +18,9 @@ lint:
 # hotplugged; prints kmodctl status/blame and kmodd's journal (tests/e2e/vm/demo.py).
 demo: setup
 	$(PYTHON) tests/e2e/vm demo $(DEMO_ARGS)
+
+# The manual pages and the bash completion, generated from the code's tables (tests check
+# that the committed files are up to date).
+man:
+	$(PYTHON) -m kmodd.cli.manpages --write man/
+	$(PYTHON) -m kmodd.cli.completion --write completion/

@@ -16,8 +16,10 @@ a problem was found.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape
 
@@ -370,34 +372,149 @@ def plot_svg(devices: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+class Operand(StrEnum):
+    """What a command's operands are, for shell completion."""
+
+    NONE = "none"
+    MODULE = "module"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option of kmodctl: its spellings, the name of its value (if it takes one), and
+    what it does."""
+
+    names: tuple[str, ...]
+    value: str | None
+    description: str
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
+    """One row of the command table: what runs, how many operands, the usage line, a one-line
+    summary (`kmodctl --help`), a description (`kmodctl COMMAND --help`, kmodctl(8)), the
+    options that go with it, and what its operands are."""
+
     run: Callable[[Context], int]
     min_args: int
     max_args: int | None
     usage: str
+    summary: str
+    description: str
+    options: tuple[Option, ...] = ()
+    operand: Operand = Operand.NONE
 
+
+#: Options every command takes.
+GLOBAL_OPTIONS: tuple[Option, ...] = (
+    Option(("--json",), None,
+           "Print the daemon's reply as JSON (JSON lines for monitor) instead of tables."),
+    Option(("--socket",), "PATH",
+           f"Talk to the daemon at PATH instead of ${SOCKET_ENV}, else {SOCKET_PATH}."),
+    Option(("-h", "--help"), None,
+           "Print the commands, or with a command its usage and description, and exit."),
+    Option(("-V", "--version"), None, "Print kmodctl's version and exit."),
+)
 
 COMMANDS: Mapping[str, Command] = {
-    "status": Command(_status, 0, 0, "status"),
-    "devices": Command(_devices, 0, 1, "devices [DEVPATH]"),
-    "modules": Command(_modules, 0, 1, "modules [MODULE]"),
-    "why": Command(_why, 1, 1, "why DEVPATH|MODALIAS"),
-    "explain": Command(_explain, 1, None, "explain [--try] MODULE|ALIAS|PATH [OPTIONS]"),
-    "load": Command(_load, 1, None, "load [--dry-run] MODULE..."),
-    "unload": Command(_unload, 1, None, "unload MODULE..."),
-    "reload": Command(_reload, 0, 0, "reload"),
-    "monitor": Command(_monitor, 0, 0, "monitor"),
-    "blame": Command(_blame, 0, 0, "blame"),
-    "plot": Command(_plot, 0, 0, "plot [-o FILE]"),
+    "status": Command(
+        _status, 0, 0, "status", "show the daemon's state and counters",
+        "Show the daemon's state, version, pid, kernel release, uptime, how long it took to "
+        "become ready, whether coldplug is done, the index generation, and its uevent, device, "
+        "outcome, queue and connection counters. Exits 1 when the daemon runs degraded (no "
+        "usable module index), and then names the reason."),
+    "devices": Command(
+        _devices, 0, 1, "devices [DEVPATH]", "list the devices seen and what was loaded",
+        "List every device the daemon has seen: its devpath, modalias, candidate modules, the "
+        "outcome and how long the loads took. With DEVPATH, show that device alone with its "
+        "subsystem, driver, vendor and model and the plan that was run for it."),
+    "modules": Command(
+        _modules, 0, 1, "modules [MODULE]", "list the modules the daemon handled",
+        "List the modules the daemon has handled: state, outcome, load time and how many "
+        "devices wanted each. With MODULE, show that module alone.",
+        operand=Operand.MODULE),
+    "why": Command(
+        _why, 1, 1, "why DEVPATH|MODALIAS", "say why a device got the modules it got",
+        "Say which modules match the device at DEVPATH (or the modalias MODALIAS), where each "
+        "match comes from, and what the daemon decided for each (loaded, blacklisted, "
+        "skipped) and why."),
+    "explain": Command(
+        _explain, 1, None, "explain [--try] MODULE|ALIAS|PATH [OPTIONS]",
+        "explain in plain words why a module does not load",
+        "Explain in plain words why a module, an alias or a module file does not load (or "
+        "that nothing stands in its way), with the evidence, and what the daemon saw of it. "
+        "When no daemon runs, kmodctl computes the same explanation itself and says so. "
+        "Exits 1 when a problem was found.",
+        (Option(("--try",), None,
+                "Load the module here, as modprobe would, with the module OPTIONS that follow, "
+                "and explain that attempt: the errno, its cause and the kernel's log lines."),),
+        Operand.MODULE),
+    "load": Command(
+        _load, 1, None, "load [--dry-run] MODULE...", "load modules through the daemon",
+        "Ask the daemon to load each MODULE with its dependencies and modprobe.d policy, and "
+        "print each outcome with the plan that was run. Exits 1 when a module failed, was not "
+        "found, was blacklisted or was refused. Needs root or control_group.",
+        (Option(("--dry-run",), None, "Print the plan only; load nothing."),),
+        Operand.MODULE),
+    "unload": Command(
+        _unload, 1, None, "unload MODULE...", "unload modules through the daemon",
+        "Ask the daemon to unload each MODULE, and print each outcome. Exits 1 when a module "
+        "could not be unloaded. Needs root or control_group.",
+        operand=Operand.MODULE),
+    "reload": Command(
+        _reload, 0, 0, "reload", "re-read the module index and modprobe.d",
+        "Make the daemon re-read the module index and modprobe.d (as SIGHUP does) and print "
+        "the new index generation. A reload that succeeds leaves degraded mode and rescans "
+        "sysfs. Needs root or control_group."),
+    "monitor": Command(
+        _monitor, 0, 0, "monitor", "print the daemon's events as they happen",
+        "Print the daemon's events (uevents, loads, outcomes, reloads) as they happen, until "
+        "interrupted."),
+    "blame": Command(
+        _blame, 0, 0, "blame", "list module loads by how long they took",
+        "List the modules the daemon loaded, the slowest first, with how long each load "
+        "took."),
+    "plot": Command(
+        _plot, 0, 0, "plot [-o FILE]", "draw the coldplug timeline as SVG",
+        "Draw an SVG timeline of the devices' loads, one row per device from when its uevent "
+        "was queued to when its last load ended, coloured by outcome.",
+        (Option(("-o", "--output"), "FILE", "Write to FILE instead of standard output."),)),
+}
+
+#: Exit codes and what they mean, as kmodctl(8) lists them.
+EXIT_STATUS: Mapping[int, str] = {
+    EXIT_OK: "Success.",
+    EXIT_FAILURE: "The command failed: a load or unload failed, explain found a problem, "
+                  "status found the daemon degraded, or the daemon answered with an error.",
+    EXIT_USAGE: "Bad usage: an unknown command or option, or the wrong operands.",
+    EXIT_NOT_RUNNING: "kmodd is not running (nobody listens on the control socket).",
+    EXIT_PERMISSION: "Permission denied: the command needs root or control_group.",
 }
 
 
 def usage() -> str:
+    """`kmodctl --help`: the synopsis and every command with its one-line summary."""
+    width = max(len(name) for name in COMMANDS)
     lines = ["usage: kmodctl [--json] [--socket PATH] COMMAND [ARGS]",
-             "       kmodctl --version", "", "commands:"]
-    lines += [f"  {c.usage}" for c in COMMANDS.values()]
+             "       kmodctl COMMAND --help", "       kmodctl --version", "", "commands:"]
+    lines += [f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()]
     lines += ["", "kmod tools: kmodctl modprobe|modinfo|depmod|insmod|rmmod|lsmod ..."]
+    return "\n".join(lines) + "\n"
+
+
+def command_help(name: str) -> str:
+    """`kmodctl COMMAND --help` and `kmodctl help COMMAND`: the usage line, the description
+    wrapped to 79 columns, and the command's options."""
+    command = COMMANDS[name]
+    lines = [f"usage: kmodctl {command.usage}", ""]
+    lines += textwrap.wrap(command.description, 79)
+    if command.options:
+        lines += ["", "options:"]
+        for option in command.options:
+            spelled = ", ".join(option.names) + (f" {option.value}" if option.value else "")
+            lines.append(f"  {spelled}")
+            lines += textwrap.wrap(option.description, 79, initial_indent="      ",
+                                   subsequent_indent="      ")
     return "\n".join(lines) + "\n"
 
 
@@ -532,8 +649,16 @@ def run(
     except ValueError as e:
         err(str(e))
         return EXIT_USAGE
-    if options.help or words[:1] == ["help"]:
-        out(usage())
+    if words[:1] == ["help"]:
+        options.help, words = True, words[1:]
+    if options.help:
+        if not words:
+            out(usage())
+            return EXIT_OK
+        if words[0] not in COMMANDS:
+            err(f"unknown command '{words[0]}'; see kmodctl --help")
+            return EXIT_USAGE
+        out(command_help(words[0]))
         return EXIT_OK
     if options.version:
         from kmodd import __version__

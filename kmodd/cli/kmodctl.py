@@ -15,18 +15,33 @@ import importlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from kmodd.system.root import Root
 
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A kmod-compatible front end: its module, what it does (kmodctl(8)), and whether its
+    operands are module names (shell completion)."""
+
+    module: str
+    summary: str
+    takes_modules: bool
+
+
 #: Front ends reachable as `kmodctl TOOL` and through a link named TOOL.
-KMOD_TOOLS: Mapping[str, str] = {
-    "modprobe": "kmodd.cli.modprobe",
-    "depmod": "kmodd.cli.depmod",
-    "modinfo": "kmodd.cli.modinfo",
-    "insmod": "kmodd.cli.insmod",
-    "rmmod": "kmodd.cli.rmmod",
-    "lsmod": "kmodd.cli.lsmod",
+KMOD_TOOLS: Mapping[str, Tool] = {
+    "modprobe": Tool("kmodd.cli.modprobe",
+                     "add or remove modules with their dependencies", True),
+    "depmod": Tool("kmodd.cli.depmod",
+                   "write modules.dep and the other index files", False),
+    "modinfo": Tool("kmodd.cli.modinfo", "show what a module file declares",
+                    True),
+    "insmod": Tool("kmodd.cli.insmod", "insert one module file", False),
+    "rmmod": Tool("kmodd.cli.rmmod", "remove a loaded module", True),
+    "lsmod": Tool("kmodd.cli.lsmod", "list the loaded modules", False),
 }
 
 #: Admin commands that talk to the running daemon (kmodd/cli/client.py).
@@ -66,12 +81,12 @@ def dispatch(
     """Run the tool that argv names (by argv[0]'s basename, or `kmodctl TOOL ...`)."""
     prog = os.path.basename(argv[0]) if argv else "kmodctl"
     if prog in KMOD_TOOLS:
-        return _front_end(KMOD_TOOLS[prog])(
+        return _front_end(KMOD_TOOLS[prog].module)(
             [prog, *argv[1:]], root=root, stdout=stdout, stderr=stderr, environ=environ
         )
     if len(argv) >= 2 and argv[1] in KMOD_TOOLS:
         tool = argv[1]
-        return _front_end(KMOD_TOOLS[tool])(
+        return _front_end(KMOD_TOOLS[tool].module)(
             [tool, *argv[2:]], root=root, stdout=stdout, stderr=stderr, environ=environ
         )
     return _front_end(CLIENT_MODULE)(

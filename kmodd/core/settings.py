@@ -459,6 +459,21 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_default(setting: Setting) -> str:
+    """The default as the config file writes it: yes/no, 128M, 500ms or 10s, the text
+    itself, or "" for an empty text (`parse_value` reads it back as the default)."""
+    default = setting.default
+    if isinstance(default, bool):
+        return "yes" if default else "no"
+    if setting.kind is Kind.SIZE and isinstance(default, int):
+        return format_size(default)
+    if setting.kind is Kind.DURATION and isinstance(default, float):
+        if default < 1 and round(default * 1000) == default * 1000:
+            return f"{round(default * 1000)}ms"
+        return f"{default:g}s"
+    return str(default) if default != "" else '""'
+
+
 def format_size(size: int) -> str:
     """128M for 134217728: the largest unit that divides exactly."""
     for suffix, factor in (("G", 1024 * _M), ("M", _M), ("K", 1024)):

@@ -10,8 +10,8 @@ Logging goes to the journal when its socket exists (`log_target = auto`), else t
 as `<N>message` lines. Sockets passed by systemd (`LISTEN_FDS`, names `control` and
 `kernel`) are adopted; the variables are removed so install commands do not inherit them.
 
-Exit codes: 0 stopped as asked; 1 cannot start (a socket, the instance lock) or stopped by an
-internal error; 2 bad usage; 3 another kmodd is running for the same root (`system.instance`).
+Exit codes: `core.exitcodes.EXIT_STATUS` (0 stopped as asked; 1 cannot start or stopped by an
+internal error; 2 reserved for bad usage; 3 another kmodd runs for the same root).
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 from kmodd import __version__
+
+# Exit codes (only main() turns failures into them), from the table kmodd(8) lists.
+from kmodd.core.exitcodes import (
+    EXIT_ALREADY_RUNNING,
+    EXIT_FAILURE,
+    EXIT_OK,
+)
 from kmodd.core.settings import (
     CONFIG_FILE,
     Diagnostic,
@@ -48,11 +55,6 @@ from kmodd.system.notify import listen_fds
 from kmodd.system.root import Root
 from kmodd.system.safeopen import Refusal, Refused
 
-#: Exit codes (only main() turns failures into them).
-EXIT_OK = 0
-EXIT_FAILURE = 1  # a socket the daemon needs cannot be opened
-EXIT_USAGE = 2
-EXIT_ALREADY_RUNNING = 3  # another kmodd runs for the same root (it holds the instance lock)
 #: Environment variable that moves the root like `--root` (the same one kmodctl reads).
 ROOT_ENV = "KMODD_ROOT"
 

@@ -8,6 +8,7 @@ The maintainer scripts run in a private mount namespace, chrooted into a scratch
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -29,6 +30,8 @@ UNITS = ("kmodd-kernel.socket", "kmodd.socket", "kmodd.service")
 UDEV_MASKS = ("80-debian-compat.rules", "80-drivers.rules")
 CONFFILES = ("/etc/kmodd.conf", *(f"/etc/udev/rules.d/{name}" for name in UDEV_MASKS))
 MAINTAINER_SCRIPTS = ("postinst", "postrm", "prerm")
+MAN_PAGES = ("man8/kmodd.8", "man8/kmodctl.8", "man5/kmodd.conf.5")
+COMPLETION = "usr/share/bash-completion/completions/kmodctl"
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None,
                                 reason="dpkg-deb is not installed (not a Debian system)")
@@ -57,7 +60,7 @@ def snapshot(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir()
     shutil.copy2(REPO / "pyproject.toml", dest)
-    for name in ("kmodd", "systemd", "etc", "packaging"):
+    for name in ("kmodd", "systemd", "etc", "packaging", "man", "completion"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     (dest / "kmodd/__pycache__").mkdir()
     (dest / "kmodd/__pycache__/__init__.cpython-311.pyc").write_bytes(b"planted")
@@ -178,7 +181,8 @@ def expected_files(checkout: Path, version: str) -> dict[str, str]:
     for conffile in CONFFILES:
         files[conffile.lstrip("/")] = "-rw-r--r--"
     for doc in ("usr/share/doc/kmodd/copyright", "usr/share/doc/kmodd/changelog.gz",
-                "usr/share/lintian/overrides/kmodd"):
+                "usr/share/lintian/overrides/kmodd", COMPLETION,
+                *(f"usr/share/man/{page}.gz" for page in MAN_PAGES)):
         files[doc] = "-rw-r--r--"
     return files
 
@@ -216,6 +220,19 @@ def test_units_config_udev_rules_and_python_modules_are_shipped_byte_for_byte(
     different = [shipped for shipped, source in pairs
                  if (built.root / shipped).read_bytes() != (built.checkout / source).read_bytes()]
     assert different == []
+
+
+def test_the_man_pages_are_the_committed_pages_gzipped_without_name_or_time(
+        built: Built) -> None:
+    for page in MAN_PAGES:
+        data = (built.root / f"usr/share/man/{page}.gz").read_bytes()
+        assert data[3:8] == bytes([0, 0, 0, 0, 0])  # no FNAME flag, mtime 0 (gzip -9n)
+        assert gzip.decompress(data) == (built.checkout / "man" / Path(page).name).read_bytes()
+
+
+def test_the_bash_completion_is_the_committed_script(built: Built) -> None:
+    assert (built.root / COMPLETION).read_bytes() == \
+        (built.checkout / "completion/kmodctl.bash").read_bytes()
 
 
 def test_the_udev_rules_go_where_they_mask_udevs_own_module_loading(built: Built) -> None:
