@@ -187,7 +187,8 @@ def expected_files(checkout: Path, version: str) -> dict[str, str]:
 
 def test_the_data_archive_lists_exactly_the_expected_paths_owned_by_root(built: Built) -> None:
     """The package and its dist-info, the commands, units, conffiles, the journal catalog
-    and docs: no bytecode, no tests, nothing else; directories 0755, commands 0755, everything else 0644."""
+    and docs: no bytecode, no tests, nothing else; directories 0755, commands 0755,
+    everything else 0644."""
     files = expected_files(built.checkout, built.version)
     expected = {f"./{path}": (mode, "root/root") for path, mode in files.items()}
     for path in files:
