@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kmodd.core.explain_idl import VARLINK_TYPES as EXPLAIN_TYPES
+from kmodd.core.messages import Message
 from kmodd.core.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
@@ -498,8 +499,8 @@ def may_change(call: Call, admin: int | None) -> bool:
     return is_admin(call.peer, admin)
 
 
-#: Where build_service's log lines go: (priority, text), the daemon's Reporter.log.
-Log = Callable[[Priority, str], None]
+#: Where build_service's log lines go: (priority, kind, text), the daemon's Reporter.log.
+Log = Callable[[Priority, Message, str], None]
 
 
 class ControlLog:
@@ -516,16 +517,18 @@ class ControlLog:
         held = self._refusals.admit(peer.uid, time.monotonic())
         if held is None:
             return
-        self._log(Priority.WARNING, f"Control client over its limits (uid {peer.uid}, pid "
-                                    f"{peer.pid}): {reason}{held_note(held)}")
+        self._log(Priority.WARNING, Message.CLIENT_OVER_LIMITS,
+                  f"Control client over its limits (uid {peer.uid}, pid {peer.pid}): "
+                  f"{reason}{held_note(held)}")
 
     def internal_error(self, method: str, error: BaseException) -> None:
         """A handler failed: one error line per method per interval."""
         held = self._internal.admit(method, time.monotonic())
         if held is None:
             return
-        self._log(Priority.ERR, f"Internal error in {method!a}: {type(error).__name__}: "
-                                f"{ascii(str(error))[1:-1]}{held_note(held)}")
+        self._log(Priority.ERR, Message.INTERNAL_ERROR,
+                  f"Internal error in {method!a}: {type(error).__name__}: "
+                  f"{ascii(str(error))[1:-1]}{held_note(held)}")
 
 
 def build_service(

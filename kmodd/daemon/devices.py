@@ -31,6 +31,7 @@ from kmodd.core.autoload import (
     redecide,
 )
 from kmodd.core.binindex import IndexFileError
+from kmodd.core.messages import Message
 from kmodd.core.plan import LiveState
 from kmodd.core.resolve import Resolver
 from kmodd.core.udev_static import static_loads
@@ -253,15 +254,16 @@ class Devices:
                 try:
                     work = self._decide(item)
                 except IndexFileError as e:  # met in a part not yet checked whole
-                    self.reporter.log(Priority.ERR, f"Cannot handle {devpath}: the module "
-                                                    f"index is damaged: {e}")
+                    self.reporter.log(Priority.ERR, Message.INDEX_DAMAGED,
+                                      f"Cannot handle {devpath}: the module index is "
+                                      f"damaged: {e}")
                     if self.on_index_damage is not None:
                         self.on_index_damage(str(e))  # degraded until a good reload
                     self._done(devpath)
                     continue
                 except Exception as e:  # a bug: one device, not all
-                    self.reporter.log(Priority.ERR, f"Cannot handle {devpath}: "
-                                                    f"{type(e).__name__}: {e}")
+                    self.reporter.log(Priority.ERR, Message.INTERNAL_ERROR,
+                                      f"Cannot handle {devpath}: {type(e).__name__}: {e}")
                     self._done(devpath)
                     continue
                 if work is not None:
@@ -273,7 +275,7 @@ class Devices:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug must cost one device, not the daemon
-            self.reporter.log(Priority.ERR,
+            self.reporter.log(Priority.ERR, Message.INTERNAL_ERROR,
                               f"Internal error while loading modules for {devpath}: "
                               f"{type(e).__name__}: {e}")
             record = self.records.get(devpath)

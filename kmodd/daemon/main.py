@@ -31,6 +31,7 @@ from kmodd.core.exitcodes import (
     EXIT_FAILURE,
     EXIT_OK,
 )
+from kmodd.core.messages import MESSAGE_IDS, Message
 from kmodd.core.settings import (
     CONFIG_FILE,
     Diagnostic,
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     settings = resolved.settings
     sink: LogSink = open_log(root, LogTarget(settings.log_target), out)
     for diagnostic in resolved.diagnostics:
-        sink.log(Priority.WARNING, diagnostic.text)
+        sink.log(Priority.WARNING, diagnostic.text,
+                 MESSAGE_ID=MESSAGE_IDS[Message.CONFIG_IGNORED])
     listen = listen_fds(env)
     for name in PRIVATE_VARIABLES:
         os.environ.pop(name, None)
@@ -131,10 +133,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     try:
         asyncio.run(daemon.run())
     except InstanceRunning as e:
-        sink.log(Priority.ERR, f"Cannot start: {e}")
+        sink.log(Priority.ERR, f"Cannot start: {e}",
+                 MESSAGE_ID=MESSAGE_IDS[Message.START_FAILED])
         return EXIT_ALREADY_RUNNING
     except StartupError as e:
-        sink.log(Priority.ERR, f"Cannot start: {e}")
+        sink.log(Priority.ERR, f"Cannot start: {e}",
+                 MESSAGE_ID=MESSAGE_IDS[Message.START_FAILED])
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
@@ -142,7 +146,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         causes = e.exceptions if isinstance(e, BaseExceptionGroup) else (e,)
         for cause in causes:
             sink.log(Priority.CRIT, f"Stopped by an internal error: {type(cause).__name__}: "
-                                    f"{cause}")
+                                    f"{cause}", MESSAGE_ID=MESSAGE_IDS[Message.INTERNAL_ERROR])
         return EXIT_FAILURE
     if daemon.abandoned_loads:
         # Threads blocked in finit_module would hold the interpreter's exit forever.

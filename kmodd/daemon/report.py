@@ -1,9 +1,10 @@
 """Every outcome told once: one journal record, one Monitor event, one count.
 
 `Reporter.outcome` is the only way an outcome leaves the daemon. It builds the journal
-record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY and the KMODD_* fields), hands the
-same facts to Monitor subscribers (`daemon.events.EventHub`) and counts the outcome for
-GetStatus. Records below the configured level are counted and streamed but not written.
+record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY, MESSAGE_ID of its kind and the
+KMODD_* fields), hands the same facts to Monitor subscribers (`daemon.events.EventHub`)
+and counts the outcome for GetStatus. Records below the configured level are counted and
+streamed but not written.
 Levels and wording come from `core.autoload`; a failure carries its cause in plain words
 (`core.outcome`) and the kernel's own lines about the module.
 """
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from kmodd.core.autoload import LoadOutcome, Request, log_level, message
 from kmodd.core.libkmodlog import Priority as CorePriority
 from kmodd.core.libkmodlog import strerror
+from kmodd.core.messages import MESSAGE_IDS, Message, outcome_message
 from kmodd.core.outcome import Diagnosis
 from kmodd.daemon.events import EventHub, EventView
-from kmodd.system.journal import LogSink, OutcomeRecord, Priority
+from kmodd.system.journal import LogSink, OutcomeRecord, Priority, log_wrapper
 
 #: `log_level` setting -> the least important priority that is written.
 LEVEL_NAMES = {p.name.lower(): p for p in Priority}
@@ -94,6 +96,7 @@ class Reporter:
         now = time.monotonic() if monotonic is None else monotonic
         return int((now - self.started) * 1_000_000)
 
+    @log_wrapper
     def outcome(self, facts: Facts, request: Request, *, quiet: bool = False) -> None:
         """Tell one outcome. `quiet`: at debug level whatever it is (a repeat of a told one)."""
         self.outcomes[facts.outcome.value] += 1
@@ -107,6 +110,7 @@ class Reporter:
             where = facts.where
             self.sink.outcome(OutcomeRecord(
                 message=text, priority=priority, outcome=facts.outcome.value,
+                message_id=MESSAGE_IDS[outcome_message(facts.outcome, diagnosis)],
                 module=facts.module, modalias=where.modalias, devpath=where.devpath,
                 seqnum=where.seqnum, errno=facts.errno or None,
                 duration_usec=facts.duration_usec,
@@ -117,10 +121,13 @@ class Reporter:
                                        facts.where.devpath, facts.where.modalias,
                                        facts.module, facts.outcome.value))
 
-    def log(self, priority: Priority, text: str, kind: str | None = None, **fields: str) -> None:
-        """A daemon message (start, reload, resync...); `kind` also streams it to Monitor."""
+    @log_wrapper
+    def log(self, priority: Priority, message: Message, text: str, kind: str | None = None,
+            **fields: str) -> None:
+        """A daemon message (start, reload, resync...) of kind `message` (its MESSAGE_ID);
+        `kind` also streams it to Monitor."""
         if priority <= self.max_priority:
-            self.sink.log(priority, text, **fields)
+            self.sink.log(priority, text, MESSAGE_ID=MESSAGE_IDS[message], **fields)
         if kind is not None and self.hub.subscribers:
             self.hub.publish(EventView(kind, self.usec(), text))
 

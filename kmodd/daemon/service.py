@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
+from kmodd.core.messages import Message
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import Devices
 from kmodd.daemon.events import EventHub
@@ -52,7 +53,7 @@ from kmodd.system.instance import (
     LockUnusable,
     take_instance_lock,
 )
-from kmodd.system.journal import LogSink, Priority
+from kmodd.system.journal import LogSink, Priority, log_wrapper
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.liveview import ListedModules
@@ -85,6 +86,12 @@ KERNEL_FD_NAME = "kernel"
 PRIVATE_VARIABLES = (*LISTEN_VARIABLES, "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: Paths changed in one burst that a reload message names; more are counted.
 CHANGED_PATHS_SHOWN = 3
+#: How the module index was read -> kind of the record that says so.
+TOLD_SNAPSHOT: Mapping[str, Message] = {
+    "Mapped": Message.INDEX_READY,  # at start
+    "Decoded": Message.INDEX_READY,  # after coldplug
+    "Loaded": Message.RELOAD_DONE,
+}
 
 
 #: After `stop_timeout`, how long install/remove commands get between SIGTERM and SIGKILL,
@@ -158,8 +165,14 @@ class Daemon:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def log(self, priority: Priority, text: str, kind: str | None = None) -> None:
-        self.reporter.log(priority, text, kind)
+    @log_wrapper
+    def log(self, priority: Priority, message: Message, text: str,
+            kind: str | None = None) -> None:
+        self.reporter.log(priority, message, text, kind)
+
+    @log_wrapper
+    def _uevent_rejected(self, text: str) -> None:
+        self.log(Priority.WARNING, Message.UEVENT_REJECTED, text)
 
     def _listen_fd(self, name: str) -> int | None:
         return next((f.fd for f in self.setup.listen if f.name == name), None)
@@ -175,8 +188,9 @@ class Daemon:
             raise StartupError(f"cannot open the kernel uevent socket: {e}") from e
         stats = sock.statistics()
         how = "forced" if stats.receive_buffer_forced else "capped by net.core.rmem_max"
-        self.log(Priority.DEBUG, f"Uevent socket receive buffer: {stats.receive_buffer} bytes "
-                                 f"({how})")
+        self.log(Priority.DEBUG, Message.UEVENT_SOCKET,
+                 f"Uevent socket receive buffer: {stats.receive_buffer} bytes "
+                 f"({how})")
         return sock
 
     def _open_control(self) -> socket.socket:
@@ -232,8 +246,9 @@ class Daemon:
                                         admin_group=settings.control_group,
                                         limits=limits_from(settings), log=self.log)
         if settings.control_group and admin_gid(settings.control_group) is None:
-            self.log(Priority.WARNING, f"Unknown control_group {settings.control_group!r}: "
-                                       "only root may load, unload and reload")
+            self.log(Priority.WARNING, Message.CONFIG_IGNORED,
+                     f"Unknown control_group {settings.control_group!r}: "
+                     "only root may load, unload and reload")
         self.control = control
         self._control_wanted.set()
         return control
@@ -254,11 +269,13 @@ class Daemon:
     def _tell_snapshot(self, snapshot: Snapshot, verb: str) -> None:
         if verb != "Decoded":  # the same configuration as the mapped snapshot's: told then
             for problem in snapshot.problems:
-                self.log(Priority.WARNING, problem)  # kmod's words already say "ignoring"
+                # kmod's words already say "ignoring"
+                self.log(Priority.WARNING, Message.CONFIG_IGNORED, problem)
         what = f"{snapshot.modules} modules" if snapshot.decoded else "index mapped"
-        self.log(Priority.INFO, f"{verb} module index generation {snapshot.generation} from "
-                                f"{snapshot.moddir} ({what}, {len(snapshot.config.files)} "
-                                f"configuration files, {snapshot.build_seconds * 1000:.0f} ms)",
+        self.log(Priority.INFO, TOLD_SNAPSHOT[verb],
+                 f"{verb} module index generation {snapshot.generation} from "
+                 f"{snapshot.moddir} ({what}, {len(snapshot.config.files)} "
+                 f"configuration files, {snapshot.build_seconds * 1000:.0f} ms)",
                  "reload" if verb == "Loaded" else "index")
 
     # -- reloading ------------------------------------------------------------------------------
@@ -267,15 +284,17 @@ class Daemon:
         """Build a new snapshot off the loop and swap it in; on failure keep the old one."""
         self.notifier.reloading()
         self.lifecycle.state = "reloading"
-        self.log(Priority.INFO, f"Reloading the module index and configuration ({reason})")
+        self.log(Priority.INFO, Message.RELOAD_STARTED,
+                 f"Reloading the module index and configuration ({reason})")
         result = await self.snapshots.reload()
         current = self.snapshots.current
         if isinstance(result, SnapshotFailure):
             if self.lifecycle.degraded_reason is not None:
                 self.lifecycle.degraded_reason = result.reason  # still no usable index
             self.lifecycle.state = self.lifecycle.settled_state
-            self.log(Priority.ERR, f"Reload failed, keeping generation {current.generation}: "
-                                   f"{result.reason}", "reload")
+            self.log(Priority.ERR, Message.RELOAD_FAILED,
+                     f"Reload failed, keeping generation {current.generation}: "
+                     f"{result.reason}", "reload")
             self.notifier.ready(status=self._status_text() if self.lifecycle.degraded_reason
                                 else f"Reload failed: {result.reason}")
             return result.reason
@@ -289,7 +308,7 @@ class Daemon:
         """No usable module index: keep listening, say so (once at error level, in status and
         STATUS=) and load again once a reload succeeds (`_leave_degraded`)."""
         if self.lifecycle.degraded_reason is None:
-            self.log(Priority.ERR, message, "degraded")
+            self.log(Priority.ERR, Message.DEGRADED_ENTERED, message, "degraded")
         self.lifecycle.degraded_reason = reason
         if self.lifecycle.state == "running":
             self.lifecycle.state = "degraded"
@@ -308,8 +327,9 @@ class Daemon:
         if self.lifecycle.degraded_reason is None:
             return
         self.lifecycle.degraded_reason = None
-        self.log(Priority.NOTICE, f"Leaving degraded mode: module index generation "
-                                  f"{snapshot.generation} is usable", "degraded")
+        self.log(Priority.NOTICE, Message.DEGRADED_LEFT,
+                 f"Leaving degraded mode: module index generation "
+                 f"{snapshot.generation} is usable", "degraded")
         if self.devices is not None and self.intake is not None:
             records = self.devices.records
             for devpath in [d for d, r in records.items() if r.generation == 0]:
@@ -328,8 +348,9 @@ class Daemon:
             watcher = ChangeWatcher(targets, self.settings.reload_debounce,
                                     self.settings.reload_max_delay)
         except OSError as e:
-            self.log(Priority.WARNING, f"Cannot watch modprobe.d and the module index ({e}); "
-                                       "reload with SIGHUP or `kmodctl reload`")
+            self.log(Priority.WARNING, Message.WATCH_FAILED,
+                     f"Cannot watch modprobe.d and the module index ({e}); "
+                     "reload with SIGHUP or `kmodctl reload`")
             return
         try:
             async for change in watcher:
@@ -377,7 +398,8 @@ class Daemon:
             self.devices.expected_fed()
             await self.devices.wait_expected()
             elapsed = (time.monotonic() - started) * 1000
-            self.log(Priority.INFO, f"Coldplug done: {fed} devices in {elapsed:.0f} ms",
+            self.log(Priority.INFO, Message.COLDPLUG_DONE,
+                     f"Coldplug done: {fed} devices in {elapsed:.0f} ms",
                      "coldplug")
         self.lifecycle.coldplug_done = True
         self.notifier.status(self._status_text())
@@ -413,8 +435,9 @@ class Daemon:
                 return
 
     def _on_resync(self, reason: str, fed: int) -> None:
-        self.log(Priority.WARNING, f"Resynchronised from sysfs ({reason}): {fed} devices "
-                                   "queued again", "resync")
+        self.log(Priority.WARNING, Message.RESYNC,
+                 f"Resynchronised from sysfs ({reason}): {fed} devices "
+                 "queued again", "resync")
 
     # -- running --------------------------------------------------------------------------------
 
@@ -468,7 +491,7 @@ class Daemon:
                              self.devices.handled, pool=self.system_pool)
         self.intake.on_resync = self._on_resync
         self.devices.on_index_damage = self._lookup_met_damage
-        self.intake.on_warning = lambda text: self.log(Priority.WARNING, text)
+        self.intake.on_warning = self._uevent_rejected
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -494,7 +517,7 @@ class Daemon:
                 self.lifecycle.ready = time.monotonic()
                 self.notifier.ready(status=self._status_text())
                 elapsed = (self.lifecycle.ready - self.setup.started) * 1000
-                self.log(Priority.INFO, f"Ready after {elapsed:.0f} ms"
+                self.log(Priority.INFO, Message.READY, f"Ready after {elapsed:.0f} ms"
                          + (" (dry run: nothing is loaded)" if settings.dry_run else ""),
                          "ready")
                 self.ready.set()
@@ -516,7 +539,7 @@ class Daemon:
         assert self.loader is not None
         self.lifecycle.state = "stopping"
         self.notifier.stopping()
-        self.log(Priority.INFO, "Stopping", "stopping")
+        self.log(Priority.INFO, Message.STOPPING, "Stopping", "stopping")
         for task in front:  # no new events, requests or reloads from here on
             task.cancel()
         await asyncio.gather(*front, return_exceptions=True)
@@ -529,7 +552,7 @@ class Daemon:
             ended = await self.loader.end_commands(STOP_KILL_GRACE)
             now = time.monotonic()
             for command, how in ended:
-                self.log(Priority.WARNING,
+                self.log(Priority.WARNING, Message.STOP_TIMEOUT,
                          f"Stopping: killed {command.kind} command for {command.module} "
                          f"(pid {command.pid} and its process group, {how}): "
                          f"'{command.command}' was still running after "
@@ -539,8 +562,9 @@ class Daemon:
                 await self.loader.wait_idle(STOP_KILL_GRACE)
             self.abandoned_loads = self.loader.busy
             if self.abandoned_loads:
-                self.log(Priority.WARNING, f"Stopping with {self.abandoned_loads} module loads "
-                                           f"still running after {stop_timeout:g} s")
+                self.log(Priority.WARNING, Message.STOP_TIMEOUT,
+                         f"Stopping with {self.abandoned_loads} module loads "
+                         f"still running after {stop_timeout:g} s")
         dispatcher.cancel()
         await asyncio.gather(dispatcher, return_exceptions=True)
         self.loader.shutdown(wait=self.abandoned_loads == 0)

@@ -5,6 +5,11 @@ result (`OUTCOME_FIELDS`), so `journalctl KMODD_MODULE=foo` or `journalctl KMODD
 answers "what happened to my device". Records go through systemd-python's `journal.send`
 when the journal socket exists; otherwise each record is one stderr line that starts with the
 syslog priority in angle brackets (`<3>...`), which journald and the console both understand.
+
+Every record carries a MESSAGE_ID (`core.messages`: its kind, which `journalctl -x` explains
+from the catalog) and CODE_FILE, CODE_LINE and CODE_FUNC of the code that logged it: the
+functions that only pass a record on (this module's sinks, the daemon's reporter) are marked
+`@log_wrapper` and skipped.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import BinaryIO, Protocol
+from types import CodeType, FrameType
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from kmodd.system.root import Root
 
@@ -50,6 +56,7 @@ class LogTarget(StrEnum):
 
 #: Journal field for each OutcomeRecord attribute, in the order they are sent.
 OUTCOME_FIELDS: Mapping[str, str] = {
+    "message_id": "MESSAGE_ID",
     "module": "KMODD_MODULE",
     "modalias": "KMODD_MODALIAS",
     "devpath": "KMODD_DEVPATH",
@@ -68,6 +75,7 @@ class OutcomeRecord:
     message: str
     priority: Priority
     outcome: str
+    message_id: str  # core.messages.MESSAGE_IDS of its kind
     module: str | None = None
     modalias: str | None = None
     devpath: str | None = None
@@ -84,6 +92,36 @@ class OutcomeRecord:
             if value is not None:
                 out[name] = str(value)
         return out
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Code of the functions that pass records on (`log_wrapper`): never a record's CODE_FUNC.
+WRAPPERS: set[CodeType] = set()
+
+
+def log_wrapper(function: F) -> F:
+    """Mark `function` as one that passes records on: records name its caller instead."""
+    WRAPPERS.add(function.__code__)
+    return function
+
+
+@dataclass(frozen=True, slots=True)
+class CodeLocation:
+    """Where a record was logged (CODE_FILE=, CODE_LINE=, CODE_FUNC=)."""
+
+    file: str
+    line: int
+    function: str
+
+
+def caller(frame: FrameType | None) -> CodeLocation | None:
+    """The first frame from `frame` outwards that is not a `log_wrapper`."""
+    while frame is not None and frame.f_code in WRAPPERS:
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return CodeLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
 
 
 class LogSink(Protocol):
@@ -103,11 +141,15 @@ class JournalSink:
         # unit files, do not take that directory for the package.)
         self._send = importlib.import_module(JOURNAL_MODULE).send
 
+    @log_wrapper
     def log(self, priority: Priority, message: str, **fields: str) -> None:
-        self._send(
-            message, PRIORITY=str(int(priority)), SYSLOG_IDENTIFIER=IDENTIFIER, **fields
-        )
+        where = caller(sys._getframe(1))
+        code = ({} if where is None else
+                {"CODE_FILE": where.file, "CODE_LINE": where.line, "CODE_FUNC": where.function})
+        self._send(message, PRIORITY=str(int(priority)), SYSLOG_IDENTIFIER=IDENTIFIER,
+                   **code, **fields)
 
+    @log_wrapper
     def outcome(self, record: OutcomeRecord) -> None:
         self.log(record.priority, record.message, **record.fields())
 

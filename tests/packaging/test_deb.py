@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from kmodd.core.messages import MESSAGE_IDS
+
 REPO = Path(__file__).resolve().parents[2]
 MAINTAINER = "kmodd tests <tests@example.org>"
 EPOCH = "1700000000"
@@ -60,7 +62,7 @@ def snapshot(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir()
     shutil.copy2(REPO / "pyproject.toml", dest)
-    for name in ("kmodd", "systemd", "etc", "packaging", "man", "completion"):
+    for name in ("kmodd", "systemd", "etc", "packaging", "man", "completion", "catalog"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     (dest / "kmodd/__pycache__").mkdir()
     (dest / "kmodd/__pycache__/__init__.cpython-311.pyc").write_bytes(b"planted")
@@ -182,14 +184,16 @@ def expected_files(checkout: Path, version: str) -> dict[str, str]:
         files[conffile.lstrip("/")] = "-rw-r--r--"
     for doc in ("usr/share/doc/kmodd/copyright", "usr/share/doc/kmodd/changelog.gz",
                 "usr/share/lintian/overrides/kmodd", COMPLETION,
+                "usr/lib/systemd/catalog/kmodd.catalog",
                 *(f"usr/share/man/{page}.gz" for page in MAN_PAGES)):
         files[doc] = "-rw-r--r--"
     return files
 
 
 def test_the_data_archive_lists_exactly_the_expected_paths_owned_by_root(built: Built) -> None:
-    """The package and its dist-info, the commands, units, conffiles and docs: no bytecode,
-    no tests, nothing else; directories 0755, commands 0755, everything else 0644."""
+    """The package and its dist-info, the commands, units, conffiles, the journal catalog
+    and docs: no bytecode, no tests, nothing else; directories 0755, commands 0755,
+    everything else 0644."""
     files = expected_files(built.checkout, built.version)
     expected = {f"./{path}": (mode, "root/root") for path, mode in files.items()}
     for path in files:
@@ -214,6 +218,7 @@ def test_units_config_udev_rules_and_python_modules_are_shipped_byte_for_byte(
         built: Built) -> None:
     pairs = [(f"lib/systemd/system/{u}", f"systemd/{u}") for u in UNITS]
     pairs += [(c.lstrip("/"), c.lstrip("/")) for c in CONFFILES]
+    pairs.append(("usr/lib/systemd/catalog/kmodd.catalog", "catalog/kmodd.catalog"))
     for module in (built.checkout / "kmodd").rglob("*.py"):
         source = module.relative_to(built.checkout)
         pairs.append((f"{PYTHON_DIR}/{source}", str(source)))
@@ -233,6 +238,19 @@ def test_the_man_pages_are_the_committed_pages_gzipped_without_name_or_time(
 def test_the_bash_completion_is_the_committed_script(built: Built) -> None:
     assert (built.root / COMPLETION).read_bytes() == \
         (built.checkout / "completion/kmodctl.bash").read_bytes()
+
+
+def test_the_packaged_catalog_is_where_journalctl_finds_every_message_id(
+        built: Built, tmp_path: Path) -> None:
+    """What systemd's dpkg trigger runs, `journalctl --update-catalog`, on a copy of the
+    package's /usr/lib/systemd/catalog: every MESSAGE_ID kmodd writes has an entry."""
+    catalog_dir = "usr/lib/systemd/catalog"
+    shutil.copytree(built.root / catalog_dir, tmp_path / catalog_dir)
+    run("journalctl", f"--root={tmp_path}", "--update-catalog")
+    listed = run("journalctl", f"--root={tmp_path}", "--list-catalog")
+    ids = [line.split(" ", 1)[0] for line in listed.splitlines()]
+    assert ids == sorted(MESSAGE_IDS.values())
+    assert all(" kmodd: " in line for line in listed.splitlines())
 
 
 def test_the_udev_rules_go_where_they_mask_udevs_own_module_loading(built: Built) -> None:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from kmodd.core.messages import MESSAGE_IDS, Message
 from kmodd.system.journal import (
+    LogSink,
     LogTarget,
     OutcomeRecord,
     Priority,
     StderrSink,
+    log_wrapper,
     open_log,
 )
 from kmodd.system.root import Root
@@ -29,6 +32,7 @@ FULL = OutcomeRecord(
     message="Inserted module 'virtio_net' for pci:v00001AF4d00001041",
     priority=Priority.INFO,
     outcome="inserted",
+    message_id=MESSAGE_IDS[Message.INSERTED],
     module="virtio_net",
     modalias="pci:v00001AF4d00001041sv00001AF4sd00001041bc02sc00i00",
     devpath="/devices/pci0000:00/0000:00:03.0",
@@ -40,6 +44,7 @@ FAILED = OutcomeRecord(
     message="Failed to insert module 'foo': No such device",
     priority=Priority.ERR,
     outcome="failed",
+    message_id=MESSAGE_IDS[Message.FAILED_NO_DEVICE],
     module="foo",
     errno=19,
     duration_usec=7,
@@ -48,7 +53,24 @@ FAILED = OutcomeRecord(
 FIELDS = ",".join((
     "MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "KMODD_MODULE", "KMODD_MODALIAS", "KMODD_DEVPATH",
     "KMODD_SEQNUM", "ERRNO", "KMODD_OUTCOME", "KMODD_DURATION_USEC", "KMODD_SETTING",
+    "MESSAGE_ID", "CODE_FILE", "CODE_LINE", "CODE_FUNC",
 ))
+
+@log_wrapper
+def relay(sink: LogSink, priority: Priority, message: str, **fields: str) -> None:
+    """A wrapper like the daemon's reporter: records name its caller, not it."""
+    sink.log(priority, message, **fields)
+
+
+def tell(sink: LogSink) -> None:
+    """Logs from known lines (TELL_LINE + 1, + 2, + 3): the records' CODE_LINE."""
+    sink.outcome(FULL)
+    sink.outcome(FAILED)
+    relay(sink, Priority.WARNING, "bad value, ignoring",
+          MESSAGE_ID=MESSAGE_IDS[Message.CONFIG_IGNORED], KMODD_SETTING="intake_queue")
+
+
+TELL_LINE = tell.__code__.co_firstlineno + 1  # its docstring's line
 
 # Runs inside `unshare -m`: private /run and /var/log, a standalone journald, our records,
 # then every kmodd record back as JSON on stdout.
@@ -79,13 +101,12 @@ def test_outcome_records_reach_a_real_journald_with_every_field_exact() -> None:
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_journal import FULL, FAILED
-        from kmodd.system.journal import JournalSink, Priority, open_log
+        from test_journal import tell
+        from kmodd.system.journal import JournalSink, open_log
         from kmodd.system.root import Root
         sink = open_log(Root())
         assert isinstance(sink, JournalSink), sink
-        sink.outcome(FULL)
-        sink.outcome(FAILED)
-        sink.log(Priority.WARNING, "bad value, ignoring", KMODD_SETTING="intake_queue")
+        tell(sink)
     """)
     result = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", SCENARIO, "sh", sender],
@@ -96,9 +117,12 @@ def test_outcome_records_reach_a_real_journald_with_every_field_exact() -> None:
     for record in records:
         for volatile in ("__CURSOR", "__REALTIME_TIMESTAMP", "__MONOTONIC_TIMESTAMP", "_BOOT_ID"):
             record.pop(volatile, None)
+    here = str(Path(__file__).resolve())
     assert records == [
         {
             "MESSAGE": FULL.message,
+            "MESSAGE_ID": MESSAGE_IDS[Message.INSERTED],
+            "CODE_FILE": here, "CODE_LINE": str(TELL_LINE + 1), "CODE_FUNC": "tell",
             "PRIORITY": "6",
             "SYSLOG_IDENTIFIER": "kmodd",
             "KMODD_MODULE": "virtio_net",
@@ -110,6 +134,8 @@ def test_outcome_records_reach_a_real_journald_with_every_field_exact() -> None:
         },
         {
             "MESSAGE": FAILED.message,
+            "MESSAGE_ID": MESSAGE_IDS[Message.FAILED_NO_DEVICE],
+            "CODE_FILE": here, "CODE_LINE": str(TELL_LINE + 2), "CODE_FUNC": "tell",
             "PRIORITY": "3",
             "SYSLOG_IDENTIFIER": "kmodd",
             "KMODD_MODULE": "foo",
@@ -119,6 +145,8 @@ def test_outcome_records_reach_a_real_journald_with_every_field_exact() -> None:
         },
         {
             "MESSAGE": "bad value, ignoring",
+            "MESSAGE_ID": MESSAGE_IDS[Message.CONFIG_IGNORED],
+            "CODE_FILE": here, "CODE_LINE": str(TELL_LINE + 3), "CODE_FUNC": "tell",
             "PRIORITY": "4",
             "SYSLOG_IDENTIFIER": "kmodd",
             "KMODD_SETTING": "intake_queue",
@@ -147,6 +175,7 @@ def test_the_stderr_target_is_used_when_asked_even_with_a_journal() -> None:
 
 def test_record_fields_leave_out_what_is_unknown() -> None:
     assert FAILED.fields() == {
+        "MESSAGE_ID": MESSAGE_IDS[Message.FAILED_NO_DEVICE],
         "KMODD_MODULE": "foo", "ERRNO": "19", "KMODD_OUTCOME": "failed",
         "KMODD_DURATION_USEC": "7",
     }
