@@ -1,7 +1,8 @@
 """The README's set-up on a fresh Debian 12, as a new user meets it.
 
-A minimal bookworm root (`debootstrap --variant=minbase`, then `apt-get install python3 make
-git`, nothing else) is cached under $KMODD_FRESH_CACHE (default /var/cache/kmodd-fresh). Each
+A minimal bookworm root (`debootstrap --variant=minbase`, the archive areas of an installed
+Debian 12 (bookworm, -updates, -security), then `apt-get install python3 make git`, nothing
+else) is cached under $KMODD_FRESH_CACHE (default /var/cache/kmodd-fresh). Each
 run boots a throw-away overlay of it in a private mount namespace (/proc, /sys and /dev bound
 in), clones this checkout into /root/kmodd (with the working tree's uncommitted and untracked
 files copied over the clone, so what is tested is what is here) and, chrooted, with an empty
@@ -49,7 +50,21 @@ SUITE = "bookworm"
 # What the issue's new user starts from, on top of minbase.
 USER_PACKAGES = ("python3", "make", "git")
 # Bump to rebuild the cached root.
-BASE_VERSION = "1"
+BASE_VERSION = "2"
+# The archive areas of an installed Debian 12 (the installer's and the debian:bookworm image's;
+# debootstrap alone gives only the first). The kernel the tests pin is in bookworm-security.
+SOURCES = f"""Types: deb
+URIs: {MIRROR}
+Suites: {SUITE} {SUITE}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: {SUITE}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
 BASE = CACHE / f"base-{BASE_VERSION}"
 CHECKOUT = "/root/kmodd"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -146,6 +161,8 @@ def build_base() -> None:
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     shutil.copy("/etc/resolv.conf", tmp / "etc/resolv.conf")
+    (tmp / "etc/apt/sources.list").unlink()
+    (tmp / "etc/apt/sources.list.d/debian.sources").write_text(SOURCES)
     env = {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8",
            "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-qq"],
