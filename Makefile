@@ -1,5 +1,12 @@
 # kmodd: the two entry points a newcomer needs are `make demo` and `make test`.
-PYTHON ?= python3
+# Every target runs in the virtual environment `make setup` makes from Debian's
+# /usr/bin/python3 (scripts/setup-test-env); its bin/ comes first on PATH, so that `python3`,
+# `kmodctl` and `kmodd` found there are the same interpreter and the checkout's commands.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+PYTEST_ARGS ?=
+export VENV
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup test lint demo man
 
@@ -7,9 +14,9 @@ setup:
 	./scripts/setup-test-env
 
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-lint:
+lint: setup
 	$(PYTHON) -m ruff check kmodd tests bench packaging/build-deb
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy --strict packaging/build-deb
