@@ -1,7 +1,7 @@
 """Build the tiny C test modules against Debian's linux-headers, once, into a cache.
 
 `built_modules()` returns {name: path of the .ko}. The build runs kbuild from the installed
-`linux-headers-<kver>` (scripts/setup-test-env installs linux-headers-amd64) into
+`linux-headers-<kver>` (scripts/setup-test-env installs the pinned kernel's) into
 `$KMODD_TEST_CACHE/modules-<kver>-<hash of the sources>`, so a second call costs a stat.
 As a script it builds and prints the paths.
 """

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.kerneltree import PINNED_PACKAGE
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +203,9 @@ def setup_script_packages() -> list[str]:
     text = (REPO / "scripts/setup-test-env").read_text()
     listed = re.search(r'^APT_PACKAGES="([^"]*)"', text, re.MULTILINE)
     assert listed is not None
-    return listed.group(1).split()
+    # The script names the pinned kernel's headers through $KVER (tests/kerneltree.py).
+    kver = PINNED_PACKAGE.removeprefix("linux-image-")
+    return listed.group(1).replace("$KVER", kver).split()
 
 
 def project_version() -> str:

@@ -27,7 +27,8 @@ SAMPLE_EVERY = 40
 def symvers_path(kver: str) -> str:
     path = f"/usr/src/linux-headers-{kver}/Module.symvers"
     if not os.path.exists(path):
-        pytest.skip(f"linux-headers-{kver} is not installed (scripts/setup-test-env)")
+        pytest.fail(f"linux-headers-{kver} is not installed (scripts/setup-test-env installs "
+                    "it)")
     return path
 
 
