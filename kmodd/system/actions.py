@@ -34,7 +34,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -126,9 +126,9 @@ class ShellResult:
     timed_out: bool = False
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from the parent pids in /proc/*/stat."""
-    children: dict[int, list[int]] = {}
+def _proc_stats() -> Iterator[tuple[int, list[bytes]]]:
+    """Every process's pid and the fields of /proc/PID/stat after its name (state, ppid,
+    pgrp...): "pid (comm) state ...", and comm may hold spaces and parentheses."""
     for entry in os.listdir(PROC):
         if not entry.isdigit():
             continue
@@ -137,10 +137,15 @@ def _descendants(pid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2:].split()
+        yield int(entry), stat[stat.rfind(b")") + 2:].split()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from the parent pids in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for child, fields in _proc_stats():
         if len(fields) > 1 and fields[1].isdigit():
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            children.setdefault(int(fields[1]), []).append(child)
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -246,19 +251,9 @@ class RunningCommand:
 
 def _group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group `pgid`, from /proc/*/stat."""
-    members = []
-    for entry in os.listdir(PROC):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"{PROC}/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp ...
-        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
-            members.append(int(entry))
-    return members
+    group = str(pgid).encode()
+    return [pid for pid, fields in _proc_stats()
+            if len(fields) > 2 and fields[0] != b"Z" and fields[2] == group]
 
 
 class CommandTracker:

@@ -124,12 +124,9 @@ def _check(fd: int, shown: str, cap: int) -> os.stat_result | Refused:
     return st
 
 
-def read_lines(path: str | bytes, cap: int, shown: str | None = None
-               ) -> Iterator[str] | Refused:
-    """The lines of a regular text file, read a chunk at a time (a large table such as
-    /proc/kallsyms is never held whole), or why it was not opened. Reading stops after
-    `cap` bytes; a read error ends the lines early."""
-    shown = shown if shown is not None else os.fsdecode(path)
+def _open_checked(path: str | bytes, cap: int, shown: str
+                  ) -> tuple[int, os.stat_result] | Refused:
+    """Open `path` and fstat it (`_check`); the caller closes the descriptor."""
     fd = _open(path, shown)
     if isinstance(fd, Refused):
         return fd
@@ -137,7 +134,19 @@ def read_lines(path: str | bytes, cap: int, shown: str | None = None
     if isinstance(st, Refused):
         os.close(fd)
         return st
-    return _lines_of(fd, cap)
+    return fd, st
+
+
+def read_lines(path: str | bytes, cap: int, shown: str | None = None
+               ) -> Iterator[str] | Refused:
+    """The lines of a regular text file, read a chunk at a time (a large table such as
+    /proc/kallsyms is never held whole), or why it was not opened. Reading stops after
+    `cap` bytes; a read error ends the lines early."""
+    shown = shown if shown is not None else os.fsdecode(path)
+    opened = _open_checked(path, cap, shown)
+    if isinstance(opened, Refused):
+        return opened
+    return _lines_of(opened[0], cap)
 
 
 def _lines_of(fd: int, cap: int) -> Iterator[str]:
@@ -166,13 +175,11 @@ def read_regular(path: str | bytes, cap: int, shown: str | None = None) -> bytes
     `shown` names the file in the refusal (default: `path`, decoded).
     """
     shown = shown if shown is not None else os.fsdecode(path)
-    fd = _open(path, shown)
-    if isinstance(fd, Refused):
-        return fd
+    opened = _open_checked(path, cap, shown)
+    if isinstance(opened, Refused):
+        return opened
+    fd, st = opened
     try:
-        st = _check(fd, shown, cap)
-        if isinstance(st, Refused):
-            return st
         if not stat.S_ISREG(st.st_mode):
             return b""  # /dev/null
         chunks: list[bytes] = []
@@ -200,13 +207,11 @@ def map_regular(path: str | bytes, cap: int, shown: str | None = None
     """A read-only private mapping of a regular file of at most `cap` bytes (b"" when empty),
     or why it was not mapped. Only the pages the caller touches are read."""
     shown = shown if shown is not None else os.fsdecode(path)
-    fd = _open(path, shown)
-    if isinstance(fd, Refused):
-        return fd
+    opened = _open_checked(path, cap, shown)
+    if isinstance(opened, Refused):
+        return opened
+    fd, st = opened
     try:
-        st = _check(fd, shown, cap)
-        if isinstance(st, Refused):
-            return st
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             return b""
         try:
