@@ -27,7 +27,6 @@ from kmodd.core.messages import Message
 from kmodd.core.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
-from kmodd.daemon.explainer import ExplainLimits
 from kmodd.daemon.throttle import LogThrottle, held_note
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -40,6 +39,7 @@ from kmodd.daemon.varlink import (
     VarlinkError,
     VarlinkService,
 )
+from kmodd.system.explainer import ExplainLimits
 from kmodd.system.journal import Priority
 
 if TYPE_CHECKING:

@@ -49,7 +49,6 @@ from kmodd.daemon.control import (
     WhyView,
 )
 from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
-from kmodd.daemon.explainer import ExplainBusy, Explainer, ExplainFailed, ExplainTimeout
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, StepAction
@@ -57,6 +56,7 @@ from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkError, VarlinkService
 from kmodd.daemon.views import chain_facts, chain_words, step_views
+from kmodd.system.explainer import ExplainBusy, Explainer, ExplainFailed, ExplainTimeout
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
 from kmodd.system.root import Root
@@ -101,7 +101,7 @@ class DaemonControl:
         self.devices_root = devices_root
         self._reload = reload
         self.service: VarlinkService | None = None
-        #: Clients' explanations, each in a worker process of its own (daemon.explainer).
+        #: Clients' explanations, each in a worker process of its own (system.explainer).
         self.explainer = Explainer(root.path("/"))
 
     # -- status ---------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ class DaemonControl:
     async def explain(self, target: str, *, kernel_log: bool) -> ExplanationView:
         """`kmodctl explain`'s checklist over the daemon's index and configuration, with the
         daemon's own record of its last failed attempt as the failure. It runs in a worker
-        process (`daemon.explainer`: bounded in number, time and memory). `kernel_log`: the
+        process (`system.explainer`: bounded in number, time and memory). `kernel_log`: the
         caller may see kernel log lines (privileged, or dmesg is not restricted)."""
         snapshot = self.snapshots.current
         record = self.table.modules.get(modname_normalize(target))

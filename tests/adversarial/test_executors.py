@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from kmodd.daemon.explainer import Explainer, ExplainLimits
 from kmodd.daemon.service import Daemon
+from kmodd.system.explainer import Explainer, ExplainLimits
 from kmodd.system.root import Root
 from tests.daemon.daemon_tree import (
     MACHINE_MODULES,

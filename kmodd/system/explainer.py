@@ -58,16 +58,6 @@ class ExplainLimits:
     max_output: int = 4 * 1024 * 1024
 
 
-@dataclass(slots=True)
-class ExplainerStatistics:
-    started: int = 0
-    busy: int = 0
-    timeouts: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: int = 0
-
-
 async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
     data = bytearray()
     while chunk := await stream.read(65536):
@@ -89,19 +79,11 @@ class Explainer:
         self._running: set[asyncio.subprocess.Process] = set()
         self._closed = False
         self._admitted = 0  # calls running or waiting for a worker
-        self._statistics = ExplainerStatistics()
-
-    def statistics(self) -> ExplainerStatistics:
-        stats = self._statistics
-        return ExplainerStatistics(stats.started, stats.busy, stats.timeouts, stats.failed,
-                                   len(self._running), self._admitted - len(self._running))
 
     async def explain(self, target: str, *, moddir: str, failure: FailedAttempt | None,
                       read_log: bool) -> Explanation:
         """The explanation of `target`; raises ExplainBusy, ExplainTimeout or ExplainFailed."""
-        stats = self._statistics
         if self._closed or self._admitted >= self.limits.workers + self.limits.waiting:
-            stats.busy += 1
             raise ExplainBusy
         self._admitted += 1
         try:
@@ -115,7 +97,6 @@ class Explainer:
     async def _run(self, request: bytes) -> Explanation:
         if self._closed:
             raise ExplainBusy
-        self._statistics.started += 1
         proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=WORKER_ENV, process_group=0)
@@ -125,7 +106,6 @@ class Explainer:
                 out, err = await self._exchange(proc, request)
                 status = await proc.wait()
         except TimeoutError:
-            self._statistics.timeouts += 1
             raise ExplainTimeout(f"no answer within {self.limits.deadline:g} s") from None
         finally:
             self._running.discard(proc)
@@ -133,13 +113,11 @@ class Explainer:
                 _kill_group(proc)
                 await proc.wait()
         if status != 0:
-            self._statistics.failed += 1
             reason = err.decode(errors="replace").strip().splitlines()
             raise ExplainFailed(reason[-1] if reason else f"the worker exited with {status}")
         try:
             return from_json(json.loads(out))
         except (ValueError, ExplanationFormatError) as e:
-            self._statistics.failed += 1
             raise ExplainFailed(f"the worker's answer is not an explanation: {e}") from None
 
     async def _exchange(self, proc: asyncio.subprocess.Process,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kmodd.core.explain import Verdict
-from kmodd.daemon.explainer import (
+from kmodd.system.explainer import (
     ExplainBusy,
     Explainer,
     ExplainFailed,
