@@ -1,0 +1,78 @@
+"""Which driver each device is bound to, in words that stay the same from boot to boot.
+
+The listing comes from the guest (`guest/coldplug.py: bindings()`: every directory under
+/sys/devices with a `driver` link). Some names in a devpath are numbers the kernel hands out
+in the order drivers register, so they move between two boots of the same image when modules
+load in another order. `normalise` puts `*` in place of exactly those numbers that were seen
+to move between uninterrupted boots of the rich set (udev's recorded boot in
+tests/data/qemu/, one more udev boot and one kmodd boot, 2026-12-07), and nothing else:
+
+* SCSI host, and the target and device names that start with it
+  (`host13/target13:0:1/13:0:1:0`, channel, id and lun kept): the order HBA drivers
+  register their hosts (sym53c8xx's disk was on host8 in one boot, host3 in another);
+* USB bus, and the device and interface names that start with it (`usb3/3-3/3-3.1:1.1`,
+  ports kept): the order host controller drivers register their buses (UHCI's bus was
+  usb1 in one boot, usb2 in another);
+* HDA codec's card number (`hdaudioC2D0`): the order sound drivers register their cards.
+
+Seen the same in all three boots, and so kept as they are: ATA ports (`ata3`), HID device
+numbers (`0003:0627:0001.0002`), MMC hosts (`mmc0`), virtio indexes (virtio_pci probes its
+devices in PCI order, whenever it loads), PCI addresses. A difference there is a real one.
+After normalising, two devices can share a name (xHCI's two root hubs are both
+`.../0000:00:1d.0/usb*`), so listings are compared as multisets (`pairs`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from vm.machine import VM
+
+# Per path component: (pattern, replacement). Applied to each component in turn, first match.
+_COMPONENT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"host\d+"), "host*"),
+    (re.compile(r"target\d+(:\d+:\d+)"), r"target*\1"),
+    (re.compile(r"\d+(:\d+:\d+:\d+)"), r"*\1"),
+    (re.compile(r"usb\d+"), "usb*"),
+    (re.compile(r"\d+(-[\d.]+(?::\d+\.\d+)?)"), r"*\1"),
+    (re.compile(r"hdaudioC\d+(D\d+)"), r"hdaudioC*\1"),
+)
+
+Pair = tuple[str, str]  # (normalised devpath, driver)
+
+
+def normalise(devpath: str) -> str:
+    """`devpath` with the probe-order numbers (see the module docstring) replaced by `*`."""
+    parts = []
+    for part in devpath.split("/"):
+        for pattern, replacement in _COMPONENT_RULES:
+            if pattern.fullmatch(part):
+                part = pattern.sub(replacement, part)
+                break
+        parts.append(part)
+    return "/".join(parts)
+
+
+def pairs(bindings: Iterable[Mapping[str, str]]) -> Counter[Pair]:
+    """The (normalised devpath, driver) pairs of a listing, counted."""
+    return Counter((normalise(b["devpath"]), b["driver"]) for b in bindings)
+
+
+def listing(vm: VM) -> list[dict[str, str]]:
+    """Every bound device in the guest now: devpath, driver, module ("" when built in)."""
+    out = vm.sh("python3 -c 'import json, sys; sys.path.insert(0, \"/vm\"); "
+                "import coldplug; print(json.dumps(coldplug.bindings()))'").out
+    result: list[dict[str, str]] = json.loads(out)
+    return result
+
+
+def difference(want: Counter[Pair], got: Counter[Pair]) -> dict[str, list[Pair]]:
+    """Pairs missing from `got` and extra in it (each as often as it is missing or extra);
+    `unbound`: the devices of the missing pairs that have no driver at all in `got`."""
+    missing, extra = want - got, got - want
+    bound = {dev for dev, _ in got}
+    return {"missing": sorted(missing.elements()), "extra": sorted(extra.elements()),
+            "unbound": sorted(p for p in missing.elements() if p[0] not in bound)}
