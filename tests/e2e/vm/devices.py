@@ -62,6 +62,20 @@ def usbhost() -> DeviceSet:
 
 def rich() -> DeviceSet:
     """The reference coldplug set (see the module docstring)."""
+    return DeviceSet("rich", tuple(_rich_args(usb_disk=True)), {"pci": "pci.0"})
+
+
+def rich_hotplug() -> DeviceSet:
+    """`rich` without its USB disk at boot, and a spare disk node to hotplug one.
+
+    `usb-storage` goes on ehci.0 with drive=hotdisk0: usb_storage and uas are then not
+    live after coldplug (sd_mod is: the set's other disks need it), so the hotplug loads them.
+    """
+    args = [*_rich_args(usb_disk=False), *_null_disk("hotdisk0")]
+    return DeviceSet("rich-hotplug", tuple(args), {"pci": "pci.0", "ehci": "ehci.0"})
+
+
+def _rich_args(usb_disk: bool) -> list[str]:
     a: list[str] = []
 
     def dev(spec: str) -> None:
@@ -73,7 +87,8 @@ def rich() -> DeviceSet:
           "-object", "cryptodev-backend-builtin,id=crypto0",
           "-object", "rng-random,id=rng0,filename=/dev/urandom",
           "-fsdev", "local,id=fs0,path={run},security_model=none,readonly=on"]
-    for n in ("ahcidisk", "vblk", "vscsidisk", "lsidisk", "nvmedisk", "sddisk", "usbdisk"):
+    for n in ("ahcidisk", "vblk", "vscsidisk", "lsidisk", "nvmedisk", "sddisk",
+              *(("usbdisk",) if usb_disk else ())):
         a += _null_disk(n)
 
     # Bus 0 (slots 0-1 are the host bridge and PIIX3/IDE/PIIX4; VGA takes the next).
@@ -126,7 +141,8 @@ def rich() -> DeviceSet:
     dev("usb-hub,bus=xhci.0,port=3")
     dev("usb-net,bus=xhci.0,port=3.1")
     dev("usb-serial,bus=xhci.0,port=3.2,chardev=nullusbser,always-plugged=on")
-    dev("usb-storage,bus=ehci.0,drive=usbdisk")
+    if usb_disk:
+        dev("usb-storage,bus=ehci.0,drive=usbdisk")
     dev("usb-mouse,bus=uhci.0")
     dev("usb-audio,bus=uhci.0,audiodev=snd0")
     dev("usb-wacom-tablet,bus=ohci.0")
@@ -137,7 +153,7 @@ def rich() -> DeviceSet:
     dev("isa-parallel,chardev=nullpar")
     dev("ipmi-bmc-sim,id=bmc0")
     dev("isa-ipmi-kcs,bmc=bmc0")
-    return DeviceSet("rich", tuple(a), {"pci": "pci.0"})
+    return a
 
 
-SETS = {"none": none, "usbhost": usbhost, "rich": rich}
+SETS = {"none": none, "usbhost": usbhost, "rich": rich, "rich-hotplug": rich_hotplug}
