@@ -4,8 +4,9 @@ The listing comes from the guest (`guest/coldplug.py: bindings()`: every directo
 /sys/devices with a `driver` link). Some names in a devpath are numbers the kernel hands out
 in the order drivers register, so they move between two boots of the same image when modules
 load in another order. `normalise` puts `*` in place of exactly those numbers that were seen
-to move between uninterrupted boots of the rich set (udev's recorded boot in
-tests/data/qemu/, one more udev boot and one kmodd boot, 2026-12-07), and nothing else:
+to move between boots of the rich set (three uninterrupted ones: udev's recorded boot in
+tests/data/qemu/, one more udev boot and one kmodd boot; and kmodd's kill boots of
+bench/crash_kill.py, 2026-12-07), and nothing else:
 
 * SCSI host, and the target and device names that start with it
   (`host13/target13:0:1/13:0:1:0`, channel, id and lun kept): the order HBA drivers
@@ -13,11 +14,15 @@ tests/data/qemu/, one more udev boot and one kmodd boot, 2026-12-07), and nothin
 * USB bus, and the device and interface names that start with it (`usb3/3-3/3-3.1:1.1`,
   ports kept): the order host controller drivers register their buses (UHCI's bus was
   usb1 in one boot, usb2 in another);
-* HDA codec's card number (`hdaudioC2D0`): the order sound drivers register their cards.
+* HDA codec's card number (`hdaudioC2D0`): the order sound drivers register their cards;
+* HID device number (`0003:0627:0001.0002`, its last part): the order HID devices are
+  added. The same in those three boots, but not in a boot where kmodd was killed at 10% of
+  its coldplug and restarted (bench/crash_kill.py): the four USB HID devices were numbered
+  in another order (the xHCI keyboard .0002 in one, .0001 in the other).
 
-Seen the same in all three boots, and so kept as they are: ATA ports (`ata3`), HID device
-numbers (`0003:0627:0001.0002`), MMC hosts (`mmc0`), virtio indexes (virtio_pci probes its
-devices in PCI order, whenever it loads), PCI addresses. A difference there is a real one.
+Seen the same in all those boots, and so kept as they are: ATA ports (`ata3`), MMC hosts
+(`mmc0`), virtio indexes (virtio_pci probes its devices in PCI order, whenever it loads),
+PCI addresses. A difference there is a real one.
 After normalising, two devices can share a name (xHCI's two root hubs are both
 `.../0000:00:1d.0/usb*`), so listings are compared as multisets (`pairs`).
 """
@@ -39,6 +44,7 @@ _COMPONENT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"usb\d+"), "usb*"),
     (re.compile(r"\d+(-[\d.]+(?::\d+\.\d+)?)"), r"*\1"),
     (re.compile(r"hdaudioC\d+(D\d+)"), r"hdaudioC*\1"),
+    (re.compile(r"([0-9A-F]{4}:[0-9A-F]{4}:[0-9A-F]{4})\.[0-9A-F]{4}"), r"\1.*"),
 )
 
 Pair = tuple[str, str]  # (normalised devpath, driver)
