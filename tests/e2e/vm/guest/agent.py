@@ -11,6 +11,7 @@ Times are the guest's CLOCK_MONOTONIC in seconds (`time.monotonic()`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -242,6 +243,17 @@ def session_busy(sid: int) -> bool:
     return False
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields is not None and fields[1] == str(pid):
+                out.append(int(entry))
+    return out
+
+
 IDLE_POLL = 0.2
 
 
@@ -427,6 +439,61 @@ class Agent:
                       since, quiet, first_wait, timeout)
         mods = [t for t in self.module_times if t >= since]
         return {**r, "last_module": mods[-1] if mods else None, "modules": len(mods)}
+
+    def op_kill_when(self, pid: int, sig: int = signal.SIGKILL, children: bool = False,
+                     live_count: int | None = None, live_module: str | None = None,
+                     worker_user_ticks: int | None = None, timeout: float = 600.0,
+                     interval: float = 0.02) -> dict[str, object]:
+        """Send `sig` to `pid` (any process, e.g. a service's main one; with `children`, to
+        each of its child processes at that moment instead) once a condition holds:
+
+        * live_count: at least this many modules are live (/proc/modules, state Live);
+        * live_module: that module is live;
+        * worker_user_ticks: a thread of `pid` other than its main one has spent this many
+          more clock ticks of user time than when the call came (the process is busy in a
+          worker thread: a daemon building an index off its event loop).
+        Checked every `interval` s here in the guest, so that the host's latency adds
+        nothing. Returns whether it was sent, when, and the live modules at that moment.
+        """
+        def live() -> list[str]:
+            with open("/proc/modules") as f:
+                return [p[0] for p in (line.split() for line in f) if len(p) > 4
+                        and p[4] == "Live"]
+
+        def worker_ticks() -> dict[str, int]:
+            out = {}
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                fields = _stat_fields(f"{pid}/task/{tid}")
+                if fields is not None and int(tid) != pid:
+                    out[tid] = int(fields[11])  # utime
+            return out
+
+        base = worker_ticks() if worker_user_ticks is not None else {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            modules = live()
+            why = None
+            if live_count is not None and len(modules) >= live_count:
+                why = f"{len(modules)} modules live"
+            elif live_module is not None and live_module in modules:
+                why = f"{live_module} live"
+            elif worker_user_ticks is not None:
+                try:
+                    busy = {tid: t - base.get(tid, 0) for tid, t in worker_ticks().items()}
+                except OSError:
+                    return {"killed": False, "why": f"pid {pid} is gone", "live": modules}
+                tid = max(busy, key=lambda k: busy[k], default=None)
+                if tid is not None and busy[tid] >= worker_user_ticks:
+                    why = f"thread {tid} ran {busy[tid]} ticks of user time"
+            if why is not None:
+                t = time.monotonic()
+                targets = _children(pid) if children else [pid]
+                for target in targets:
+                    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                        os.kill(target, sig)
+                return {"killed": True, "t": t, "why": why, "live": modules, "pids": targets}
+            time.sleep(interval)
+        return {"killed": False, "why": f"no condition met within {timeout} s", "live": live()}
 
     def op_wait_modules_settled(self, quiet: float = 3.0, timeout: float = 300.0,
                                 interval: float = 0.2) -> dict[str, object]:
