@@ -21,6 +21,7 @@ from daemon_tree import (
     ListSink,
     RunningDaemon,
     fake_kernel,
+    kmodctl,
     wait_until,
     write_sysfs,
     write_tree,
@@ -157,6 +158,17 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
                     status.previous_instance.unfinished) == (pid, False, 1)
             assert module_view(daemon, "kmodd_serial") == {
                 "loaded_by": "previous-instance", "loaded_by_pid": pid}
+            path = daemon.root.path("/run/kmodd/io.kmodd")
+            code, out, _ = await asyncio.to_thread(kmodctl, path, "status")
+            assert f"Previous: pid {pid} ended without stopping; it had loaded 5 of the live " \
+                   "modules, 1 of them while it ended\n" in out
+            code, out, _ = await asyncio.to_thread(kmodctl, path, "devices", SERIAL)
+            row = out.splitlines()[1]
+            assert (code, row.startswith(SERIAL),
+                    "already-loaded, reprobed: bound (serial8250)" in row) == (0, True, True)
+            assert ("Reprobe: reprobed: bound (serial8250): it had no driver, although its "
+                    "driver module kmodd_serial (serial8250) was live before this instance "
+                    "started\n") in out
         # The record now says: a re-probe, then a stop in order.
         kinds = records_in(root)
         assert ("reprobe", (SERIAL, "bound")) in kinds
