@@ -235,7 +235,8 @@ class FakeKernel:
                  param_defaults: Mapping[str, Mapping[str, str]] | None = None,
                  has_finit_module: bool = True, lockdown: str = "none",
                  cmdline: str | None = None,
-                 init_log: Mapping[str, str] | None = None) -> None:
+                 init_log: Mapping[str, str] | None = None,
+                 drivers: Mapping[str, Iterable[str]] | None = None) -> None:
         self.root = root
         self.release = release
         self.vermagic = vermagic
@@ -270,6 +271,8 @@ class FakeKernel:
         open(root.path("/dev/kmsg"), "ab").close()
         self.has_finit_module = has_finit_module  # False: a kernel before 3.8 (ENOSYS)
         self.init_log = dict(init_log or {})  # what a module's init prints (its pr_err)
+        #: module -> the drivers its init registers, as "BUS:NAME" (/sys/module/M/drivers)
+        self.drivers = {k: tuple(v) for k, v in (drivers or {}).items()}
         self.lockdown = lockdown  # "none", "integrity" or "confidentiality"
         self._write_kernel_files(cmdline)
         self._write_proc()
@@ -818,6 +821,9 @@ class FakeKernel:
             _replace_file(os.path.join(base, fname), text)
         for pname, value in module.params.items():
             _replace_file(os.path.join(base, "parameters", pname), value + "\n")
+        if module.state == "live":  # its init registered its drivers
+            for driver in self.drivers.get(module.name, ()):
+                os.makedirs(os.path.join(base, "drivers", driver), exist_ok=True)
         self._write_proc()
 
     def _refcount(self, module: LoadedModule) -> int:
@@ -1164,3 +1170,60 @@ class SocketSyscalls:
 
     def delete_module(self, name: bytes, flags: int) -> int:
         return self._ask({"op": "delete_module", "name": name.hex(), "flags": flags})
+
+
+class SimulatedBinding:
+    """Device binding as the kernel does it, over a fake sysfs: kmodd's real sysfs edge
+    (`system.binding.SysfsBinding`) reads the tree and writes `drivers_probe`, and this
+    plays the kernel's part of the write: the device gets its driver when the module that
+    drives it (`drives`: devpath -> (module, "BUS:NAME")) is live in the simulated kernel,
+    unless its driver declines it (`declines`). `probes` lists every probe asked for."""
+
+    def __init__(self, devices_root: Root, kernel: FakeKernel,
+                 drives: Mapping[str, tuple[str, str]], declines: Iterable[str] = ()) -> None:
+        from kmodd.system.binding import SysfsBinding
+
+        self.sysfs = SysfsBinding(devices_root, kernel.root)
+        self.devices_root = devices_root
+        self.kernel = kernel
+        self.drives = dict(drives)
+        self.declines = set(declines)
+        self.probes: list[str] = []
+        for _, driver in self.drives.values():
+            bus = driver.partition(":")[0]
+            os.makedirs(devices_root.sys("bus", bus), exist_ok=True)
+            probe_file = devices_root.sys("bus", bus, "drivers_probe")
+            if not os.path.exists(probe_file):
+                open(probe_file, "w").close()
+
+    def bind(self, devpath: str) -> None:
+        """What the module's init does when its probe succeeds."""
+        _, driver = self.drives[devpath]
+        bus, _, name = driver.partition(":")
+        target = self.devices_root.sys("bus", bus, "drivers", name)
+        os.makedirs(target, exist_ok=True)
+        link = os.path.join(self.devices_root.sys(devpath.lstrip("/")), "driver")
+        if not os.path.islink(link):
+            os.symlink(target, link)
+
+    def unbind(self, devpath: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.devices_root.sys(devpath.lstrip("/")), "driver"))
+
+    def driver(self, devpath: str) -> str | None:
+        return self.sysfs.driver(devpath)
+
+    def facts(self, devpath: str, modules: Iterable[str]) -> Any:
+        return self.sysfs.facts(devpath, modules)
+
+    def probe(self, bus: str, devpath: str) -> int:
+        self.probes.append(devpath)
+        err = self.sysfs.probe(bus, devpath)
+        if err:
+            return err
+        wanted = self.drives.get(devpath)
+        if wanted is not None and devpath not in self.declines:
+            module = self.kernel.module(wanted[0])
+            if module is not None and module.state == "live":
+                self.bind(devpath)
+        return 0

@@ -121,6 +121,9 @@ def _status(ctx: Context) -> int:
     rows = [
         ("State", f"{s['state']}{' (dry run)' if s['dry_run'] else ''}"),
         *((("Degraded", s["degraded_reason"]),) if s.get("degraded_reason") else ()),
+        *((("Previous", previous_words(s["previous_instance"])),)
+          if s.get("previous_instance") else ()),
+        *((("Load record", s["records_failure"]),) if s.get("records_failure") else ()),
         ("Version", s["version"]),
         ("PID", str(s["pid"])),
         ("Kernel", s["kernel_release"]),
@@ -141,6 +144,30 @@ def _status(ctx: Context) -> int:
     return code
 
 
+def previous_words(p: Mapping[str, Any]) -> str:
+    """`kmodctl status`'s line about the previous instance of this boot."""
+    if p["stopped"]:
+        return f"pid {p['pid']} stopped; it had loaded {p['modules']} of the live modules"
+    text = (f"pid {p['pid']} ended without stopping; it had loaded {p['modules']} of the "
+            "live modules")
+    if p["unfinished"]:
+        text += f", {p['unfinished']} of them while it ended"
+    return text
+
+
+def reprobe_words(r: Mapping[str, Any]) -> str:
+    """`reprobed: bound (ahci)`, as the daemon's records say it."""
+    match r["result"]:
+        case "bound":
+            return f"reprobed: bound ({r.get('driver')})"
+        case "still-unbound":
+            return "reprobed: still unbound"
+        case "timed-out":
+            return "reprobed: no answer"
+        case _:
+            return f"reprobe refused (errno {r.get('errno')})"
+
+
 def _devices(ctx: Context) -> int:
     params = {"devpath": ctx.args[0]} if ctx.args else {}
     reply = ctx.client.call(f"{INTERFACE}.ListDevices", params)
@@ -149,7 +176,9 @@ def _devices(ctx: Context) -> int:
         return EXIT_OK
     rows = [
         (d["devpath"], d.get("modalias") or "-", ",".join(d["candidates"]) or "-",
-         d.get("outcome") or "-", format_usec(_duration(d)))
+         (d.get("outcome") or "-") + (f", {reprobe_words(d['reprobe'])}"
+                                      if d.get("reprobe") else ""),
+         format_usec(_duration(d)))
         for d in reply["devices"]
     ]
     ctx.out(table(("DEVPATH", "MODALIAS", "MODULES", "OUTCOME", "TIME"), rows))
@@ -158,6 +187,8 @@ def _devices(ctx: Context) -> int:
             for key in ("subsystem", "driver", "vendor", "model"):
                 if d.get(key):
                     ctx.out(f"{key.capitalize()}: {d[key]}\n")
+            if d.get("reprobe"):
+                ctx.out(f"Reprobe: {reprobe_words(d['reprobe'])}: {d['reprobe']['reason']}\n")
             for line in _steps(d["plan"]):
                 ctx.out(f"  {line}\n")
     return EXIT_OK
@@ -171,11 +202,26 @@ def _modules(ctx: Context) -> int:
         return EXIT_OK
     rows = [
         (m["name"], m["state"], m.get("outcome") or "-", format_usec(_duration(m)),
-         str(len(m["devices"])))
+         str(len(m["devices"])), loaded_by_words(m))
         for m in reply["modules"]
     ]
-    ctx.out(table(("MODULE", "STATE", "OUTCOME", "TIME", "DEVICES"), rows))
+    ctx.out(table(("MODULE", "STATE", "OUTCOME", "TIME", "DEVICES", "LOADED BY"), rows))
     return EXIT_OK
+
+
+def loaded_by_words(m: Mapping[str, Any]) -> str:
+    """`kmodctl modules`' LOADED BY column."""
+    match m.get("loaded_by"):
+        case "kmodd":
+            return "kmodd"
+        case "previous-instance":
+            return f"kmodd (pid {m.get('loaded_by_pid')})"
+        case "before-start":
+            return "before kmodd"
+        case "not-kmodd":
+            return "not kmodd"
+        case _:
+            return "-"
 
 
 def _why(ctx: Context) -> int:

@@ -30,6 +30,7 @@ from kmodd.core.settings import (
     format_size,
 )
 from kmodd.system.instance import LOCK_FILE
+from kmodd.system.loadrecords import RECORD_FILE
 
 #: The placeholder for a setting's value, by kind.
 METAVARS: Mapping[Kind, str] = {
@@ -293,6 +294,11 @@ def kmodd_page(settings: Sequence[Setting], exits: Mapping[int, str]) -> Page:
     lines += item(bold(str(_setting(settings, "control_socket").default)),
                   "The control socket.")
     lines += item(bold(LOCK_FILE), "The instance lock.")
+    lines += item(bold(RECORD_FILE),
+                  "The record of this boot's inserts, written before and after each one, so "
+                  "that the next instance knows what a killed one loaded. At start kmodd "
+                  "re-probes a device left without a driver although its driver module was "
+                  "live (once per device).")
     lines += see_also("kmodctl(8)", "kmodd.conf(5)", "modprobe.d(5)", "depmod(8)", "udev(7)",
                       "systemd.socket(5)")
     return Page("kmodd", 8, render(lines))

@@ -60,6 +60,12 @@ class Message(StrEnum):
     INDEX_DAMAGED = "index-damaged"  # a device's lookup met damage
     COLDPLUG_DONE = "coldplug-done"
     RESYNC = "resync"
+    PREVIOUS_INSTANCE = "previous-instance"  # what the instances before this one did
+    LOADED_BEFORE = "loaded-before"  # a live module another instance was loading
+    LOADED_ELSEWHERE = "loaded-elsewhere"  # a module went live, not loaded by kmodd
+    REPROBED = "reprobed"
+    REPROBE_FAILED = "reprobe-failed"  # still unbound after its re-probe
+    RECORDS_FAILED = "records-failed"  # the record file cannot be kept
     CONFIG_IGNORED = "config-ignored"  # a setting or modprobe.d line, "..., ignoring"
     WATCH_FAILED = "watch-failed"
     UEVENT_SOCKET = "uevent-socket"
@@ -103,6 +109,12 @@ MESSAGE_IDS: Mapping[Message, str] = {
     Message.INDEX_DAMAGED: "6ac34f02a4ed4ecca2fa9e4ef47ff0bc",
     Message.COLDPLUG_DONE: "3c1758ed9579495c916238ed8dbb1bd1",
     Message.RESYNC: "a2fe41619d79406fb07c16cb224d5feb",
+    Message.PREVIOUS_INSTANCE: "929b1cb3a22d44aab57c13d81e760405",
+    Message.LOADED_BEFORE: "40495851f6b340fc99d15fea10f5bb7f",
+    Message.LOADED_ELSEWHERE: "64efd72814e84606bac57aea7493f04f",
+    Message.REPROBED: "2b9b8c93573243d797d686077cf2f949",
+    Message.REPROBE_FAILED: "132556c895b34d499396d6bb4f31f3f2",
+    Message.RECORDS_FAILED: "9e6220e7b2d140c992637d7416dcdffe",
     Message.CONFIG_IGNORED: "59174e8c47fa441e8a063bdc21519a87",
     Message.WATCH_FAILED: "12e980bf054f4ae1859616fdffea2e6d",
     Message.UEVENT_SOCKET: "46713fc8c38349868244fa9db51530df",

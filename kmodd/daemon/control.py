@@ -67,7 +67,20 @@ type Status (
   coldplug_done: bool,
   index_generation: int,
   dry_run: bool,
-  degraded_reason: ?string
+  degraded_reason: ?string,
+  previous_instance: ?PreviousInstance,
+  records_failure: ?string
+)
+
+# The kmodd instance of this boot before this one, from the record file /run/kmodd/loads:
+# whether it stopped in order or ended without stopping (killed, crashed), and how many of
+# the modules live at this one's start it had loaded (of them, how many while it ended).
+type PreviousInstance (
+  pid: int,
+  started: float,
+  stopped: bool,
+  modules: int,
+  unfinished: int
 )
 
 # Counters since start; maps are keyed by reason or outcome.
@@ -106,7 +119,19 @@ type Device (
   finished_usec: ?int,
   driver: ?string,
   vendor: ?string,
-  model: ?string
+  model: ?string,
+  reprobe: ?Reprobe
+)
+
+# A re-probe of a device found without a driver although its driver module was live
+# (result: bound, still-unbound, timed-out, failed); reason: why it was re-probed. What the
+# kernel said meanwhile is in the journal record.
+type Reprobe (
+  result: string,
+  reason: string,
+  driver: ?string,
+  errno: ?int,
+  finished_usec: int
 )
 
 type Module (
@@ -116,7 +141,9 @@ type Module (
   errno: ?int,
   devices: []string,
   started_usec: ?int,
-  finished_usec: ?int
+  finished_usec: ?int,
+  loaded_by: ?string,
+  loaded_by_pid: ?int
 )
 
 # A module considered for a device, and what was decided about it.
@@ -329,6 +356,17 @@ class StatusView:
     index_generation: int
     dry_run: bool
     degraded_reason: str | None = None
+    previous_instance: PreviousInstanceView | None = None
+    records_failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousInstanceView:
+    pid: int
+    started: float  # seconds since the epoch
+    stopped: bool
+    modules: int
+    unfinished: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +406,16 @@ class DeviceView:
     driver: str | None = None
     vendor: str | None = None
     model: str | None = None
+    reprobe: ReprobeView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReprobeView:
+    result: str
+    reason: str
+    driver: str | None
+    errno: int | None
+    finished_usec: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +427,8 @@ class ModuleView:
     devices: tuple[str, ...] = ()
     started_usec: int | None = None
     finished_usec: int | None = None
+    loaded_by: str | None = None
+    loaded_by_pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from kmodd.core.autoload import (
     redecide,
 )
 from kmodd.core.binindex import IndexFileError
+from kmodd.core.loadrecords import History, LoadedBy
 from kmodd.core.messages import Message
 from kmodd.core.plan import LiveState
 from kmodd.core.resolve import Resolver
@@ -38,6 +39,7 @@ from kmodd.core.udev_static import static_loads
 from kmodd.core.uevent import Action
 from kmodd.daemon.intake import Intake, Origin, Queued
 from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
+from kmodd.daemon.recovery import Reprobe, Scanned
 from kmodd.daemon.report import Facts, Reporter, Where
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.system.journal import Priority
@@ -47,6 +49,9 @@ DECISION_MEMO_MAX = 4096
 #: Module objects one resolver may hold before the daemon starts a fresh one (each new
 #: modalias adds its own alias objects; the index has a few thousand modules).
 RESOLVER_POOL_MAX = 16384
+#: Seconds after an insert of a module ended within which its `add` uevent is still this
+#: instance's own (the uevent is sent during the insert; the event loop may see it later).
+OURS_WITHIN = 30.0
 #: Which outcome names a device when several modules were involved, most telling first.
 DEVICE_OUTCOME_ORDER = (
     LoadOutcome.FAILED,
@@ -144,6 +149,7 @@ class DeviceRecord:
     chains: list[ChainRecord] = field(default_factory=list)
     finished: float | None = None
     outcome: LoadOutcome | None = None
+    reprobe: Reprobe | None = None  # the re-probe of a device left unbound (daemon.recovery)
 
     def outcomes(self) -> list[LoadOutcome]:
         out: list[LoadOutcome] = []
@@ -179,6 +185,8 @@ class ModuleRecord:
     started: float | None = None
     finished: float | None = None
     step: StepResult | None = None  # the latest attempt (insert or command), for explain
+    loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
+    loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
 
 
 class Devices:
@@ -208,6 +216,10 @@ class Devices:
         self._settled.set()
         self._live_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.handled_events = 0
+        #: Told of each scanned device whose handling finished (the re-probe's chance).
+        self.on_scanned: Callable[[Scanned], None] | None = None
+        #: Told of the kernel's bind (devpath, driver) and unbind (devpath, None) uevents.
+        self.on_driver_event: Callable[[str, str | None], None] | None = None
 
     # -- what the intake asks ---------------------------------------------------------------
 
@@ -292,8 +304,19 @@ class Devices:
         if self.reporter.hub.subscribers:
             self.reporter.event("uevent", f"{event.action.value} {devpath} "
                                 f"({item.origin.value})", devpath, event.modalias)
-        if event.action is Action.ADD and event.subsystem == "module":
-            self._went_live(event.sysname)
+        if event.subsystem == "module":
+            if event.action is Action.ADD:
+                self._went_live(event.sysname)
+                if item.origin is Origin.KERNEL:  # a scan's module events are not news
+                    self._attribute(event.sysname)
+            elif event.action is Action.REMOVE:
+                record_ = self.modules.get(event.sysname)
+                if record_ is not None:
+                    record_.loaded_by = record_.loaded_by_pid = None
+        elif event.action is Action.BIND and self.on_driver_event is not None:
+            self.on_driver_event(devpath, event.env.get("DRIVER", ""))
+        elif event.action is Action.UNBIND and self.on_driver_event is not None:
+            self.on_driver_event(devpath, None)
         if event.action is Action.REMOVE:
             self.records.pop(devpath, None)
             self._seen_other.discard(devpath)
@@ -381,15 +404,18 @@ class Devices:
             result, joined = results[candidate.name]
             chain = ChainRecord(candidate, result, joined)
             record.chains.append(chain)
-            self.tell_chain(chain, record.where, Request.AUTOLOAD)
+            self.tell_chain(chain, record.where, Request.AUTOLOAD, steps_told=True)
         self._finish(record)
 
     def _chain(self, work: _Work, candidate: Candidate,
                background: bool) -> Awaitable[tuple[ChainResult, bool]]:
         assert candidate.plan is not None, "a module to load always has a plan"
-        return self.loader.run_chain(work.resolver, candidate.plan, AUTOLOAD_FLAGS,
-                                     kernel_blacklist=work.kernel_blacklist,
-                                     dry_run=self.dry_run, background=background)
+        where = work.record.where
+        return self.loader.run_chain(
+            work.resolver, candidate.plan, AUTOLOAD_FLAGS,
+            kernel_blacklist=work.kernel_blacklist, dry_run=self.dry_run,
+            background=background, devpath=where.devpath,
+            on_step=lambda step: self.tell_step(step, where, Request.AUTOLOAD))
 
     def _when_live(self, module: str) -> asyncio.Future[None]:
         """A future that the module's `add@/module/<name>` uevent (sent once it is live)
@@ -414,11 +440,76 @@ class Devices:
         record.finished = time.monotonic()
         record.outcome = device_outcome(record.outcomes())
         self._done(record.devpath)
+        if self.on_scanned is not None and record.origin is not Origin.KERNEL:
+            self._offer_reprobe(record)
+
+    def _offer_reprobe(self, record: DeviceRecord) -> None:
+        """Hand a scanned device to the recovery with the modules of its modalias that are
+        live now (rule 3 of core.reprobe is checked there)."""
+        if not record.modalias or not record.resolutions:
+            return
+        own = record.resolutions[0]  # the modalias is always the first key
+        live = tuple(c.name for c in own.candidates if c.outcome is LoadOutcome.ALREADY_LOADED)
+        if not live or self.on_scanned is None:
+            return
+
+        def attach(outcome: Reprobe) -> None:
+            if self.records.get(record.devpath) is record:
+                record.reprobe = outcome
+
+        self.on_scanned(Scanned(record.devpath, live, attach))
+
+    def _attribute(self, name: str) -> None:
+        """A module's `add` uevent: note who made it live, when it was not this instance."""
+        if self.loader.inserts.ours(name, OURS_WITHIN):
+            return
+        record = self.modules.get(name)
+        if record is not None and record.loaded_by is not None:
+            return  # known from the start (an earlier instance, or before kmodd)
+        if record is None:
+            record = self.modules[name] = ModuleRecord(name, LoadOutcome.ALREADY_LOADED)
+        record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
+        self.reporter.log(Priority.INFO, Message.LOADED_ELSEWHERE,
+                          f"Module {name} went live, loaded not by kmodd but by the kernel's "
+                          "own request or another program", KMODD_MODULE=name)
+
+    # -- what was live before this instance --------------------------------------------------
+
+    def attribute_at_start(self, live: Iterable[str], history: History) -> None:
+        """Who loaded each module live at start: an earlier instance of this boot (the record
+        file says so), else someone before this instance started."""
+        for name in live:
+            record = self.modules.get(name)
+            if record is None:
+                record = self.modules[name] = ModuleRecord(name, LoadOutcome.ALREADY_LOADED)
+            earlier = history.loaded.get(name)
+            if earlier is not None:
+                record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, earlier.pid
+                record.devices.update(earlier.devpaths)
+            else:
+                record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
 
     # -- telling and remembering outcomes --------------------------------------------------------
 
-    def tell_chain(self, chain: ChainRecord, where: Where, request: Request) -> None:
-        """One record per step acted on (or planned); a waited-for chain is told quietly."""
+    def tell_step(self, step: StepResult, where: Where, request: Request) -> None:
+        """One record for a step acted on (or planned), as soon as it ended."""
+        duration = None
+        if step.started is not None and step.finished is not None:
+            duration = int((step.finished - step.started) * 1_000_000)
+        detail = step.detail if step.action is not StepAction.SKIP else ""
+        self.reporter.outcome(
+            Facts(step.outcome, module=step.module, key=step.module, where=where,
+                  errno=step.errno or None, duration_usec=duration,
+                  diagnosis=step.diagnosis, kernel_lines=step.kernel_lines, detail=detail,
+                  kernel_denied=(step.outcome is LoadOutcome.BLACKLISTED)),
+            request, quiet=step.joined)
+        self._note_step(step, where.devpath)
+
+    def tell_chain(self, chain: ChainRecord, where: Where, request: Request, *,
+                   steps_told: bool = False) -> None:
+        """One record per step acted on (unless `steps_told`: `tell_step` told each as it
+        ended), and one for the requested module when a step before it failed; a
+        waited-for chain is told quietly."""
         result = chain.result
         name = result.module
         devpath = where.devpath
@@ -434,17 +525,8 @@ class Devices:
         requested_seen = False
         for step in result.steps:
             requested_seen |= step.requested
-            duration = None
-            if step.started is not None and step.finished is not None:
-                duration = int((step.finished - step.started) * 1_000_000)
-            detail = step.detail if step.action is not StepAction.SKIP else ""
-            self.reporter.outcome(
-                Facts(step.outcome, module=step.module, key=step.module, where=where,
-                      errno=step.errno or None, duration_usec=duration,
-                      diagnosis=step.diagnosis, kernel_lines=step.kernel_lines, detail=detail,
-                      kernel_denied=(step.outcome is LoadOutcome.BLACKLISTED)),
-                request, quiet=step.joined)
-            self._note_step(step, devpath)
+            if not steps_told:
+                self.tell_step(step, where, request)
         if not requested_seen and result.status < 0:
             failed = result.failed_step
             because = f"its dependency {failed.module} failed" if failed else "a step failed"
@@ -478,6 +560,8 @@ class Devices:
             return  # keep the attempt that loaded it
         record.outcome = step.outcome
         record.errno = step.errno
+        if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
+            record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
         if step.started is not None:
             record.started, record.finished = step.started, step.finished
             record.step = step

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kmodd.core.loadrecords import Instance
+
 
 @dataclass(slots=True)
 class Lifecycle:
@@ -19,6 +21,13 @@ class Lifecycle:
     #: Why the daemon runs degraded (no usable module index), None when it does not:
     #: it keeps listening, and loads again once a reload succeeds.
     degraded_reason: str | None = None
+    #: The instance of this boot before this one (from the record file), if any; how many
+    #: of the modules live at start it loaded, and how many while it ended.
+    previous: Instance | None = None
+    previous_modules: int = 0
+    previous_unfinished: int = 0
+    #: Why the record file is not kept, None while it is.
+    records_failure: str | None = None
 
     @property
     def settled_state(self) -> str:

@@ -55,6 +55,7 @@ from kmodd.core.resolve import LookupError_, Module, Resolver
 from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
 from kmodd.system.kernel import KernelPort, init_declined
 from kmodd.system.kmsg import KmsgSource
+from kmodd.system.loadrecords import LoadRecords
 from kmodd.system.modstate import SysModules
 from kmodd.system.priority import lower_thread_priority
 from kmodd.system.root import Root
@@ -186,6 +187,7 @@ class InflightInserts:
         self._lock = threading.Lock()
         self._running: dict[str, _Pending] = {}
         self._inserted: dict[str, float] = {}  # module -> time.monotonic() its insert ended
+        self._ended: dict[str, float] = {}  # module -> when its last insert ended, any result
         self.joined = 0  # inserts that were waited for instead of repeated
 
     def run(self, name: str, insert: Callable[[], _Attempt],
@@ -225,6 +227,7 @@ class InflightInserts:
                 pending.result = result
                 if result.errno == 0:
                     self._inserted[name] = result.finished
+                self._ended[name] = time.monotonic()
                 event = pending.done
             if event is not None:
                 event.set()
@@ -233,16 +236,33 @@ class InflightInserts:
         with self._lock:
             return frozenset(self._running)
 
+    def ours(self, name: str, within: float) -> bool:
+        """Is an insert of `name` running, or did one end less than `within` seconds ago?
+        (A module's `add` uevent is sent while its insert runs: it is ours then.)"""
+        with self._lock:
+            if name in self._running:
+                return True
+            ended = self._ended.get(name)
+        return ended is not None and time.monotonic() - ended < within
+
 
 class _ChainActions:
     """`core.plan.Actions` for one chain, in its worker thread; records every step."""
 
-    def __init__(self, loader: Loader, kernel_blacklist: frozenset[str], dry_run: bool) -> None:
+    def __init__(self, loader: Loader, kernel_blacklist: frozenset[str], dry_run: bool,
+                 devpath: str | None, tell: Callable[[StepResult], None] | None) -> None:
         self._loader = loader
         self._kernel_blacklist = kernel_blacklist
         self._dry_run = dry_run
+        self._devpath = devpath
+        self._tell = tell
         self._attempt: _Attempt | None = None
         self.steps: list[StepResult] = []
+
+    def _add(self, step: StepResult) -> None:
+        self.steps.append(step)
+        if self._tell is not None:
+            self._tell(step)
 
     def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
         loader = self._loader
@@ -257,6 +277,9 @@ class _ChainActions:
         real = loader.root.path(path) if path.startswith("/") else path
 
         def attempt() -> _Attempt:
+            ledger = loader.records
+            if ledger is not None:  # before the syscall: a kill inside it is still known
+                ledger.inserting(mod.name, self._devpath)
             started = time.monotonic()
             with loader.kmsg.watch() as watch:
                 result = loader.kernel.insert(
@@ -264,6 +287,8 @@ class _ChainActions:
                     force_vermagic=bool(int(flags) & _FORCE_VERMAGIC),
                     force_modversion=bool(int(flags) & _FORCE_MODVERSION))
                 finished = time.monotonic()
+                if ledger is not None:
+                    ledger.inserted(mod.name, result.errno)
                 records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
                     records = module_lines(watch.records(), mod.name)
@@ -307,8 +332,8 @@ class _ChainActions:
             else:  # a dry run: nothing was done
                 action = StepAction.INSTALL if step.command is not None else StepAction.INSERT
                 outcome, detail = LoadOutcome.PLANNED, step.command or ""
-            self.steps.append(StepResult(name, action, outcome, 0, step.options, step.required,
-                                         step.requested, detail=detail))
+            self._add(StepResult(name, action, outcome, 0, step.options, step.required,
+                                 step.requested, detail=detail))
             return
         diagnosis = None
         if attempt.action is StepAction.INSTALL:
@@ -319,7 +344,7 @@ class _ChainActions:
                                      declined=attempt.declined)
             if outcome is LoadOutcome.FAILED:
                 diagnosis = classify_insert(attempt.errno, declined=attempt.declined)
-        self.steps.append(StepResult(
+        self._add(StepResult(
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
             step.requested, started=attempt.started, finished=attempt.finished,
             diagnosis=diagnosis, kernel_records=attempt.kernel_records, detail=attempt.detail,
@@ -351,6 +376,8 @@ class _RemovalIO:
             return 0
         errno = self._loader.kernel.delete(mod.name)
         self.removed.append((mod.name, errno))
+        if errno == 0 and self._loader.records is not None:
+            self._loader.records.removed(mod.name)
         if errno:
             self.messages.append(f"could not remove '{mod.name}': {classify_remove(errno).cause}")
         return -errno
@@ -389,6 +416,8 @@ class Loader:
         self.install_timeout = install_timeout
         self.environ = dict(environ)
         self.inserts = InflightInserts()
+        #: The crash-safe record of inserts and removals (`system.loadrecords`), if kept.
+        self.records: LoadRecords | None = None
         #: install/remove commands running now: a stop that cannot wait ends them.
         self.commands = CommandTracker()
         self._executor = ThreadPoolExecutor(max_workers=parallel,
@@ -407,9 +436,10 @@ class Loader:
     # -- chains -------------------------------------------------------------------------
 
     def _run_blocking(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
-                      kernel_blacklist: frozenset[str], dry_run: bool) -> ChainResult:
+                      kernel_blacklist: frozenset[str], dry_run: bool, devpath: str | None,
+                      tell: Callable[[StepResult], None] | None) -> ChainResult:
         started = time.monotonic()
-        actions = _ChainActions(self, kernel_blacklist, dry_run)
+        actions = _ChainActions(self, kernel_blacklist, dry_run, devpath, tell)
         if dry_run:
             flags |= ProbeFlag.DRY_RUN
         status = run_plan(resolver, self.live, plan, flags, None if dry_run else actions,
@@ -419,11 +449,16 @@ class Loader:
 
     async def run_chain(self, resolver: Resolver, plan: Plan, flags: ProbeFlag, *,
                         kernel_blacklist: frozenset[str] = frozenset(), dry_run: bool = False,
-                        background: bool = False) -> tuple[ChainResult, bool]:
+                        background: bool = False, devpath: str | None = None,
+                        on_step: Callable[[StepResult], None] | None = None
+                        ) -> tuple[ChainResult, bool]:
         """Run one requested module's plan; (result, True) when another run was waited for.
 
         `background`: in a thread of lower CPU priority (see the module's description). A
         request that finds the module's chain running waits for it at that chain's pace.
+        `devpath`: the device the chain is for (the record file names it). `on_step`: called
+        on the event loop with each step's result as soon as the step ends (a joined run
+        calls nothing: its steps are told to whoever started it).
         """
         name = plan.module.name
         running = self._chains.get(name)
@@ -433,10 +468,16 @@ class Loader:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ChainResult] = loop.create_future()
         self._chains[name] = future
+        tell = None
+        if on_step is not None:
+            def tell(step: StepResult) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody hears
+                    loop.call_soon_threadsafe(on_step, step)
         try:
             result = await self._in_thread(
                 self._background if background else self._executor,
-                lambda: self._run_blocking(resolver, plan, flags, kernel_blacklist, dry_run))
+                lambda: self._run_blocking(resolver, plan, flags, kernel_blacklist, dry_run,
+                                           devpath, tell))
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 future.cancel()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
+from kmodd.core.loadrecords import History
 from kmodd.core.messages import Message
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import Devices
@@ -42,9 +43,11 @@ from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
+from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
 from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, Snapshots
 from kmodd.daemon.workers import SYSTEM_WORKERS, WorkerPool
+from kmodd.system.binding import SysfsBinding
 from kmodd.system.inotify import ChangeWatcher, config_targets
 from kmodd.system.instance import (
     LOCK_FILE,
@@ -57,6 +60,7 @@ from kmodd.system.journal import LogSink, Priority, log_wrapper
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.liveview import ListedModules
+from kmodd.system.loadrecords import RECORD_FILE, open_records, read_boot_id
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
 from kmodd.system.notify import (
     LISTEN_VARIABLES,
@@ -125,7 +129,7 @@ class Daemon:
 
     def __init__(self, setup: DaemonSetup, sink: LogSink, *, kernel: KernelPort | None = None,
                  source: UeventSource | None = None, notifier: Notifier | None = None,
-                 install_signals: bool = True) -> None:
+                 install_signals: bool = True, binding: Binding | None = None) -> None:
         self.setup = setup
         self.settings = setup.settings
         self.root = setup.root
@@ -144,6 +148,9 @@ class Daemon:
                                    in_memory=self.settings.index_in_memory,
                                    pool=self.system_pool)
         self._source = source
+        #: Device binding in sysfs (re-probes): the real one unless a test gives another.
+        self.binding: Binding = (binding if binding is not None
+                                 else SysfsBinding(self.devices_root, self.root))
         self._source_in_use: UeventSource | None = None  # the one run() opened
         self._install_signals = install_signals
         self._stop = asyncio.Event()
@@ -157,6 +164,7 @@ class Daemon:
         self.devices: Devices | None = None
         self.intake: Intake | None = None
         self.loader: Loader | None = None
+        self.recovery: Recovery | None = None
         self._kmsg: DevKmsg | None = None
         #: Loads still running in threads when the daemon stopped (main() exits hard then).
         self.abandoned_loads = 0
@@ -492,6 +500,7 @@ class Daemon:
         self.intake.on_resync = self._on_resync
         self.devices.on_index_damage = self._lookup_met_damage
         self.intake.on_warning = self._uevent_rejected
+        self.recovery = self._open_records(self.loader, self.devices, self._kmsg)
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -501,6 +510,8 @@ class Daemon:
                     tg.create_task(self._serve_control(listener), name="control"),
                     tg.create_task(self._reload_on_request(), name="sighup"),
                 ]
+                if self.recovery is not None:
+                    front.append(tg.create_task(self.recovery.run(), name="recovery"))
                 dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")
                 if settings.watch_config:
                     front.append(tg.create_task(self._reload_on_change(), name="inotify"))
@@ -528,11 +539,84 @@ class Daemon:
             for signum in signals:
                 loop.remove_signal_handler(signum)
             source.close()
+            if self.recovery is not None:
+                self.recovery.close()
+            if self.loader.records is not None:
+                self.loader.records.close()
             with contextlib.suppress(OSError):
                 listener.close()
             if self._bound is not None:
                 unlink_if_ours(self._bound)  # never a socket someone else put there since
             self.notifier.close()
+
+    # -- the record of loads, and recovery -----------------------------------------------------
+
+    def _open_records(self, loader: Loader, devices: Devices,
+                      kmsg: DevKmsg) -> Recovery | None:
+        """Read what the earlier instances of this boot recorded, start this one's record,
+        attribute the modules live now, tell the journal, and make the recovery (None in a
+        dry run: nothing is probed then)."""
+        listed = self.kernel.modules.loaded_names()
+        live = frozenset(listed) if isinstance(listed, list) else frozenset()
+        boot_id = read_boot_id(self.root.proc("sys/kernel/random/boot_id"))
+        opened = open_records(self.root.path(RECORD_FILE), boot_id, live,
+                              on_failure=self._records_failed)
+        loader.records = opened.records
+        history = opened.history
+        if opened.records.failure is not None:
+            self._records_failed(opened.records.failure)
+        devices.attribute_at_start(sorted(live), history)
+        self._tell_history(history, live)
+        if self.settings.dry_run:
+            return None
+        recovery = Recovery(self.binding, kmsg, self.reporter,
+                            opened.records, live_before_start=live, unbound=history.unbound)
+        devices.on_scanned = recovery.consider
+        devices.on_driver_event = recovery.driver_event
+        return recovery
+
+    @log_wrapper
+    def _records_failed(self, text: str) -> None:
+        self.lifecycle.records_failure = text
+        self.log(Priority.WARNING, Message.RECORDS_FAILED, text)
+
+    def _tell_history(self, history: History, live: frozenset[str]) -> None:
+        for problem in history.problems:
+            self.log(Priority.WARNING, Message.RECORDS_FAILED, problem)
+        mine = sorted(n for n, e in history.loaded.items() if n in live)
+        before = sorted(live.difference(mine))
+        previous = history.previous
+        if previous is not None:
+            by_it = [n for n in mine if history.loaded[n].pid == previous.pid]
+            unfinished = [n for n in by_it if not history.loaded[n].returned]
+            lc = self.lifecycle
+            lc.previous, lc.previous_modules = previous, len(by_it)
+            lc.previous_unfinished = len(unfinished)
+            how = "stopped" if previous.stopped else "ended without stopping"
+            text = (f"The previous instance (pid {previous.pid}) {how}; it loaded {len(by_it)} "
+                    f"of the {len(live)} modules live now")
+            if unfinished:
+                text += (f", {len(unfinished)} of them while it ended (their inserts had not "
+                         f"returned): {', '.join(unfinished)}")
+            if len(mine) > len(by_it):
+                text += f"; earlier instances loaded {len(mine) - len(by_it)}"
+            self.log(Priority.INFO if previous.stopped else Priority.WARNING,
+                     Message.PREVIOUS_INSTANCE, text + ".")
+            if not previous.stopped:
+                # It may have died before telling the journal: one record per module it
+                # made live stands in for the one it may not have written.
+                for name in by_it:
+                    entry = history.loaded[name]
+                    where = f" for {', '.join(entry.devpaths)}" if entry.devpaths else ""
+                    late = "" if entry.returned else ", which ended before the insert returned"
+                    self.reporter.log(Priority.INFO, Message.LOADED_BEFORE,
+                                      f"Module {name} is live: loaded by the previous instance "
+                                      f"(pid {previous.pid}){where}{late}", None,
+                                      KMODD_MODULE=name)
+        if before:
+            self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
+                     f"{len(before)} modules were live before kmodd started (the initramfs, "
+                     f"the kernel's own requests or other programs): {', '.join(before)}")
 
     async def _stop_in_order(self, front: list[asyncio.Task[None]],
                              dispatcher: asyncio.Task[None]) -> None:
@@ -568,5 +652,9 @@ class Daemon:
         dispatcher.cancel()
         await asyncio.gather(dispatcher, return_exceptions=True)
         self.loader.shutdown(wait=self.abandoned_loads == 0)
+        if self.loader.records is not None:
+            # Inserts abandoned above stay `insert` records without their `done`: the next
+            # instance sees them as unfinished, which they are.
+            self.loader.records.stopped()
         if self.abandoned_loads == 0 and self._kmsg is not None:
             self._kmsg.close()

@@ -31,6 +31,7 @@ from kmodd.core.autoload import (
 )
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import strerror
+from kmodd.core.loadrecords import LoadedBy
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import Outcome, classify_remove
 from kmodd.core.plan import LiveState, initstate
@@ -43,7 +44,9 @@ from kmodd.daemon.control import (
     LoadResultView,
     ModuleView,
     PlanStepView,
+    PreviousInstanceView,
     ReloadFailed,
+    ReprobeView,
     StatisticsView,
     StatusView,
     WhyView,
@@ -52,6 +55,7 @@ from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecor
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, StepAction
+from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkError, VarlinkService
@@ -119,6 +123,10 @@ class DaemonControl:
             index_generation=self.snapshots.current.generation,
             dry_run=lc.dry_run,
             degraded_reason=lc.degraded_reason,
+            previous_instance=None if lc.previous is None else PreviousInstanceView(
+                lc.previous.pid, lc.previous.started, lc.previous.stopped,
+                lc.previous_modules, lc.previous_unfinished),
+            records_failure=lc.records_failure,
         )
 
     def statistics(self) -> StatisticsView:
@@ -175,6 +183,7 @@ class DaemonControl:
             driver=driver,
             vendor=vendor,
             model=model,
+            reprobe=None if record.reprobe is None else reprobe_view(r, record.reprobe),
         )
 
     def devices(self, devpath: str | None) -> Sequence[DeviceView]:
@@ -203,6 +212,8 @@ class DaemonControl:
             devices=tuple(sorted(record.devices)),
             started_usec=_usec(r, record.started),
             finished_usec=_usec(r, record.finished),
+            loaded_by=record.loaded_by.value if record.loaded_by is not None else None,
+            loaded_by_pid=record.loaded_by_pid,
         )
 
     def modules(self, name: str | None) -> Sequence[ModuleView]:
@@ -289,8 +300,10 @@ class DaemonControl:
                 chains = {c.candidate.name: c for c in record.chains}
                 candidates = [v for r in record.resolutions
                               for v in self._candidate_views(snapshot, r, chains)]
-                return WhyView(target, target, record.modalias, tuple(candidates),
-                               self._summary(record.resolutions, record))
+                summary = self._summary(record.resolutions, record)
+                if record.reprobe is not None:
+                    summary += f"; {record.reprobe.words}: {record.reprobe.reason}"
+                return WhyView(target, target, record.modalias, tuple(candidates), summary)
             details = device_details(self.devices_root, target)
             if details is None:
                 return None
@@ -340,7 +353,11 @@ class DaemonControl:
         except ExplainFailed as e:
             raise VarlinkError(f"{INTERFACE}.InternalError", {"reason": (
                 f"the explanation of {target} failed: {e}")}) from None
-        return ExplanationView(explanation, seen_lines(record, target, self.reporter))
+        name = modname_normalize(target)
+        reprobes = [(r.devpath, r.reprobe) for r in self.table.records.values()
+                    if r.reprobe is not None and name in r.candidates]
+        return ExplanationView(explanation, seen_lines(record, target, self.reporter,
+                                                       reprobes))
 
     # -- changing methods -----------------------------------------------------------------------
 
@@ -435,6 +452,11 @@ class DaemonControl:
         return result.generation
 
 
+def reprobe_view(reporter: Reporter, reprobe: Reprobe) -> ReprobeView:
+    return ReprobeView(reprobe.result.value, reprobe.reason, reprobe.driver,
+                       reprobe.errno or None, reporter.usec(reprobe.finished))
+
+
 def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
     from kmodd.core.explain_facts import FailedAttempt
@@ -448,8 +470,10 @@ def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
                          kmsg=step.kernel_records, options=step.options, declined=declined)
 
 
-def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter) -> tuple[str, ...]:
-    """What the daemon did with a module since it started, in sentences."""
+def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
+               reprobes: Sequence[tuple[str, Reprobe]] = ()) -> tuple[str, ...]:
+    """What the daemon did with a module since it started, in sentences (`reprobes`: the
+    devices it drives that were re-probed)."""
     if record is None:
         return (f"kmodd has not acted on {target} since it started",)
     text = f"kmodd's last outcome for {record.name}: {record.outcome.value}"
@@ -463,10 +487,30 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter) -> 
         if record.finished is not None and record.started is not None:
             text += f", in {(record.finished - record.started) * 1e3:.1f} ms"
     lines = [text]
+    if record.loaded_by is not None:
+        lines.append(f"{record.name} is live: {loaded_by_words(record)}")
     step = record.step
     if step is not None and step.detail:
         lines.append(f"{step.module}: {step.detail}")
     if record.step is None and record.outcome is LoadOutcome.FAILED:
         lines.append(f"{record.name} was not loaded because a module it needs failed "
                      "(that module's own explanation says why)")
+    for devpath, reprobe in reprobes:
+        lines.append(f"{devpath}: {reprobe.words}: {reprobe.reason}")
     return tuple(lines)
+
+
+def loaded_by_words(record: ModuleRecord) -> str:
+    """Who made a live module live, in words."""
+    match record.loaded_by:
+        case LoadedBy.KMODD:
+            return "loaded by this kmodd"
+        case LoadedBy.PREVIOUS_INSTANCE:
+            return f"loaded by the previous kmodd instance (pid {record.loaded_by_pid})"
+        case LoadedBy.BEFORE_START:
+            return ("live before kmodd started (the initramfs, the kernel's own request or "
+                    "another program)")
+        case LoadedBy.NOT_KMODD:
+            return "loaded while kmodd ran, by the kernel's own request or another program"
+        case _:
+            return "not known"

@@ -60,8 +60,9 @@ DEVICES = (
     DeviceView(SERIAL, "platform", "platform:serial8250", 812, (), (), None, 5000),
 )
 MODULES = (
-    ModuleView("virtio_net", "live", "inserted", None, (VIRTIO_NET,), 1200, 9200),
-    ModuleView("net_failover", "live", "inserted", None, (VIRTIO_NET,), 1200, 3400),
+    ModuleView("virtio_net", "live", "inserted", None, (VIRTIO_NET,), 1200, 9200, "kmodd"),
+    ModuleView("net_failover", "live", "inserted", None, (VIRTIO_NET,), 1200, 3400,
+               "previous-instance", 377),
     ModuleView("pcspkr", "unloaded", "blacklisted", None, (PCSPKR,), 1100, 1150),
 )
 

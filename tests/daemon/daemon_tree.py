@@ -152,12 +152,22 @@ class ListSink:
     def __init__(self) -> None:
         self.records: list[Any] = []
         self.messages: list[tuple[Priority, str]] = []
+        self.fields: list[dict[str, str]] = []  # each message's fields, in step with messages
 
     def outcome(self, record: Any) -> None:
         self.records.append(record)
 
     def log(self, priority: Priority, message: str, **fields: str) -> None:
         self.messages.append((priority, message))
+        self.fields.append(fields)
+
+    def of_kind(self, kind: Any) -> list[tuple[Priority, str]]:
+        """The messages of one kind (a `core.messages.Message`), by their MESSAGE_ID."""
+        from kmodd.core.messages import MESSAGE_IDS
+
+        wanted = MESSAGE_IDS[kind]
+        return [m for m, f in zip(self.messages, self.fields, strict=True)
+                if f.get("MESSAGE_ID") == wanted]
 
     def texts(self) -> list[str]:
         return [m for _, m in self.messages]
@@ -181,7 +191,7 @@ class RunningDaemon:
     def __init__(self, root: Root, *, kernel: FakeKernel | GatedSyscalls | None = None,
                  source: Any = None, devices_root: Root | None = None,
                  sink: LogSink | None = None, notifier: Notifier | None = None,
-                 kver: str = KVER, **overrides: Any) -> None:
+                 kver: str = KVER, binding: Any = None, **overrides: Any) -> None:
         """`kernel`: the simulated kernel (serialised by GatedSyscalls, as the daemon's threads
         need: the simulation itself is not thread-safe)."""
         self.root = root
@@ -194,7 +204,8 @@ class RunningDaemon:
                             devices_root=devices_root, kernel_release=kver,
                             environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         self.daemon = Daemon(setup, self.sink, kernel=self.syscalls.port(), source=source,
-                             notifier=notifier or Notifier({}), install_signals=False)
+                             notifier=notifier or Notifier({}), install_signals=False,
+                             binding=binding)
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -109,9 +109,10 @@ def test_every_method_as_root_answers_within_the_idl(root: Root) -> None:
                     ("file", "the module file is there and reads as a module"),
                     ("dependencies", "modprobe loads its dependencies first: kmodd_core "
                      "(live), kmodd_virtio_pci (live), kmodd_net_failover (live)")]
-                (seen,) = explanation["seen"]
+                seen, live = explanation["seen"]
                 assert seen.startswith("kmodd's last outcome for kmodd_virtio_net: inserted "
                                        "for /devices/pci0000:00/0000:00:03.0/virtio2, ")
+                assert live == "kmodd_virtio_net is live: loaded by this kmodd"
                 loaded = checked(path, "Load", {"modules": ["kmodd_pcspkr"]})["results"]
                 assert [(r["module"], r["outcome"]) for r in loaded] == [
                     ("kmodd_pcspkr", "inserted")]

@@ -93,7 +93,7 @@ def test_one_journal_record_per_outcome_with_every_field(tmp_path: Path) -> None
     (ready,) = [(f, fn, n) for m, f, fn, n in located if m.startswith("Ready after ")]
     assert ready == (str(service), "_run_locked", line_of(service, 'f"Ready after '))
     told = {(f, fn) for m, f, fn, _ in located if m.startswith("Inserted module ")}
-    assert told == {(str(devices), "tell_chain")}
+    assert told == {(str(devices), "tell_step")}
     outcomes = [r for r in records if "KMODD_OUTCOME" in r]
     for r in outcomes:
         for volatile in ("__CURSOR", "__REALTIME_TIMESTAMP", "__MONOTONIC_TIMESTAMP", "_BOOT_ID"):
