@@ -35,7 +35,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -217,6 +217,10 @@ class VM:
     def start(self) -> VM:
         if self.guest is None:
             self.guest = image.build()
+        # The initrd cache keeps the few most recently used: another run on this machine
+        # (another checkout) may have evicted this one since the guest was built. This makes
+        # it again if so, and marks it used.
+        self.guest = replace(self.guest, initrd=image.initrd(self.guest.base, self.guest.overlay))
         shutil.rmtree(self.rundir, ignore_errors=True)
         os.makedirs(self.rundir)
         argv = self.argv()
