@@ -16,13 +16,17 @@ bench/crash_kill.py, 2026-12-07), and nothing else:
   usb1 in one boot, usb2 in another);
 * HDA codec's card number (`hdaudioC2D0`): the order sound drivers register their cards;
 * HID device number (`0003:0627:0001.0002`, its last part): the order HID devices are
-  added. The same in those three boots, but not in a boot where kmodd was killed at 10% of
-  its coldplug and restarted (bench/crash_kill.py): the four USB HID devices were numbered
-  in another order (the xHCI keyboard .0002 in one, .0001 in the other).
+  added. The same in those three boots, but not in a boot where kmodd was killed early
+  and restarted (bench/crash_kill.py): the four USB HID devices were numbered in another
+  order (the xHCI keyboard .0002 in one, .0001 in the other);
+* ATA port (`ata3`): each port a libata driver registers takes the next number, so the
+  numbers depend on which controller registered first, and how often. The same in the
+  three uninterrupted boots; in a boot where kmodd was killed at 50% of its coldplug and
+  again during its index decode, the CD-ROM on ahci's second port was under ata10, not ata4.
 
-Seen the same in all those boots, and so kept as they are: ATA ports (`ata3`), MMC hosts
-(`mmc0`), virtio indexes (virtio_pci probes its devices in PCI order, whenever it loads),
-PCI addresses. A difference there is a real one.
+Seen the same in all those boots, and so kept as they are: MMC hosts (`mmc0`), virtio
+indexes (virtio_pci probes its devices in PCI order, whenever it loads), PCI addresses. A
+difference there is a real one.
 After normalising, two devices can share a name (xHCI's two root hubs are both
 `.../0000:00:1d.0/usb*`), so listings are compared as multisets (`pairs`).
 """
@@ -41,6 +45,7 @@ _COMPONENT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"host\d+"), "host*"),
     (re.compile(r"target\d+(:\d+:\d+)"), r"target*\1"),
     (re.compile(r"\d+(:\d+:\d+:\d+)"), r"*\1"),
+    (re.compile(r"ata\d+"), "ata*"),
     (re.compile(r"usb\d+"), "usb*"),
     (re.compile(r"\d+(-[\d.]+(?::\d+\.\d+)?)"), r"*\1"),
     (re.compile(r"hdaudioC\d+(D\d+)"), r"hdaudioC*\1"),
