@@ -3,8 +3,9 @@
     python3 bench/crash_kill.py [--loader udev --loader kmodd] [--at 10 --at 50 --at 90]
 
 Per loader, one uninterrupted boot of the `rich` set (the reference), then one boot per kill
-point: the loader is killed once the given percentage of the reference's module count is
-live (counted in the guest from /proc/modules, every 20 ms), and the boot is let finish.
+point: the loader is killed once the given percentage of its coldplug's modules are live
+(counted in the guest from /proc/modules, every 20 ms; for kmodd, of the reference's modules
+not yet live when it said READY=1: its coldplug starts there), and the boot is let finish.
 Both end states are taken once no module went live or away for 3 s: the live modules and
 every device's bound driver (tests/e2e/vm/bindings.py normalises the probe-order numbers).
 
@@ -45,9 +46,9 @@ def _kmodd_boot(guest: image.Guest, reference: crash.State | None,
     with VM(devices=devices.rich(), guest=guest, name=name, init=Init.SYSTEMD) as vm:
         out: dict[str, Any] = {"boot": vm.boot_info}
         if reference is not None and percent is not None:
-            kill = crash.kill_kmodd_when(vm, live_count=crash.live_count(percent / 100,
-                                                                         reference))
-            out["kill"] = {"pid": kill["pid"], "why": kill["why"], "live": len(kill["live"])}
+            kill = crash.kill_kmodd_in_coldplug(vm, percent / 100, reference)
+            out["kill"] = {"pid": kill["pid"], "why": kill["why"], "live": len(kill["live"]),
+                           "live_at_ready": kill["at_ready"]}
             status = crash.wait_kmodd_restarted(vm, kill["pid"])
         else:
             crash.kmodd_pid(vm)
