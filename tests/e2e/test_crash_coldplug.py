@@ -63,6 +63,9 @@ class Boot:
 def _checkpoint(vm: VM, boot: Boot, name: str) -> None:
     boot.states[name] = crash.state(vm)
     boot.records[name] = crash.records(vm)
+    reprobed = {d["devpath"]: d["reprobe"] for d in boot.records[name].devices
+                if d.get("reprobe")}
+    print(f"{boot.name} {name}: re-probed {json.dumps(reprobed, sort_keys=True)}")
 
 
 def _boot(guest: image.Guest, name: str) -> VM:
