@@ -1,6 +1,7 @@
 """A module loader killed mid-coldplug: what the boot ends with, against an uninterrupted boot.
 
     python3 bench/crash_kill.py [--loader udev --loader kmodd] [--at 10 --at 50 --at 90]
+    python3 bench/crash_kill.py --rescore RESULTS.json...   # the table again, no boot
 
 Per loader, one uninterrupted boot of the `rich` set (the reference), then one boot per kill
 point: the loader is killed once the given percentage of its coldplug's modules are live
@@ -81,15 +82,47 @@ def _show(state: crash.State) -> dict[str, Any]:
     return {"modules": sorted(state.modules), "bindings": list(state.listing)}
 
 
+def _state(shown: dict[str, Any]) -> crash.State:
+    """A state back from its JSON form (`_show`)."""
+    listing = tuple(shown["bindings"])
+    return crash.State(frozenset(shown["modules"]), crash.bindings.pairs(listing), listing)
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    """Per loader and kill point, the difference from that loader's uninterrupted boot
+    (computed from the states kept, with today's normalisation of the bindings)."""
+    print(f"\n{'loader':6} {'killed at':>9} {'live at kill':>12} {'missing':>8} {'extra':>6} "
+          f"{'unbound':>8}  modules missing; devices unbound; other bindings missing/extra")
+    for loader, r in results["loaders"].items():
+        reference = _state(r["reference"])
+        for k in r["kills"]:
+            d = crash.difference(reference, _state(k["state"]))
+            unbound = d["devices unbound"]
+            other_missing = [p for p in d["bindings missing"] if p not in unbound]
+            print(f"{loader:6} {k['percent']:>8}% {k['kill']['live']:>12} "
+                  f"{len(d['modules missing']):>8} {len(d['modules extra']):>6} "
+                  f"{len(unbound):>8}  {' '.join(d['modules missing']) or '-'}; "
+                  f"{' '.join(f'{dev} ({drv})' for dev, drv in unbound) or '-'}; "
+                  f"{other_missing or '-'} / {d['bindings extra'] or '-'}")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--loader", action="append", choices=sorted(BOOTS),
                    help="repeatable (default: udev and kmodd)")
     p.add_argument("--at", action="append", type=int,
-                   help="kill point, percent of the reference's live modules (repeatable; "
+                   help="kill point, percent of the coldplug's modules (repeatable; "
                         "default 10, 50, 90)")
+    p.add_argument("--rescore", nargs="+", metavar="JSON",
+                   help="boot nothing: print the table of earlier runs' full results")
     args = p.parse_args(argv)
+    if args.rescore:
+        for path in args.rescore:
+            with open(path) as f:
+                print(f"{path}:")
+                _print_table(json.load(f))
+        return 0
     loaders = args.loader or ["udev", "kmodd"]
     points = args.at or [10, 50, 90]
     guest = image.build()
@@ -106,31 +139,18 @@ def main(argv: list[str]) -> int:
             r = boot(guest, reference, percent)
             diff = crash.difference(reference, r["state"])
             print(f"{loader}: killed at {percent}% ({r['kill']['why']}): "
-                  f"{len(diff['modules missing'])} modules missing {diff['modules missing']}, "
-                  f"{len(diff['modules extra'])} extra {diff['modules extra']}, "
-                  f"{len(diff['devices unbound'])} devices unbound "
-                  f"{[d for d, _ in diff['devices unbound']]}", flush=True)
-            if diff["bindings missing"] != diff["devices unbound"] or diff["bindings extra"]:
-                print(f"    bindings missing {diff['bindings missing']}, "
-                      f"extra {diff['bindings extra']}", flush=True)
+                  f"{len(diff['modules missing'])} modules missing, "
+                  f"{len(diff['devices unbound'])} devices unbound", flush=True)
             runs.append({"percent": percent, "kill": r["kill"], "difference": diff,
                          "state": _show(r["state"]), "boot": r["boot"]})
         results["loaders"][loader] = {"reference": _show(reference), "kills": runs}
     results["host_load"].append(os.getloadavg()[0])
     results["wall_seconds"] = round(time.monotonic() - started, 1)
-
-    print(f"\n{'loader':6} {'killed at':>9} {'live at kill':>12} {'missing':>8} {'extra':>6} "
-          f"{'unbound':>8}")
-    for loader, r in results["loaders"].items():
-        for k in r["kills"]:
-            d = k["difference"]
-            print(f"{loader:6} {k['percent']:>8}% {k['kill']['live']:>12} "
-                  f"{len(d['modules missing']):>8} {len(d['modules extra']):>6} "
-                  f"{len(d['devices unbound']):>8}")
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"crash-kill-{'-'.join(loaders)}-{int(time.time())}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1, default=list)
+    _print_table(results)
     print(f"\nfull results: {path} ({results['wall_seconds']} s)")
     return 0
 
