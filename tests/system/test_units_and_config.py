@@ -85,8 +85,10 @@ def test_the_service_is_an_early_notify_daemon_that_keeps_cap_sys_module() -> No
     assert service["Sockets"].split() == ["kmodd.socket", "kmodd-kernel.socket"]
 
 
-def test_the_service_is_bounded_and_writes_only_its_runtime_directory() -> None:
+def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_drivers_probe(
+        ) -> None:
     from kmodd.system.instance import LOCK_FILE
+    from kmodd.system.loadrecords import RECORD_FILE
 
     service = _unit("kmodd.service")["Service"]
     control = _unit("kmodd.socket")["Socket"]
@@ -99,9 +101,11 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory() -> None:
         "strict", "yes", "0077")
     # The one writable place, kept at stop: the instance lock and the control socket's home.
     assert "/run/" + service["RuntimeDirectory"] == os.path.dirname(LOCK_FILE) \
-        == os.path.dirname(control["ListenStream"])
+        == os.path.dirname(RECORD_FILE) == os.path.dirname(control["ListenStream"])
     assert service["RuntimeDirectoryPreserve"] == "yes"
-    assert "ReadWritePaths" not in service
+    # Besides: the buses' drivers_probe files, for the re-probe at start (ProtectKernelTunables
+    # makes the rest of /sys read-only).
+    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
 
 
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
