@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from kmodd.core import compression
-from kmodd.core.depmod_config import Level, Message
+from kmodd.core.depmod_config import Message
 from kmodd.core.depmod_cycles import report_cycles, topological_sort
 from kmodd.core.depmod_hash import kmod_hashes
 from kmodd.core.elf import ElfError, parse_module
 from kmodd.core.normalize import modname_normalize
+from kmodd.core.priority import Priority
 
 #: kmod's hash tables (shared/hash.c): buckets per table, rounded to a power of two.
 MODULES_BY_NAME_BUCKETS = 512
@@ -124,14 +125,14 @@ def module_facts(raw: compression.Buffer | None, path: str, options: FactsOption
     if elf is None:
         if err != errno.ENOENT:
             messages.append(Message(
-                Level.ERROR, f"failed to load symbols from {path}: {os.strerror(err)}\n"))
+                Priority.ERR, f"failed to load symbols from {path}: {os.strerror(err)}\n"))
         return ModuleFacts(messages=tuple(messages))
     try:
         exports = elf.export_pairs()
     except ElfError as exc:
         if exc.errno != errno.ENOENT:
             messages.append(Message(
-                Level.ERROR, f"failed to load symbols from {path}: {os.strerror(exc.errno)}\n"))
+                Priority.ERR, f"failed to load symbols from {path}: {os.strerror(exc.errno)}\n"))
     try:
         strings = elf.strings(".modinfo")
     except ElfError:
@@ -224,7 +225,7 @@ def modules_order(modules: Sequence[DepmodModule], order: bytes | None,
         text = chunk if nul < 0 else chunk[:nul]
         if text and not text.endswith(b"\n"):
             messages.append(Message(
-                Level.ERROR, f"{dirname}/modules.order:{lineno} corrupted line misses '\\n'\n"))
+                Priority.ERR, f"{dirname}/modules.order:{lineno} corrupted line misses '\\n'\n"))
             return hash_order(modules), messages
     by_unc = {m.uncrelpath: i for i, m in enumerate(modules) if m.uncrelpath is not None}
     total = len(chunks) + 1
@@ -287,7 +288,7 @@ def parse_symvers(data: bytes, path: str, sym_prefix: str = "") -> KernelSymbols
         number = _STRTOULL_HEX.fullmatch(ver)
         if number is None:
             # kmod appends %m, which shows an errno left over from its start-up lookups.
-            messages.append(Message(Level.ERROR, f"{path}:{lineno} Invalid symbol version "
+            messages.append(Message(Priority.ERR, f"{path}:{lineno} Invalid symbol version "
                                                  f"{ver}: {os.strerror(errno.ENOENT)}\n"))
             continue
         crc = int(number["sign"] + number["digits"], 16) & 0xFFFFFFFFFFFFFFFF
@@ -307,7 +308,7 @@ def parse_system_map(data: bytes, path: str, sym_prefix: str = "") -> KernelSymb
         first = line.find(" ")
         second = line.find(" ", first + 1) if first >= 0 else -1
         if second < 0:
-            messages.append(Message(Level.ERROR, f"{path}:{lineno}: invalid line: {line}\n"))
+            messages.append(Message(Priority.ERR, f"{path}:{lineno}: invalid line: {line}\n"))
             continue
         name = line[second + 1 :]
         if sym_prefix and name[:1] == sym_prefix:
@@ -444,12 +445,12 @@ def _link(idx: int, f: ModuleFacts, modules: Sequence[DepmodModule],
         if sym is None:
             if options.print_unknown and not weak:
                 events.append(OutputEvent(Message(
-                    Level.WARNING, f"{modules[idx].path} needs unknown symbol {name}\n")))
+                    Priority.WARNING, f"{modules[idx].path} needs unknown symbol {name}\n")))
             continue
         if options.check_symvers and options.print_unknown and not weak and f.need_crcs \
                 and sym.crc != f.need_crcs[k]:
             events.append(OutputEvent(Message(
-                Level.WARNING,
+                Priority.WARNING,
                 f"{modules[idx].path} disagrees about version of symbol {name}\n")))
         owner = sym.owner
         if owner < 0 or owner in mine:

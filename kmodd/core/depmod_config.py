@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 
 from kmodd.core.lines import logical_lines
+from kmodd.core.priority import Priority
 
 #: The `search` keywords that are not directories.
 BUILTIN_KEY = "built-in"
@@ -32,23 +33,11 @@ CONFIG_SUFFIX = ".conf"
 _SEPARATORS = re.compile(r"[ \t]+")
 
 
-class Level(IntEnum):
-    """syslog priorities, as kmod's tools log them; a message shows when its level is at
-    most the tool's (WARNING, plus one per -v)."""
-
-    FATAL = 2  # LOG_CRIT: kmod prints "FATAL" and exits
-    ERROR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
-
-
 @dataclass(frozen=True, slots=True)
 class Message:
     """One line for the log: `depmod: <LEVEL>: <text>` (text ends in a newline)."""
 
-    level: Level
+    level: Priority
     text: str
 
 
@@ -102,12 +91,12 @@ def order_config_files(
             if c.name.startswith("."):
                 continue
             if len(c.name) < len(CONFIG_SUFFIX) + 1 or not c.name.endswith(CONFIG_SUFFIX):
-                messages.append(Message(Level.INFO,
+                messages.append(Message(Priority.INFO,
                                         f"All cfg files need .conf: {c.directory}/{c.name}\n"))
                 continue
             if c.is_dir:
                 messages.append(Message(
-                    Level.ERROR,
+                    Priority.ERR,
                     f"Directories inside directories are not supported: "
                     f"{c.directory}/{c.name}\n"))
                 continue
@@ -195,14 +184,14 @@ def _parse_file(b: _Builder, path: str, data: bytes, kversion: str) -> None:
             modname, version, subdir = args[:3]
             if not kernel_matches(version, kversion):
                 b.messages.append(Message(
-                    Level.INFO, f"{path}:{lineno}: override kernel did not match {version}\n"))
+                    Priority.INFO, f"{path}:{lineno}: override kernel did not match {version}\n"))
                 continue
             b.overrides.insert(0, f"{subdir}/{modname}")
         elif cmd == "external" and len(args) >= 2:
             version, directory = args[:2]
             if not kernel_matches(version, kversion):
                 b.messages.append(Message(
-                    Level.INFO,
+                    Priority.INFO,
                     f"{path}:{lineno}: external directory did not match {version}\n"))
                 continue
             b.externals.insert(0, directory)
@@ -211,10 +200,10 @@ def _parse_file(b: _Builder, path: str, data: bytes, kversion: str) -> None:
                 b.excludes.insert(0, arg)
         elif cmd in ("include", "make_map_files"):
             b.messages.append(Message(
-                Level.INFO, f"{path}:{lineno}: command {cmd} not implemented yet\n"))
+                Priority.INFO, f"{path}:{lineno}: command {cmd} not implemented yet\n"))
         else:
             b.messages.append(Message(
-                Level.ERROR, f"{path}:{lineno}: ignoring bad line starting with '{cmd}'\n"))
+                Priority.ERR, f"{path}:{lineno}: ignoring bad line starting with '{cmd}'\n"))
 
 
 def should_exclude_dir(cfg: DepmodConfig, name: str) -> bool:

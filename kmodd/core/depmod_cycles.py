@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kmodd.core.depmod_config import Level, Message
+from kmodd.core.depmod_config import Message
+from kmodd.core.priority import Priority
 
 
 class Named(Protocol):
@@ -98,7 +99,7 @@ def report_cycles(modules: Sequence[Named], deps: list[list[int]],
                 for c in chain:
                     _ring_remove(roots, c)
                 text = " -> ".join([*(modules[c].modname for c in chain), modules[m].modname])
-                messages.append(Message(Level.ERROR, f"Cycle detected: {text}\n"))
+                messages.append(Message(Priority.ERR, f"Cycle detected: {text}\n"))
                 continue
             visited[m] = True
             if not deps[m]:
@@ -114,9 +115,9 @@ def report_cycles(modules: Sequence[Named], deps: list[list[int]],
                 text = " -> ".join([*(modules[c].modname for c in loop), modules[m].modname])
                 if text not in hang_reports:
                     hang_reports.add(text)
-                    messages.append(Message(Level.ERROR, f"Cycle detected: {text}\n"))
+                    messages.append(Message(Priority.ERR, f"Cycle detected: {text}\n"))
                 continue
             stack.extend(_Vertex(d, vertex) for d in deps[m])
-    messages.append(Message(Level.ERROR,
+    messages.append(Message(Priority.ERR,
                             f"Found {len(in_loops)} modules in dependency cycles!\n"))
     return messages

@@ -25,8 +25,9 @@ from kmodd.core.depmod import (
     OutputEvent,
     fgets_chunks,
 )
-from kmodd.core.depmod_config import Level, Message
+from kmodd.core.depmod_config import Message
 from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize
+from kmodd.core.priority import Priority
 
 HEADER_ALIAS = "# Aliases extracted from modules themselves.\n"
 HEADER_SOFTDEP = "# Soft dependencies extracted from modules themselves.\n"
@@ -162,11 +163,11 @@ class _Renderer:
         try:
             data: bytes | None = step()
         except IndexCharacterError as exc:
-            self.events.append(OutputEvent(Message(Level.FATAL, str(exc))))
+            self.events.append(OutputEvent(Message(Priority.CRIT, str(exc))))
             data = None
         return RenderedFile(name, data, tuple(self.events))
 
-    def _warn(self, text: str, level: Level = Level.WARNING) -> None:
+    def _warn(self, text: str, level: Priority = Priority.WARNING) -> None:
         self.events.append(OutputEvent(Message(level, text)))
 
     def dep_lines(self) -> list[str]:
@@ -274,7 +275,7 @@ class _Renderer:
             nul = chunk.find(b"\0")
             line = (chunk if nul < 0 else chunk[:nul]).decode("latin-1")
             if not (line[:1].isascii() and line[:1].isalpha()):
-                self._warn(f"Invalid modules.builtin line: {line}\n", Level.ERROR)
+                self._warn(f"Invalid modules.builtin line: {line}\n", Priority.ERR)
                 continue
             base = line[line.rfind("/") + 1 :]
             if base:  # kmod keeps the previous name for an empty base name
@@ -334,7 +335,7 @@ class _Renderer:
                 continue
             if not kind:
                 self._warn(f"Module '{m.modname}' has devname ({devname}) but lacks major "
-                           f"and minor information. Ignoring.\n", Level.ERROR)
+                           f"and minor information. Ignoring.\n", Priority.ERR)
                 continue
             if not out:
                 out.append(HEADER_DEVNAME)

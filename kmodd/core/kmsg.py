@@ -10,20 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 
-
-class Level(IntEnum):
-    """printk levels (`KERN_*`)."""
-
-    EMERG = 0
-    ALERT = 1
-    CRIT = 2
-    ERR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
+from kmodd.core.priority import Priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +19,7 @@ class KmsgRecord:
     """One kernel log record, text unescaped."""
 
     seq: int
-    level: Level
+    level: Priority
     facility: int
     usec: int
     flag: str  # "-" or "c" (continuation)
@@ -126,7 +114,7 @@ def parse_record(raw: bytes) -> KmsgRecord | KmsgError:
         if not eq:
             return KmsgError("dictionary line has no '='", raw)
         fields.append((key, _unescape(value)))
-    return KmsgRecord(seq=seq, level=Level(prio & 7), facility=prio >> 3, usec=usec, flag=flag,
+    return KmsgRecord(seq=seq, level=Priority(prio & 7), facility=prio >> 3, usec=usec, flag=flag,
                       text=_unescape(message), fields=tuple(fields))
 
 

@@ -21,22 +21,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import IntEnum
 from typing import NamedTuple
 
-
-class Priority(IntEnum):
-    """syslog priorities, as kmod uses them."""
-
-    EMERG = 0
-    ALERT = 1
-    CRIT = 2
-    ERR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
-
+from kmodd.core.priority import Priority as Priority
 
 #: `tools/log.c: prio_to_str` (a tool's own messages and libkmod's through log_kmod).
 TOOL_PRIORITY_NAMES: Mapping[Priority, str] = {

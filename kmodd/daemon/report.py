@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kmodd.core.autoload import LoadOutcome, Request, log_level, message
-from kmodd.core.libkmodlog import Priority as CorePriority
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.messages import MESSAGE_IDS, Message, outcome_message
 from kmodd.core.outcome import Diagnosis
@@ -101,9 +100,8 @@ class Reporter:
         """Tell one outcome. `quiet`: at debug level whatever it is (a repeat of a told one)."""
         self.outcomes[facts.outcome.value] += 1
         diagnosis = facts.diagnosis.outcome if facts.diagnosis is not None else None
-        core_level: CorePriority = (CorePriority.DEBUG if quiet
-                                    else log_level(facts.outcome, request, diagnosis))
-        priority = Priority(int(core_level))
+        priority = (Priority.DEBUG if quiet
+                    else log_level(facts.outcome, request, diagnosis))
         text: str | None = None
         if priority <= self.max_priority:
             text = describe(facts)

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.kmsg import KmsgRecord, Level
+from kmodd.core.kmsg import KmsgRecord
+from kmodd.core.priority import Priority
 
 #: How much nicer than the daemon the worker runs (the uevent path comes first).
 WORKER_NICE = 10
@@ -55,7 +56,7 @@ def decode_failure(data: Mapping[str, Any] | None) -> FailedAttempt | None:
     """`encode_request`'s failure back; raises ValueError, TypeError or KeyError if damaged."""
     if data is None:
         return None
-    kmsg = tuple(KmsgRecord(int(seq), Level(int(level)), int(facility), int(usec), str(flag),
+    kmsg = tuple(KmsgRecord(int(seq), Priority(int(level)), int(facility), int(usec), str(flag),
                             str(text), tuple((str(k), str(v)) for k, v in fields))
                  for seq, level, facility, usec, flag, text, fields in data["kmsg"])
     return FailedAttempt(module=str(data["module"]), errno=int(data["errno"]),

@@ -19,10 +19,11 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from types import CodeType, FrameType
 from typing import Any, BinaryIO, Protocol, TypeVar
 
+from kmodd.core.priority import Priority as Priority
 from kmodd.system.root import Root
 
 #: The name every record carries (SYSLOG_IDENTIFIER=).
@@ -33,19 +34,6 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 JOURNAL_MODULE = "systemd.journal"
 #: Longest MESSAGE on stderr, in characters; longer ones are cut with "...".
 MAX_STDERR_MESSAGE = 4096
-
-
-class Priority(IntEnum):
-    """syslog priorities (PRIORITY=)."""
-
-    EMERG = 0
-    ALERT = 1
-    CRIT = 2
-    ERR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
 
 
 class LogTarget(StrEnum):

@@ -249,9 +249,9 @@ def test_only_the_modules_and_the_loaders_own_lines_are_quoted(tmp_path):
             self.modules = self.port.modules
 
         def insert(self, path, options="", **kw):
-            from kmodd.core.kmsg import Level
+            from kmodd.core.priority import Priority
 
-            kernel._log(Level.INFO, "e1000e 0000:00:03.0 eth0: NIC Link is Up")
+            kernel._log(Priority.INFO, "e1000e 0000:00:03.0 eth0: NIC Link is Up")
             return self.port.insert(path, options, **kw)
 
         def delete(self, name, *, force=False):
