@@ -35,7 +35,7 @@ from kmodd.core import elf
 from kmodd.core.config import build_config
 from kmodd.core.libkmodlog import strerror
 from kmodd.core.normalize import modname_normalize
-from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
+from kmodd.core.resolve import Builtin, Module, ModuleLookupError, Resolver
 from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
 from kmodd.system.moddb import raw_indexes, read_cmdline
 from kmodd.system.modfile import map_module, module_image
@@ -338,7 +338,7 @@ class ResolverLookup:
     def by_alias(self, text: str) -> list[FoundModule] | int:
         try:
             modules = self.resolver.lookup(text)
-        except LookupError_ as err:
+        except ModuleLookupError as err:
             code: int = err.errno
             return code
         return [self._found(m) for m in modules]

@@ -24,7 +24,7 @@ from kmodd.core.index import INDEX_FILES, IndexProblem
 from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import LibkmodEvent, Priority
 from kmodd.core.normalize import path_to_modname
-from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
+from kmodd.core.resolve import CTX, Module, ModuleLookupError, Resolver
 from kmodd.system.root import Root, kernel_release, module_dir
 
 if TYPE_CHECKING:
@@ -512,7 +512,7 @@ class _Run:
         s = self.s
         try:
             mods = resolver.lookup(alias)
-        except LookupError_:
+        except ModuleLookupError:
             mods = []
         if not mods:
             self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
@@ -614,7 +614,7 @@ class _Run:
         for a in args:
             try:
                 r = remove(resolver, self.sysfs, io, a, flags, opts)
-            except LookupError_ as e:
+            except ModuleLookupError as e:
                 r = -e.errno
             if r < 0:
                 err = r

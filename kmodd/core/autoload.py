@@ -26,7 +26,7 @@ from kmodd.core.initstate import InitState
 from kmodd.core.libkmodlog import Priority
 from kmodd.core.outcome import Outcome
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
-from kmodd.core.resolve import LookupError_, Module, Resolver
+from kmodd.core.resolve import Module, ModuleLookupError, Resolver
 
 #: udev's flags for `kmod load` (module_load_and_warn).
 AUTOLOAD_FLAGS = ProbeFlag.APPLY_BLACKLIST
@@ -161,7 +161,7 @@ def decide(resolver: Resolver, live: LiveState, key: str,
     """Look `key` up and decide, for every module found, as module_load_and_warn does."""
     try:
         modules = resolver.lookup(key)
-    except LookupError_ as e:
+    except ModuleLookupError as e:
         return Resolution(key, None, (), e.errno)
     candidates = []
     for mod in modules:

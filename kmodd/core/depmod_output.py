@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from errno import ENOSPC
 
 from kmodd.core.binindex_write import IndexBuilder, IndexCharacterError
 from kmodd.core.depmod import (
@@ -35,7 +36,6 @@ HEADER_SYMBOLS = "# Aliases for symbols, used by symbol_request().\n"
 HEADER_DEVNAME = "# Device nodes to trigger on-demand module loading.\n"
 SYMBOL_ALIAS_PREFIX = "symbol:"
 DEVNAME_PREFIX = "devname:"
-ENOSPC = 28
 _MAJOR_MINOR = {
     "c": re.compile(r"char-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),
     "b": re.compile(r"block-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),

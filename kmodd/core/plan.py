@@ -19,13 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
+from errno import EEXIST
 from typing import Protocol
 
 from kmodd.core.initstate import IN_KERNEL, InitState
 from kmodd.core.resolve import Module, Resolver
-
-EEXIST = 17
-ENOENT = 2
 
 
 class ProbeFlag(IntFlag):

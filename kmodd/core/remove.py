@@ -10,17 +10,12 @@ The outside world is reached through `RemoveIO`; messages go through its `log`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from errno import EBUSY, ENOENT
 from typing import Protocol
 
 from kmodd.core.initstate import InitState
 from kmodd.core.plan import LiveState, initstate
 from kmodd.core.resolve import Module, Resolver
-
-ENOENT = 2
-EBUSY = 16
-EEXIST = 17
-
-LOG_CRIT = 2
 
 REMOVE_HOLDERS = 0x1
 IGNORE_BUILTIN = 0x2

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from enum import Enum
+from errno import EEXIST, EINVAL, ENAMETOOLONG, ENOENT
 from typing import Generic, Protocol, TypeVar
 
 from kmodd.core.config import Config, Softdep
@@ -39,10 +40,6 @@ PATH_MAX = 4096
 #: Where libkmod prints its context pointer (`ctx=%p`), kmodd prints this stand-in; the front
 #: end may replace it.
 CTX = "(ctx)"
-ENOENT = 2
-EEXIST = 17
-EINVAL = 22
-ENAMETOOLONG = 36
 
 
 class SystemView(Protocol):
@@ -95,7 +92,7 @@ class Module:
 
 
 
-class LookupError_(Exception):
+class ModuleLookupError(Exception):
     """A lookup that failed outright (libkmod returns a negative errno)."""
 
     def __init__(self, errno: int) -> None:
@@ -245,7 +242,7 @@ class Resolver:
 
     def new_from_alias(self, alias: str, name: str) -> Module:
         if len(name) + len(alias) + 2 > PATH_MAX:
-            raise LookupError_(ENAMETOOLONG)
+            raise ModuleLookupError(ENAMETOOLONG)
         return self._get(f"{name}\\{alias}", name, alias)
 
     def new_from_path(self, path: str) -> Module:
@@ -253,10 +250,10 @@ class Resolver:
         abspath = path if path.startswith("/") else f"{self.system.cwd()}/{path}"
         err = self.system.stat_errno(abspath)
         if err:
-            raise LookupError_(err)
+            raise ModuleLookupError(err)
         name = path_to_modname(path)
         if name is None:
-            raise LookupError_(ENOENT)
+            raise ModuleLookupError(ENOENT)
         mod = self.pool.get(name)
         if mod is not None:
             if mod.path is None:
@@ -267,7 +264,7 @@ class Resolver:
                     f"kmod_module '{name}' already exists with different path: "
                     f"new-path='{abspath}' old-path='{mod.path}'\n",
                 ))
-                raise LookupError_(EEXIST)
+                raise ModuleLookupError(EEXIST)
         else:
             mod = self._get(name, name, None)
             mod.path = abspath
@@ -309,7 +306,7 @@ class Resolver:
                 dep_path = prefix + tok
             try:
                 dep = self.new_from_path(dep_path)
-            except LookupError_ as e:
+            except ModuleLookupError as e:
                 self._log(LibkmodEvent(
                     "dep_path", f"ctx={CTX} path={dep_path} error={os.strerror(e.errno)}\n"))
                 mod.dep_init = False
@@ -380,7 +377,7 @@ class Resolver:
         for depname in names:
             try:
                 out.extend(self.lookup(depname))
-            except LookupError_:
+            except ModuleLookupError:
                 self._log(LibkmodEvent(
                     "softdep_lookup",
                     f"failed to lookup soft dependency '{depname}', continuing anyway.\n"))
@@ -392,7 +389,7 @@ class Resolver:
     # -- the lookup chain ------------------------------------------------------------------
 
     def lookup(self, given: str) -> list[Module]:
-        """kmod_module_new_from_lookup: raises LookupError_ for an invalid alias.
+        """kmod_module_new_from_lookup: raises ModuleLookupError for an invalid alias.
 
         Sets `last_source` to the step that answered (None when nothing was found).
         """
@@ -400,7 +397,7 @@ class Resolver:
         try:
             key = alias_normalize(given)
         except BadAlias:
-            raise LookupError_(EINVAL) from None
+            raise ModuleLookupError(EINVAL) from None
         indexes = self.indexes
         if self._alias_matchers:
             found = self._from_config(key)

@@ -27,6 +27,7 @@ from kmodd.core.messages import Message
 from kmodd.core.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
+from kmodd.daemon.lifecycle import DaemonState
 from kmodd.daemon.throttle import LogThrottle, held_note
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -347,7 +348,7 @@ def devpath_problem(target: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class StatusView:
     version: str
-    state: str
+    state: DaemonState
     pid: int
     kernel_release: str
     uptime_usec: int

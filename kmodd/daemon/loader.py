@@ -51,7 +51,7 @@ from kmodd.core.kmsg import KmsgRecord, module_lines, texts
 from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
 from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
 from kmodd.core.remove import RemoveOptions, remove
-from kmodd.core.resolve import LookupError_, Module, Resolver
+from kmodd.core.resolve import Module, ModuleLookupError, Resolver
 from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
 from kmodd.system.kernel import KernelPort, init_declined
 from kmodd.system.kmsg import KmsgSource
@@ -531,7 +531,7 @@ class Loader:
         io = _RemovalIO(self, modules, dry_run)
         try:
             status = remove(resolver, self.live, io, name, 0, RemoveOptions())
-        except LookupError_ as e:
+        except ModuleLookupError as e:
             status = -e.errno
         return RemovalResult(status, tuple(io.removed), tuple(io.messages))
 

@@ -41,7 +41,7 @@ from kmodd.core.settings import Settings
 from kmodd.daemon.devices import Devices
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
-from kmodd.daemon.lifecycle import Lifecycle
+from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
@@ -291,7 +291,7 @@ class Daemon:
     async def reload(self, reason: str) -> Snapshot | str:
         """Build a new snapshot off the loop and swap it in; on failure keep the old one."""
         self.notifier.reloading()
-        self.lifecycle.state = "reloading"
+        self.lifecycle.state = DaemonState.RELOADING
         self.log(Priority.INFO, Message.RELOAD_STARTED,
                  f"Reloading the module index and configuration ({reason})")
         result = await self.snapshots.reload()
@@ -318,8 +318,8 @@ class Daemon:
         if self.lifecycle.degraded_reason is None:
             self.log(Priority.ERR, Message.DEGRADED_ENTERED, message, "degraded")
         self.lifecycle.degraded_reason = reason
-        if self.lifecycle.state == "running":
-            self.lifecycle.state = "degraded"
+        if self.lifecycle.state is DaemonState.RUNNING:
+            self.lifecycle.state = DaemonState.DEGRADED
 
     def _lookup_met_damage(self, reason: str) -> None:
         """A lookup met damage in an index file not yet checked whole (alias and symbols are
@@ -621,7 +621,7 @@ class Daemon:
     async def _stop_in_order(self, front: list[asyncio.Task[None]],
                              dispatcher: asyncio.Task[None]) -> None:
         assert self.loader is not None
-        self.lifecycle.state = "stopping"
+        self.lifecycle.state = DaemonState.STOPPING
         self.notifier.stopping()
         self.log(Priority.INFO, Message.STOPPING, "Stopping", "stopping")
         for task in front:  # no new events, requests or reloads from here on

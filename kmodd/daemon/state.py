@@ -35,7 +35,7 @@ from kmodd.core.loadrecords import LoadedBy
 from kmodd.core.normalize import modname_normalize
 from kmodd.core.outcome import Outcome, classify_remove
 from kmodd.core.plan import LiveState, initstate
-from kmodd.core.resolve import LookupError_, Resolver
+from kmodd.core.resolve import ModuleLookupError, Resolver
 from kmodd.daemon.control import (
     INTERFACE,
     CandidateView,
@@ -402,7 +402,7 @@ class DaemonControl:
             snapshot, resolver = self._resolver()
             try:
                 found = resolver.lookup(name) if name else []
-            except LookupError_:
+            except ModuleLookupError:
                 found = []
             if not found:
                 self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name, errno=E.ENOENT),

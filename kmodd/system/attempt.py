@@ -20,7 +20,7 @@ from kmodd.core.config import Config
 from kmodd.core.explain_facts import FailedAttempt
 from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.plan import ProbeFlag, Step, plan_probe, run_plan
-from kmodd.core.resolve import LookupError_, Resolver
+from kmodd.core.resolve import ModuleLookupError, Resolver
 from kmodd.system.kernel import InsertResult, KernelPort, init_declined
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules
@@ -99,7 +99,7 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
     port = _Recording(kernel if kernel is not None else LinuxKernel(root))
     try:
         mods = resolver.lookup(target)
-    except LookupError_:
+    except ModuleLookupError:
         mods = []
     if not mods:
         return FailedAttempt(target, E.ENOENT, "lookup", kmsg=(), options=options)

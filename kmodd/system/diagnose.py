@@ -57,7 +57,7 @@ from kmodd.core.libkmodlog import LibkmodEvent
 from kmodd.core.normalize import modname_normalize, path_ends_with_kmod_ext, path_to_modname
 from kmodd.core.params import parameter_types
 from kmodd.core.plan import ProbeFlag, in_kernel, plan_probe
-from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
+from kmodd.core.resolve import Builtin, Module, ModuleLookupError, Resolver
 from kmodd.core.signature import NoSignature, SignatureError, parse_module_signature
 from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
@@ -550,7 +550,7 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
         else:
             mods = resolver.lookup(target)
             kind = "alias" if any(m.alias for m in mods) else "name"
-    except LookupError_ as err:
+    except ModuleLookupError as err:
         if kind == "path":
             lookup_error = f"{target}: {os.strerror(err.errno)}"
         else:
