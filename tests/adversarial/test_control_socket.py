@@ -93,9 +93,12 @@ async def _threads_at_rest(running: RunningDaemon, as_nobody: RunAs) -> set[str]
 
 
 def _daemon_threads() -> set[str]:
-    """Threads but the main one and the loop's default executor (the test's calls run there)."""
+    """Threads but the main one, the loop's default executor (the test's calls run there)
+    and asyncio's child watcher (`waitpid-N`: one per explain worker until it is reaped,
+    which ends on its own a moment after the worker)."""
     return {t.name for t in threading.enumerate()
-            if t is not threading.main_thread() and not t.name.startswith("asyncio_")}
+            if t is not threading.main_thread() and not t.name.startswith("asyncio_")
+            and not t.name.startswith("waitpid-")}
 
 
 def _run(scenario: Callable[[RunningDaemon], Any], root: Root, **overrides: Any) -> None:
