@@ -17,9 +17,11 @@ it, so the table holds the devices that exist.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kmodd.core.autoload import (
     AUTOLOAD_FLAGS,
@@ -383,23 +385,13 @@ class Devices:
         record = work.record
         own = [c for c in work.candidates if c.name not in work.background]
         extra = [c for c in work.candidates if c.name in work.background]
-        live = [self._when_live(c.name) for c in own] if extra else []
-        all_live = asyncio.gather(*live)
-        own_chains = asyncio.gather(*(self._chain(work, c, False) for c in own))
-        try:
-            if live:
-                await asyncio.wait((own_chains, all_live), return_when=asyncio.FIRST_COMPLETED)
-            extra_results = await asyncio.gather(*(self._chain(work, c, True) for c in extra))
-            own_results = await own_chains
-        except asyncio.CancelledError:
-            own_chains.cancel()
-            raise
-        finally:
-            all_live.cancel()
-            for c, waiter in zip(own if live else (), live, strict=True):
-                self._forget_waiter(c.name, waiter)
-        results = dict(zip((c.name for c in own), own_results, strict=True))
-        results.update(zip((c.name for c in extra), extra_results, strict=True))
+        results: dict[str, tuple[ChainResult, bool]] = {}
+        async with asyncio.TaskGroup() as tasks:
+            own_tasks = [tasks.create_task(self._chain(work, c, False)) for c in own]
+            if extra:
+                tasks.create_task(self._after_own(work, extra, own_tasks, results))
+        results.update(zip((c.name for c in own), (t.result() for t in own_tasks),
+                           strict=True))
         for candidate in work.candidates:
             result, joined = results[candidate.name]
             chain = ChainRecord(candidate, result, joined)
@@ -407,8 +399,44 @@ class Devices:
             self.tell_chain(chain, record.where, Request.AUTOLOAD, steps_told=True)
         self._finish(record)
 
+    async def _after_own(self, work: _Work, extra: Sequence[Candidate],
+                         own_tasks: Sequence[asyncio.Task[tuple[ChainResult, bool]]],
+                         results: dict[str, tuple[ChainResult, bool]]) -> None:
+        """The background chains, started once every own module went live (its
+        `add@/module` uevent) or every own chain ended, whichever comes first."""
+        ready = asyncio.Event()
+        waiting_live = {c.name for c in work.candidates if c.name not in work.background}
+        chains_left = len(own_tasks)
+
+        def went_live(name: str) -> None:
+            waiting_live.discard(name)
+            if not waiting_live:
+                ready.set()
+
+        def chain_ended(_: object) -> None:
+            nonlocal chains_left
+            chains_left -= 1
+            if chains_left == 0:
+                ready.set()
+
+        for task in own_tasks:
+            task.add_done_callback(chain_ended)
+        waiters = {name: self._when_live(name) for name in set(waiting_live)}
+        for name, waiter in waiters.items():
+            waiter.add_done_callback(functools.partial(lambda n, _: went_live(n), name))
+        try:
+            if own_tasks:
+                await ready.wait()
+            extra_results = await asyncio.gather(*(self._chain(work, c, True) for c in extra))
+        finally:
+            for task in own_tasks:
+                task.remove_done_callback(chain_ended)
+            for name, waiter in waiters.items():
+                self._forget_waiter(name, waiter)
+        results.update(zip((c.name for c in extra), extra_results, strict=True))
+
     def _chain(self, work: _Work, candidate: Candidate,
-               background: bool) -> Awaitable[tuple[ChainResult, bool]]:
+               background: bool) -> Coroutine[Any, Any, tuple[ChainResult, bool]]:
         assert candidate.plan is not None, "a module to load always has a plan"
         where = work.record.where
         return self.loader.run_chain(
