@@ -34,17 +34,16 @@ key per trusted signer), `/proc/sys/kernel/{osrelease,modules_disabled}`,
 `/boot/config-RELEASE` (the switches it models) and `/proc/cmdline` (with
 `module_blacklist=`). `SyscallServer` serves its syscalls to tools in other processes.
 
-It reads modules with kmodd.core.elf, never with a parser of its own. Not modelled:
+It reads modules with kmodd.core.modfile.elf, never with a parser of its own. Not modelled:
 GPL-only exports and symbol namespaces, the signature's cryptography (a signer is trusted by
 its name), `retpoline` warnings, livepatch; the core size is an estimate; a `__versions`
-record without an undefined symbol counts as a need (kmodd.core.elf lists them together).
+record without an undefined symbol counts as a need (kmodd.core.modfile.elf lists them together).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as E
-import importlib.util
 import os
 import shutil
 import socket
@@ -53,28 +52,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-from kmodd.core.kmsg import KmsgRecord, format_record
-from kmodd.core.priority import Priority
-from kmodd.core.signature import (
+from kmodd.core.autoload.kmsg import KmsgRecord, format_record
+from kmodd.core.modfile.signature import (
     MODULE_SIGNATURE,
     PKEY_ID_PKCS7,
     SIG_MAGIC,
     SignatureInfo,
     parse_module_signature,
 )
-from kmodd.core.taint import TAINT_BY_NAME, module_taint_letters
+from kmodd.core.modfile.taint import TAINT_BY_NAME, module_taint_letters
+from kmodd.core.priority import Priority
 from kmodd.system.kernel import InsertFlag, LinuxKernel
 from kmodd.system.root import Root
-
-#: The simulation reads modules with the depmod branch's ELF reader; until it is merged,
-#: tests that need it say so and skip.
-HAS_CORE_ELF = all(importlib.util.find_spec(f"kmodd.core.{m}") is not None
-                   for m in ("elf", "compression"))
-needs_core_elf = pytest.mark.skipif(
-    not HAS_CORE_ELF,
-    reason="kmodd.core.elf / kmodd.core.compression (depmod branch) are not merged yet")
 
 DEBIAN_RELEASE = "6.1.0-56-amd64"
 DEBIAN_VERMAGIC = "6.1.0-56-amd64 SMP preempt mod_unload modversions "
@@ -121,7 +110,7 @@ class LoadedModule:
 
 
 # The simulated kernel parses module parameters with its own copy of the kernel's rules,
-# written from kernel/params.c, not with kmodd.core.params: `explain` predicts with the
+# written from kernel/params.c, not with kmodd.core.kmod.params: `explain` predicts with the
 # latter, and its predictions are tested against this independent model.
 def _kstrtobool(value: str | None) -> bool | None:
     if value is None:
@@ -337,7 +326,7 @@ class FakeKernel:
         if flags & InsertFlag.COMPRESSED_FILE:
             if self.compression is None:
                 return E.EOPNOTSUPP
-            from kmodd.core import compression
+            from kmodd.core.modfile import compression
 
             try:
                 kind = compression.detect(data)
@@ -386,7 +375,7 @@ class FakeKernel:
     # --- load_module ---------------------------------------------------------------------
 
     def _load(self, data: bytes, params: bytes, flags: int, syscall: str) -> int:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             early_name = elf.parse_module(data).this_module_name() or "?"
@@ -609,7 +598,7 @@ class FakeKernel:
 
     def _resolve_symbols(self, module: LoadedModule, image: Any, versions: list[tuple[str,
                          int]], has_versions: bool, info_name: str) -> int:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             needed = image.needed_symbols()
@@ -899,7 +888,7 @@ def kallsyms_from_modules(images: Iterable[Any]) -> dict[str, int | None]:
     """
     exported: set[str] = set()
     needed: dict[str, int | None] = {}
-    from kmodd.core import elf
+    from kmodd.core.modfile import elf
 
     for image in images:
         with contextlib.suppress(elf.ElfError):  # a module that exports nothing
@@ -953,7 +942,7 @@ class FakeUeventSource:
             self._deliver(batch)
 
     def push(self, *events: Any) -> None:
-        """Deliver uevents (kmodd.core.uevent.Uevent values) as one batch."""
+        """Deliver uevents (kmodd.core.autoload.uevent.Uevent values) as one batch."""
         self.received += len(events)
         self._send(list(events))
 

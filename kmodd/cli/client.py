@@ -241,7 +241,7 @@ def _why(ctx: Context) -> int:
 
 
 def _explain(ctx: Context) -> int:
-    from kmodd.core.explain import ExplanationFormatError, from_json
+    from kmodd.core.explain.model import ExplanationFormatError, from_json
 
     reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": explain_target(ctx.args[0])})
     try:
@@ -254,9 +254,9 @@ def _explain(ctx: Context) -> int:
 
 def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: str,
                       seen: Sequence[str] = ()) -> int:
-    """Print an explanation (kmodd.core.explain.Explanation) computed by `by`, and what the
+    """Print an explanation (kmodd.core.explain.model.Explanation) computed by `by`, and what the
     daemon did with the module (`seen`, when the daemon computed it)."""
-    from kmodd.core.explain import EVIDENCE_INDENT, Verdict, render_text, to_json
+    from kmodd.core.explain.model import EVIDENCE_INDENT, Verdict, render_text, to_json
 
     if as_json:
         shown: dict[str, Any] = {"computed_by": by, "explanation": to_json(expl)}
@@ -661,7 +661,7 @@ def explain_target(target: str, cwd: str | None = None) -> str:
     working directory is not the user's); a module name or alias as it is."""
     import os
 
-    from kmodd.core.normalize import path_ends_with_kmod_ext
+    from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 
     if target.startswith("/"):
         return target

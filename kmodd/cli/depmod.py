@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from kmodd.cli.kmodtool import reports_index_damage
-from kmodd.core.depmod import (
+from kmodd.core.depmod.build import (
     DepmodModule,
     DepmodOptions,
     FactsOptions,
@@ -33,20 +33,20 @@ from kmodd.core.depmod import (
     parse_system_map,
     resolve_dependencies,
 )
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.config import (
     DepmodConfig,
     FoundModule,
     Message,
     order_config_files,
     parse_config,
 )
-from kmodd.core.depmod_output import (
+from kmodd.core.depmod.output import (
     BuildFile,
     in_output_order,
     render_graph_files,
     render_module_files,
 )
-from kmodd.core.libkmodlog import TOOL_PRIORITY_NAMES
+from kmodd.core.kmod.libkmodlog import TOOL_PRIORITY_NAMES
 from kmodd.core.priority import Priority
 from kmodd.system import modtree
 from kmodd.system.modtree import HostPaths, ModuleSearch, logical

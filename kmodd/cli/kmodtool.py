@@ -12,8 +12,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import BinaryIO, ParamSpec, cast
 
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.libkmodlog import (
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.libkmodlog import (
     TOOL_PRIORITY_NAMES,
     LibkmodEvent,
     Priority,

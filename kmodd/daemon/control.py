@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kmodd.core.explain_idl import VARLINK_TYPES as EXPLAIN_TYPES
-from kmodd.core.messages import Message
-from kmodd.core.normalize import path_ends_with_kmod_ext
+from kmodd.core.autoload.messages import Message
+from kmodd.core.explain.idl import VARLINK_TYPES as EXPLAIN_TYPES
+from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
 from kmodd.daemon.lifecycle import DaemonState
@@ -44,7 +44,7 @@ from kmodd.system.explainer import ExplainLimits
 from kmodd.system.journal import Priority
 
 if TYPE_CHECKING:
-    from kmodd.core.explain import Explanation
+    from kmodd.core.explain.model import Explanation
 
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
@@ -451,7 +451,7 @@ class WhyView:
 
 @dataclass(frozen=True, slots=True)
 class ExplanationView:
-    explanation: Explanation  # sent in kmodd.core.explain's wire form
+    explanation: Explanation  # sent in kmodd.core.explain.model's wire form
     seen: tuple[str, ...]  # what the daemon did with the module, in sentences
 
 
@@ -657,7 +657,7 @@ def build_service(
         return {"report": to_wire(report)}
 
     async def explain(call: Call) -> Mapping[str, Any]:
-        from kmodd.core.explain import to_json
+        from kmodd.core.explain.model import to_json
 
         view = await state.explain(call.parameters["module"],
                                    kernel_log=may_change(call, admin)

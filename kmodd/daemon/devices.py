@@ -1,9 +1,9 @@
 """Handling devices: for each queued event decide (udev's `kmod load`), load, record, tell.
 
 For an `add` with a MODALIAS the modalias is looked up and decided like udev's builtin does
-(`core.autoload.decide`: every module found, the blacklist applied as `modprobe -b`,
+(`core.autoload.decide.decide`: every module found, the blacklist applied as `modprobe -b`,
 built-in and live modules skipped); the modules udev's static rules load for the event
-(`core.udev_static`) are decided the same way, and loaded in the background (at a lower CPU
+(`core.autoload.udev_static`) are decided the same way, and loaded in the background (at a lower CPU
 priority than the device's own driver, `daemon.loader`). Deciding is quick and runs on the event
 loop, one event after another, against the snapshot that is current at that moment. The
 chains to run are handed to the `Loader` and awaited in a task per device, so the next
@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmodd.core.autoload import (
+from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     Candidate,
     LoadOutcome,
@@ -32,13 +32,13 @@ from kmodd.core.autoload import (
     decide,
     redecide,
 )
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.loadrecords import History, LoadedBy
-from kmodd.core.messages import Message
-from kmodd.core.plan import LiveState
-from kmodd.core.resolve import Resolver
-from kmodd.core.udev_static import static_loads
-from kmodd.core.uevent import Action
+from kmodd.core.autoload.loadrecords import History, LoadedBy
+from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.udev_static import static_loads
+from kmodd.core.autoload.uevent import Action
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.plan import LiveState
+from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.intake import Intake, Origin, Queued
 from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
 from kmodd.daemon.recovery import Reprobe, Scanned
@@ -81,7 +81,7 @@ class Decisions:
     keeps its module objects the same way). Devices also share modaliases (CPUs, identical
     functions), and a plan depends only on the snapshot (index, configuration, which files
     exist), so the second device with a modalias costs one state check per module
-    (`core.autoload.redecide`). Both memos start over with a new snapshot, or when full.
+    (`core.autoload.decide.redecide`). Both memos start over with a new snapshot, or when full.
     """
 
     def __init__(self, live: LiveState) -> None:
@@ -473,7 +473,7 @@ class Devices:
 
     def _offer_reprobe(self, record: DeviceRecord) -> None:
         """Hand a scanned device to the recovery with the modules of its modalias that are
-        live now (rule 3 of core.reprobe is checked there)."""
+        live now (rule 3 of core.autoload.reprobe is checked there)."""
         if not record.modalias or not record.resolutions:
             return
         own = record.resolutions[0]  # the modalias is always the first key

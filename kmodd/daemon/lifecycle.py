@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kmodd.core.loadrecords import Instance
+from kmodd.core.autoload.loadrecords import Instance
 
 
 class DaemonState(StrEnum):

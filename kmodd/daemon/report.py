@@ -5,8 +5,8 @@ record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY, MESSAGE_ID of its kin
 KMODD_* fields), hands the same facts to Monitor subscribers (`daemon.events.EventHub`)
 and counts the outcome for GetStatus. Records below the configured level are counted and
 streamed but not written.
-Levels and wording come from `core.autoload`; a failure carries its cause in plain words
-(`core.outcome`) and the kernel's own lines about the module.
+Levels and wording come from `core.autoload.decide`; a failure carries its cause in plain words
+(`core.autoload.outcome`) and the kernel's own lines about the module.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kmodd.core.autoload import LoadOutcome, Request, log_level, message
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.messages import MESSAGE_IDS, Message, outcome_message
-from kmodd.core.outcome import Diagnosis
+from kmodd.core.autoload.decide import LoadOutcome, Request, log_level, message
+from kmodd.core.autoload.messages import MESSAGE_IDS, Message, outcome_message
+from kmodd.core.autoload.outcome import Diagnosis
+from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.daemon.events import EventHub, EventView
 from kmodd.system.journal import LogSink, OutcomeRecord, Priority, log_wrapper
 

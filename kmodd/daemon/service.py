@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
-from kmodd.core.loadrecords import History
-from kmodd.core.messages import Message
+from kmodd.core.autoload.loadrecords import History
+from kmodd.core.autoload.messages import Message
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import Devices
 from kmodd.daemon.events import EventHub

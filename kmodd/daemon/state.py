@@ -3,8 +3,8 @@
 Reading methods build the interface's views from the device and module tables
 (`daemon.devices`), the intake and socket counters and the current snapshot. `Why` and
 `Explain` also decide afresh, without loading anything, what the daemon would do now.
-`Load` and `Unload` are explicit requests: modprobe's semantics (`core.autoload.
-MODPROBE_FLAGS`: the blacklist applies to aliases only; `core.remove` for unloading), run by
+`Load` and `Unload` are explicit requests: modprobe's semantics (`core.autoload.decide.
+MODPROBE_FLAGS`: the blacklist applies to aliases only; `core.kmod.remove` for unloading), run by
 the same loader as autoloading, and told at the louder levels of an explicit request.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
-from kmodd.core.autoload import (
+from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     MODPROBE_FLAGS,
     Candidate,
@@ -29,13 +29,13 @@ from kmodd.core.autoload import (
     Resolution,
     decide,
 )
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.loadrecords import LoadedBy
-from kmodd.core.normalize import modname_normalize
-from kmodd.core.outcome import Outcome, classify_remove
-from kmodd.core.plan import LiveState, initstate
-from kmodd.core.resolve import ModuleLookupError, Resolver
+from kmodd.core.autoload.loadrecords import LoadedBy
+from kmodd.core.autoload.outcome import Outcome, classify_remove
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.kmod.plan import LiveState, initstate
+from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
 from kmodd.daemon.control import (
     INTERFACE,
     CandidateView,
@@ -67,7 +67,7 @@ from kmodd.system.root import Root
 from kmodd.system.sysfs import device_details
 
 if TYPE_CHECKING:
-    from kmodd.core.explain_facts import FailedAttempt
+    from kmodd.core.explain.facts import FailedAttempt
 
 #: Words for where a lookup found its modules (`resolve.LOOKUP_SOURCES`).
 SOURCE_WORDS = {
@@ -459,7 +459,7 @@ def reprobe_view(reporter: Reporter, reprobe: Reprobe) -> ReprobeView:
 
 def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
-    from kmodd.core.explain_facts import FailedAttempt
+    from kmodd.core.explain.facts import FailedAttempt
 
     step = record.step
     if step is None or step.outcome is not LoadOutcome.FAILED:

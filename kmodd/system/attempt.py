@@ -1,7 +1,7 @@
 """Load a module as modprobe would and record how it failed, for `kmodctl explain --try`.
 
 `attempt(target, root=..., moddir=...)` runs the same plan a real `modprobe TARGET OPTIONS`
-runs (kmodd.core.plan with the host's actions) while watching `/dev/kmsg`, and returns the
+runs (kmodd.core.kmod.plan with the host's actions) while watching `/dev/kmsg`, and returns the
 failed attempt: the module asked for, the step that failed (a dependency or the module),
 its errno, what gave it (finit_module, init_module, open, an install command), the kernel's
 log records written meanwhile and what kmod would have printed. The result goes to
@@ -16,11 +16,11 @@ import os
 from collections.abc import Mapping
 from typing import BinaryIO
 
-from kmodd.core.config import Config
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.plan import ProbeFlag, Step, plan_probe, run_plan
-from kmodd.core.resolve import ModuleLookupError, Resolver
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.kmod.config import Config
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.plan import ProbeFlag, Step, plan_probe, run_plan
+from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
 from kmodd.system.kernel import InsertResult, KernelPort, init_declined
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import SysModules

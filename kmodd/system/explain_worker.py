@@ -8,7 +8,7 @@ fresh process of its own group: reniced, with its address space capped, killed w
 deadline passes, its memory returned to the system when it exits.
 
 Protocol: one JSON request on stdin (`encode_request`), the explanation's wire form
-(`kmodd.core.explain.to_json`) as JSON on stdout, exit status 0. Anything else (a bad
+(`kmodd.core.explain.model.to_json`) as JSON on stdout, exit status 0. Anything else (a bad
 request, a limit hit) is one line on stderr and a non-zero status.
 """
 
@@ -21,8 +21,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.kmsg import KmsgRecord
+from kmodd.core.autoload.kmsg import KmsgRecord
+from kmodd.core.explain.facts import FailedAttempt
 from kmodd.core.priority import Priority
 
 #: How much nicer than the daemon the worker runs (the uevent path comes first).
@@ -74,7 +74,7 @@ def _limit_self() -> None:
 def main() -> int:
     """Read one request, write one explanation; the exit status says how it went."""
     _limit_self()
-    from kmodd.core.explain import to_json
+    from kmodd.core.explain.model import to_json
     from kmodd.system import diagnose
     from kmodd.system.root import Root
 

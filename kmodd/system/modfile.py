@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno as E
 import mmap
 
-from kmodd.core import compression
+from kmodd.core.modfile import compression
 from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, map_regular
 
 #: What Debian 12's libkmod decompresses (kmod 30 built +ZSTD +XZ -ZLIB).

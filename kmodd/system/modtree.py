@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from kmodd.core.compression import EXTENSIONS
-from kmodd.core.depmod import DepmodModule, FactsOptions, ModuleFacts, module_facts
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.build import DepmodModule, FactsOptions, ModuleFacts, module_facts
+from kmodd.core.depmod.config import (
     ConfigCandidate,
     DepmodConfig,
     FoundModule,
@@ -35,7 +34,8 @@ from kmodd.core.depmod_config import (
     new_is_not_better,
     should_exclude_dir,
 )
-from kmodd.core.normalize import modname_normalize
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.modfile.compression import EXTENSIONS
 from kmodd.core.priority import Priority
 from kmodd.system.codecs import unzstd
 from kmodd.system.root import Root

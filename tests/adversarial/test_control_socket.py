@@ -38,12 +38,11 @@ from tests.daemon.daemon_tree import (
     wait_until,
     write_tree,
 )
-from tests.fakes import FakeUeventSource, needs_core_elf
+from tests.fakes import FakeUeventSource
 from tests.runas import RunAs
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid nobody"),
-    needs_core_elf,
 ]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "privileges.md"

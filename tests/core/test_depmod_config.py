@@ -1,10 +1,10 @@
-"""kmodd.core.depmod_config: depmod.d files, and which copy of a module wins."""
+"""kmodd.core.depmod.config: depmod.d files, and which copy of a module wins."""
 
 from __future__ import annotations
 
 import pytest
 
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.config import (
     ConfigCandidate,
     DepmodConfig,
     FoundModule,

@@ -1,4 +1,4 @@
-"""kmodd.core.depmod and depmod_output: order, symbols, dependencies, files; no I/O."""
+"""kmodd.core.depmod.build and depmod_output: order, symbols, dependencies, files; no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import errno
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.depmod import (
+from kmodd.core.depmod.build import (
     DepmodOptions,
     FactsOptions,
     ModuleFacts,
@@ -20,9 +20,9 @@ from kmodd.core.depmod import (
     parse_system_map,
     resolve_dependencies,
 )
-from kmodd.core.depmod_config import Message
-from kmodd.core.depmod_hash import kmod_hash, kmod_hashes
-from kmodd.core.depmod_output import BuildFile, render_outputs
+from kmodd.core.depmod.config import Message
+from kmodd.core.depmod.hash import kmod_hash, kmod_hashes
+from kmodd.core.depmod.output import BuildFile, render_outputs
 from kmodd.core.priority import Priority
 from tests.kobuild import KoSpec, build_ko
 

@@ -27,10 +27,7 @@ from daemon_tree import FAKE_DEVICES, MACHINE_MODULES, kmodctl, write_sysfs, wri
 
 from kmodd.cli.client import EXIT_PERMISSION
 from tests.adversarial.daemon_process import Manager
-from tests.fakes import needs_core_elf
 from tests.runas import RunAs
-
-pytestmark = needs_core_elf
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

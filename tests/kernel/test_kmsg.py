@@ -5,7 +5,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.kmsg import (
+from kmodd.core.autoload.kmsg import (
     KmsgError,
     KmsgRecord,
     format_record,

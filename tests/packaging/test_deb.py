@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.messages import MESSAGE_IDS
+from kmodd.core.autoload.messages import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parents[2]
 MAINTAINER = "kmodd tests <tests@example.org>"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.kmsg import KmsgRecord
+from kmodd.core.autoload.kmsg import KmsgRecord
+from kmodd.core.explain.facts import FailedAttempt
 from kmodd.core.priority import Priority
 from kmodd.system.explain_worker import decode_failure, encode_request
 

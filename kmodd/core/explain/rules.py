@@ -8,7 +8,7 @@ to, not found / index problems, then for each module: state, modprobe's plan, fi
 softdep that silently disables them), options against the module's parameters,
 dependencies, vermagic, unresolved symbols (naming the module that would provide each),
 symbol CRCs, and the signature against `sig_enforce`, lockdown and the kernel's keys (the
-last four in `kmodd.core.explain_kernel_rules`). Every rule reads facts only;
+last four in `kmodd.core.explain.kernel_rules`). Every rule reads facts only;
 `kmodd.system.diagnose` gathers them.
 """
 
@@ -17,19 +17,19 @@ from __future__ import annotations
 import errno as E
 from collections.abc import Sequence
 
-from kmodd.core.explain import Check, Evidence, Explanation, Finding, Verdict
-from kmodd.core.explain_facts import (
+from kmodd.core.autoload.kmsg import KmsgRecord, module_lines
+from kmodd.core.autoload.outcome import classify_insert
+from kmodd.core.explain.facts import (
     ConfigLine,
     Facts,
     FailedAttempt,
     KernelFacts,
     ModuleFacts,
 )
-from kmodd.core.explain_kernel_rules import loaded, modversions, signature, symbols, vermagic
-from kmodd.core.kmsg import KmsgRecord, module_lines
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.outcome import classify_insert
-from kmodd.core.params import IMPLICIT_PARAMETERS, check_value, find_parameter, split_args
+from kmodd.core.explain.kernel_rules import loaded, modversions, signature, symbols, vermagic
+from kmodd.core.explain.model import Check, Evidence, Explanation, Finding, Verdict
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.kmod.params import IMPLICIT_PARAMETERS, check_value, find_parameter, split_args
 
 #: At most this many kernel log lines are quoted per finding (the newest ones).
 KMSG_QUOTE_MAX = 20
@@ -53,7 +53,7 @@ FIXES = {
     E.ENODEV: "nothing to do unless the device should be there: the driver found no device",
     E.EEXIST: "nothing: the module is loaded",
 }
-#: What to do when a module's init refused with EEXIST (see core.outcome.DECLINED_CAUSE).
+#: What to do when a module's init refused with EEXIST (see core.autoload.outcome.DECLINED_CAUSE).
 DECLINED_FIX = ("nothing, unless this module should be the one in charge: then unload the "
                 "module of its kind that is (for cpufreq: the driver named in "
                 "/sys/devices/system/cpu/cpufreq/policy0/scaling_driver) and load this one")

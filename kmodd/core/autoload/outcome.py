@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kmodd.core.libkmodlog import strerror
+from kmodd.core.kmod.libkmodlog import strerror
 
 
 class Outcome(StrEnum):

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from errno import ENOSPC
 
-from kmodd.core.binindex_write import IndexBuilder, IndexCharacterError
-from kmodd.core.depmod import (
+from kmodd.core.depmod.binindex_write import IndexBuilder, IndexCharacterError
+from kmodd.core.depmod.build import (
     OUTPUT_FILES,
     PATH_MAX,
     DependencyGraph,
@@ -26,8 +26,8 @@ from kmodd.core.depmod import (
     OutputEvent,
     fgets_chunks,
 )
-from kmodd.core.depmod_config import Message
-from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize
+from kmodd.core.depmod.config import Message
+from kmodd.core.kmod.normalize import BadAlias, alias_normalize, modname_normalize
 from kmodd.core.priority import Priority
 
 HEADER_ALIAS = "# Aliases extracted from modules themselves.\n"

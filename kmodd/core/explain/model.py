@@ -6,7 +6,7 @@ verdict (problem, warning, ok, info), a summary in plain words, the evidence it 
 (files with line numbers or byte offsets, symbols, values read from the kernel, the kernel's
 own log lines) and, where there is one, a fix. `render_text` gives the readable form,
 `to_json`/`from_json` the wire form (plain JSON types; `from_json` checks every field).
-The rules that produce findings from gathered facts are in `kmodd.core.explain_rules`.
+The rules that produce findings from gathered facts are in `kmodd.core.explain.rules`.
 """
 
 from __future__ import annotations

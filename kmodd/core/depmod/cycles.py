@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kmodd.core.depmod_config import Message
+from kmodd.core.depmod.config import Message
 from kmodd.core.priority import Priority
 
 

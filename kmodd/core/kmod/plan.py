@@ -22,8 +22,8 @@ from enum import IntFlag
 from errno import EEXIST
 from typing import Protocol
 
-from kmodd.core.initstate import IN_KERNEL, InitState
-from kmodd.core.resolve import Module, Resolver
+from kmodd.core.kmod.initstate import IN_KERNEL, InitState
+from kmodd.core.kmod.resolve import Module, Resolver
 
 
 class ProbeFlag(IntFlag):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from kmodd.core.params import split_args
+from kmodd.core.kmod.params import split_args
 
 #: An export leaves a `__ksymtab_<name>` symbol in kallsyms (with CONFIG_KALLSYMS_ALL,
 #: which Debian's kernels have); that tells exports from mere symbols.

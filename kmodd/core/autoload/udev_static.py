@@ -6,7 +6,7 @@ kmodd replaces udev's module loading, so it must also load what these rules load
 `RUN{builtin}+="kmod load ..."` rule there is a row here with the same matches.
 
 udev's matching, as these rows need it: `SUBSYSTEM` and `KERNEL` (the devpath's last
-component) are shell globs (fnmatch(3), as `core.glob` matches them; each pattern of the
+component) are shell globs (fnmatch(3), as `core.kmod.glob` matches them; each pattern of the
 table is compiled once, since the rules are tried for every uevent), `ENV{KEY}` compares a
 uevent variable (a missing one is empty), and `TEST!="[module/sg]"` is true when
 `/sys/module/sg` does not exist. 80-drivers.rules opens with `ACTION!="add",
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kmodd.core.glob import Matcher, compile_pattern
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
+from kmodd.core.kmod.glob import Matcher, compile_pattern
 
 #: The rules files the table was taken from, in the order udev reads them.
 RULES_FILES = ("80-debian-compat.rules", "80-drivers.rules")

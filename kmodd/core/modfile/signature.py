@@ -9,7 +9,7 @@ A signed module ends with (`libkmod/libkmod-signature.c`, `scripts/sign-file.c`)
 For `id_type` PKCS#7 (what every current kernel writes) the signature is a DER PKCS#7
 SignedData; Debian's kmod (30+20221128, built with OpenSSL) reports the first SignerInfo's
 issuer common name as the signer, its serial number as the key id, its digest algorithm and
-its encrypted digest. The DER is read with `kmodd.core.der`, which refuses what OpenSSL
+its encrypted digest. The DER is read with `kmodd.core.modfile.der`, which refuses what OpenSSL
 refuses; anything it cannot read becomes a `SignatureError` naming the offset, never an
 exception.
 """
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from kmodd.core import der
-from kmodd.core.der import DerError, Tlv
+from kmodd.core.modfile import der
+from kmodd.core.modfile.der import DerError, Tlv
 
 
 class Buffer(Protocol):

@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.lines import logical_lines
-from kmodd.core.normalize import BadAlias, underscores
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.lines import logical_lines
+from kmodd.core.kmod.normalize import BadAlias, underscores
 
 #: /proc/cmdline is read into a 4096-byte buffer (KCMD_LINE_SIZE) with room for the NUL.
 KCMD_LINE_SIZE = 4096
@@ -39,7 +39,7 @@ class Diagnostic(NamedTuple):
     """A problem found in the configuration: libkmod's message site and text."""
 
     message: str  # without the trailing newline
-    site: str = "config_bad_line"  # a key of kmodd.core.libkmodlog.LIBKMOD_SITES
+    site: str = "config_bad_line"  # a key of kmodd.core.kmod.libkmodlog.LIBKMOD_SITES
 
     def event(self) -> LibkmodEvent:
         return LibkmodEvent(self.site, self.message + "\n")

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from kmodd.core.autoload import LoadOutcome
-from kmodd.core.outcome import Outcome
+from kmodd.core.autoload.decide import LoadOutcome
+from kmodd.core.autoload.outcome import Outcome
 
 
 class Message(StrEnum):
@@ -137,7 +137,7 @@ OUTCOME_MESSAGES: Mapping[LoadOutcome, Message] = {
     LoadOutcome.NOT_LOADED: Message.SKIPPED,
 }
 
-#: Cause of a failed insert (`core.outcome.classify_insert`) -> kind of its record.
+#: Cause of a failed insert (`core.autoload.outcome.classify_insert`) -> kind of its record.
 FAILURE_MESSAGES: Mapping[Outcome, Message] = {
     Outcome.UNKNOWN_SYMBOL: Message.FAILED_UNKNOWN_SYMBOL,
     Outcome.BAD_FORMAT: Message.FAILED_BAD_FORMAT,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import compress
 from typing import NamedTuple
 
-from kmodd.core.glob import match
+from kmodd.core.kmod.glob import match
 
 INDEX_MAGIC = 0xB007F457
 INDEX_VERSION_MAJOR = 2

@@ -1,4 +1,4 @@
-"""The Varlink types of `kmodd.core.explain`'s wire form (`to_json`), for a service that
+"""The Varlink types of `kmodd.core.explain.model`'s wire form (`to_json`), for a service that
 returns explanations: on its own so that the daemon's interface text does not import the
 explanation machinery at start-up."""
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Container, Mapping
 from typing import NamedTuple, Protocol
 
-from kmodd.core.aliasindex import AliasIndex, MappedAliasIndex
-from kmodd.core.binindex import BinIndex, IndexFileError
+from kmodd.core.kmod.aliasindex import AliasIndex, MappedAliasIndex
+from kmodd.core.kmod.binindex import BinIndex, IndexFileError
 
 #: The index files libkmod loads, by role, in the order kmod_load_resources maps them.
 INDEX_FILES = {

@@ -1,7 +1,7 @@
 """The facts `kmodctl explain` gathers about a target, as values (evidence in).
 
 `kmodd.system.diagnose` fills these from the system (indexes, modprobe.d, the module file,
-/proc and /sys); `kmodd.core.explain_rules` turns them into findings. Nothing here reads
+/proc and /sys); `kmodd.core.explain.rules` turns them into findings. Nothing here reads
 anything: a test can write facts down and check the findings they lead to.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kmodd.core.config import Origin
-from kmodd.core.kernelview import Kallsyms, Keyrings
-from kmodd.core.kmsg import KmsgRecord
+from kmodd.core.autoload.kmsg import KmsgRecord
+from kmodd.core.kmod.config import Origin
+from kmodd.core.kmod.kernelview import Kallsyms, Keyrings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The checks of a module file against the running kernel: vermagic, symbols, CRCs, signature.
 
-Part of the checklist `kmodd.core.explain_rules` walks: whether the kernel will accept the
+Part of the checklist `kmodd.core.explain.rules` walks: whether the kernel will accept the
 file itself (its version magic and build flags, every symbol it needs and who provides it,
 the CRC of each against its exporter's, and its signature against `sig_enforce`, lockdown
 and the keys the kernel holds). Each rule reads facts only.
@@ -8,9 +8,9 @@ and the keys the kernel holds). Each rule reads facts only.
 
 from __future__ import annotations
 
-from kmodd.core.explain import Check, Evidence, Finding, Verdict
-from kmodd.core.explain_facts import KernelFacts, ModuleFacts, SymbolFacts
-from kmodd.core.kernelview import VMLINUX, vermagic_parts
+from kmodd.core.explain.facts import KernelFacts, ModuleFacts, SymbolFacts
+from kmodd.core.explain.model import Check, Evidence, Finding, Verdict
+from kmodd.core.kmod.kernelview import VMLINUX, vermagic_parts
 
 #: At most this many symbols are listed as evidence per finding.
 SYMBOL_EVIDENCE_MAX = 30

@@ -28,11 +28,11 @@ from enum import Enum
 from errno import EEXIST, EINVAL, ENAMETOOLONG, ENOENT
 from typing import Generic, Protocol, TypeVar
 
-from kmodd.core.config import Config, Softdep
-from kmodd.core.glob import Matcher, compile_pattern
-from kmodd.core.index import Indexes
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
+from kmodd.core.kmod.config import Config, Softdep
+from kmodd.core.kmod.glob import Matcher, compile_pattern
+from kmodd.core.kmod.index import Indexes
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.normalize import BadAlias, alias_normalize, modname_normalize, path_to_modname
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ systemd's `module_load_and_warn` (`src/shared/module-util.c`) looks the name up
 a LIVE module "already loaded", anything else is probed with `KMOD_PROBE_APPLY_BLACKLIST`
 (the blacklist applies to names and aliases alike, as `modprobe -b`), where a blacklisted
 module is "deny-listed (by kmod)". `decide` makes those decisions and the probe plans
-(`core.plan.plan_probe`) without doing anything; the daemon runs the plans.
+(`core.kmod.plan.plan_probe`) without doing anything; the daemon runs the plans.
 
 The closed set of results the daemon reports (`LoadOutcome`), the wording of systemd's
 messages (`MESSAGES`) and the log level of each result (`LOG_LEVELS`) are tables here, so
@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import Priority
-from kmodd.core.outcome import Outcome
-from kmodd.core.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
-from kmodd.core.resolve import Module, ModuleLookupError, Resolver
+from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import Priority
+from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
+from kmodd.core.kmod.resolve import Module, ModuleLookupError, Resolver
 
 #: udev's flags for `kmod load` (module_load_and_warn).
 AUTOLOAD_FLAGS = ProbeFlag.APPLY_BLACKLIST

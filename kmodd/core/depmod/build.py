@@ -33,12 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from kmodd.core import compression
-from kmodd.core.depmod_config import Message
-from kmodd.core.depmod_cycles import report_cycles, topological_sort
-from kmodd.core.depmod_hash import kmod_hashes
-from kmodd.core.elf import ElfError, parse_module
-from kmodd.core.normalize import modname_normalize
+from kmodd.core.depmod.config import Message
+from kmodd.core.depmod.cycles import report_cycles, topological_sort
+from kmodd.core.depmod.hash import kmod_hashes
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.modfile import compression
+from kmodd.core.modfile.elf import ElfError, parse_module
 from kmodd.core.priority import Priority
 
 #: kmod's hash tables (shared/hash.c): buckets per table, rounded to a power of two.

@@ -6,7 +6,7 @@ the modules went live. So every instance appends one line to a record file befor
 and one after it, and the next instance of the same boot reads the file at start: it then
 knows which live modules the previous instance loaded (or was loading when it ended), for
 which devices, whether that instance stopped or just ended, and which devices were unbound
-while kmodd watched (those are left alone by the re-probe, `core.reprobe`).
+while kmodd watched (those are left alone by the re-probe, `core.autoload.reprobe`).
 
 One line per record, fields separated by tabs, the kind first and the writer's pid second:
 

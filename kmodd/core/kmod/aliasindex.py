@@ -25,8 +25,8 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
-from kmodd.core.binindex import BinIndex, scan_subtree
-from kmodd.core.glob import compile_pattern
+from kmodd.core.kmod.binindex import BinIndex, scan_subtree
+from kmodd.core.kmod.glob import compile_pattern
 
 #: Buckets up to this size are scanned, each pattern first tested by its most selective
 #: literal segment (a C-speed substring test); bigger ones get tail and segment sub-indexes.

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kmodd.core.lines import logical_lines
+from kmodd.core.kmod.lines import logical_lines
 from kmodd.core.priority import Priority
 
 #: The `search` keywords that are not directories.

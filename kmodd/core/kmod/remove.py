@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from errno import EBUSY, ENOENT
 from typing import Protocol
 
-from kmodd.core.initstate import InitState
-from kmodd.core.plan import LiveState, initstate
-from kmodd.core.resolve import Module, Resolver
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.plan import LiveState, initstate
+from kmodd.core.kmod.resolve import Module, Resolver
 
 REMOVE_HOLDERS = 0x1
 IGNORE_BUILTIN = 0x2
