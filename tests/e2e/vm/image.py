@@ -30,6 +30,11 @@ Overlay (seconds, keyed by a hash of the checkout's files and of `guest/`):
 unit only): a Debian system on which the package is not installed yet.
 The initrd a VM boots is base + overlay, concatenated (each part 512-byte aligned).
 
+A reboot that keeps the root file system (`with_state`): the guest's root is the initramfs, so
+what a boot changed (`STATE_CAPTURE` lists it: the paths it wrote, and those it deleted) is
+carried into the next boot as one more archive part, `/vm/state/NN.tar.gz` and `NN.deleted`,
+which `guest/init` applies in order before anything else runs.
+
 Run as a script (`python3 tests/e2e/vm build`) it builds or reuses everything and prints paths.
 """
 
@@ -51,6 +56,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from stat import S_IFDIR, S_IFREG
 from typing import Any
 
 from vm import cpio
@@ -553,6 +559,44 @@ def build_without_kmodd(log: Log = _stderr_log) -> Guest:
     base = build_base(log)
     overlay = build_overlay(log=log, kmodd=False)
     return Guest(base=base, overlay=overlay, initrd=initrd(base, overlay))
+
+
+# In the guest: what changed in the root file system since STATE_MARK was run (`find -cnewer`
+# sees written, created and renamed files: rename changes the inode's ctime), and what was
+# deleted (in the listing then, not now), as /run/state.tar.gz and /run/state.deleted.
+# Left out: /vm/state (this test bed's own), the journal (written while it is read), apt's
+# caches (apt makes them again) and mount points (not the root file system's).
+STATE_SKIP = ("-path ./vm/state -prune -o -path ./var/log/journal -prune "
+              "-o -path ./var/cache/apt -prune")
+STATE_MARK = f"""
+cd / && find . -xdev {STATE_SKIP} -o -print | sort > /run/state.before
+touch /run/state.mark
+"""
+STATE_CAPTURE = f"""
+cd / && find . -xdev {STATE_SKIP} -o -print | sort > /run/state.after
+comm -23 /run/state.before /run/state.after | sed 's|^[.]||' > /run/state.deleted
+awk '{{print "." $2}}' /proc/self/mounts > /run/state.mounts
+find . -xdev {STATE_SKIP} -o ! -path . -cnewer /run/state.mark -print \
+    | grep -vxF -f /run/state.mounts | sort > /run/state.changed
+tar -czpf /run/state.tar.gz --no-recursion -T /run/state.changed
+"""
+
+
+def state_part(tar_gz: bytes, deleted: bytes, index: int, path: str) -> str:
+    """An archive part that carries one boot's changes into the next (guest/init applies it)."""
+    d = S_IFDIR | 0o755
+    cpio.write_entries(path, [
+        cpio.Entry("vm", d), cpio.Entry("vm/state", d),
+        cpio.Entry(f"vm/state/{index:02d}.tar.gz", S_IFREG | 0o600, tar_gz),
+        cpio.Entry(f"vm/state/{index:02d}.deleted", S_IFREG | 0o600, deleted),
+    ])
+    return path
+
+
+def with_state(guest: Guest, parts: list[str], path: str) -> Guest:
+    """`guest` booting with the state parts (oldest first) after its overlay, as `path`."""
+    cpio.concatenate(path, [guest.base.cpio, guest.overlay.cpio, *parts])
+    return Guest(base=guest.base, overlay=guest.overlay, initrd=path)
 
 
 def main(argv: list[str]) -> int:
