@@ -47,6 +47,7 @@ BUILD = DEB_ENV + f"""
 apt-get update -qq
 cd {CHECKOUT}
 apt-get build-dep -y -qq ./ >/dev/null
+dpkg-source -b . >/dev/null
 dpkg-buildpackage -us -uc -b >/root/build.log 2>&1 || {{ tail -n 60 /root/build.log; exit 1; }}
 """
 
@@ -110,8 +111,10 @@ def test_debian_changelog_gives_the_pyproject_version() -> None:
 
 def test_dpkg_buildpackage_in_a_clean_root_builds_one_package_for_all_architectures(
         built: Built) -> None:
+    """Beside the native source package dpkg-source made of the clean clone."""
     arch = run("dpkg", "--print-architecture").strip()
     assert sorted(p.name for p in built.out.iterdir()) == [
+        f"kmodd_{version()}.dsc", f"kmodd_{version()}.tar.xz",
         f"kmodd_{version()}_all.deb", f"kmodd_{version()}_{arch}.buildinfo",
         f"kmodd_{version()}_{arch}.changes"]
 
@@ -134,11 +137,15 @@ def test_the_control_fields_depend_only_on_what_kmodd_imports(built: Built) -> N
 
 
 def test_lintian_pedantic_reports_no_error_and_no_warning(built: Built) -> None:
-    """Overridden tags are only those debian/*.lintian-overrides lists, each under a comment
-    that says why."""
+    """On the binary package (its .changes) and the source package (its .dsc). Overridden
+    tags are only those debian/*.lintian-overrides lists, each under a comment that says
+    why."""
     changes = next(built.out.glob("*.changes"))
+    dsc = next(built.out.glob("*.dsc"))
     result = subprocess.run(["lintian", "--pedantic", "--allow-root", "--show-overrides",
-                             str(changes)], capture_output=True, text=True, timeout=600)
+                             str(changes), str(dsc)], capture_output=True, text=True,
+                            timeout=600)
+    print(result.stdout)
     tags = [line for line in result.stdout.splitlines() if re.match(r"^[A-Z]: ", line)]
     assert result.stderr == ""
     assert [t for t in tags if t[0] in "EW"] == []
@@ -425,6 +432,11 @@ def test_with_the_real_dpkg_udev_loads_nothing_while_kmodd_is_installed_and_agai
         assert (verify.rc, verify.stdout, verify.stderr) == (0, "", "")
         versions = root.run("kmodd --version && kmodctl --version && command -v kmodd").ok()
         assert versions == f"kmodd {version()}\nkmodctl {version()}\n/{DAEMON}\n"
+        # The kmod-compatible tools, as kmodctl(8) documents them: a kmodctl command, or a
+        # link to kmodctl named after the tool.
+        tools = root.run("kmodctl modprobe -V && ln -s /usr/bin/kmodctl /tmp/modprobe && "
+                         "/tmp/modprobe -V").ok()
+        assert tools == 2 * f"kmodd version {version()} (modprobe compatible with kmod 30)\n"
         enabled = root.run("ls /etc/systemd/system/sockets.target.wants "
                            "/etc/systemd/system/sysinit.target.wants").ok()
         assert {"kmodd-kernel.socket", "kmodd.socket", "kmodd.service"} <= set(enabled.split())
