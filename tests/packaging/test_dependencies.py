@@ -2,8 +2,9 @@
 
 kmodd reads netlink (kmodd/system/netlink.py) and ELF (kmodd/core/modfile/elf.py) itself, so
 pyroute2 and pyelftools are no runtime dependency: they are the references the tests and
-benchmarks compare kmodd with, and stay in the `test` and `bench` extras. The Debian package's Depends
-follow from [project].dependencies (dh_python3), so nothing else reaches an installed system.
+benchmarks compare kmodd with, and stay in the `test` and `bench` extras. The Debian package's
+Depends follow from [project].dependencies (dh_python3), so nothing else reaches an installed
+system.
 """
 
 from __future__ import annotations
