@@ -275,3 +275,28 @@ def format_uevent(event: Uevent) -> bytes:
     parts = [f"{event.action.value}@{event.devpath}"]
     parts.extend(f"{k}={v}" for k, v in event.env.items())
     return ("\0".join(parts) + "\0").encode()
+
+
+def udev_database_id(subsystem: str, sysname: str, env: Mapping[str, str]) -> str:
+    """The name of a device's file in udev's database (`/run/udev/data/`), as libudev forms
+    it: `c`/`b` MAJOR:MINOR for a device node, `n` IFINDEX for a network interface, else
+    `+` SUBSYSTEM `:` SYSNAME."""
+    major, minor = env.get("MAJOR", ""), env.get("MINOR", "")
+    if major.isdigit() and minor.isdigit() and int(major) > 0:
+        return f"{'b' if subsystem == 'block' else 'c'}{major}:{minor}"
+    ifindex = env.get("IFINDEX", "")
+    if ifindex.isdigit() and int(ifindex) > 0:
+        return f"n{ifindex}"
+    return f"+{subsystem}:{sysname}"
+
+
+def udev_database_properties(text: str) -> dict[str, str]:
+    """The properties (`E:KEY=VALUE` lines) of a udev database file; other lines (links,
+    tags, the initialisation time) and lines that are not `KEY=VALUE` are skipped."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("E:"):
+            key, sep, value = line[2:].partition("=")
+            if sep and key:
+                props[key] = value
+    return props
