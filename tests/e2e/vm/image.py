@@ -79,7 +79,6 @@ GUEST_PACKAGES = (
     "python3-systemd",  # journal bindings (a C extension: from apt, not pip)
     # The Debian package's Depends (debian/control: what kmodd imports), so that
     # `apt install ./kmodd_*.deb` needs no network in the guest.
-    "python3-pyudev",
     "python3-zstandard",
     "python3-cffi-backend",  # provides what python3-zstandard needs (debootstrap does not
                              # resolve virtual packages)
