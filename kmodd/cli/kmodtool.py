@@ -9,6 +9,7 @@ stderr logger, used by the tools that never install one (insmod, lsmod, modinfo)
 from __future__ import annotations
 
 import functools
+import syslog
 from collections.abc import Callable, Mapping
 from typing import BinaryIO, ParamSpec, cast
 
@@ -64,21 +65,15 @@ class ToolLog:
 
     def open_syslog(self) -> None:
         """`log_open(true)`: later messages go to syslog (facility daemon)."""
-        import syslog
-
         syslog.openlog(self.prog, syslog.LOG_CONS, syslog.LOG_DAEMON)
         self.use_syslog = True
 
     def close(self) -> None:
         if self.use_syslog:
-            import syslog
-
             syslog.closelog()
 
     def _emit(self, priority: int, line: str, syslog_text: str) -> None:
         if self.use_syslog:
-            import syslog
-
             syslog.syslog(priority, syslog_text)
         else:
             self.stderr.write(self.encode(line))

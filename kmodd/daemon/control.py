@@ -20,10 +20,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from kmodd.core.autoload.messages import Message
 from kmodd.core.explain.idl import VARLINK_TYPES as EXPLAIN_TYPES
+from kmodd.core.explain.model import Explanation, to_json
 from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
@@ -42,9 +43,6 @@ from kmodd.daemon.varlink import (
 )
 from kmodd.system.explainer import ExplainLimits
 from kmodd.system.journal import Priority
-
-if TYPE_CHECKING:
-    from kmodd.core.explain.model import Explanation
 
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
@@ -657,7 +655,6 @@ def build_service(
         return {"report": to_wire(report)}
 
     async def explain(call: Call) -> Mapping[str, Any]:
-        from kmodd.core.explain.model import to_json
 
         view = await state.explain(call.parameters["module"],
                                    kernel_log=may_change(call, admin)

@@ -239,6 +239,7 @@ class Daemon:
         """
         if self.control is not None:
             return self.control
+        # Imported here, not at the top: bench/bench_daemon.py's READY and coldplug figures.
         from kmodd.daemon.control import admin_gid, build_service, limits_from
         from kmodd.daemon.state import DaemonControl
 

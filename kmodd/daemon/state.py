@@ -16,7 +16,6 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from kmodd import __version__
 from kmodd.core.autoload.decide import (
@@ -31,6 +30,7 @@ from kmodd.core.autoload.decide import (
 )
 from kmodd.core.autoload.loadrecords import LoadedBy
 from kmodd.core.autoload.outcome import Outcome, classify_remove
+from kmodd.core.explain.facts import FailedAttempt
 from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.normalize import modname_normalize
@@ -65,9 +65,6 @@ from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
 from kmodd.system.root import Root
 from kmodd.system.sysfs import device_details
-
-if TYPE_CHECKING:
-    from kmodd.core.explain.facts import FailedAttempt
 
 #: Words for where a lookup found its modules (`resolve.LOOKUP_SOURCES`).
 SOURCE_WORDS = {
@@ -459,7 +456,6 @@ def reprobe_view(reporter: Reporter, reprobe: Reprobe) -> ReprobeView:
 
 def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
-    from kmodd.core.explain.facts import FailedAttempt
 
     step = record.step
     if step is None or step.outcome is not LoadOutcome.FAILED:

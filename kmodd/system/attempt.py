@@ -21,8 +21,10 @@ from kmodd.core.kmod.config import Config
 from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.core.kmod.plan import ProbeFlag, Step, plan_probe, run_plan
 from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
-from kmodd.system.kernel import InsertResult, KernelPort, init_declined
+from kmodd.system.actions import HostActions
+from kmodd.system.kernel import InsertResult, KernelPort, LinuxKernel, init_declined
 from kmodd.system.kmsg import DevKmsg
+from kmodd.system.moddb import load_config, raw_indexes
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 from kmodd.system.sysview import FileView
@@ -85,9 +87,6 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
     kernel's log records written meanwhile and what kmod would have printed. A module whose
     own init answered EEXIST failed too (`declined`), though modprobe counts it as loaded.
     """
-    from kmodd.system.actions import HostActions
-    from kmodd.system.kernel import LinuxKernel
-    from kmodd.system.moddb import load_config, raw_indexes
 
     real_moddir = root.path(moddir)
     if config is None:

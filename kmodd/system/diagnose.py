@@ -59,8 +59,10 @@ from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
 from kmodd.core.modfile import compression
 from kmodd.core.modfile.elf import SHF_ALLOC, ElfError, ModuleElf, parse_module
 from kmodd.core.modfile.signature import NoSignature, SignatureError, parse_module_signature
+from kmodd.system.codecs import unzstd
 from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
+from kmodd.system.moddb import load_config, raw_indexes
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root
 from kmodd.system.safeopen import (
@@ -134,8 +136,6 @@ def read_module(path: str, shown: str) -> _Image:
             return _Image(problem=FileProblem(shown, f"it {raw.reason}"))
         return _Image(problem=FileProblem(shown, f"cannot read it: {raw.reason}"))
     try:
-        from kmodd.system.codecs import unzstd
-
         decoded = compression.decompress(raw, unzstd)
         data = decoded if isinstance(decoded, mmap.mmap) else bytes(decoded)
     except compression.DecompressError as err:
@@ -524,7 +524,6 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
            config: Config | None = None, failure: FailedAttempt | None = None,
            indexes: Indexes | None = None, read_log: bool = True) -> Facts:
     """Every fact about `target` that the checklist needs."""
-    from kmodd.system.moddb import load_config, raw_indexes
 
     real_moddir = root.path(moddir)
     if config is None:

@@ -74,6 +74,7 @@ def _limit_self() -> None:
 def main() -> int:
     """Read one request, write one explanation; the exit status says how it went."""
     _limit_self()
+    # Imported under the limits just set (the checklist's imports are most of its memory).
     from kmodd.core.explain.model import to_json
     from kmodd.system import diagnose
     from kmodd.system.root import Root

@@ -205,8 +205,8 @@ class _CoreCodec:
 
 
 class _CoreStripper:
-    """kmod's force-flag edits through kmodd.core.modfile.elf (imported on first use: only a forced
-    load needs the ELF reader, and the daemon starts faster without it)."""
+    """kmod's force-flag edits through kmodd.core.modfile.elf, imported on first use: only a
+    forced load needs the ELF reader (bench/bench_daemon.py's READY, bench_oneshot.py)."""
 
     def strip_section(self, image: bytes, section: str) -> bytes | str:
         from kmodd.core.modfile import elf

@@ -311,7 +311,7 @@ class SysModules:
                 text = f.read().decode("latin-1")
         except OSError:
             return None
-        from kmodd.core.modfile.taint import parse_module_taint  # lsmod and explain ask; not boot
+        from kmodd.core.modfile.taint import parse_module_taint  # lsmod, explain: not READY's path
 
         return parse_module_taint(text, path)
 
