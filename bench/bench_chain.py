@@ -12,7 +12,7 @@ finit_module and passes every other call on: both do all their own work (lookups
 list, /sys/module/<name>/initstate for every step, opening the file, the syscall through libc)
 and the kernel does nothing. This machine loads no modules, so every step inserts.
 
-* kmodd: `core.plan.plan_probe` and `daemon.loader.Loader.run_chain`, as the daemon runs a
+* kmodd: `core.kmod.plan.plan_probe` and `daemon.loader.Loader.run_chain`, as the daemon runs a
   device's chain (a worker thread, the in-flight map, /dev/kmsg watched, each step timed and
   recorded); and the same plan run in the calling thread (`Loader._run_blocking`).
 * anchor: libkmod.so.2 through ctypes, `kmod_module_new_from_name` and
@@ -79,8 +79,8 @@ def build_shim(directory: str) -> str | None:
 def child_kmodd(moddir: str, names: list[str], rounds: int) -> dict[str, float]:
     import asyncio
 
-    from kmodd.core.autoload import AUTOLOAD_FLAGS
-    from kmodd.core.plan import plan_probe
+    from kmodd.core.autoload.decide import AUTOLOAD_FLAGS
+    from kmodd.core.kmod.plan import plan_probe
     from kmodd.daemon.loader import Loader
     from kmodd.daemon.snapshot import Snapshot, build_snapshot
     from kmodd.system.kernel import LinuxKernel

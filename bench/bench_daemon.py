@@ -13,7 +13,7 @@
    (`kmod_new` + `kmod_load_resources`, through ctypes), and the bare interpreter.
 2. per uevent: datagrams built from real modaliases (this machine's devices and the rich
    QEMU guest's, tests/data/qemu/modaliases-rich.txt), each parsed (`parse_uevent`),
-   resolved and planned (`core.autoload.decide`: lookup, initstate, `plan_probe` with udev's
+   resolved and planned (`core.autoload.decide.decide`: lookup, initstate, `plan_probe` with udev's
    flags) on the decoded snapshot, as the daemon's dispatcher does. "cold": every modalias
    once on a fresh snapshot (repeated modaliases in the corpus reuse their plans, as in the
    daemon); "mapped": the same on an index left mapped (`index_in_memory = no`); "burst":
@@ -47,7 +47,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "daemon")]
 
 from kerneltree import debian_kernel_tree  # noqa: E402
 
-from kmodd.core.uevent import Action, Uevent, format_uevent, parse_uevent  # noqa: E402
+from kmodd.core.autoload.uevent import Action, Uevent, format_uevent, parse_uevent  # noqa: E402
 from kmodd.daemon.devices import Decisions  # noqa: E402
 from kmodd.daemon.snapshot import Snapshot, build_snapshot  # noqa: E402
 from kmodd.system.liveview import ListedModules  # noqa: E402

@@ -6,7 +6,7 @@ alternates runs of the real `depmod -b TREE KVER` and `kmodctl depmod -b TREE -o
 wrote the same files, and prints the median wall and CPU times and kmodd/kmod ratios.
 
 `--elf` also compares ways to read every module's symbols in one process: kmodd's bulk
-reader (kmodd/core/elf.py) against pyelftools.
+reader (kmodd/core/modfile/elf.py) against pyelftools.
 
     python3 bench/bench_depmod.py [--runs 5] [--trees plain,xz,zstd] [--elf]
 """
@@ -80,7 +80,7 @@ def bench_elf_readers() -> None:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
-    from kmodd.core.elf import ElfError, parse_module
+    from kmodd.core.modfile.elf import ElfError, parse_module
 
     tree = depmod_tree("plain")
     paths = []

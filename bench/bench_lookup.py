@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from kerneltree import debian_kernel_tree  # noqa: E402
 
-from kmodd.core.resolve import LookupError_, Resolver  # noqa: E402
+from kmodd.core.kmod.resolve import ModuleLookupError, Resolver  # noqa: E402
 from kmodd.system.moddb import load_config, snapshot_indexes  # noqa: E402
 from kmodd.system.root import Root  # noqa: E402
 from kmodd.system.sysview import FileView  # noqa: E402
@@ -93,7 +93,7 @@ def snapshot_rss(moddir: str) -> int:
     repo = os.path.dirname(HERE)
     code = RSS_PROBE.format(repo=repo, moddir=moddir)
     # Import kmodd first so the figure is the snapshot's, not the interpreter's or the code's.
-    code = "import kmodd.system.moddb, kmodd.core.aliasindex\n" + code
+    code = "import kmodd.system.moddb, kmodd.core.kmod.aliasindex\n" + code
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     return int(out.strip())
@@ -146,7 +146,7 @@ def main() -> int:
             lib_t.append(clock() - t)
         for k in keys:
             t = clock()
-            with suppress(LookupError_):  # an invalid alias: libkmod returns -EINVAL too
+            with suppress(ModuleLookupError):  # an invalid alias: libkmod returns -EINVAL too
                 Resolver(index, config, sysview).lookup(k)
             kd_t.append(clock() - t)
 

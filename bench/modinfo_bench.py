@@ -27,7 +27,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kmodd.cli import modinfo
-from kmodd.core import signature
+from kmodd.core.modfile import signature
 from kmodd.system.root import Root
 from tests.kerneltree import debian_kernel_tree
 

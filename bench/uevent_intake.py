@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kmodd.core.uevent import Uevent, format_uevent, parse_uevent
+from kmodd.core.autoload.uevent import Uevent, format_uevent, parse_uevent
 from kmodd.system.netlink import open_uevent_socket
 from kmodd.system.root import Root
 from kmodd.system.sysfs import scan_devices

@@ -1,3 +1,3 @@
 """kmodd: a kernel-module autoloader daemon and kmod-compatible tools."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -34,17 +34,16 @@ key per trusted signer), `/proc/sys/kernel/{osrelease,modules_disabled}`,
 `/boot/config-RELEASE` (the switches it models) and `/proc/cmdline` (with
 `module_blacklist=`). `SyscallServer` serves its syscalls to tools in other processes.
 
-It reads modules with kmodd.core.elf, never with a parser of its own. Not modelled:
+It reads modules with kmodd.core.modfile.elf, never with a parser of its own. Not modelled:
 GPL-only exports and symbol namespaces, the signature's cryptography (a signer is trusted by
 its name), `retpoline` warnings, livepatch; the core size is an estimate; a `__versions`
-record without an undefined symbol counts as a need (kmodd.core.elf lists them together).
+record without an undefined symbol counts as a need (kmodd.core.modfile.elf lists them together).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as E
-import importlib.util
 import os
 import shutil
 import socket
@@ -53,27 +52,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-from kmodd.core.kmsg import KmsgRecord, Level, format_record
-from kmodd.core.signature import (
+from kmodd.core.autoload.kmsg import KmsgRecord, format_record
+from kmodd.core.modfile.signature import (
     MODULE_SIGNATURE,
     PKEY_ID_PKCS7,
     SIG_MAGIC,
     SignatureInfo,
     parse_module_signature,
 )
-from kmodd.core.taint import TAINT_BY_NAME, module_taint_letters
+from kmodd.core.modfile.taint import TAINT_BY_NAME, module_taint_letters
+from kmodd.core.priority import Priority
 from kmodd.system.kernel import InsertFlag, LinuxKernel
 from kmodd.system.root import Root
-
-#: The simulation reads modules with the depmod branch's ELF reader; until it is merged,
-#: tests that need it say so and skip.
-HAS_CORE_ELF = all(importlib.util.find_spec(f"kmodd.core.{m}") is not None
-                   for m in ("elf", "compression"))
-needs_core_elf = pytest.mark.skipif(
-    not HAS_CORE_ELF,
-    reason="kmodd.core.elf / kmodd.core.compression (depmod branch) are not merged yet")
 
 DEBIAN_RELEASE = "6.1.0-56-amd64"
 DEBIAN_VERMAGIC = "6.1.0-56-amd64 SMP preempt mod_unload modversions "
@@ -120,7 +110,7 @@ class LoadedModule:
 
 
 # The simulated kernel parses module parameters with its own copy of the kernel's rules,
-# written from kernel/params.c, not with kmodd.core.params: `explain` predicts with the
+# written from kernel/params.c, not with kmodd.core.kmod.params: `explain` predicts with the
 # latter, and its predictions are tested against this independent model.
 def _kstrtobool(value: str | None) -> bool | None:
     if value is None:
@@ -336,12 +326,12 @@ class FakeKernel:
         if flags & InsertFlag.COMPRESSED_FILE:
             if self.compression is None:
                 return E.EOPNOTSUPP
-            from kmodd.core import compression
+            from kmodd.core.modfile import compression
 
             try:
                 kind = compression.detect(data)
                 if str(kind) != self.compression:
-                    self._log(Level.ERR, f"{kind}: invalid magic")
+                    self._log(Priority.ERR, f"{kind}: invalid magic")
                     return E.EINVAL
                 data = compression.decompress(data)
             except compression.DecompressError:
@@ -385,7 +375,7 @@ class FakeKernel:
     # --- load_module ---------------------------------------------------------------------
 
     def _load(self, data: bytes, params: bytes, flags: int, syscall: str) -> int:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             early_name = elf.parse_module(data).this_module_name() or "?"
@@ -402,7 +392,7 @@ class FakeKernel:
         except elf.ElfError:
             return self._elf_invalid(data)
         if image.machine != EM_X86_64:
-            self._log(Level.ERR, f"Invalid architecture in ELF header: {image.machine}")
+            self._log(Priority.ERR, f"Invalid architecture in ELF header: {image.machine}")
             return E.ENOEXEC
         sections = {s.name: s for s in image.sections() if s.flags & 0x2}  # SHF_ALLOC only
         this_name = image.this_module_name()
@@ -413,14 +403,14 @@ class FakeKernel:
         info = {entry.key: entry.value for entry in reversed(modinfo)}  # first one wins
         info_name = info.get("name") or this_name or "(missing .modinfo section or name field)"
         if ".symtab" not in {s.name for s in image.sections()}:
-            self._log(Level.WARNING, f"{info_name}: module has no symbols (stripped?)")
+            self._log(Priority.WARNING, f"{info_name}: module has no symbols (stripped?)")
             return E.ENOEXEC
         if ".gnu.linkonce.this_module" not in sections or this_name is None:
-            self._log(Level.WARNING, f"{info_name}: No module found in object")
+            self._log(Priority.WARNING, f"{info_name}: No module found in object")
             return E.ENOEXEC
         name = this_name
         if info_name in self.module_blacklist:
-            self._log(Level.ERR, f"Module {info_name} is blacklisted")
+            self._log(Priority.ERR, f"Module {info_name} is blacklisted")
             return E.EPERM
         has_versions = not flags & InsertFlag.IGNORE_MODVERSIONS and "__versions" in sections
         versions = [(v.name, v.crc) for v in image.versions()] if has_versions else []
@@ -437,25 +427,25 @@ class FakeKernel:
                 return E.ENOEXEC
             taints |= self._bit("FORCED_MODULE")
         elif not _same_magic(magic, self.vermagic, has_versions):
-            self._log(Level.ERR, f"{info_name}: version magic '{magic}' should be "
+            self._log(Priority.ERR, f"{info_name}: version magic '{magic}' should be "
                                  f"'{self.vermagic}'")
             return E.ENOEXEC
         if "intree" not in info:
             if not self._tainted("OOT_MODULE"):
-                self._log(Level.WARNING, f"{name}: loading out-of-tree module taints kernel.")
+                self._log(Priority.WARNING, f"{name}: loading out-of-tree module taints kernel.")
             taints |= self._taint("OOT_MODULE")
         if "staging" in info:
             taints |= self._taint("CRAP")
-            self._log(Level.WARNING, f"{name}: module is from the staging directory, the "
+            self._log(Priority.WARNING, f"{name}: module is from the staging directory, the "
                                      "quality is unknown, you have been warned.")
         license_ = info.get("license", "unspecified")
         if license_ not in GPL_COMPATIBLE:
             if not self._tainted("PROPRIETARY_MODULE"):
-                self._log(Level.WARNING, f"{name}: module license '{license_}' taints kernel.")
+                self._log(Priority.WARNING, f"{name}: module license '{license_}' taints kernel.")
             taints |= self._taint("PROPRIETARY_MODULE")
         if "test" in info:
             if not self._tainted("TEST"):
-                self._log(Level.WARNING, f"{name}: loading test module taints kernel.")
+                self._log(Priority.WARNING, f"{name}: loading test module taints kernel.")
             taints |= self._taint("TEST")
         # add_unformed_module
         old = self.module(name)
@@ -464,7 +454,7 @@ class FakeKernel:
         if self.module_sig and not sig_ok:
             if "sig_notice" not in self._warned_once:
                 self._warned_once.add("sig_notice")
-                self._log(Level.NOTICE, f"{name}: module verification failed: signature "
+                self._log(Priority.NOTICE, f"{name}: module verification failed: signature "
                                         "and/or required key missing - tainting kernel")
             taints |= self._taint("UNSIGNED_MODULE")
         try:
@@ -490,7 +480,7 @@ class FakeKernel:
             owner = self._symbol_owner(symbol)
             if owner is not None:
                 self._drop_usage(module)
-                self._log(Level.ERR, f"{name}: exports duplicate symbol {symbol} (owned by "
+                self._log(Priority.ERR, f"{name}: exports duplicate symbol {symbol} (owned by "
                                      f"{owner})")
                 return E.ENOEXEC
         self.loaded.insert(0, module)
@@ -501,7 +491,7 @@ class FakeKernel:
             return err
         # mod_sysfs_setup
         if os.path.isdir(self.root.sys_module(name)):
-            self._log(Level.ERR, f"{name}: module is already loaded")
+            self._log(Priority.ERR, f"{name}: module is already loaded")
             self._unload_failed(module)
             return E.EINVAL
         module.sysfs = True
@@ -510,7 +500,7 @@ class FakeKernel:
             self._link_holder(target, name)
         # do_init_module
         if name in self.init_log:
-            self._log(Level.ERR, f"{name}: {self.init_log[name]}")
+            self._log(Priority.ERR, f"{name}: {self.init_log[name]}")
         init_err = self.init_errors.get(name, 0)
         if init_err:
             self._unload_failed(module)
@@ -534,10 +524,10 @@ class FakeKernel:
         reasons = {E.ENODATA: "unsigned module", E.ENOPKG: "module with unsupported crypto",
                    E.ENOKEY: "module with unavailable key"}
         if self.sig_enforce:
-            self._log(Level.NOTICE, f"Loading of {reasons[err]} is rejected")
+            self._log(Priority.NOTICE, f"Loading of {reasons[err]} is rejected")
             return E.EKEYREJECTED, False, data
         if self.lockdown != "none":  # security_locked_down(LOCKDOWN_MODULE_SIGNATURE)
-            self._log(Level.NOTICE, "Lockdown: modprobe: unsigned module loading is "
+            self._log(Priority.NOTICE, "Lockdown: modprobe: unsigned module loading is "
                                     "restricted; see man kernel_lockdown.7")
             return E.EPERM, False, data
         return 0, False, data
@@ -549,7 +539,7 @@ class FakeKernel:
         algo, hash_, id_type, signer_len, key_id_len, sig_len = MODULE_SIGNATURE.unpack_from(
             data, size - MODULE_SIGNATURE.size)
         if id_type != PKEY_ID_PKCS7:
-            self._log(Level.ERR, "module: Module is not signed with expected PKCS#7 message")
+            self._log(Priority.ERR, "module: Module is not signed with expected PKCS#7 message")
             return E.ENOPKG, data
         pad = data[size - MODULE_SIGNATURE.size + 5:size - MODULE_SIGNATURE.size + 8]
         if algo or hash_ or signer_len or key_id_len or any(pad):
@@ -567,11 +557,11 @@ class FakeKernel:
 
     def _elf_invalid(self, data: bytes) -> int:
         if len(data) < 64:
-            self._log(Level.ERR, f"Invalid ELF header len {len(data)}")
+            self._log(Priority.ERR, f"Invalid ELF header len {len(data)}")
         elif data[:4] != b"\x7fELF":
-            self._log(Level.ERR, "Invalid ELF header magic: != \x7fELF")
+            self._log(Priority.ERR, "Invalid ELF header magic: != \x7fELF")
         else:
-            self._log(Level.ERR, "Invalid ELF section header overflow")
+            self._log(Priority.ERR, "Invalid ELF section header overflow")
         return E.ENOEXEC
 
     def _check_version(self, name: str, info_name: str, versions: list[tuple[str, int]],
@@ -589,13 +579,13 @@ class FakeKernel:
                 continue
             if vcrc == crc:
                 return True
-            self._log(Level.WARNING, f"{info_name}: disagrees about version of symbol {symbol}")
+            self._log(Priority.WARNING, f"{info_name}: disagrees about version of symbol {symbol}")
             return False
         key = f"nosymver:{info_name}"
         if "nosymver" not in self._warned_once:
             self._warned_once.add("nosymver")
             self._warned_once.add(key)
-            self._log(Level.WARNING, f"{info_name}: no symbol version for {symbol}")
+            self._log(Priority.WARNING, f"{info_name}: no symbol version for {symbol}")
         return True
 
     def _symbol_owner(self, symbol: str) -> str | None:
@@ -608,12 +598,12 @@ class FakeKernel:
 
     def _resolve_symbols(self, module: LoadedModule, image: Any, versions: list[tuple[str,
                          int]], has_versions: bool, info_name: str) -> int:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             needed = image.needed_symbols()
         except elf.ElfError:
-            self._log(Level.WARNING, f"{module.name}: module has no symbols (stripped?)")
+            self._log(Priority.WARNING, f"{module.name}: module has no symbols (stripped?)")
             return E.ENOEXEC
         err = 0
         for need in needed:
@@ -625,7 +615,7 @@ class FakeKernel:
             if result == E.ENOENT and need.weak:
                 continue
             err = result
-            self._log(Level.WARNING, f"{module.name}: Unknown symbol {need.name} "
+            self._log(Priority.WARNING, f"{module.name}: Unknown symbol {need.name} "
                                      f"(err -{result})")
         return err
 
@@ -647,7 +637,7 @@ class FakeKernel:
         if owner is None or owner.name in module.uses:
             return 0
         if owner.state == "coming":
-            self._log(Level.WARNING, f"{module.name}: gave up waiting for init of module "
+            self._log(Priority.WARNING, f"{module.name}: gave up waiting for init of module "
                                      f"{owner.name}.")
             return E.EBUSY
         if owner.state != "live":
@@ -678,12 +668,12 @@ class FakeKernel:
                        None)
             if key is None:
                 if pname not in ("async_probe", "dyndbg"):
-                    self._log(Level.WARNING, f"{module.name}: unknown parameter '{pname}' "
+                    self._log(Priority.WARNING, f"{module.name}: unknown parameter '{pname}' "
                                              "ignored")
                 continue
             shown = _set_param(types[key], value)
             if shown is None:
-                self._log(Level.ERR, f"{module.name}: `{value or ''}' invalid for parameter "
+                self._log(Priority.ERR, f"{module.name}: `{value or ''}' invalid for parameter "
                                      f"`{pname}'")
                 err = E.EINVAL
                 continue
@@ -694,7 +684,7 @@ class FakeKernel:
         if not self.force_load:
             return False
         if not self._tainted("FORCED_MODULE"):
-            self._log(Level.WARNING, f"{name}: {reason}: kernel tainted.")
+            self._log(Priority.WARNING, f"{name}: {reason}: kernel tainted.")
         self.tainted |= self._bit("FORCED_MODULE")
         self._write_proc()
         return True
@@ -845,7 +835,7 @@ class FakeKernel:
         _replace_file(self.root.proc("modules"), "".join(lines))
         _replace_file(self.root.proc("sys/kernel/tainted"), f"{self.tainted}\n")
 
-    def _log(self, level: Level, text: str) -> None:
+    def _log(self, level: Priority, text: str) -> None:
         record = KmsgRecord(seq=len(self.records), level=level, facility=0,
                             usec=(len(self.records) + 1) * USEC_PER_RECORD, flag="-", text=text)
         self.records.append(record)
@@ -898,7 +888,7 @@ def kallsyms_from_modules(images: Iterable[Any]) -> dict[str, int | None]:
     """
     exported: set[str] = set()
     needed: dict[str, int | None] = {}
-    from kmodd.core import elf
+    from kmodd.core.modfile import elf
 
     for image in images:
         with contextlib.suppress(elf.ElfError):  # a module that exports nothing
@@ -952,7 +942,7 @@ class FakeUeventSource:
             self._deliver(batch)
 
     def push(self, *events: Any) -> None:
-        """Deliver uevents (kmodd.core.uevent.Uevent values) as one batch."""
+        """Deliver uevents (kmodd.core.autoload.uevent.Uevent values) as one batch."""
         self.received += len(events)
         self._send(list(events))
 

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kmodd.core.signature import MODULE_SIGNATURE, PKEY_ID_PKCS7, SIG_MAGIC
+from kmodd.core.modfile.signature import MODULE_SIGNATURE, PKEY_ID_PKCS7, SIG_MAGIC
 from tests.fakes import DEBIAN_VERMAGIC
 
 

@@ -16,6 +16,7 @@ a problem was found.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape
 
+from kmodd import __version__
+from kmodd.core.explain.model import (
+    EVIDENCE_INDENT,
+    ExplanationFormatError,
+    Verdict,
+    from_json,
+    render_text,
+    to_json,
+)
+from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.root import Root
 
@@ -241,7 +252,6 @@ def _why(ctx: Context) -> int:
 
 
 def _explain(ctx: Context) -> int:
-    from kmodd.core.explain import ExplanationFormatError, from_json
 
     reply = ctx.client.call(f"{INTERFACE}.Explain", {"module": explain_target(ctx.args[0])})
     try:
@@ -254,9 +264,8 @@ def _explain(ctx: Context) -> int:
 
 def _show_explanation(out: Callable[[str], None], expl: Any, as_json: bool, by: str,
                       seen: Sequence[str] = ()) -> int:
-    """Print an explanation (kmodd.core.explain.Explanation) computed by `by`, and what the
+    """Print an explanation (kmodd.core.explain.model.Explanation) computed by `by`, and what the
     daemon did with the module (`seen`, when the daemon computed it)."""
-    from kmodd.core.explain import EVIDENCE_INDENT, Verdict, render_text, to_json
 
     if as_json:
         shown: dict[str, Any] = {"computed_by": by, "explanation": to_json(expl)}
@@ -275,6 +284,8 @@ def _explain_here(root: Root, environ: Mapping[str, str], args: Sequence[str], a
                   try_load: bool, why: str, out: Callable[[str], None],
                   kernel: KernelPort | None) -> int:
     """`explain` without the daemon: the same explanation, computed by this process."""
+    # Here, not at the top: the checklist's imports cost `kmodctl status` and every other
+    # query some 100 ms (`python3 -X importtime -c 'import kmodd.system.diagnose'`).
     from kmodd.system.attempt import attempt
     from kmodd.system.diagnose import default_moddir, explain
 
@@ -659,10 +670,6 @@ def error_words(command: str, error: VarlinkClientError) -> tuple[int, str]:
 def explain_target(target: str, cwd: str | None = None) -> str:
     """What `explain` sends for TARGET: a path the user typed made absolute (the daemon's
     working directory is not the user's); a module name or alias as it is."""
-    import os
-
-    from kmodd.core.normalize import path_ends_with_kmod_ext
-
     if target.startswith("/"):
         return target
     if "/" in target or (path_ends_with_kmod_ext(target) and os.path.exists(target)):
@@ -707,8 +714,6 @@ def run(
         out(command_help(words[0]))
         return EXIT_OK
     if options.version:
-        from kmodd import __version__
-
         out(f"kmodctl {__version__}\n")
         return EXIT_OK
     if not words:

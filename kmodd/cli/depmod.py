@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from kmodd.cli.kmodtool import reports_index_damage
-from kmodd.core.depmod import (
+from kmodd.core.depmod.build import (
     DepmodModule,
     DepmodOptions,
     FactsOptions,
@@ -33,26 +33,27 @@ from kmodd.core.depmod import (
     parse_system_map,
     resolve_dependencies,
 )
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.config import (
     DepmodConfig,
     FoundModule,
-    Level,
     Message,
     order_config_files,
     parse_config,
 )
-from kmodd.core.depmod_output import (
+from kmodd.core.depmod.output import (
     BuildFile,
     in_output_order,
     render_graph_files,
     render_module_files,
 )
+from kmodd.core.kmod.libkmodlog import TOOL_PRIORITY_NAMES
+from kmodd.core.priority import Priority
 from kmodd.system import modtree
 from kmodd.system.modtree import HostPaths, ModuleSearch, logical
 from kmodd.system.root import DEPMOD_D_DIRS, MODULE_DIRECTORY, Root
 
 EXIT_SUCCESS, EXIT_FAILURE = 0, 1
-DEFAULT_LOG_LEVEL = Level.WARNING
+DEFAULT_LOG_LEVEL = Priority.WARNING
 #: kmod 30's `-V`, except that kmodd reads .ko.gz (Debian's kmod 30 is built without zlib).
 KMOD_VERSION_LINES = "kmod version 30\n+ZSTD +XZ +ZLIB +LIBCRYPTO -EXPERIMENTAL\n"
 
@@ -166,15 +167,16 @@ class _Log:
     stderr: BinaryIO
     level: int = DEFAULT_LOG_LEVEL
 
-    def __call__(self, level: Level, text: str) -> None:
+    def __call__(self, level: Priority, text: str) -> None:
         if level <= self.level:
-            self.stderr.write(f"{self.prog}: {level.name}: {text}".encode("latin-1"))
+            self.stderr.write(f"{self.prog}: {TOOL_PRIORITY_NAMES[level]}: {text}".encode(
+                "latin-1"))
 
     def messages(self, messages: Sequence[Message]) -> bool:
         """Log each; True when one was fatal (kmod exits right there)."""
         for m in messages:
             self(m.level, m.text)
-            if m.level <= Level.FATAL:
+            if m.level <= Priority.CRIT:
                 return True
         return False
 
@@ -256,7 +258,7 @@ def _run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO)
                     args.to_stdout = True
                 case "P":
                     if len(value) != 1:
-                        log(Level.FATAL, "-P only takes a single char\n")
+                        log(Priority.CRIT, "-P only takes a single char\n")
                         return EXIT_FAILURE
                     args.sym_prefix = value
                 case "w":
@@ -269,7 +271,7 @@ def _run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO)
                     return EXIT_SUCCESS
                 case _ if opt in DEPRECATED:
                     shown = f"--{long_name}" if long_name else f"-{opt}"
-                    log(Level.WARNING, f"Ignored deprecated option {shown}\n")
+                    log(Priority.WARNING, f"Ignored deprecated option {shown}\n")
     except UsageError as exc:
         stderr.write(f"{argv[0]}: {exc}\n".encode("latin-1"))
         return EXIT_FAILURE
@@ -281,7 +283,7 @@ def _depmod(args: _Args, log: _Log, paths: HostPaths) -> int:
     if operands:
         kversion = operands.pop(0)
         if not _is_version_number(kversion):
-            log(Level.ERROR, f"Bad version passed {kversion}\n")
+            log(Priority.ERR, f"Bad version passed {kversion}\n")
             return EXIT_FAILURE
     else:
         kversion = logical(os.uname().release)
@@ -304,7 +306,7 @@ def _depmod(args: _Args, log: _Log, paths: HostPaths) -> int:
         return kernel
     print_unknown = args.print_unknown
     if kernel is None and print_unknown:
-        log(Level.WARNING, "-e needs -E or -F\n")
+        log(Priority.WARNING, "-e needs -E or -F\n")
         print_unknown = False
     options = DepmodOptions(
         sym_prefix=args.sym_prefix, print_unknown=print_unknown,
@@ -325,7 +327,7 @@ def _depmod(args: _Args, log: _Log, paths: HostPaths) -> int:
 
     order = _build_file(paths, dirname, "modules.order")
     if order.data is None:
-        log(Level.WARNING, f"could not open modules.order at {dirname}: "
+        log(Priority.WARNING, f"could not open modules.order at {dirname}: "
                            f"{os.strerror(order.errno)}\n")
     positions, messages = modules_order(modules, order.data, dirname)
     if log.messages(messages):
@@ -354,7 +356,7 @@ def _depmod(args: _Args, log: _Log, paths: HostPaths) -> int:
         return EXIT_SUCCESS
     err = modtree.make_output_dir(paths, outdirname)
     if err:
-        log(Level.FATAL, f"could not create directory {outdirname}: {os.strerror(err)}\n")
+        log(Priority.CRIT, f"could not create directory {outdirname}: {os.strerror(err)}\n")
         return EXIT_FAILURE
     writer = modtree.OutputWriter(paths, outdirname)
     for f in rendered:
@@ -377,7 +379,7 @@ def _kernel_symbols(args: _Args, log: _Log, paths: HostPaths) -> KernelSymbols |
         return None
     data, err = modtree.read_file(paths, source)
     if data is None:
-        log(Level.FATAL, f"could not load {source}: {os.strerror(err)}\n")
+        log(Priority.CRIT, f"could not load {source}: {os.strerror(err)}\n")
         return EXIT_FAILURE
     parse = parse_symvers if args.symvers is not None else parse_system_map
     kernel = parse(data, source, args.sym_prefix)
@@ -393,7 +395,7 @@ def _load_config(args: _Args, log: _Log, paths: HostPaths, kversion: str) -> Dep
     for path in files:
         data, err = modtree.read_file(paths, path)
         if data is None:
-            log(Level.ERROR, f"file parse {path}: {os.strerror(err)}\n")
+            log(Priority.ERR, f"file parse {path}: {os.strerror(err)}\n")
         contents.append((path, data))
     cfg = parse_config(contents, kversion)
     log.messages(cfg.messages)
@@ -406,7 +408,7 @@ def _search(cfg: DepmodConfig, log: _Log, paths: HostPaths,
     err = modtree.search_modules(paths, search, dirname)
     log.messages(search.messages)
     if err:
-        log(Level.FATAL, f"could not search modules: {os.strerror(err)}\n")
+        log(Priority.CRIT, f"could not search modules: {os.strerror(err)}\n")
         return None
     for ext in cfg.externals:  # kmod's prepended list: the last config line first
         search.messages.clear()
@@ -420,16 +422,16 @@ def _explicit_modules(operands: Sequence[str], log: _Log, paths: HostPaths,
     modules: dict[str, DepmodModule] = {}
     for path in operands:
         if not path.startswith("/"):
-            log(Level.FATAL, f"{path}: not absolute path.\n")
+            log(Priority.CRIT, f"{path}: not absolute path.\n")
             return None
         err = modtree.stat_errno(paths, path)
         if err:
-            log(Level.FATAL, f"could not create module {path}: {os.strerror(err)}\n")
+            log(Priority.CRIT, f"could not create module {path}: {os.strerror(err)}\n")
             return None
         module = depmod_module(path, dirname)
         if module.modname in modules:
-            log(Level.ERROR, f"hash_add_unique {module.modname}: {os.strerror(errno.EEXIST)}\n")
-            log(Level.FATAL, f"could not add module {path}: {os.strerror(errno.EEXIST)}\n")
+            log(Priority.ERR, f"hash_add_unique {module.modname}: {os.strerror(errno.EEXIST)}\n")
+            log(Priority.CRIT, f"could not add module {path}: {os.strerror(errno.EEXIST)}\n")
             return None
         modules[module.modname] = module
     return list(modules.values())

@@ -21,8 +21,8 @@ from kmodd.cli.kmodtool import (
     fs_bytes,
     reports_index_damage,
 )
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.outcome import insmod_insert_error
+from kmodd.core.autoload.outcome import insmod_insert_error
+from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.root import Root
 

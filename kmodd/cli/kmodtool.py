@@ -9,11 +9,12 @@ stderr logger, used by the tools that never install one (insmod, lsmod, modinfo)
 from __future__ import annotations
 
 import functools
+import syslog
 from collections.abc import Callable, Mapping
 from typing import BinaryIO, ParamSpec, cast
 
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.libkmodlog import (
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.libkmodlog import (
     TOOL_PRIORITY_NAMES,
     LibkmodEvent,
     Priority,
@@ -64,21 +65,15 @@ class ToolLog:
 
     def open_syslog(self) -> None:
         """`log_open(true)`: later messages go to syslog (facility daemon)."""
-        import syslog
-
         syslog.openlog(self.prog, syslog.LOG_CONS, syslog.LOG_DAEMON)
         self.use_syslog = True
 
     def close(self) -> None:
         if self.use_syslog:
-            import syslog
-
             syslog.closelog()
 
     def _emit(self, priority: int, line: str, syslog_text: str) -> None:
         if self.use_syslog:
-            import syslog
-
             syslog.syslog(priority, syslog_text)
         else:
             self.stderr.write(self.encode(line))

@@ -18,7 +18,7 @@ from kmodd.cli.kmodtool import (
     latin1,
     reports_index_damage,
 )
-from kmodd.core.libkmodlog import strerror
+from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 

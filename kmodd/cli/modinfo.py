@@ -31,12 +31,12 @@ from kmodd.cli.kmodtool import (
     fs_bytes,
     reports_index_damage,
 )
-from kmodd.core import elf
-from kmodd.core.config import build_config
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.normalize import modname_normalize
-from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
-from kmodd.core.signature import SignatureInfo, modinfo_fields, parse_module_signature
+from kmodd.core.kmod.config import build_config
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
+from kmodd.core.modfile import elf
+from kmodd.core.modfile.signature import SignatureInfo, modinfo_fields, parse_module_signature
 from kmodd.system.moddb import raw_indexes, read_cmdline
 from kmodd.system.modfile import map_module, module_image
 from kmodd.system.root import MODULE_DIRECTORY, Root, kernel_release
@@ -324,7 +324,7 @@ class Modinfo:
 
 
 class ResolverLookup:
-    """modinfo's lookups through kmodd.core.resolve, as a libkmod context with no config.
+    """modinfo's lookups through kmodd.core.kmod.resolve, as a libkmod context with no config.
 
     modinfo calls `kmod_new(dirname, &null_config)`: no modprobe.d file is read, so only the
     indexes (and the kernel command line) count. `-m` is kmod_module_new_from_name_lookup:
@@ -338,7 +338,7 @@ class ResolverLookup:
     def by_alias(self, text: str) -> list[FoundModule] | int:
         try:
             modules = self.resolver.lookup(text)
-        except LookupError_ as err:
+        except ModuleLookupError as err:
             code: int = err.errno
             return code
         return [self._found(m) for m in modules]

@@ -4,7 +4,7 @@ The flow follows tools/modprobe.c: options (after `$MODPROBE_OPTIONS`, which is 
 put in front of the arguments), the module directory from `-d`/`-S`, the configuration
 (its problems printed by libkmod's default logger, because kmod parses it while creating
 the library context), the indexes, then one of: `-c`, `-R`, `-D`/`-n`/`-v` (a plan printed),
-a real load, or `-r`. Planning and running are kmodd's core (`kmodd.core.plan`), shared with
+a real load, or `-r`. Planning and running are kmodd's core (`kmodd.core.kmod.plan`), shared with
 the daemon.
 """
 
@@ -18,23 +18,24 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from kmodd.cli.gnuopt import Arg, GetoptLong, LongOpt, OptError
 from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1, reports_index_damage
-from kmodd.core.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
-from kmodd.core.config import Config
-from kmodd.core.index import INDEX_FILES, IndexProblem
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import LibkmodEvent, Priority
-from kmodd.core.normalize import path_to_modname
-from kmodd.core.resolve import CTX, LookupError_, Module, Resolver
+from kmodd.core.kmod.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
+from kmodd.core.kmod.config import Config
+from kmodd.core.kmod.index import INDEX_FILES, IndexProblem
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import LibkmodEvent, Priority
+from kmodd.core.kmod.normalize import path_to_modname
+from kmodd.core.kmod.resolve import CTX, Module, ModuleLookupError, Resolver
 from kmodd.system.root import Root, kernel_release, module_dir
 
 if TYPE_CHECKING:
-    from kmodd.core.elf import ModuleElf
-    from kmodd.core.plan import Plan, ProbeFlag, Step
+    from kmodd.core.kmod.plan import Plan, ProbeFlag, Step
+    from kmodd.core.modfile.elf import ModuleElf
     from kmodd.system.kernel import KernelPort
     from kmodd.system.modstate import SysModules
 
-# A one-shot `modprobe -R` must start fast: what only loading, removing or --show-* need
-# (planning, removal, the ELF reader, the kernel edge) is imported where it is used.
+# A one-shot `modprobe -R` must start fast (bench/bench_oneshot.py: at most 1.5 times
+# `python3 -c pass`): what only loading, removing or --show-* need (planning, removal, the
+# ELF reader, the kernel edge) is imported where it is used, in each function below.
 
 SHORT_OPTIONS = "arw:RibfDcnC:d:S:sqvVh"
 # Long-only options are keyed by their own name (modprobe.c gives them small numbers).
@@ -461,7 +462,7 @@ class _Run:
 
     def _show_symbols(self, filename: str) -> int:
         """--show-modversions / --show-exports: `0x%08x\t<symbol>` per entry."""
-        from kmodd.core.elf import ElfError, parse_module
+        from kmodd.core.modfile.elf import ElfError, parse_module
         from kmodd.system.modfile import map_module, module_image
         from kmodd.system.sysview import FileView
 
@@ -495,7 +496,7 @@ class _Run:
     def _symbol_entries(self, module: ModuleElf) -> tuple[list[tuple[int, str]], int]:
         """kmod_module_get_versions (a missing `__versions` is ENOENT, a ragged one EINVAL)
         or kmod_module_get_symbols (raises ElfError(ENOENT) without exports)."""
-        from kmodd.core.elf import MODVERSION_RECORD_SIZE
+        from kmodd.core.modfile.elf import MODVERSION_RECORD_SIZE
 
         if not self.s.show_modversions:
             return [(e.crc, e.name) for e in module.exports()], 0
@@ -512,7 +513,7 @@ class _Run:
         s = self.s
         try:
             mods = resolver.lookup(alias)
-        except LookupError_:
+        except ModuleLookupError:
             mods = []
         if not mods:
             self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
@@ -520,7 +521,7 @@ class _Run:
         if s.lookup_only:
             self.out("".join(f"{mod.name}\n" for mod in mods))
             return 0
-        from kmodd.core.plan import ProbeFlag, plan_probe
+        from kmodd.core.kmod.plan import ProbeFlag, plan_probe
 
         flags = ProbeFlag(0)
         if s.strip_modversion or s.force:
@@ -551,7 +552,7 @@ class _Run:
 
     def _run(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
              show: object) -> int:
-        from kmodd.core.plan import ProbeFlag, run_plan
+        from kmodd.core.kmod.plan import ProbeFlag, run_plan
         from kmodd.system.actions import HostActions
 
         # Without -d, module files live under the root like everything else.
@@ -568,7 +569,7 @@ class _Run:
             return
         path = self.resolver.path(m)
         if path is None:
-            from kmodd.core.plan import initstate
+            from kmodd.core.kmod.plan import initstate
 
             if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
                 self.out(f"builtin {m.name}\n")
@@ -576,7 +577,7 @@ class _Run:
             self.out(f"insmod {path} {options}\n")
 
     def _insert_error(self, mod: Module, err: int) -> None:
-        from kmodd.core.outcome import modprobe_insert_error
+        from kmodd.core.autoload.outcome import modprobe_insert_error
 
         self.log.err(modprobe_insert_error(mod.name, -err))
 
@@ -597,7 +598,7 @@ class _Run:
     # -- removing -------------------------------------------------------------------------------
 
     def _rmmod_all(self, resolver: Resolver, args: Sequence[str]) -> int:
-        from kmodd.core.remove import REMOVE_HOLDERS, RemoveOptions, remove
+        from kmodd.core.kmod.remove import REMOVE_HOLDERS, RemoveOptions, remove
         from kmodd.system.actions import HostRemoval
 
         s = self.s
@@ -614,7 +615,7 @@ class _Run:
         for a in args:
             try:
                 r = remove(resolver, self.sysfs, io, a, flags, opts)
-            except LookupError_ as e:
+            except ModuleLookupError as e:
                 r = -e.errno
             if r < 0:
                 err = r

@@ -22,11 +22,11 @@ from kmodd.cli.kmodtool import (
     fs_bytes,
     reports_index_damage,
 )
-from kmodd.core.index import RawIndexes
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import LibkmodEvent, Priority, strerror
-from kmodd.core.normalize import modname_normalize
-from kmodd.core.outcome import libkmod_remove_error, rmmod_remove_error
+from kmodd.core.autoload.outcome import libkmod_remove_error, rmmod_remove_error
+from kmodd.core.kmod.index import RawIndexes
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import LibkmodEvent, Priority, strerror
+from kmodd.core.kmod.normalize import modname_normalize
 from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.moddb import raw_indexes
 from kmodd.system.modstate import SysModules

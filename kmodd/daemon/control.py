@@ -20,13 +20,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from kmodd.core.explain_idl import VARLINK_TYPES as EXPLAIN_TYPES
-from kmodd.core.messages import Message
-from kmodd.core.normalize import path_ends_with_kmod_ext
+from kmodd.core.autoload.messages import Message
+from kmodd.core.explain.idl import VARLINK_TYPES as EXPLAIN_TYPES
+from kmodd.core.explain.model import Explanation, to_json
+from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
+from kmodd.daemon.lifecycle import DaemonState
 from kmodd.daemon.throttle import LogThrottle, held_note
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -41,9 +43,6 @@ from kmodd.daemon.varlink import (
 )
 from kmodd.system.explainer import ExplainLimits
 from kmodd.system.journal import Priority
-
-if TYPE_CHECKING:
-    from kmodd.core.explain import Explanation
 
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
@@ -347,7 +346,7 @@ def devpath_problem(target: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class StatusView:
     version: str
-    state: str
+    state: DaemonState
     pid: int
     kernel_release: str
     uptime_usec: int
@@ -450,7 +449,7 @@ class WhyView:
 
 @dataclass(frozen=True, slots=True)
 class ExplanationView:
-    explanation: Explanation  # sent in kmodd.core.explain's wire form
+    explanation: Explanation  # sent in kmodd.core.explain.model's wire form
     seen: tuple[str, ...]  # what the daemon did with the module, in sentences
 
 
@@ -656,7 +655,6 @@ def build_service(
         return {"report": to_wire(report)}
 
     async def explain(call: Call) -> Mapping[str, Any]:
-        from kmodd.core.explain import to_json
 
         view = await state.explain(call.parameters["module"],
                                    kernel_log=may_change(call, admin)

@@ -1,9 +1,9 @@
 """Handling devices: for each queued event decide (udev's `kmod load`), load, record, tell.
 
 For an `add` with a MODALIAS the modalias is looked up and decided like udev's builtin does
-(`core.autoload.decide`: every module found, the blacklist applied as `modprobe -b`,
+(`core.autoload.decide.decide`: every module found, the blacklist applied as `modprobe -b`,
 built-in and live modules skipped); the modules udev's static rules load for the event
-(`core.udev_static`) are decided the same way, and loaded in the background (at a lower CPU
+(`core.autoload.udev_static`) are decided the same way, and loaded in the background (at a lower CPU
 priority than the device's own driver, `daemon.loader`). Deciding is quick and runs on the event
 loop, one event after another, against the snapshot that is current at that moment. The
 chains to run are handed to the `Loader` and awaited in a task per device, so the next
@@ -17,11 +17,13 @@ it, so the table holds the devices that exist.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from kmodd.core.autoload import (
+from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     Candidate,
     LoadOutcome,
@@ -30,13 +32,13 @@ from kmodd.core.autoload import (
     decide,
     redecide,
 )
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.loadrecords import History, LoadedBy
-from kmodd.core.messages import Message
-from kmodd.core.plan import LiveState
-from kmodd.core.resolve import Resolver
-from kmodd.core.udev_static import static_loads
-from kmodd.core.uevent import Action
+from kmodd.core.autoload.loadrecords import History, LoadedBy
+from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.udev_static import static_loads
+from kmodd.core.autoload.uevent import Action
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.plan import LiveState
+from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.intake import Intake, Origin, Queued
 from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
 from kmodd.daemon.recovery import Reprobe, Scanned
@@ -79,7 +81,7 @@ class Decisions:
     keeps its module objects the same way). Devices also share modaliases (CPUs, identical
     functions), and a plan depends only on the snapshot (index, configuration, which files
     exist), so the second device with a modalias costs one state check per module
-    (`core.autoload.redecide`). Both memos start over with a new snapshot, or when full.
+    (`core.autoload.decide.redecide`). Both memos start over with a new snapshot, or when full.
     """
 
     def __init__(self, live: LiveState) -> None:
@@ -383,23 +385,13 @@ class Devices:
         record = work.record
         own = [c for c in work.candidates if c.name not in work.background]
         extra = [c for c in work.candidates if c.name in work.background]
-        live = [self._when_live(c.name) for c in own] if extra else []
-        all_live = asyncio.gather(*live)
-        own_chains = asyncio.gather(*(self._chain(work, c, False) for c in own))
-        try:
-            if live:
-                await asyncio.wait((own_chains, all_live), return_when=asyncio.FIRST_COMPLETED)
-            extra_results = await asyncio.gather(*(self._chain(work, c, True) for c in extra))
-            own_results = await own_chains
-        except asyncio.CancelledError:
-            own_chains.cancel()
-            raise
-        finally:
-            all_live.cancel()
-            for c, waiter in zip(own if live else (), live, strict=True):
-                self._forget_waiter(c.name, waiter)
-        results = dict(zip((c.name for c in own), own_results, strict=True))
-        results.update(zip((c.name for c in extra), extra_results, strict=True))
+        results: dict[str, tuple[ChainResult, bool]] = {}
+        async with asyncio.TaskGroup() as tasks:
+            own_tasks = [tasks.create_task(self._chain(work, c, False)) for c in own]
+            if extra:
+                tasks.create_task(self._after_own(work, extra, own_tasks, results))
+        results.update(zip((c.name for c in own), (t.result() for t in own_tasks),
+                           strict=True))
         for candidate in work.candidates:
             result, joined = results[candidate.name]
             chain = ChainRecord(candidate, result, joined)
@@ -407,8 +399,44 @@ class Devices:
             self.tell_chain(chain, record.where, Request.AUTOLOAD, steps_told=True)
         self._finish(record)
 
+    async def _after_own(self, work: _Work, extra: Sequence[Candidate],
+                         own_tasks: Sequence[asyncio.Task[tuple[ChainResult, bool]]],
+                         results: dict[str, tuple[ChainResult, bool]]) -> None:
+        """The background chains, started once every own module went live (its
+        `add@/module` uevent) or every own chain ended, whichever comes first."""
+        ready = asyncio.Event()
+        waiting_live = {c.name for c in work.candidates if c.name not in work.background}
+        chains_left = len(own_tasks)
+
+        def went_live(name: str) -> None:
+            waiting_live.discard(name)
+            if not waiting_live:
+                ready.set()
+
+        def chain_ended(_: object) -> None:
+            nonlocal chains_left
+            chains_left -= 1
+            if chains_left == 0:
+                ready.set()
+
+        for task in own_tasks:
+            task.add_done_callback(chain_ended)
+        waiters = {name: self._when_live(name) for name in set(waiting_live)}
+        for name, waiter in waiters.items():
+            waiter.add_done_callback(functools.partial(lambda n, _: went_live(n), name))
+        try:
+            if own_tasks:
+                await ready.wait()
+            extra_results = await asyncio.gather(*(self._chain(work, c, True) for c in extra))
+        finally:
+            for task in own_tasks:
+                task.remove_done_callback(chain_ended)
+            for name, waiter in waiters.items():
+                self._forget_waiter(name, waiter)
+        results.update(zip((c.name for c in extra), extra_results, strict=True))
+
     def _chain(self, work: _Work, candidate: Candidate,
-               background: bool) -> Awaitable[tuple[ChainResult, bool]]:
+               background: bool) -> Coroutine[Any, Any, tuple[ChainResult, bool]]:
         assert candidate.plan is not None, "a module to load always has a plan"
         where = work.record.where
         return self.loader.run_chain(
@@ -445,7 +473,7 @@ class Devices:
 
     def _offer_reprobe(self, record: DeviceRecord) -> None:
         """Hand a scanned device to the recovery with the modules of its modalias that are
-        live now (rule 3 of core.reprobe is checked there)."""
+        live now (rule 3 of core.autoload.reprobe is checked there)."""
         if not record.modalias or not record.resolutions:
             return
         own = record.resolutions[0]  # the modalias is always the first key

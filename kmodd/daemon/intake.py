@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.daemon.throttle import LogThrottle, held_note
 from kmodd.daemon.workers import SYSTEM_WORKERS, WorkerPool
 from kmodd.system.netlink import EventsLost, NetlinkUeventSocket, Rejected, UeventSource

@@ -15,6 +15,7 @@ def main() -> int:
     """Start the daemon with `ssl` kept out (unless something imported it already)."""
     if "ssl" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]
+    # Imported after: nothing the daemon imports may pull ssl in (bench/bench_daemon.py, READY).
     from kmodd.daemon.main import main as run_daemon
 
     return run_daemon()

@@ -4,8 +4,19 @@ it runs degraded if it does."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-from kmodd.core.loadrecords import Instance
+from kmodd.core.autoload.loadrecords import Instance
+
+
+class DaemonState(StrEnum):
+    """The IDL's DaemonState: what the daemon is doing as a whole."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DEGRADED = "degraded"  # no usable module index: listening, loading nothing
+    RELOADING = "reloading"
+    STOPPING = "stopping"
 
 
 @dataclass(slots=True)
@@ -14,7 +25,7 @@ class Lifecycle:
 
     started: float  # time.monotonic() at start
     kernel_release: str
-    state: str = "starting"
+    state: DaemonState = DaemonState.STARTING
     ready: float | None = None
     coldplug_done: bool = False
     dry_run: bool = False
@@ -30,6 +41,7 @@ class Lifecycle:
     records_failure: str | None = None
 
     @property
-    def settled_state(self) -> str:
-        """The state between reloads: "degraded" while there is no usable index."""
-        return "degraded" if self.degraded_reason is not None else "running"
+    def settled_state(self) -> DaemonState:
+        """The state between reloads: degraded while there is no usable index."""
+        return (DaemonState.DEGRADED if self.degraded_reason is not None
+                else DaemonState.RUNNING)

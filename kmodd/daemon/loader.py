@@ -1,9 +1,9 @@
 """Carry out load plans: chains in parallel up to a limit, each in order, a module never twice.
 
 A *chain* is the probe plan of one requested module (its dependencies and softdeps first,
-`core.plan.plan_probe`). Chains run in worker threads, at most `parallel` at once (the
+`core.kmod.plan.plan_probe`). Chains run in worker threads, at most `parallel` at once (the
 `parallel_loads` setting), because finit_module and install commands block. Inside a thread
-the plan runs through `core.plan.run_plan`, the same loop modprobe uses, so the libkmod
+the plan runs through `core.kmod.plan.run_plan`, the same loop modprobe uses, so the libkmod
 rules hold: already-loaded steps are skipped, EEXIST counts as success, a failing softdep is
 ignored and a failing required module ends the chain.
 
@@ -23,7 +23,7 @@ probe, once sd_mod is live: `daemon.devices` starts such chains then). On an idl
 changes nothing.
 
 For a failed insert the kernel's log lines about the module are captured (`system.kmsg`)
-and the errno is classified (`core.outcome`). Every step is timed (monotonic clock).
+and the errno is classified (`core.autoload.outcome`). Every step is timed (monotonic clock).
 
 A chain counts as running until its *thread* ends, even when whoever asked for it stopped
 waiting (a client that disconnected): a stopping daemon waits for it, and past its deadline
@@ -46,12 +46,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from kmodd.core.autoload import LoadOutcome, insert_outcome
-from kmodd.core.kmsg import KmsgRecord, module_lines, texts
-from kmodd.core.outcome import Diagnosis, classify_insert, classify_remove
-from kmodd.core.plan import LiveState, Plan, ProbeFlag, Step, run_plan
-from kmodd.core.remove import RemoveOptions, remove
-from kmodd.core.resolve import LookupError_, Module, Resolver
+from kmodd.core.autoload.decide import LoadOutcome, insert_outcome
+from kmodd.core.autoload.kmsg import KmsgRecord, module_lines, texts
+from kmodd.core.autoload.outcome import Diagnosis, classify_insert, classify_remove
+from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Step, run_plan
+from kmodd.core.kmod.remove import RemoveOptions, remove
+from kmodd.core.kmod.resolve import Module, ModuleLookupError, Resolver
 from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
 from kmodd.system.kernel import KernelPort, init_declined
 from kmodd.system.kmsg import KmsgSource
@@ -247,7 +247,7 @@ class InflightInserts:
 
 
 class _ChainActions:
-    """`core.plan.Actions` for one chain, in its worker thread; records every step."""
+    """`core.kmod.plan.Actions` for one chain, in its worker thread; records every step."""
 
     def __init__(self, loader: Loader, kernel_blacklist: frozenset[str], dry_run: bool,
                  devpath: str | None, tell: Callable[[StepResult], None] | None) -> None:
@@ -352,7 +352,8 @@ class _ChainActions:
 
 
 class _RemovalIO:
-    """`core.remove.RemoveIO` for the daemon: deletes through the kernel port, collects text."""
+    """`core.kmod.remove.RemoveIO` for the daemon: deletes through the kernel port, collects
+    text."""
 
     def __init__(self, loader: Loader, modules: SysModules, dry_run: bool) -> None:
         self._loader = loader
@@ -398,7 +399,7 @@ class _RemovalIO:
 
 @dataclass(frozen=True, slots=True)
 class RemovalResult:
-    status: int  # core.remove's result: 0 or minus an errno
+    status: int  # core.kmod.remove's result: 0 or minus an errno
     removed: tuple[tuple[str, int], ...]
     messages: tuple[str, ...]
 
@@ -531,13 +532,13 @@ class Loader:
         io = _RemovalIO(self, modules, dry_run)
         try:
             status = remove(resolver, self.live, io, name, 0, RemoveOptions())
-        except LookupError_ as e:
+        except ModuleLookupError as e:
             status = -e.errno
         return RemovalResult(status, tuple(io.removed), tuple(io.messages))
 
     async def remove(self, resolver: Resolver, name: str, *,
                      dry_run: bool = False) -> RemovalResult:
-        """`modprobe -r name` (core.remove), in a worker thread (`dry_run`: decide only)."""
+        """`modprobe -r name` (core.kmod.remove), in a worker thread (`dry_run`: decide only)."""
         return await self._in_thread(
             self._executor, lambda: self._remove_blocking(resolver, name, dry_run))
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 from kmodd import __version__
+from kmodd.core.autoload.messages import MESSAGE_IDS, Message
 
 # Exit codes (only main() turns failures into them), from the table kmodd(8) lists.
 from kmodd.core.exitcodes import (
@@ -31,7 +32,6 @@ from kmodd.core.exitcodes import (
     EXIT_FAILURE,
     EXIT_OK,
 )
-from kmodd.core.messages import MESSAGE_IDS, Message
 from kmodd.core.settings import (
     CONFIG_FILE,
     Diagnostic,

@@ -1,4 +1,5 @@
-"""Every start is a recovery: re-probe devices left without a driver (rules: `core.reprobe`).
+"""Every start is a recovery: re-probe devices left without a driver (the rules:
+`core.autoload.reprobe`).
 
 `Devices` hands over each scanned device (coldplug, resync) once its handling is finished;
 what the device's modalias resolved to that is live, the sysfs facts of its binding (read in
@@ -24,10 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kmodd.core.kmsg import is_about_module, texts
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.messages import Message
-from kmodd.core.reprobe import BindingFacts, ReprobeResult, should_reprobe
+from kmodd.core.autoload.kmsg import is_about_module, texts
+from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.reprobe import BindingFacts, ReprobeResult, should_reprobe
+from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.daemon.report import Reporter
 from kmodd.daemon.workers import PoolTimeout, WorkerPool
 from kmodd.system.journal import Priority

@@ -5,8 +5,8 @@ record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY, MESSAGE_ID of its kin
 KMODD_* fields), hands the same facts to Monitor subscribers (`daemon.events.EventHub`)
 and counts the outcome for GetStatus. Records below the configured level are counted and
 streamed but not written.
-Levels and wording come from `core.autoload`; a failure carries its cause in plain words
-(`core.outcome`) and the kernel's own lines about the module.
+Levels and wording come from `core.autoload.decide`; a failure carries its cause in plain words
+(`core.autoload.outcome`) and the kernel's own lines about the module.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kmodd.core.autoload import LoadOutcome, Request, log_level, message
-from kmodd.core.libkmodlog import Priority as CorePriority
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.messages import MESSAGE_IDS, Message, outcome_message
-from kmodd.core.outcome import Diagnosis
+from kmodd.core.autoload.decide import LoadOutcome, Request, log_level, message
+from kmodd.core.autoload.messages import MESSAGE_IDS, Message, outcome_message
+from kmodd.core.autoload.outcome import Diagnosis
+from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.daemon.events import EventHub, EventView
 from kmodd.system.journal import LogSink, OutcomeRecord, Priority, log_wrapper
 
@@ -101,9 +100,8 @@ class Reporter:
         """Tell one outcome. `quiet`: at debug level whatever it is (a repeat of a told one)."""
         self.outcomes[facts.outcome.value] += 1
         diagnosis = facts.diagnosis.outcome if facts.diagnosis is not None else None
-        core_level: CorePriority = (CorePriority.DEBUG if quiet
-                                    else log_level(facts.outcome, request, diagnosis))
-        priority = Priority(int(core_level))
+        priority = (Priority.DEBUG if quiet
+                    else log_level(facts.outcome, request, diagnosis))
         text: str | None = None
         if priority <= self.max_priority:
             text = describe(facts)

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
-from kmodd.core.loadrecords import History
-from kmodd.core.messages import Message
+from kmodd.core.autoload.loadrecords import History
+from kmodd.core.autoload.messages import Message
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import Devices
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
-from kmodd.daemon.lifecycle import Lifecycle
+from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
@@ -239,6 +239,7 @@ class Daemon:
         """
         if self.control is not None:
             return self.control
+        # Imported here, not at the top: bench/bench_daemon.py's READY and coldplug figures.
         from kmodd.daemon.control import admin_gid, build_service, limits_from
         from kmodd.daemon.state import DaemonControl
 
@@ -291,7 +292,7 @@ class Daemon:
     async def reload(self, reason: str) -> Snapshot | str:
         """Build a new snapshot off the loop and swap it in; on failure keep the old one."""
         self.notifier.reloading()
-        self.lifecycle.state = "reloading"
+        self.lifecycle.state = DaemonState.RELOADING
         self.log(Priority.INFO, Message.RELOAD_STARTED,
                  f"Reloading the module index and configuration ({reason})")
         result = await self.snapshots.reload()
@@ -318,8 +319,8 @@ class Daemon:
         if self.lifecycle.degraded_reason is None:
             self.log(Priority.ERR, Message.DEGRADED_ENTERED, message, "degraded")
         self.lifecycle.degraded_reason = reason
-        if self.lifecycle.state == "running":
-            self.lifecycle.state = "degraded"
+        if self.lifecycle.state is DaemonState.RUNNING:
+            self.lifecycle.state = DaemonState.DEGRADED
 
     def _lookup_met_damage(self, reason: str) -> None:
         """A lookup met damage in an index file not yet checked whole (alias and symbols are
@@ -621,7 +622,7 @@ class Daemon:
     async def _stop_in_order(self, front: list[asyncio.Task[None]],
                              dispatcher: asyncio.Task[None]) -> None:
         assert self.loader is not None
-        self.lifecycle.state = "stopping"
+        self.lifecycle.state = DaemonState.STOPPING
         self.notifier.stopping()
         self.log(Priority.INFO, Message.STOPPING, "Stopping", "stopping")
         for task in front:  # no new events, requests or reloads from here on

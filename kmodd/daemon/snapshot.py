@@ -37,12 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from kmodd.core.autoload import kernel_module_blacklist
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.config import Config
-from kmodd.core.index import DECODED_ROLES, INDEX_FILES, Indexes, RawIndexes, open_indexes
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.resolve import CompiledConfig, Resolver, SystemView, compiled
+from kmodd.core.autoload.decide import kernel_module_blacklist
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.config import Config
+from kmodd.core.kmod.index import DECODED_ROLES, INDEX_FILES, Indexes, RawIndexes, open_indexes
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.resolve import CompiledConfig, Resolver, SystemView, compiled
 from kmodd.daemon.workers import BUILD_DEADLINE, SYSTEM_WORKERS, PoolClosed, PoolTimeout, WorkerPool
 from kmodd.system.moddb import (
     decode_indexes,

@@ -3,8 +3,8 @@
 Reading methods build the interface's views from the device and module tables
 (`daemon.devices`), the intake and socket counters and the current snapshot. `Why` and
 `Explain` also decide afresh, without loading anything, what the daemon would do now.
-`Load` and `Unload` are explicit requests: modprobe's semantics (`core.autoload.
-MODPROBE_FLAGS`: the blacklist applies to aliases only; `core.remove` for unloading), run by
+`Load` and `Unload` are explicit requests: modprobe's semantics (`core.autoload.decide.
+MODPROBE_FLAGS`: the blacklist applies to aliases only; `core.kmod.remove` for unloading), run by
 the same loader as autoloading, and told at the louder levels of an explicit request.
 """
 
@@ -16,10 +16,9 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from kmodd import __version__
-from kmodd.core.autoload import (
+from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     MODPROBE_FLAGS,
     Candidate,
@@ -29,13 +28,14 @@ from kmodd.core.autoload import (
     Resolution,
     decide,
 )
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.loadrecords import LoadedBy
-from kmodd.core.normalize import modname_normalize
-from kmodd.core.outcome import Outcome, classify_remove
-from kmodd.core.plan import LiveState, initstate
-from kmodd.core.resolve import LookupError_, Resolver
+from kmodd.core.autoload.loadrecords import LoadedBy
+from kmodd.core.autoload.outcome import Outcome, classify_remove
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.kmod.plan import LiveState, initstate
+from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
 from kmodd.daemon.control import (
     INTERFACE,
     CandidateView,
@@ -65,9 +65,6 @@ from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
 from kmodd.system.root import Root
 from kmodd.system.sysfs import device_details
-
-if TYPE_CHECKING:
-    from kmodd.core.explain_facts import FailedAttempt
 
 #: Words for where a lookup found its modules (`resolve.LOOKUP_SOURCES`).
 SOURCE_WORDS = {
@@ -402,7 +399,7 @@ class DaemonControl:
             snapshot, resolver = self._resolver()
             try:
                 found = resolver.lookup(name) if name else []
-            except LookupError_:
+            except ModuleLookupError:
                 found = []
             if not found:
                 self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name, errno=E.ENOENT),
@@ -459,7 +456,6 @@ def reprobe_view(reporter: Reporter, reprobe: Reprobe) -> ReprobeView:
 
 def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
-    from kmodd.core.explain_facts import FailedAttempt
 
     step = record.step
     if step is None or step.outcome is not LoadOutcome.FAILED:

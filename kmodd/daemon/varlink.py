@@ -272,6 +272,8 @@ class VarlinkService:
         self._descriptions: dict[str, str] = {}
         self._methods: dict[str, Method] = {}
         self._connections: set[_Connection] = set()
+        #: The task group of the connections being served (set while `serve` runs).
+        self._tasks: asyncio.TaskGroup | None = None
         #: Refused connections waiting for `Limits.refusal_delay` to pass before they are told.
         self.delayed_refusals = 0
         #: Open connections of unprivileged peers, all together and per uid.
@@ -314,13 +316,18 @@ class VarlinkService:
         """Accept and serve connections on a listening AF_UNIX socket until cancelled."""
         loop = asyncio.get_running_loop()
         listener.setblocking(False)
-        server = await loop.create_unix_server(lambda: _Connection(self), sock=listener)
-        try:
-            await server.serve_forever()
-        finally:
-            server.close()
-            for connection in list(self._connections):
-                connection.close("server-stopping")
+        # Every connection's task belongs to this group: when serving ends, each is cancelled
+        # and waited for here, none outlives the server.
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            server = await loop.create_unix_server(lambda: _Connection(self), sock=listener)
+            try:
+                await server.serve_forever()
+            finally:
+                self._tasks = None
+                server.close()
+                for connection in list(self._connections):
+                    connection.close("server-stopping")
 
     def is_privileged(self, peer: Peer) -> bool:
         """Root, or whom the service's `privileged` predicate accepts."""
@@ -545,7 +552,11 @@ class _Connection(asyncio.Protocol):
         if not self.privileged:
             self._bucket = TokenBucket(self._limits.request_rate, self._limits.request_burst,
                                        loop.time())
-        self._worker = loop.create_task(self._serve())
+        tasks = service._tasks
+        if tasks is None:  # the server is stopping
+            self.close("server-stopping")
+            return
+        self._worker = tasks.create_task(self._serve_guarded())
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -660,6 +671,18 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
+
+    async def _serve_guarded(self) -> None:
+        """`_serve`, whose failure costs its one connection, never its task group."""
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._service.statistics.errors["internal-error"] += 1
+            if self._service._on_internal_error is not None:
+                self._service._on_internal_error("(connection)", e)
+            self.close("internal-error")
 
     async def _serve(self) -> None:
         while not self._closed:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kmodd.core.autoload import LoadOutcome
-from kmodd.core.libkmodlog import strerror
-from kmodd.core.plan import LiveState, Plan, in_kernel
-from kmodd.core.resolve import Resolver
+from kmodd.core.autoload.decide import LoadOutcome
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.kmod.plan import LiveState, Plan, in_kernel
+from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.control import PlanStepView
 from kmodd.daemon.devices import ChainRecord
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult

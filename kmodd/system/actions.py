@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from kmodd.core.libkmodlog import LibkmodEvent, strerror
-from kmodd.core.plan import ProbeFlag
-from kmodd.core.resolve import Module
+from kmodd.core.kmod.libkmodlog import LibkmodEvent, strerror
+from kmodd.core.kmod.plan import ProbeFlag
+from kmodd.core.kmod.resolve import Module
 
 if TYPE_CHECKING:
     from kmodd.system.kernel import KernelPort

@@ -1,7 +1,7 @@
 """Load a module as modprobe would and record how it failed, for `kmodctl explain --try`.
 
 `attempt(target, root=..., moddir=...)` runs the same plan a real `modprobe TARGET OPTIONS`
-runs (kmodd.core.plan with the host's actions) while watching `/dev/kmsg`, and returns the
+runs (kmodd.core.kmod.plan with the host's actions) while watching `/dev/kmsg`, and returns the
 failed attempt: the module asked for, the step that failed (a dependency or the module),
 its errno, what gave it (finit_module, init_module, open, an install command), the kernel's
 log records written meanwhile and what kmod would have printed. The result goes to
@@ -16,13 +16,15 @@ import os
 from collections.abc import Mapping
 from typing import BinaryIO
 
-from kmodd.core.config import Config
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.plan import ProbeFlag, Step, plan_probe, run_plan
-from kmodd.core.resolve import LookupError_, Resolver
-from kmodd.system.kernel import InsertResult, KernelPort, init_declined
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.kmod.config import Config
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.plan import ProbeFlag, Step, plan_probe, run_plan
+from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
+from kmodd.system.actions import HostActions
+from kmodd.system.kernel import InsertResult, KernelPort, LinuxKernel, init_declined
 from kmodd.system.kmsg import DevKmsg
+from kmodd.system.moddb import load_config, raw_indexes
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 from kmodd.system.sysview import FileView
@@ -85,9 +87,6 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
     kernel's log records written meanwhile and what kmod would have printed. A module whose
     own init answered EEXIST failed too (`declined`), though modprobe counts it as loaded.
     """
-    from kmodd.system.actions import HostActions
-    from kmodd.system.kernel import LinuxKernel
-    from kmodd.system.moddb import load_config, raw_indexes
 
     real_moddir = root.path(moddir)
     if config is None:
@@ -99,7 +98,7 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
     port = _Recording(kernel if kernel is not None else LinuxKernel(root))
     try:
         mods = resolver.lookup(target)
-    except LookupError_:
+    except ModuleLookupError:
         mods = []
     if not mods:
         return FailedAttempt(target, E.ENOENT, "lookup", kmsg=(), options=options)

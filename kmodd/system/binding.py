@@ -18,7 +18,7 @@ import errno as E
 import os
 from collections.abc import Iterable
 
-from kmodd.core.reprobe import BindingFacts
+from kmodd.core.autoload.reprobe import BindingFacts
 from kmodd.system.root import Root
 
 #: Bytes read of a sysfs attribute (a page at most).

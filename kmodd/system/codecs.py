@@ -1,12 +1,12 @@
 """Codecs that need more than the standard library: zstd through the `zstandard` package.
 
-`kmodd.core.compression` decodes xz and gzip itself and takes this zstd decoder as an
+`kmodd.core.modfile.compression` decodes xz and gzip itself and takes this zstd decoder as an
 argument, so the core stays standard-library only.
 """
 
 from __future__ import annotations
 
-from kmodd.core.compression import Buffer, DecompressError
+from kmodd.core.modfile.compression import Buffer, DecompressError
 
 
 def unzstd(data: Buffer) -> bytes:

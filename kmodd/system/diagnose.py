@@ -5,7 +5,7 @@ alias or a path), reads the index, modprobe.d (with file and line of each entry)
 file (vermagic, needed symbols with their `__versions` CRCs, parameters, signature), the
 running kernel's view (`/proc/kallsyms`, `/proc/keys`, `sig_enforce`, lockdown,
 `/proc/cmdline`, `modules_disabled`, `/sys/module`), and hands the facts to
-`kmodd.core.explain_rules`. A failed load to explain comes from the daemon's records or
+`kmodd.core.explain.rules`. A failed load to explain comes from the daemon's records or
 from `kmodd.system.attempt` (a load made for the purpose, watching `/dev/kmsg`).
 
 Nothing read here can raise at the caller: a file that cannot be read is a fact (missing,
@@ -22,11 +22,8 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from kmodd.core import compression
-from kmodd.core.config import Config, Origin
-from kmodd.core.elf import SHF_ALLOC, ElfError, ModuleElf, parse_module
-from kmodd.core.explain import Explanation
-from kmodd.core.explain_facts import (
+from kmodd.core.autoload.kmsg import KmsgRecord, is_about_module
+from kmodd.core.explain.facts import (
     ConfigLine,
     DependencyFacts,
     Facts,
@@ -38,10 +35,12 @@ from kmodd.core.explain_facts import (
     SignatureFacts,
     SymbolFacts,
 )
-from kmodd.core.explain_rules import explain_facts
-from kmodd.core.glob import fnmatch
-from kmodd.core.index import Indexes
-from kmodd.core.kernelview import (
+from kmodd.core.explain.model import Explanation
+from kmodd.core.explain.rules import explain_facts
+from kmodd.core.kmod.config import Config, Origin
+from kmodd.core.kmod.glob import fnmatch
+from kmodd.core.kmod.index import Indexes
+from kmodd.core.kmod.kernelview import (
     VMLINUX,
     Kallsyms,
     kernel_cmdline_blacklist,
@@ -52,15 +51,18 @@ from kmodd.core.kernelview import (
     parse_module_symvers,
     parse_proc_keys,
 )
-from kmodd.core.kmsg import KmsgRecord, is_about_module
-from kmodd.core.libkmodlog import LibkmodEvent
-from kmodd.core.normalize import modname_normalize, path_ends_with_kmod_ext, path_to_modname
-from kmodd.core.params import parameter_types
-from kmodd.core.plan import ProbeFlag, in_kernel, plan_probe
-from kmodd.core.resolve import Builtin, LookupError_, Module, Resolver
-from kmodd.core.signature import NoSignature, SignatureError, parse_module_signature
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.normalize import modname_normalize, path_ends_with_kmod_ext, path_to_modname
+from kmodd.core.kmod.params import parameter_types
+from kmodd.core.kmod.plan import ProbeFlag, in_kernel, plan_probe
+from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
+from kmodd.core.modfile import compression
+from kmodd.core.modfile.elf import SHF_ALLOC, ElfError, ModuleElf, parse_module
+from kmodd.core.modfile.signature import NoSignature, SignatureError, parse_module_signature
+from kmodd.system.codecs import unzstd
 from kmodd.system.kernel import KernelPort
 from kmodd.system.kmsg import DevKmsg
+from kmodd.system.moddb import load_config, raw_indexes
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import MODULE_DIRECTORY, Root
 from kmodd.system.safeopen import (
@@ -134,8 +136,6 @@ def read_module(path: str, shown: str) -> _Image:
             return _Image(problem=FileProblem(shown, f"it {raw.reason}"))
         return _Image(problem=FileProblem(shown, f"cannot read it: {raw.reason}"))
     try:
-        from kmodd.system.codecs import unzstd
-
         decoded = compression.decompress(raw, unzstd)
         data = decoded if isinstance(decoded, mmap.mmap) else bytes(decoded)
     except compression.DecompressError as err:
@@ -524,7 +524,6 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
            config: Config | None = None, failure: FailedAttempt | None = None,
            indexes: Indexes | None = None, read_log: bool = True) -> Facts:
     """Every fact about `target` that the checklist needs."""
-    from kmodd.system.moddb import load_config, raw_indexes
 
     real_moddir = root.path(moddir)
     if config is None:
@@ -550,7 +549,7 @@ def gather(target: str, *, root: Root, moddir: str, kernel: KernelPort | None = 
         else:
             mods = resolver.lookup(target)
             kind = "alias" if any(m.alias for m in mods) else "name"
-    except LookupError_ as err:
+    except ModuleLookupError as err:
         if kind == "path":
             lookup_error = f"{target}: {os.strerror(err.errno)}"
         else:

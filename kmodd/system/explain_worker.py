@@ -8,7 +8,7 @@ fresh process of its own group: reniced, with its address space capped, killed w
 deadline passes, its memory returned to the system when it exits.
 
 Protocol: one JSON request on stdin (`encode_request`), the explanation's wire form
-(`kmodd.core.explain.to_json`) as JSON on stdout, exit status 0. Anything else (a bad
+(`kmodd.core.explain.model.to_json`) as JSON on stdout, exit status 0. Anything else (a bad
 request, a limit hit) is one line on stderr and a non-zero status.
 """
 
@@ -21,8 +21,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.kmsg import KmsgRecord, Level
+from kmodd.core.autoload.kmsg import KmsgRecord
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.priority import Priority
 
 #: How much nicer than the daemon the worker runs (the uevent path comes first).
 WORKER_NICE = 10
@@ -55,7 +56,7 @@ def decode_failure(data: Mapping[str, Any] | None) -> FailedAttempt | None:
     """`encode_request`'s failure back; raises ValueError, TypeError or KeyError if damaged."""
     if data is None:
         return None
-    kmsg = tuple(KmsgRecord(int(seq), Level(int(level)), int(facility), int(usec), str(flag),
+    kmsg = tuple(KmsgRecord(int(seq), Priority(int(level)), int(facility), int(usec), str(flag),
                             str(text), tuple((str(k), str(v)) for k, v in fields))
                  for seq, level, facility, usec, flag, text, fields in data["kmsg"])
     return FailedAttempt(module=str(data["module"]), errno=int(data["errno"]),
@@ -73,7 +74,8 @@ def _limit_self() -> None:
 def main() -> int:
     """Read one request, write one explanation; the exit status says how it went."""
     _limit_self()
-    from kmodd.core.explain import to_json
+    # Imported under the limits just set (the checklist's imports are most of its memory).
+    from kmodd.core.explain.model import to_json
     from kmodd.system import diagnose
     from kmodd.system.root import Root
 

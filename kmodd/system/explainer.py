@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 
 import kmodd
-from kmodd.core.explain import Explanation, ExplanationFormatError, from_json
-from kmodd.core.explain_facts import FailedAttempt
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.explain.model import Explanation, ExplanationFormatError, from_json
 from kmodd.system.explain_worker import encode_request
 
 #: Where the kmodd package is imported from, for the worker's interpreter.

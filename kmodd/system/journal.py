@@ -6,8 +6,8 @@ answers "what happened to my device". Records go through systemd-python's `journ
 when the journal socket exists; otherwise each record is one stderr line that starts with the
 syslog priority in angle brackets (`<3>...`), which journald and the console both understand.
 
-Every record carries a MESSAGE_ID (`core.messages`: its kind, which `journalctl -x` explains
-from the catalog) and CODE_FILE, CODE_LINE and CODE_FUNC of the code that logged it: the
+Every record carries a MESSAGE_ID (`core.autoload.messages`: its kind, which `journalctl -x`
+explains from the catalog) and CODE_FILE, CODE_LINE and CODE_FUNC of the code that logged it: the
 functions that only pass a record on (this module's sinks, the daemon's reporter) are marked
 `@log_wrapper` and skipped.
 """
@@ -19,10 +19,11 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from types import CodeType, FrameType
 from typing import Any, BinaryIO, Protocol, TypeVar
 
+from kmodd.core.priority import Priority as Priority
 from kmodd.system.root import Root
 
 #: The name every record carries (SYSLOG_IDENTIFIER=).
@@ -33,19 +34,6 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 JOURNAL_MODULE = "systemd.journal"
 #: Longest MESSAGE on stderr, in characters; longer ones are cut with "...".
 MAX_STDERR_MESSAGE = 4096
-
-
-class Priority(IntEnum):
-    """syslog priorities (PRIORITY=)."""
-
-    EMERG = 0
-    ALERT = 1
-    CRIT = 2
-    ERR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
 
 
 class LogTarget(StrEnum):
@@ -75,14 +63,14 @@ class OutcomeRecord:
     message: str
     priority: Priority
     outcome: str
-    message_id: str  # core.messages.MESSAGE_IDS of its kind
+    message_id: str  # core.autoload.messages.MESSAGE_IDS of its kind
     module: str | None = None
     modalias: str | None = None
     devpath: str | None = None
     seqnum: int | None = None
     errno: int | None = None
     duration_usec: int | None = None
-    diagnosis: str | None = None  # for a failure: kmodd.core.outcome.Outcome (bad-format, ...)
+    diagnosis: str | None = None  # a failure's core.autoload.outcome.Outcome (bad-format...)
 
     def fields(self) -> dict[str, str]:
         """Every journal field of the record except MESSAGE and PRIORITY, as strings."""

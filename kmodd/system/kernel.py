@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import Protocol
 
-from kmodd.core import compression
+from kmodd.core.modfile import compression
 from kmodd.system.codecs import unzstd
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
@@ -98,7 +98,7 @@ class InsertResult:
 
 
 def init_declined(modules: SysModules, name: str, result: InsertResult) -> bool:
-    """Did module `name`'s own init answer EEXIST? (see core.outcome.DECLINED_CAUSE)
+    """Did module `name`'s own init answer EEXIST? (see core.autoload.outcome.DECLINED_CAUSE)
 
     The kernel's EEXIST for a module that is there leaves it loaded; an init that answers
     EEXIST (a cpufreq driver when another one is in charge) leaves nothing of the name.
@@ -130,13 +130,13 @@ class Syscalls(Protocol):
 
 
 class Codec(Protocol):
-    """User-space decompression for the init_module path (kmodd.core.compression)."""
+    """User-space decompression for the init_module path (kmodd.core.modfile.compression)."""
 
     def decompress(self, kind: str, data: bytes) -> bytes | str: ...
 
 
 class Stripper(Protocol):
-    """ELF edits kmod makes for the force flags on the init_module path (kmodd.core.elf)."""
+    """ELF edits kmod makes for the force flags on the init_module path (kmodd.core.modfile.elf)."""
 
     def strip_section(self, image: bytes, section: str) -> bytes | str: ...
 
@@ -193,7 +193,7 @@ def detect_compression(head: bytes) -> str | None:
 
 
 class _CoreCodec:
-    """User-space decompression through kmodd.core.compression."""
+    """User-space decompression through kmodd.core.modfile.compression."""
 
     def decompress(self, kind: str, data: bytes) -> bytes | str:
         try:
@@ -205,11 +205,11 @@ class _CoreCodec:
 
 
 class _CoreStripper:
-    """kmod's force-flag edits through kmodd.core.elf (imported on first use: only a forced
-    load needs the ELF reader, and the daemon starts faster without it)."""
+    """kmod's force-flag edits through kmodd.core.modfile.elf, imported on first use: only a
+    forced load needs the ELF reader (bench/bench_daemon.py's READY, bench_oneshot.py)."""
 
     def strip_section(self, image: bytes, section: str) -> bytes | str:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             out: bytes = elf.strip_section(image, section)
@@ -218,7 +218,7 @@ class _CoreStripper:
         return out
 
     def strip_vermagic(self, image: bytes) -> bytes | str:
-        from kmodd.core import elf
+        from kmodd.core.modfile import elf
 
         try:
             out: bytes = elf.strip_vermagic(image)

@@ -15,7 +15,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from kmodd.core.kmsg import KmsgError, KmsgRecord, parse_record, split_records
+from kmodd.core.autoload.kmsg import KmsgError, KmsgRecord, parse_record, split_records
 from kmodd.system.root import Root
 
 #: Largest record the kernel hands out in one read (CONSOLE_EXT_LOG_MAX is 8192).

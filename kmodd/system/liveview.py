@@ -7,7 +7,7 @@ coldplug burst that is most of the daemon's system calls. `ListedModules` lists
 names it does not hold; for the names it holds it reads `initstate` like `SysModules`.
 
 A stale answer is harmless here: it only shapes the plan, and running the plan asks the
-kernel's state again (`core.plan.run_plan`, with a fresh `SysModules`) before each insert.
+kernel's state again (`core.kmod.plan.run_plan`, with a fresh `SysModules`) before each insert.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from kmodd.core.initstate import InitState
+from kmodd.core.kmod.initstate import InitState
 from kmodd.system.modstate import SysModules
 
 #: How long one listing of /sys/module is trusted, in seconds.
@@ -23,7 +23,7 @@ LIST_MAX_AGE = 0.05
 
 
 class ListedModules:
-    """`core.plan.LiveState` over a listing of /sys/module refreshed at most every 50 ms."""
+    """`core.kmod.plan.LiveState` over a listing of /sys/module refreshed at most every 50 ms."""
 
     def __init__(self, modules: SysModules, max_age: float = LIST_MAX_AGE) -> None:
         self._modules = modules

@@ -1,4 +1,4 @@
-"""The record file `/run/kmodd/loads` (format and meaning: `core.loadrecords`).
+"""The record file `/run/kmodd/loads` (format and meaning: `core.autoload.loadrecords`).
 
 Only the instance that holds the instance lock touches it. At start it reads what the earlier
 instances of this boot wrote (through `safeopen`: a regular file, at most RECORD_FILE_MAX
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kmodd.core.loadrecords import (
+from kmodd.core.autoload.loadrecords import (
     NO_DEVICE,
     History,
     Kind,

@@ -1,6 +1,6 @@
 """Reading a module directory and the modprobe.d configuration from disk.
 
-The thin edge under `kmodd.core.index` and `kmodd.core.config`: map the index files,
+The thin edge under `kmodd.core.kmod.index` and `kmodd.core.kmod.config`: map the index files,
 list the configuration directories the way libkmod stats and reads them, read the files and
 `/proc/cmdline`. Nothing here decides anything.
 
@@ -20,8 +20,8 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 
-from kmodd.core.binindex import BinIndex
-from kmodd.core.config import (
+from kmodd.core.kmod.binindex import BinIndex
+from kmodd.core.kmod.config import (
     Config,
     ConfigFile,
     Diagnostic,
@@ -29,7 +29,7 @@ from kmodd.core.config import (
     build_config,
     order_config_files,
 )
-from kmodd.core.index import (
+from kmodd.core.kmod.index import (
     INDEX_FILES,
     INDEX_SOURCES,
     IndexProblem,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno as E
 import mmap
 
-from kmodd.core import compression
+from kmodd.core.modfile import compression
+from kmodd.system.codecs import unzstd
 from kmodd.system.safeopen import MODULE_FILE_MAX, Refusal, Refused, map_regular
 
 #: What Debian 12's libkmod decompresses (kmod 30 built +ZSTD +XZ -ZLIB).
@@ -32,7 +33,6 @@ def map_module(path: str) -> bytes | mmap.mmap | int:
 
 def module_image(raw: bytes | mmap.mmap) -> bytes | mmap.mmap | int:
     """The ELF image inside a module file's contents, or libkmod's errno for a bad stream."""
-    from kmodd.system.codecs import unzstd
 
     try:
         kind = compression.detect(raw[: compression.MAGIC_PROBE_SIZE])

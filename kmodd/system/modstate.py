@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import LibkmodEvent, strerror
-from kmodd.core.normalize import modname_normalize
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import LibkmodEvent, strerror
+from kmodd.core.kmod.normalize import modname_normalize
 from kmodd.system.root import Root
 
 if TYPE_CHECKING:
-    from kmodd.core.taint import Taint, TaintError
+    from kmodd.core.modfile.taint import Taint, TaintError
 
 #: libkmod reads small sysfs values into a 32-byte buffer (31 bytes of text).
 SYSFS_VALUE_MAX = 31
@@ -311,7 +311,7 @@ class SysModules:
                 text = f.read().decode("latin-1")
         except OSError:
             return None
-        from kmodd.core.taint import parse_module_taint  # lsmod and explain ask; not boot
+        from kmodd.core.modfile.taint import parse_module_taint  # lsmod, explain: not READY's path
 
         return parse_module_taint(text, path)
 
@@ -325,7 +325,7 @@ class SysModules:
                 text = f.read().decode("latin-1")
         except OSError:
             return None
-        from kmodd.core.taint import parse_tainted
+        from kmodd.core.modfile.taint import parse_tainted
 
         return parse_tainted(text, path)
 

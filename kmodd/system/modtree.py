@@ -24,19 +24,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from kmodd.core.compression import EXTENSIONS
-from kmodd.core.depmod import DepmodModule, FactsOptions, ModuleFacts, module_facts
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.build import DepmodModule, FactsOptions, ModuleFacts, module_facts
+from kmodd.core.depmod.config import (
     ConfigCandidate,
     DepmodConfig,
     FoundModule,
-    Level,
     Message,
     config_path_candidate,
     new_is_not_better,
     should_exclude_dir,
 )
-from kmodd.core.normalize import modname_normalize
+from kmodd.core.kmod.normalize import modname_normalize
+from kmodd.core.modfile.compression import EXTENSIONS
+from kmodd.core.priority import Priority
 from kmodd.system.codecs import unzstd
 from kmodd.system.root import Root
 
@@ -146,7 +146,7 @@ def search_modules(paths: HostPaths, search: ModuleSearch, top: str) -> int:
     except OSError as exc:
         err = exc.errno or 0
         search.messages.append(Message(
-            Level.ERROR, f"could not open directory {top}: {os.strerror(err)}\n"))
+            Priority.ERR, f"could not open directory {top}: {os.strerror(err)}\n"))
         return err
     files: list[tuple[str, int]] = []
     with it:
@@ -180,14 +180,14 @@ def _walk(paths: HostPaths, it: Iterator[os.DirEntry[bytes]], base: str,
             is_file = not is_dir and entry.is_file()
         except OSError as exc:
             search.messages.append(Message(
-                Level.ERROR, f"fstatat({base[:-1]}, {name}): {os.strerror(exc.errno or 0)}\n"))
+                Priority.ERR, f"fstatat({base[:-1]}, {name}): {os.strerror(exc.errno or 0)}\n"))
             continue
         if is_dir:
             try:
                 sub = os.scandir(paths.host(path))
             except OSError as exc:
                 search.messages.append(Message(
-                    Level.ERROR, f"openat({base[:-1]}, {name}, O_RDONLY): "
+                    Priority.ERR, f"openat({base[:-1]}, {name}, O_RDONLY): "
                                  f"{os.strerror(exc.errno or 0)}\n"))
                 continue
             with sub:
@@ -199,11 +199,11 @@ def _walk(paths: HostPaths, it: Iterator[os.DirEntry[bytes]], base: str,
                 mode = os.stat(paths.host(path)).st_mode
             except OSError as exc:
                 search.messages.append(Message(
-                    Level.ERROR,
+                    Priority.ERR,
                     f"fstatat({base[:-1]}, {name}): {os.strerror(exc.errno or 0)}\n"))
                 continue
             search.messages.append(Message(
-                Level.ERROR, f"unsupported file type {path}: {stat.S_IFMT(mode):o}\n"))
+                Priority.ERR, f"unsupported file type {path}: {stat.S_IFMT(mode):o}\n"))
 
 
 def modules_up_to_date(paths: HostPaths, dirname: str) -> tuple[int, list[Message]]:
@@ -214,13 +214,13 @@ def modules_up_to_date(paths: HostPaths, dirname: str) -> tuple[int, list[Messag
     try:
         os.listdir(host)
     except OSError as exc:
-        messages.append(Message(Level.ERROR, f"could not open directory {dirname}: "
+        messages.append(Message(Priority.ERR, f"could not open directory {dirname}: "
                                              f"{os.strerror(exc.errno or 0)}\n"))
         return -1, messages
     try:
         dep_mtime = int(os.stat(host + b"/modules.dep").st_mtime)
     except OSError as exc:
-        messages.append(Message(Level.ERROR, f"could not fstatat({dirname}, modules.dep): "
+        messages.append(Message(Priority.ERR, f"could not fstatat({dirname}, modules.dep): "
                                              f"{os.strerror(exc.errno or 0)}\n"))
         return -1, messages
     return _up_to_date(host, dep_mtime, messages), messages
@@ -238,7 +238,7 @@ def _up_to_date(host: bytes, mtime: int, messages: list[Message]) -> int:
         try:
             st = os.stat(entry.path)
         except OSError as exc:
-            messages.append(Message(Level.ERROR, f"fstatat({host.decode('latin-1')}, "
+            messages.append(Message(Priority.ERR, f"fstatat({host.decode('latin-1')}, "
                                                  f"{name.decode('latin-1')}): "
                                                  f"{os.strerror(exc.errno or 0)}\n"))
             continue
@@ -410,7 +410,7 @@ class OutputWriter:
         try:
             fd = os.open(tmp_host, flags, OUTPUT_FILE_MODE)
         except OSError as exc:
-            return [Message(Level.ERROR,
+            return [Message(Priority.ERR,
                             f"openat({self.dirname}, {tmp}, {_KMOD_TMP_FLAGS:o}, "
                             f"{OUTPUT_FILE_MODE:o}): {os.strerror(exc.errno or 0)}\n")]
         try:
@@ -420,12 +420,12 @@ class OutputWriter:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_host)
             self.stopped = True
-            return [Message(Level.ERROR, f"Could not create index '{name}'. Output is "
+            return [Message(Priority.ERR, f"Could not create index '{name}'. Output is "
                                          f"truncated: {os.strerror(exc.errno or 0)}\n")]
         try:
             os.rename(tmp_host, self.host_dir + b"/" + name.encode("latin-1"))
         except OSError as exc:
             self.stopped = True
-            return [Message(Level.FATAL, f"renameat({self.dirname}, {tmp}, {self.dirname}, "
+            return [Message(Priority.CRIT, f"renameat({self.dirname}, {tmp}, {self.dirname}, "
                                          f"{name}): {os.strerror(exc.errno or 0)}\n")]
         return []

@@ -4,17 +4,17 @@ Why a small stdlib adapter and not pyroute2's `AsyncUeventSocket`: pyroute2 rece
 an asyncio datagram endpoint, which hands the protocol `(data, address)` only. The
 `SCM_CREDENTIALS` control message and the `MSG_TRUNC` flag never reach the caller, its
 `bind()` joins every multicast group unless told otherwise, its messages are queued without
-bound, and it parses into dicts that `core.uevent` would parse again. Every check this edge
+bound, and it parses into dicts that `core.autoload.uevent` would parse again. Every check this edge
 exists for needs `recvmsg`, which is four lines of stdlib.
 
 Each datagram passes these checks, in this order, and the first that fails names the drop
 (udev's `device_monitor_receive_device`, Android's `uevent_kernel_recv`):
 
-1. not truncated (`MSG_TRUNC`: larger than `core.uevent.MAX_UEVENT_BYTES`);
+1. not truncated (`MSG_TRUNC`: larger than `core.autoload.uevent.MAX_UEVENT_BYTES`);
 2. sent by the kernel: port id 0 (every userspace socket has a non-zero port id);
 3. sent to multicast group 1 (a unicast to our port id is always forged);
 4. carries `SCM_CREDENTIALS` and 5. the credentials say uid 0;
-6. parses as a kernel uevent (`core.uevent.parse_uevent`).
+6. parses as a kernel uevent (`core.autoload.uevent.parse_uevent`).
 
 Every drop is counted (`statistics()`) and, when the owner set `on_reject`, told as a
 `Rejected` value with the sender's port id and credentials, so the daemon can log it.
@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from kmodd.core.uevent import MAX_UEVENT_BYTES, Uevent, UeventDefect, UeventError, parse_uevent
+from kmodd.core.autoload.uevent import (
+    MAX_UEVENT_BYTES,
+    Uevent,
+    UeventDefect,
+    UeventError,
+    parse_uevent,
+)
 
 NETLINK_KOBJECT_UEVENT = 15
 #: The kernel's multicast group; group 2 carries udevd's processed rebroadcasts.

@@ -8,9 +8,9 @@ the uevent (the `uevent` file holds exactly those variables). A device counts wh
 `MODALIAS=` in `uevent` but no `modalias` file). The same scan serves resynchronisation after
 the kernel dropped uevents. Symbolic links are not followed, so every device is seen once.
 
-Device details for `kmodctl` (vendor, model, driver) come from pyudev (libudev reads sysfs and,
-when udevd ran, its database) on the real system; under a moved `Root` they come from the same
-sysfs attributes read directly.
+Device details for `kmodctl` (vendor, model, driver) come from the device's sysfs attributes
+and, where udevd runs, its database (`/run/udev/data/`, read as libudev reads it: the hwdb's
+vendor and model names are there), under any `Root`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import (
+    Action,
+    Uevent,
+    udev_database_id,
+    udev_database_properties,
+)
 from kmodd.system.root import Root
 
 #: What the kernel's uevent files and broadcasts always hold besides the device's own variables.
@@ -209,8 +214,6 @@ class DeviceDetails:
 
 def device_details(root: Root, devpath: str) -> DeviceDetails | None:
     """Details of the device at `devpath` (e.g. `/devices/pci0000:00/...`), None if gone."""
-    if root.is_host:
-        return _details_from_pyudev(devpath)
     return _details_from_sysfs(root, devpath)
 
 
@@ -223,35 +226,25 @@ def _first(sources: tuple[tuple[str, str], ...], props: Mapping[str, str],
     return None
 
 
-def _details_from_pyudev(devpath: str) -> DeviceDetails | None:
-    import pyudev  # type: ignore[import-untyped]  # libudev loads only when asked
+#: Bytes read of a udev database file (a device's has a few dozen lines).
+_UDEV_DATABASE_BYTES = 65536
 
+
+def _udev_properties(root: Root, subsystem: str | None, devpath: str,
+                     env: Mapping[str, str]) -> dict[str, str]:
+    """What udevd recorded about the device (hwdb names among them), {} without udevd."""
+    name = udev_database_id(subsystem or "", os.path.basename(devpath), env)
     try:
-        device = pyudev.Devices.from_path(pyudev.Context(), devpath)
-    except pyudev.DeviceNotFoundError:
-        return None
-    props = dict(device.properties)
-    attrs: dict[str, str | None] = {}
-    for _, name in (*VENDOR_SOURCES, *MODEL_SOURCES):
-        try:
-            attrs[name] = device.attributes.asstring(name).strip()
-        except (KeyError, UnicodeDecodeError, OSError):
-            attrs[name] = None
-    modalias = props.get("MODALIAS")
-    if not modalias:
-        try:
-            modalias = device.attributes.asstring("modalias").strip() or None
-        except (KeyError, UnicodeDecodeError, OSError):
-            modalias = None
-    return DeviceDetails(
-        devpath=devpath,
-        subsystem=device.subsystem,
-        devtype=device.device_type,
-        driver=device.driver,
-        modalias=modalias,
-        vendor=_first(VENDOR_SOURCES, props, attrs),
-        model=_first(MODEL_SOURCES, props, attrs),
-    )
+        fd = os.open(root.run("udev", "data", name), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    try:
+        data = os.read(fd, _UDEV_DATABASE_BYTES)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    return udev_database_properties(data.decode(errors="backslashreplace"))
 
 
 def _details_from_sysfs(root: Root, devpath: str) -> DeviceDetails | None:
@@ -266,12 +259,14 @@ def _details_from_sysfs(root: Root, devpath: str) -> DeviceDetails | None:
             attrs[name] = _read_text(os.path.join(path, name)).strip()
         except OSError:
             attrs[name] = None
+    subsystem = _link_name(os.path.join(path, "subsystem"))
+    props = {**env, **_udev_properties(root, subsystem, devpath, env)}
     return DeviceDetails(
         devpath=devpath,
-        subsystem=_link_name(os.path.join(path, "subsystem")),
+        subsystem=subsystem,
         devtype=env.get("DEVTYPE"),
         driver=_link_name(os.path.join(path, "driver")),
         modalias=env.get("MODALIAS") or attrs["modalias"] or None,
-        vendor=_first(VENDOR_SOURCES, env, attrs),
-        model=_first(MODEL_SOURCES, env, attrs),
+        vendor=_first(VENDOR_SOURCES, props, attrs),
+        model=_first(MODEL_SOURCES, props, attrs),
     )

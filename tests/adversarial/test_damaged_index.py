@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kmodd.cli.kmodctl import dispatch
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
 from tests.daemon.daemon_tree import (
@@ -30,9 +30,7 @@ from tests.daemon.daemon_tree import (
     write_sysfs,
     write_tree,
 )
-from tests.fakes import FakeUeventSource, needs_core_elf
-
-pytestmark = needs_core_elf
+from tests.fakes import FakeUeventSource
 
 MODDIR = f"/lib/modules/{KVER}"
 SERIAL_DEVPATH = "/devices/platform/serial8250"

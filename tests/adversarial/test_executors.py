@@ -28,9 +28,7 @@ from tests.daemon.daemon_tree import (
     write_sysfs,
     write_tree,
 )
-from tests.fakes import FakeUeventSource, needs_core_elf
-
-pytestmark = needs_core_elf
+from tests.fakes import FakeUeventSource
 
 REPO = Path(__file__).resolve().parents[2]
 #: Clients asking at once: more than the client pool holds, and more than asyncio's default

@@ -35,9 +35,6 @@ from tests.daemon.daemon_tree import (
     wait_until,
     write_tree,
 )
-from tests.fakes import needs_core_elf
-
-pytestmark = needs_core_elf
 
 REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "tests/daemon/kmodd_on_fake_kernel.py"

@@ -23,9 +23,6 @@ import pytest
 from kmodd.daemon.main import EXIT_ALREADY_RUNNING, EXIT_FAILURE
 from tests.adversarial.daemon_process import PATIENCE, DaemonProcess, machine_root
 from tests.daemon.daemon_tree import kmodctl
-from tests.fakes import needs_core_elf
-
-pytestmark = needs_core_elf
 
 #: The stop deadline the shutdown tests give the daemon (the `stop_timeout` setting).
 STOP_TIMEOUT = 1.0

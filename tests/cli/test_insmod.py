@@ -6,11 +6,10 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, needs_core_elf
+from tests.fakes import FakeKernel
 from tests.kofixtures import standard_modinfo, write_module
 from tests.toolrun import kmodd_tool, real_tool
 
-pytestmark = needs_core_elf
 MODULE_LESS_KERNEL = not os.path.exists("/proc/modules")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from kmodd.cli import client
 from kmodd.cli.kmodctl import dispatch
-from kmodd.core.explain import (
+from kmodd.core.explain.model import (
     Check,
     Evidence,
     Explanation,
@@ -22,11 +22,9 @@ from kmodd.core.explain import (
 )
 from kmodd.system.diagnose import explain
 from kmodd.system.root import Root
-from tests.fakes import DEBIAN_RELEASE, FakeKernel, needs_core_elf
+from tests.fakes import DEBIAN_RELEASE, FakeKernel
 from tests.kofixtures import module_tree, standard_modinfo
 from tests.toolrun import Ran
-
-pytestmark = needs_core_elf
 
 MODDIR = f"/lib/modules/{DEBIAN_RELEASE}"
 MODULE_LESS_KERNEL = not os.path.exists("/proc/modules")

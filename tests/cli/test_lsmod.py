@@ -5,7 +5,7 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, needs_core_elf
+from tests.fakes import FakeKernel
 from tests.kofixtures import write_module
 from tests.toolrun import can_mask_host, kmodd_tool, real_tool, real_tool_in_root
 
@@ -35,7 +35,6 @@ def loaded(root, tmp_path):
     return kernel
 
 
-@needs_core_elf
 def test_table_lists_modules_newest_first_with_size_use_count_and_holders(root, loaded):
     ran = kmodd_tool(["lsmod"], root=root)
     holders = ",".join(os.listdir(root.sys_module("fat", "holders")))
@@ -48,7 +47,6 @@ def test_table_lists_modules_newest_first_with_size_use_count_and_holders(root, 
         f"fat                     4096  2 {holders}\n")
 
 
-@needs_core_elf
 @needs_host_masking
 def test_same_output_as_the_real_lsmod_on_the_same_files(root, loaded):
     assert kmodd_tool(["lsmod"], root=root) == real_tool_in_root(["lsmod"], root)

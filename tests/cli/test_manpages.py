@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import kmodd
 from kmodd.cli.client import COMMANDS, EXIT_STATUS, GLOBAL_OPTIONS
 from kmodd.cli.kmodctl import KMOD_TOOLS
 from kmodd.cli.manpages import Page, main, pages
@@ -65,7 +66,7 @@ def test_groff_and_man_format_the_page_without_a_warning(filename: str) -> None:
 def test_each_page_has_the_standard_header_and_sections_in_order(filename: str) -> None:
     page = PAGES[filename]
     first = page.text.splitlines()[0]
-    assert first == (f'.TH {page.name.upper()} {page.section} "" "kmodd 0.1.0" '
+    assert first == (f'.TH {page.name.upper()} {page.section} "" "kmodd {kmodd.__version__}" '
                      f'"{"File Formats" if page.section == 5 else "System Administration"}"')
     sections = re.findall(r"^\.SH (.+)$", page.text, re.MULTILINE)
     expected = {

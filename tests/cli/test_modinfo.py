@@ -6,11 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.fakes import needs_core_elf
 from tests.kofixtures import make_signing_key, sign_module, standard_modinfo, write_module
 from tests.toolrun import kmodd_tool, real_tool
-
-pytestmark = needs_core_elf
 
 PARAMS = [
     "parm=debug:Debug level (0-3)", "parmtype=debug:int",

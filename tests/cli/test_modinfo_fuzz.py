@@ -5,11 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kmodd.cli.modinfo import ModinfoData, read_module_info
-from tests.fakes import needs_core_elf
 from tests.kofixtures import make_signing_key, sign_module, standard_modinfo, write_module
 from tests.toolrun import kmodd_tool, real_tool
-
-pytestmark = needs_core_elf
 
 
 @pytest.fixture(scope="module")

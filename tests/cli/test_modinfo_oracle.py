@@ -7,16 +7,15 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import needs_core_elf
 from tests.kerneltree import debian_kernel_tree
 from tests.toolrun import kmodd_tool, real_tool
 
-pytestmark = [pytest.mark.oracle, needs_core_elf]
+pytestmark = [pytest.mark.oracle]
 
-HAS_RESOLVER = importlib.util.find_spec("kmodd.core.resolve") is not None
+HAS_RESOLVER = importlib.util.find_spec("kmodd.core.kmod.resolve") is not None
 needs_resolver = pytest.mark.skipif(
     not HAS_RESOLVER,
-    reason="name, alias and builtin lookups need kmodd.core.resolve (lead's resolver), "
+    reason="name, alias and builtin lookups need kmodd.core.kmod.resolve (lead's resolver), "
            "not merged yet")
 
 

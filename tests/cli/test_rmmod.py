@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, needs_core_elf
+from tests.fakes import FakeKernel
 from tests.kerneltree import debian_kernel_tree
 from tests.kofixtures import write_module
 from tests.toolrun import can_mask_host, kmodd_tool, real_tool, real_tool_in_root
@@ -45,7 +45,6 @@ def rmmod(kernel, *args, **kw):
     return kmodd_tool(["rmmod", *args], root=kernel.root, kernel=kernel.port(), **kw)
 
 
-@needs_core_elf
 def test_a_module_once_removed_is_not_currently_loaded(kernel):
     assert rmmod(kernel, "lone").rc == 0
     ran = rmmod(kernel, "lone")
@@ -53,14 +52,12 @@ def test_a_module_once_removed_is_not_currently_loaded(kernel):
     assert ran.err == b"rmmod: ERROR: Module lone is not currently loaded\n"
 
 
-@needs_core_elf
 def test_removal_leaves_no_sysfs_and_exits_zero(kernel, root):
     ran = rmmod(kernel, "vfat")
     assert (ran.rc, ran.out, ran.err) == (0, b"", b"")
     assert not os.path.exists(root.sys_module("vfat"))
 
 
-@needs_core_elf
 def test_a_module_with_holders_names_them(kernel, root):
     ran = rmmod(kernel, "fat")
     holders = " ".join(os.listdir(root.sys_module("fat", "holders")))
@@ -69,12 +66,10 @@ def test_a_module_with_holders_names_them(kernel, root):
     assert kernel.module("fat") is not None
 
 
-@needs_core_elf
 def test_a_referenced_module_is_in_use(kernel):
     assert rmmod(kernel, "loop_like").err == b"rmmod: ERROR: Module loop_like is in use\n"
 
 
-@needs_core_elf
 def test_force_skips_the_checks_and_reports_the_kernels_refusal(kernel):
     ran = rmmod(kernel, "-f", "fat")
     assert ran.rc == 1
@@ -87,7 +82,6 @@ def test_force_skips_the_checks_and_reports_the_kernels_refusal(kernel):
     assert kernel.calls[-1] == ("delete_module", "loop_like")
 
 
-@needs_core_elf
 def test_each_argument_is_tried_and_any_failure_fails_the_run(kernel):
     ran = rmmod(kernel, "nope", "lone", "loop_like")
     assert ran.rc == 1
@@ -96,7 +90,6 @@ def test_each_argument_is_tried_and_any_failure_fails_the_run(kernel):
     assert kernel.module("lone") is None
 
 
-@needs_core_elf
 def test_a_path_names_the_module_by_its_base_name(kernel, tmp_path):
     path = tmp_path / "lone.ko"
     path.write_bytes(b"")
@@ -117,7 +110,6 @@ def test_a_kernel_without_unloading_has_no_refcnt(root):
     assert (ran.rc, ran.err) == (1, b"rmmod: ERROR: Module unloading is not supported\n")
 
 
-@needs_core_elf
 def test_syslog_gets_the_messages_but_holder_names_still_go_to_stderr(kernel, root,
                                                                         monkeypatch):
     import syslog
@@ -143,7 +135,6 @@ def host_rmmod(root, argv):
     return ours, real
 
 
-@needs_core_elf
 @needs_host_masking
 @pytest.mark.parametrize("args", [
     ["fat"], ["loop_like"], ["lone"], ["nope"], ["-f", "fat"], ["-v", "lone"],

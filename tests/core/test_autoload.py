@@ -1,4 +1,4 @@
-"""core.autoload: udev's `kmod load` decisions on a real fixture index, and the tables that
+"""core.autoload.decide: udev's `kmod load` decisions on a real fixture index, and the tables that
 word and rank the outcomes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.autoload import (
+from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     LOG_LEVELS,
     MESSAGES,
@@ -24,11 +24,11 @@ from kmodd.core.autoload import (
     message,
     redecide,
 )
-from kmodd.core.initstate import InitState
-from kmodd.core.libkmodlog import Priority
-from kmodd.core.outcome import Outcome
-from kmodd.core.plan import Plan, ProbeFlag
-from kmodd.core.resolve import Resolver
+from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.kmod.initstate import InitState
+from kmodd.core.kmod.libkmodlog import Priority
+from kmodd.core.kmod.plan import Plan, ProbeFlag
+from kmodd.core.kmod.resolve import Resolver
 from kmodd.system.moddb import load_config, snapshot_indexes
 from kmodd.system.sysview import FileView
 from tests.daemon.daemon_tree import KVER, MACHINE_MODULES, write_tree

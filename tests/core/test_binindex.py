@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kobuild import KoSpec, write_ko
 
-from kmodd.core.aliasindex import AliasIndex, MappedAliasIndex
-from kmodd.core.binindex import BinIndex, IndexFileError
-from kmodd.core.binindex_write import IndexBuilder
+from kmodd.core.depmod.binindex_write import IndexBuilder
+from kmodd.core.kmod.aliasindex import AliasIndex, MappedAliasIndex
+from kmodd.core.kmod.binindex import BinIndex, IndexFileError
 
 KVER = "4.4.4"
 

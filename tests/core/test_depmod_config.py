@@ -1,14 +1,13 @@
-"""kmodd.core.depmod_config: depmod.d files, and which copy of a module wins."""
+"""kmodd.core.depmod.config: depmod.d files, and which copy of a module wins."""
 
 from __future__ import annotations
 
 import pytest
 
-from kmodd.core.depmod_config import (
+from kmodd.core.depmod.config import (
     ConfigCandidate,
     DepmodConfig,
     FoundModule,
-    Level,
     Message,
     Search,
     SearchType,
@@ -19,6 +18,7 @@ from kmodd.core.depmod_config import (
     parse_config,
     should_exclude_dir,
 )
+from kmodd.core.priority import Priority
 
 DIRNAME = "/lib/modules/4.4.4"
 
@@ -37,10 +37,10 @@ def test_config_files_merge_by_name_sorted_with_earlier_directories_winning() ->
     files, messages = order_config_files(listed)
     assert files == ["/lib/depmod.d/a.conf", "/etc/depmod.d/b.conf", "/srv/extra"]
     assert messages == [
-        Message(Level.INFO, "All cfg files need .conf: /etc/depmod.d/notes.txt\n"),
-        Message(Level.ERROR,
+        Message(Priority.INFO, "All cfg files need .conf: /etc/depmod.d/notes.txt\n"),
+        Message(Priority.ERR,
                 "Directories inside directories are not supported: /etc/depmod.d/sub.conf\n"),
-        Message(Level.INFO, "All cfg files need .conf: /lib/depmod.d/conf\n"),
+        Message(Priority.INFO, "All cfg files need .conf: /lib/depmod.d/conf\n"),
     ]
 
 
@@ -65,11 +65,11 @@ def test_bad_and_unimplemented_lines_are_reported_with_file_and_line() -> None:
                                       b"include y.conf\nmake_map_files\nexternal 9.9 /x\n")],
                        "4.4.4")
     assert cfg.messages == (
-        Message(Level.ERROR, "/c/x.conf:3: ignoring bad line starting with '#'\n"),
-        Message(Level.ERROR, "/c/x.conf:4: ignoring bad line starting with 'override'\n"),
-        Message(Level.INFO, "/c/x.conf:5: command include not implemented yet\n"),
-        Message(Level.INFO, "/c/x.conf:6: command make_map_files not implemented yet\n"),
-        Message(Level.INFO, "/c/x.conf:7: external directory did not match 9.9\n"),
+        Message(Priority.ERR, "/c/x.conf:3: ignoring bad line starting with '#'\n"),
+        Message(Priority.ERR, "/c/x.conf:4: ignoring bad line starting with 'override'\n"),
+        Message(Priority.INFO, "/c/x.conf:5: command include not implemented yet\n"),
+        Message(Priority.INFO, "/c/x.conf:6: command make_map_files not implemented yet\n"),
+        Message(Priority.INFO, "/c/x.conf:7: external directory did not match 9.9\n"),
     )
 
 

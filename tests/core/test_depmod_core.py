@@ -1,4 +1,4 @@
-"""kmodd.core.depmod and depmod_output: order, symbols, dependencies, files; no I/O."""
+"""kmodd.core.depmod.build and depmod_output: order, symbols, dependencies, files; no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import errno
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.depmod import (
+from kmodd.core.depmod.build import (
     DepmodOptions,
     FactsOptions,
     ModuleFacts,
@@ -20,9 +20,10 @@ from kmodd.core.depmod import (
     parse_system_map,
     resolve_dependencies,
 )
-from kmodd.core.depmod_config import Level, Message
-from kmodd.core.depmod_hash import kmod_hash, kmod_hashes
-from kmodd.core.depmod_output import BuildFile, render_outputs
+from kmodd.core.depmod.config import Message
+from kmodd.core.depmod.hash import kmod_hash, kmod_hashes
+from kmodd.core.depmod.output import BuildFile, render_outputs
+from kmodd.core.priority import Priority
 from tests.kobuild import KoSpec, build_ko
 
 DIRNAME = "/lib/modules/4.4.4"
@@ -80,7 +81,7 @@ def test_a_last_line_without_newline_stops_the_sort() -> None:
     mods = _mods("kernel/b.ko", "kernel/a.ko")
     positions, messages = modules_order(mods, b"kernel/a.ko\nkernel/b.ko", DIRNAME)
     assert positions == hash_order(mods)
-    assert messages == [Message(Level.ERROR, f"{DIRNAME}/modules.order:2 corrupted line misses "
+    assert messages == [Message(Priority.ERR, f"{DIRNAME}/modules.order:2 corrupted line misses "
                                              "'\\n'\n")]
 
 
@@ -99,14 +100,14 @@ def test_symvers_takes_vmlinux_lines_and_reports_bad_crcs() -> None:
     assert ks.crcs == {"printk": 0xABCD, "__this_module": 0, "_GLOBAL_OFFSET_TABLE_": 0,
                        "TOC.": 0}
     assert ks.messages == (Message(
-        Level.ERROR, "Module.symvers:3 Invalid symbol version 0xzz: No such file or directory\n"),)
+        Priority.ERR, "Module.symvers:3 Invalid symbol version 0xzz: No such file or directory\n"),)
 
 
 def test_system_map_takes_ksymtab_entries() -> None:
     ks = parse_system_map(b"ffff T _text\nffff r __ksymtab_printk\nnospaces\n", "System.map")
     assert set(ks.crcs) == {"printk", "__this_module", "_GLOBAL_OFFSET_TABLE_", "TOC."}
     # kmod prints the line with its newline, then its own
-    assert ks.messages == (Message(Level.ERROR, "System.map:3: invalid line: nospaces\n\n"),)
+    assert ks.messages == (Message(Priority.ERR, "System.map:3: invalid line: nospaces\n\n"),)
 
 
 # -- from module files to the files depmod writes ------------------------------------------
@@ -125,9 +126,9 @@ def test_facts_of_a_module_name_what_depmod_uses() -> None:
 
 def test_unreadable_files_give_one_error_with_libkmods_errno() -> None:
     assert module_facts(b"nope, not ELF", "/x.ko", FactsOptions()).messages == (
-        Message(Level.ERROR, "failed to load symbols from /x.ko: Exec format error\n"),)
+        Message(Priority.ERR, "failed to load symbols from /x.ko: Exec format error\n"),)
     assert module_facts(None, "/y.ko", FactsOptions(), errno.EACCES).messages == (
-        Message(Level.ERROR, "failed to load symbols from /y.ko: Permission denied\n"),)
+        Message(Priority.ERR, "failed to load symbols from /y.ko: Permission denied\n"),)
     assert module_facts(None, "/gone.ko", FactsOptions(), errno.ENOENT).messages == ()
 
 
@@ -189,4 +190,4 @@ def test_a_non_ascii_alias_stops_the_output_like_kmods_fatal_error() -> None:
         ("modules.dep", False), ("modules.dep.bin", False), ("modules.alias", False),
         ("modules.alias.bin", True)]
     assert files[-1].events[0].message is not None
-    assert files[-1].events[0].message.level is Level.FATAL
+    assert files[-1].events[0].message.level is Priority.CRIT

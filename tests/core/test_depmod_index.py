@@ -1,4 +1,4 @@
-"""kmodd.core.binindex_write: kmod's index files, byte for byte.
+"""kmodd.core.depmod.binindex_write: kmod's index files, byte for byte.
 
 Two independent checks: `_reference_index` below builds the file the way kmod's depmod
 does it (insert key by key, splitting nodes, then write children before their parent),
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.binindex_write import (
+from kmodd.core.depmod.binindex_write import (
     INDEX_MAGIC,
     INDEX_VERSION,
     IndexBuilder,

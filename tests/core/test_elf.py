@@ -1,4 +1,4 @@
-"""kmodd.core.elf: what it reads from module images, and how it refuses broken ones.
+"""kmodd.core.modfile.elf: what it reads from module images, and how it refuses broken ones.
 
 The fixtures come from tests/kobuild.py (ELF64 little-endian, as the kernel build makes
 them) and from `_image` below, a small writer for the other three ELF flavours libkmod
@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from kmodd.core.elf import (
+from kmodd.core.modfile.elf import (
     ElfError,
     ExportedSymbol,
     ModinfoEntry,

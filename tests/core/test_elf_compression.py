@@ -1,4 +1,4 @@
-"""kmodd.core.compression: module files are recognised by magic bytes and decoded."""
+"""kmodd.core.modfile.compression: module files are recognised by magic bytes and decoded."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import zlib
 import pytest
 import zstandard
 
-from kmodd.core.compression import (
+from kmodd.core.modfile.compression import (
     MAGIC_PROBE_SIZE,
     Buffer,
     Compression,
     DecompressError,
     detect,
 )
-from kmodd.core.compression import decompress as core_decompress
+from kmodd.core.modfile.compression import decompress as core_decompress
 from kmodd.system.codecs import unzstd
 
 

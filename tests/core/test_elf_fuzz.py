@@ -13,8 +13,8 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.compression import DecompressError, decompress
-from kmodd.core.elf import ElfError, parse_module, strip_section, strip_vermagic
+from kmodd.core.modfile.compression import DecompressError, decompress
+from kmodd.core.modfile.elf import ElfError, parse_module, strip_section, strip_vermagic
 from tests.kobuild import KoSpec, build_ko
 
 SAMPLE = build_ko(KoSpec(

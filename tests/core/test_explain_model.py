@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.config import CMDLINE_ORIGIN, Origin, build_config, parse_config_text
-from kmodd.core.explain import (
+from kmodd.core.explain.model import (
     Check,
     Evidence,
     Explanation,
@@ -18,7 +17,8 @@ from kmodd.core.explain import (
     render_text,
     to_json,
 )
-from kmodd.core.kernelview import (
+from kmodd.core.kmod.config import CMDLINE_ORIGIN, Origin, build_config, parse_config_text
+from kmodd.core.kmod.kernelview import (
     kernel_cmdline_blacklist,
     parse_kallsyms,
     parse_kernel_config,
@@ -26,7 +26,7 @@ from kmodd.core.kernelview import (
     parse_module_symvers,
     parse_proc_keys,
 )
-from kmodd.core.params import check_value, split_args
+from kmodd.core.kmod.params import check_value, split_args
 
 text = st.text(max_size=20)
 evidence = st.builds(Evidence, text, text, st.none() | text, st.none() | st.integers(0, 999),

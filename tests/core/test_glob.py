@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.glob import compile_pattern, fnmatch, match
+from kmodd.core.kmod.glob import compile_pattern, fnmatch, match
 
 _libc = ctypes.CDLL("libc.so.6")
 _libc.newlocale.restype = ctypes.c_void_p

@@ -20,15 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kmodd.cli.depmod import run as depmod_run
-from kmodd.core.binindex import IndexFileError
-from kmodd.core.index import INDEX_FILES
+from kmodd.core.kmod.binindex import IndexFileError
+from kmodd.core.kmod.index import INDEX_FILES
 from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, build_snapshot
 from kmodd.system.moddb import raw_indexes
 from kmodd.system.root import Root
 from tests.daemon.daemon_tree import KVER, MACHINE_MODULES, RunningDaemon, kmodctl, write_tree
-from tests.fakes import FakeUeventSource, needs_core_elf
-
-pytestmark = needs_core_elf
+from tests.fakes import FakeUeventSource
 
 MODDIR = f"/lib/modules/{KVER}"
 BIN_FILES = tuple(INDEX_FILES.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.lines import logical_lines
+from kmodd.core.kmod.lines import logical_lines
 
 
 def test_a_backslash_newline_joins_lines_and_counts_both() -> None:

@@ -1,11 +1,11 @@
-"""The record file's format and what a successor reads from it (`core.loadrecords`)."""
+"""The record file's format and what a successor reads from it (`core.autoload.loadrecords`)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.loadrecords import (
+from kmodd.core.autoload.loadrecords import (
     History,
     Instance,
     Kind,

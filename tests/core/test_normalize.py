@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.normalize import (
+from kmodd.core.kmod.normalize import (
     BadAlias,
     alias_normalize,
     modname_normalize,

@@ -1,8 +1,8 @@
-"""Which devices get a re-probe (`core.reprobe.should_reprobe`), one rule per test."""
+"""Which devices get a re-probe (`core.autoload.reprobe.should_reprobe`), one rule per test."""
 
 from __future__ import annotations
 
-from kmodd.core.reprobe import BindingFacts, Verdict, should_reprobe
+from kmodd.core.autoload.reprobe import BindingFacts, Verdict, should_reprobe
 
 UNBOUND = BindingFacts(bus="pci", driver=None, driver_override="", autoprobe=True,
                        module_drivers={"ahci": ("ahci",)})

@@ -1,4 +1,5 @@
-"""core.udev_static: the table covers every `kmod load` rule in Debian 12's real rules files."""
+"""core.autoload.udev_static: the table covers every `kmod load` rule in Debian 12's real rules
+files."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import re
 
 from debian_udev import udev_rules_dir
 
-from kmodd.core.udev_static import RULES_FILES, STATIC_LOADS, StaticLoad, static_loads
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.udev_static import RULES_FILES, STATIC_LOADS, StaticLoad, static_loads
+from kmodd.core.autoload.uevent import Action, Uevent
 
 _TOKEN = re.compile(r'\s*([A-Z]+(?:\{[^}]*\})?)\s*(==|!=|\+=|=)\s*"([^"]*)"\s*,?')
 

@@ -1,4 +1,5 @@
-"""core.uevent: the kernel's uevent datagram format, its limits and every kind of bad input."""
+"""core.autoload.uevent: the kernel's uevent datagram format, its limits and every kind of bad
+input."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.uevent import (
+from kmodd.core.autoload.uevent import (
     MAX_UEVENT_BYTES,
     MAX_VALUE_LENGTH,
     MAX_VARIABLES,

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from kmodd.core.explain import Check, Explanation, Finding, Verdict
+from kmodd.core.explain.model import Check, Explanation, Finding, Verdict
 from kmodd.daemon.control import (
     CandidateView,
     DeviceView,

@@ -162,8 +162,8 @@ class ListSink:
         self.fields.append(fields)
 
     def of_kind(self, kind: Any) -> list[tuple[Priority, str]]:
-        """The messages of one kind (a `core.messages.Message`), by their MESSAGE_ID."""
-        from kmodd.core.messages import MESSAGE_IDS
+        """The messages of one kind (a `core.autoload.messages.Message`), by their MESSAGE_ID."""
+        from kmodd.core.autoload.messages import MESSAGE_IDS
 
         wanted = MESSAGE_IDS[kind]
         return [m for m, f in zip(self.messages, self.fields, strict=True)

@@ -26,7 +26,7 @@ from control_harness import (
     start_control,
 )
 
-from kmodd.core.explain import to_json
+from kmodd.core.explain.model import to_json
 from kmodd.core.settings import defaults
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.control import (

@@ -27,9 +27,9 @@ from daemon_tree import (
     write_tree,
 )
 
-from kmodd.core.loadrecords import Kind, parse
-from kmodd.core.messages import Message
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.loadrecords import Kind, parse
+from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.daemon.service import Daemon
 from kmodd.system.journal import Priority
 from kmodd.system.loadrecords import RECORD_FILE
@@ -39,10 +39,7 @@ from tests.fakes import (
     FakeUeventSource,
     GatedSyscalls,
     SimulatedBinding,
-    needs_core_elf,
 )
-
-pytestmark = needs_core_elf
 
 SERIAL = "/devices/platform/serial8250"
 VIRTIO = "/devices/pci0000:00/0000:00:03.0"

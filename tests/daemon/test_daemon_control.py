@@ -18,16 +18,14 @@ import pytest
 from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.core.varlink_idl import check_value, parse_interface
 from kmodd.daemon.control import IDL
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient
 from kmodd.system.root import Root
-from tests.fakes import FakeUeventSource, needs_core_elf
+from tests.fakes import FakeUeventSource
 from tests.runas import RunAs
-
-pytestmark = needs_core_elf
 
 INTERFACE = parse_interface(IDL)
 VIRTIO_NET = "/devices/pci0000:00/0000:00:03.0/virtio2"

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from daemon_tree import MACHINE_MODULES, FixtureModule, write_sysfs, write_tree
 
-from kmodd.core.messages import MESSAGE_IDS, Message
-from tests.fakes import needs_core_elf
+from kmodd.core.autoload.messages import MESSAGE_IDS, Message
 
 JOURNALD = "/lib/systemd/systemd-journald"
 HERE = Path(__file__).resolve().parent
@@ -77,7 +76,6 @@ SCENARIO = textwrap.dedent(f"""
     os.geteuid() != 0 or not os.access(JOURNALD, os.X_OK) or not shutil.which("unshare"),
     reason="needs root, unshare and systemd-journald",
 )
-@needs_core_elf
 def test_one_journal_record_per_outcome_with_every_field(tmp_path: Path) -> None:
     base = tmp_path / "root"
     write_tree(base, (*MACHINE_MODULES, BAD), kver=os.uname().release)

@@ -22,15 +22,13 @@ from daemon_tree import (
     write_tree,
 )
 
-from kmodd.core.explain import Check, Verdict
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
+from kmodd.core.explain.model import Check, Verdict
 from kmodd.daemon.loader import BACKGROUND_NICE
 from kmodd.daemon.service import Daemon
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
-from tests.fakes import FakeUeventSource, GatedSyscalls, needs_core_elf
-
-pytestmark = needs_core_elf
+from tests.fakes import FakeUeventSource, GatedSyscalls
 
 VIRTIO_PCI = "pci:v00001AF4d00001045sv00001AF4sd00001045bcFFscFFi00"
 HOST_BRIDGE = "pci:v00008086d00000D57sv00000000sd00000000bc06sc00i00"

@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 from daemon_tree import KVER, MACHINE_MODULES, ListSink, RunningDaemon, wait_until, write_tree
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
-from tests.fakes import FakeUeventSource, needs_core_elf
-
-pytestmark = needs_core_elf
+from tests.fakes import FakeUeventSource
 
 SERIAL = "platform:serial8250"
 HOST_BRIDGE = "pci:v00008086d00000D57sv00000000sd00000000bc06sc00i00"

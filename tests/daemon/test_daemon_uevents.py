@@ -22,11 +22,9 @@ from kmodd.daemon.service import Daemon
 from kmodd.system.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT, DropReason
 from kmodd.system.root import Root
 from kmodd.system.sysfs import scan_devices
-from tests.fakes import needs_core_elf
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="writes to /sys and binds group 1"),
-    needs_core_elf,
 ]
 
 #: Enough uevents to overflow the smallest receive buffer many times over.

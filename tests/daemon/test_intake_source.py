@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.daemon.intake import Intake, Origin
 from kmodd.system.root import Root
 from tests.fakes import FakeUeventSource

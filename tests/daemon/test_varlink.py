@@ -297,3 +297,44 @@ def test_handlers_for_undeclared_methods_are_a_programming_error() -> None:
         service.add_interface("interface io.test\nmethod Real() -> ()\n",
                               {"Ghost": Method(noop)})
     assert parse_interface("interface io.test\nmethod Real() -> ()\n").methods.keys() == {"Real"}
+
+
+def test_every_connection_task_ends_with_the_server(tmp_path: Path) -> None:
+    """Serving ends only once the task of every connection has ended, a busy one too."""
+    import asyncio
+
+    service = VarlinkService(vendor="t", product="t", version="1", url="",
+                             errors=ProtocolErrors("a.b.C", "a.b.D", "a.b.E"))
+    started = asyncio.Event()
+    ended: list[str] = []
+
+    async def slow(call: Call) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            ended.append("slow")
+        return {}
+
+    service.add_interface("interface io.test\nmethod Slow() -> ()\n", {"Slow": Method(slow)})
+    path = str(tmp_path / "s")
+
+    async def scenario() -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen()
+        serving = asyncio.get_running_loop().create_task(service.serve(listener))
+        clients = []
+        for _ in range(3):  # connected and idle: each has its task waiting for a request
+            _, writer = await asyncio.open_unix_connection(path)
+            clients.append(writer)
+        clients[0].write(json.dumps({"method": "io.test.Slow"}).encode() + b"\0")
+        await asyncio.wait_for(started.wait(), 5)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        assert (ended, asyncio.all_tasks()) == (["slow"], {asyncio.current_task()})
+        for writer in clients:
+            writer.close()
+        listener.close()
+
+    asyncio.run(scenario())

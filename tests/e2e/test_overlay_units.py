@@ -1,4 +1,5 @@
-"""The overlay installs and enables units as the Debian package does (no QEMU needed)."""
+"""The overlay installs kmodd as the Debian package does: units enabled, the daemon where its
+unit starts it, udev's module-loading rules hidden (no QEMU needed)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,34 @@ def test_overlay_enables_kmodds_units_as_the_postinst_does_and_the_test_agent(
     }
     shipped = sorted(os.listdir(os.path.join(image.CHECKOUT, image.UNITS_SOURCE)))
     assert sorted(os.listdir(tmp_path / UNIT_DIR)) == shipped
+
+
+def test_overlay_without_kmodd_enables_only_the_test_agent(tmp_path: Path) -> None:
+    assert image._install_units(image.CHECKOUT, str(tmp_path), kmodd=False) is False
+    assert _links(tmp_path) == {
+        "sysinit.target.wants/kmodd-test-agent.service":
+            f"/{image.LOCAL_UNIT_DIR}/kmodd-test-agent.service"}
+
+
+def test_overlay_puts_the_daemon_where_its_unit_starts_it_like_the_package() -> None:
+    assert image.script_dirs(image.CHECKOUT) == {"kmodd": "usr/sbin"}
+
+
+def test_overlay_hides_exactly_the_udev_rules_the_package_diverts(tmp_path: Path) -> None:
+    assert image.diverted_udev_rules(image.CHECKOUT) == ["80-drivers.rules",
+                                                          "80-debian-compat.rules"]
+    image._install_udev_rules(image.CHECKOUT, str(tmp_path))
+    masks = tmp_path / image.UDEV_MASK_DIR
+    assert sorted(p.name for p in masks.iterdir()) == ["80-debian-compat.rules",
+                                                        "80-drivers.rules"]
+    # The package's own 80-debian-compat.rules; 80-drivers.rules has no rule at all.
+    assert (masks / "80-debian-compat.rules").read_text() == \
+        (Path(image.CHECKOUT) / "debian/kmodd.debian-compat.udev").read_text()
+    drivers = (masks / "80-drivers.rules").read_text()
+    assert [line for line in drivers.splitlines() if not line.startswith("#")] == []
+    # What the udev anchor removes to get udev as shipped (guest/coldplug.py's KMODD_MARK).
+    for mask in masks.iterdir():
+        assert mask.read_text().startswith(image.UDEV_MASK_MARK)
 
 
 def test_capability_mask_of_kmodds_bounding_set() -> None:

@@ -4,8 +4,9 @@ Three boots of one image with the default device set (the board only):
   * the reference: the agent starts kmodd from its unit's ExecStart= (as test_coldplug does);
   * systemd alone: kmodd's units masked on the kernel command line, to see what systemd
     itself loads (its kmod-setup, modprobe@*.service) — a real installation has those too;
-  * systemd with kmodd.service, kmodd.socket and kmodd-kernel.socket enabled and kmodd's
-    udev rules override in /etc, as the Debian package installs them.
+  * systemd with kmodd.service, kmodd.socket and kmodd-kernel.socket enabled and udev's
+    module-loading rules hidden, as the Debian package installs them (the overlay stands in
+    for its diversions with same-name files in /etc/udev/rules.d).
 Under systemd the live module set must be exactly the reference's plus systemd's own, and
 the service must run inside the limits and the sandbox its unit file asks for.
 """
@@ -28,9 +29,7 @@ UNIT = "kmodd.service"
 SOCKETS = ("kmodd.socket", "kmodd-kernel.socket")
 UNIT_PATH = "/" + image.UNIT_GUEST
 WITHOUT_KMODD = " ".join(f"systemd.mask={u}" for u in (UNIT, *SOCKETS))
-# Boot-time tracing of every module load from the first one on, with the task that made it.
-TRACE_MODULE_LOADS = "trace_event=module:module_load"
-TRACEFS = "/sys/kernel/tracing"
+TRACE_MODULE_LOADS = manager.TRACE_MODULE_LOADS
 SETTLE_QUIET = loaders.QUIET_SECONDS
 # `systemd-analyze security kmodd.service` in the guest (systemd 252.39) gives 2.5 ("OK") for
 # the unit as written: a unit change that raises the exposure is a regression to look at.
@@ -46,17 +45,6 @@ class SystemdBoot:
     loaded_by: dict[str, str]  # module -> the task (comm) whose load the trace saw first
     units: dict[str, dict[str, str]]  # unit -> systemctl show properties
     kmodd: dict[str, Any]  # kmodd's status, process status, sandbox checks, exposure
-
-
-def _trace_module_loads(vm: VM) -> dict[str, str]:
-    vm.sh(f"mountpoint -q {TRACEFS} || mount -t tracefs tracefs {TRACEFS}")
-    loaded_by: dict[str, str] = {}
-    for line in vm.get(f"{TRACEFS}/trace").decode().splitlines():
-        if line.startswith("#") or " module_load: " not in line:
-            continue
-        comm = line.split("[", 1)[0].strip().rpartition("-")[0]
-        loaded_by.setdefault(line.split(" module_load: ", 1)[1].split()[0], comm)
-    return loaded_by
 
 
 def _sandbox(vm: VM, pid: int) -> dict[str, bool]:
@@ -89,7 +77,7 @@ def systemd_alone(guest: image.Guest) -> SystemdBoot:
         modules = frozenset(vm.wait_modules_settled(quiet=SETTLE_QUIET))
         units = {u: manager.show(vm, u, "ActiveState", "UnitFileState") for u in (UNIT, *SOCKETS)}
         print(f"systemd, kmodd masked: boot {json.dumps(vm.boot_info)}")
-        return SystemdBoot(dict(vm.boot_info), modules, _trace_module_loads(vm), units, {})
+        return SystemdBoot(dict(vm.boot_info), modules, manager.module_loads_by_task(vm), units, {})
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +106,7 @@ def systemd_kmodd(guest: image.Guest) -> SystemdBoot:
             "sandbox": _sandbox(vm, pid),
             "exposure": exposure,
         }
-        loaded_by = _trace_module_loads(vm)
+        loaded_by = manager.module_loads_by_task(vm)
         print(f"systemd with kmodd: boot {json.dumps(vm.boot_info)}")
         print(f"systemd-analyze security {UNIT}: overall exposure {exposure}\n{table}")
         print(f"module loads by task: {json.dumps(loaded_by, sort_keys=True)}")

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kmodd.cli import insmod, lsmod, rmmod
-from kmodd.core.kmsg import KmsgRecord, module_lines
+from kmodd.core.autoload.kmsg import KmsgRecord, module_lines
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import InitState, SysModules
 from kmodd.system.root import Root

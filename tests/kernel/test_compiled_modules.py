@@ -6,12 +6,11 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, kallsyms_from_symvers, needs_core_elf
+from tests.fakes import FakeKernel, kallsyms_from_symvers
 from tests.modules.build import built_modules, headers, module_symvers
 from tests.toolrun import kmodd_tool, real_tool
 
 pytestmark = [
-    needs_core_elf,
     pytest.mark.skipif(headers() is None, reason="no linux-headers-*-amd64 installed"),
 ]
 

@@ -9,10 +9,8 @@ import pytest
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.modstate import InitState, SysModules
 from kmodd.system.root import Root
-from tests.fakes import DEBIAN_VERMAGIC, FakeKernel, needs_core_elf
+from tests.fakes import DEBIAN_VERMAGIC, FakeKernel
 from tests.kofixtures import make_signing_key, sign_module, standard_modinfo, write_module
-
-pytestmark = needs_core_elf
 
 KERNEL_CRCS = {"printk": 0x11, "kmalloc": 0x22}
 LAYOUT = 0x33
@@ -308,8 +306,8 @@ def test_the_kernel_log_is_readable_like_dev_kmsg(kernel, root, mods):
 
 def test_an_attempt_gives_explain_its_outcome_and_the_kernels_own_words(kernel, root, mods):
     """What `kmodctl explain` builds on: errno -> outcome, and the module's kmsg lines."""
-    from kmodd.core.kmsg import module_lines, texts
-    from kmodd.core.outcome import Outcome, classify_insert
+    from kmodd.core.autoload.kmsg import module_lines, texts
+    from kmodd.core.autoload.outcome import Outcome, classify_insert
 
     kernel.port().insert(mods("other", needs=["nowhere"]))  # noise from another module
     with DevKmsg(root).watch() as watch:

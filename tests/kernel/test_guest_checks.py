@@ -9,14 +9,14 @@ import os
 import pytest
 
 from kmodd.system.root import Root
-from tests.fakes import FakeKernel, kallsyms_from_modules, needs_core_elf
+from tests.fakes import FakeKernel, kallsyms_from_modules
 from tests.kerneltree import debian_kernel_tree
 
-pytestmark = [needs_core_elf, pytest.mark.oracle]
+pytestmark = [pytest.mark.oracle]
 
 
 def test_every_guest_check_passes_on_the_simulated_kernel(tmp_path):
-    from kmodd.core import elf
+    from kmodd.core.modfile import elf
     from tests.kernel.guest_checks import Session, run_checks
 
     tree = debian_kernel_tree()

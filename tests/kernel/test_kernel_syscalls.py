@@ -16,7 +16,6 @@ from kmodd.system.kernel import (
     machine,
 )
 from kmodd.system.root import Root
-from tests.fakes import needs_core_elf
 from tests.kofixtures import standard_modinfo, write_module
 
 MODULE_LESS_KERNEL = not os.path.exists("/proc/modules")
@@ -142,9 +141,8 @@ def test_undecodable_data_is_einval_at_the_decompress_step(root, tmp_path):
     assert result.notes[-1] == "xz: File is corrupt"
 
 
-@needs_core_elf
 def test_enosys_falls_back_to_init_module_and_strips_for_the_force_flags(root, ko):
-    from kmodd.core import elf
+    from kmodd.core.modfile import elf
 
     sys = Recorder(finit=E.ENOSYS)
     result = LinuxKernel(root, syscalls=sys).insert(ko, force_vermagic=True,
@@ -157,14 +155,12 @@ def test_enosys_falls_back_to_init_module_and_strips_for_the_force_flags(root, k
     assert image.modinfo_values("name") == ["mod_a"]
 
 
-@needs_core_elf
 def test_without_force_flags_the_fallback_passes_the_file_unchanged(root, ko):
     sys = Recorder(finit=E.ENOSYS)
     LinuxKernel(root, syscalls=sys).insert(ko)
     assert sys.calls[1][1] == read(ko)
 
 
-@needs_core_elf
 def test_a_module_without_vermagic_is_passed_on_when_stripping_fails(root, tmp_path):
     ko = write_module(str(tmp_path / "m"), "bare", modinfo=["license=GPL", "name=bare"])
     sys = Recorder(finit=E.ENOSYS)
@@ -211,7 +207,6 @@ def test_this_module_less_kernel_answers_enosys_to_all_three_syscalls(tmp_path):
     assert libc.delete_module(b"probe", os.O_NONBLOCK) == E.ENOSYS
 
 
-@needs_core_elf
 @pytest.mark.skipif(not MODULE_LESS_KERNEL, reason="only safe on a kernel without modules")
 def test_on_this_kernel_an_insert_falls_back_and_ends_in_enosys(tmp_path):
     ko = write_module(str(tmp_path), "probe", modinfo=standard_modinfo("probe"))

@@ -5,15 +5,15 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmodd.core.kmsg import (
+from kmodd.core.autoload.kmsg import (
     KmsgError,
     KmsgRecord,
-    Level,
     format_record,
     module_lines,
     parse_record,
     split_records,
 )
+from kmodd.core.priority import Priority
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.root import Root
 
@@ -21,7 +21,7 @@ from kmodd.system.root import Root
 def test_a_kernel_record_with_dictionary_parses():
     record = parse_record(b"6,339,5140900,-;NET: Registered protocol family 10\n"
                           b" SUBSYSTEM=net\n DEVICE=+net:lo\n")
-    assert record == KmsgRecord(seq=339, level=Level.INFO, facility=0, usec=5140900, flag="-",
+    assert record == KmsgRecord(seq=339, level=Priority.INFO, facility=0, usec=5140900, flag="-",
                                 text="NET: Registered protocol family 10",
                                 fields=(("SUBSYSTEM", "net"), ("DEVICE", "+net:lo")))
 
@@ -29,13 +29,13 @@ def test_a_kernel_record_with_dictionary_parses():
 def test_extra_header_fields_such_as_caller_are_accepted():
     record = parse_record(b"4,12,99,-,caller=T431;e1000: Unknown symbol x (err -2)\n")
     assert isinstance(record, KmsgRecord)
-    assert (record.level, record.text) == (Level.WARNING, "e1000: Unknown symbol x (err -2)")
+    assert (record.level, record.text) == (Priority.WARNING, "e1000: Unknown symbol x (err -2)")
 
 
 def test_user_records_keep_their_facility():
     record = parse_record(b"12,5,7,-;kmodd: hello\n")
     assert isinstance(record, KmsgRecord)
-    assert (record.facility, record.level) == (1, Level.WARNING)
+    assert (record.facility, record.level) == (1, Priority.WARNING)
 
 
 def test_escapes_decode_to_the_original_bytes():
@@ -45,7 +45,7 @@ def test_escapes_decode_to_the_original_bytes():
 
 
 def test_formatting_escapes_control_bytes_and_backslashes():
-    record = KmsgRecord(1, Level.ERR, 0, 2, "-", "a\\b\nc\x7f")
+    record = KmsgRecord(1, Priority.ERR, 0, 2, "-", "a\\b\nc\x7f")
     assert format_record(record) == b"3,1,2,-;a\\x5cb\\x0ac\\x7f\n"
 
 
@@ -69,7 +69,7 @@ def test_any_bytes_give_a_record_or_an_error(raw):
 
 @given(st.text(max_size=80), st.integers(0, 7), st.integers(0, 2**40))
 def test_format_then_parse_gives_the_record_back(text, level, seq):
-    record = KmsgRecord(seq, Level(level), 0, seq * 3, "-", text, (("SUBSYSTEM", text),))
+    record = KmsgRecord(seq, Priority(level), 0, seq * 3, "-", text, (("SUBSYSTEM", text),))
     assert parse_record(format_record(record)) == record
 
 
@@ -119,7 +119,7 @@ def test_watch_reads_the_real_dev_kmsg_record_by_record():
         records = watch.records()
     mine = [r for r in records if r.text == marker]
     assert len(mine) == 1
-    assert (mine[0].facility, mine[0].level) == (1, Level.WARNING)
+    assert (mine[0].facility, mine[0].level) == (1, Priority.WARNING)
 
 
 def _open_fds() -> set[str]:

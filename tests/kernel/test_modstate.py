@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kmodd.core.libkmodlog import LibkmodEvent
+from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.system.modstate import (
     InitState,
     ProcModule,

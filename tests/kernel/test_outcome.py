@@ -3,7 +3,7 @@
 import errno as E
 import re
 
-from kmodd.core.outcome import (
+from kmodd.core.autoload.outcome import (
     DECLINED_CAUSE,
     INSERT_OUTCOMES,
     Outcome,

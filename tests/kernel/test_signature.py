@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.signature import (
+from kmodd.core.modfile.signature import (
     NoSignature,
     SignatureError,
     SignatureInfo,
@@ -14,7 +14,6 @@ from kmodd.core.signature import (
     modinfo_fields,
     parse_module_signature,
 )
-from tests.fakes import needs_core_elf
 from tests.kofixtures import (
     append_signature,
     make_signing_key,
@@ -173,7 +172,6 @@ def signature_lines(ran):
             or line.startswith(b"\t\t")]
 
 
-@needs_core_elf
 @pytest.mark.oracle
 @pytest.mark.parametrize("subject,serial,digest", [
     ("/CN=kmodd test key/O=kmodd", 0x1234ABCD, "sha256"),
@@ -191,7 +189,6 @@ def test_signature_fields_match_the_real_modinfo(tmp_path, keydir, module_bytes,
     assert signature_lines(ours) and ours == real
 
 
-@needs_core_elf
 @pytest.mark.oracle
 @pytest.mark.parametrize("mask", [0x5A, 0x80])
 def test_every_single_byte_corruption_shows_what_the_real_modinfo_shows(tmp_path, module_bytes,

@@ -1,6 +1,6 @@
 """Taint masks decoded with Linux 6.1's table."""
 
-from kmodd.core.taint import (
+from kmodd.core.modfile.taint import (
     TAINT_FLAGS,
     Taint,
     TaintError,

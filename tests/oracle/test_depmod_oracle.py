@@ -127,7 +127,7 @@ def test_the_elf_reader_agrees_with_pyelftools_on_every_module() -> None:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
-    from kmodd.core.elf import ElfError, parse_module
+    from kmodd.core.modfile.elf import ElfError, parse_module
 
     tree = depmod_tree("plain")
     checked = 0

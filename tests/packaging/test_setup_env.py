@@ -29,10 +29,10 @@ def test_every_make_target_runs_the_venv_python() -> None:
         "./scripts/setup-test-env", ".venv/bin/python -m pytest -q -x tests/core"]
     assert make_dry_run("lint") == [
         "./scripts/setup-test-env",
-        ".venv/bin/python -m ruff check kmodd tests bench packaging/build-deb",
+        ".venv/bin/python -m ruff check kmodd tests bench",
         ".venv/bin/python -m mypy",
-        ".venv/bin/python -m mypy --strict packaging/build-deb",
     ]
+    assert make_dry_run("deb") == ["./scripts/setup-test-env", "packaging/build-deb"]
     assert make_dry_run("demo", "DEMO_ARGS=--set rich") == [
         "./scripts/setup-test-env", ".venv/bin/python tests/e2e/vm demo --set rich"]
 

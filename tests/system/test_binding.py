@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kmodd.core.reprobe import BindingFacts
+from kmodd.core.autoload.reprobe import BindingFacts
 from kmodd.system.binding import SysfsBinding
 from kmodd.system.root import Root
 

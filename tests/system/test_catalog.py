@@ -1,4 +1,5 @@
-"""catalog/kmodd.catalog: one entry per MESSAGE_ID of `core.messages`, read by journalctl."""
+"""catalog/kmodd.catalog: one entry per MESSAGE_ID of `core.autoload.messages`, read by
+journalctl."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.autoload import LoadOutcome
-from kmodd.core.messages import FAILURE_MESSAGES, MESSAGE_IDS, OUTCOME_MESSAGES, Message
-from kmodd.core.outcome import INSERT_OUTCOMES, classify_insert
+from kmodd.core.autoload.decide import LoadOutcome
+from kmodd.core.autoload.messages import FAILURE_MESSAGES, MESSAGE_IDS, OUTCOME_MESSAGES, Message
+from kmodd.core.autoload.outcome import INSERT_OUTCOMES, classify_insert
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog/kmodd.catalog"
 HEADERS = ("Subject", "Defined-By", "Support", "Documentation")

@@ -15,22 +15,20 @@ from collections.abc import Mapping
 
 import pytest
 
-from kmodd.core.explain import Check, Evidence, Explanation, Finding, Verdict
-from kmodd.core.explain_rules import DECLINED_FIX
-from kmodd.core.outcome import DECLINED_CAUSE
+from kmodd.core.autoload.outcome import DECLINED_CAUSE
+from kmodd.core.explain.model import Check, Evidence, Explanation, Finding, Verdict
+from kmodd.core.explain.rules import DECLINED_FIX
 from kmodd.system.attempt import attempt
 from kmodd.system.diagnose import explain
 from kmodd.system.kernel import LinuxKernel
 from kmodd.system.root import Root
-from tests.fakes import DEBIAN_RELEASE, DEBIAN_SIGNER, FakeKernel, needs_core_elf
+from tests.fakes import DEBIAN_RELEASE, DEBIAN_SIGNER, FakeKernel
 from tests.kofixtures import (
     make_signing_key,
     module_tree,
     sign_module,
     standard_modinfo,
 )
-
-pytestmark = needs_core_elf
 
 KVER = DEBIAN_RELEASE
 MODDIR = f"/lib/modules/{KVER}"
@@ -249,9 +247,9 @@ def test_only_the_modules_and_the_loaders_own_lines_are_quoted(tmp_path):
             self.modules = self.port.modules
 
         def insert(self, path, options="", **kw):
-            from kmodd.core.kmsg import Level
+            from kmodd.core.priority import Priority
 
-            kernel._log(Level.INFO, "e1000e 0000:00:03.0 eth0: NIC Link is Up")
+            kernel._log(Priority.INFO, "e1000e 0000:00:03.0 eth0: NIC Link is Up")
             return self.port.insert(path, options, **kw)
 
         def delete(self, name, *, force=False):

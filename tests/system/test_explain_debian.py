@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from kmodd.core.explain import Verdict
-from kmodd.core.kernelview import parse_module_symvers
+from kmodd.core.explain.model import Verdict
+from kmodd.core.kmod.kernelview import parse_module_symvers
 from kmodd.system.diagnose import _versions, explain, read_module
 from kmodd.system.root import Root
 from tests.fakes import FakeKernel, kallsyms_from_symvers

@@ -15,14 +15,12 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmodd.core.explain import Check, Verdict
+from kmodd.core.explain.model import Check, Verdict
 from kmodd.system.diagnose import explain
 from kmodd.system.root import Root
-from tests.fakes import DEBIAN_RELEASE, needs_core_elf
+from tests.fakes import DEBIAN_RELEASE
 from tests.kobuild import KoSpec, build_ko
 from tests.kofixtures import append_signature, standard_modinfo
-
-pytestmark = needs_core_elf
 
 MODDIR = f"/lib/modules/{DEBIAN_RELEASE}"
 GOOD = append_signature(build_ko(KoSpec(

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from kmodd.core.explain_facts import FailedAttempt
-from kmodd.core.kmsg import KmsgRecord, Level
+from kmodd.core.autoload.kmsg import KmsgRecord
+from kmodd.core.explain.facts import FailedAttempt
+from kmodd.core.priority import Priority
 from kmodd.system.explain_worker import decode_failure, encode_request
 
 
@@ -15,7 +16,7 @@ def test_a_failed_attempt_round_trips_through_the_request() -> None:
     # Every field differs from its default, so a field the request forgets fails this.
     failure = FailedAttempt(
         module="e1000", errno=2, stage="finit_module", step="e1000",
-        kmsg=(KmsgRecord(7, Level.ERR, 0, 123456, "-", "e1000: Unknown symbol x (err -2)",
+        kmsg=(KmsgRecord(7, Priority.ERR, 0, 123456, "-", "e1000: Unknown symbol x (err -2)",
                          (("SUBSYSTEM", "pci"),)),),
         options="debug=1", messages=("modprobe: ERROR: could not insert 'e1000'",),
         declined=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.explain import Verdict
+from kmodd.core.explain.model import Verdict
 from kmodd.system.explainer import (
     ExplainBusy,
     Explainer,

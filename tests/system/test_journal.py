@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.messages import MESSAGE_IDS, Message
+from kmodd.core.autoload.messages import MESSAGE_IDS, Message
 from kmodd.system.journal import (
     LogSink,
     LogTarget,

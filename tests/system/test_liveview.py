@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kmodd.core.initstate import InitState
+from kmodd.core.kmod.initstate import InitState
 from kmodd.system.liveview import ListedModules
 from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root

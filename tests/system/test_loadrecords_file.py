@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.loadrecords import Instance, Loaded, parse
+from kmodd.core.autoload.loadrecords import Instance, Loaded, parse
 from kmodd.system import loadrecords
 from kmodd.system.loadrecords import open_records
 

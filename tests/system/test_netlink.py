@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.system.netlink import (
     KERNEL_GROUP,
     NETLINK_KOBJECT_UEVENT,

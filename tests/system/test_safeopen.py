@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from kmodd.core.config import ConfigFile
+from kmodd.core.kmod.config import ConfigFile
 from kmodd.system import safeopen
 from kmodd.system.moddb import load_config
 from kmodd.system.modfile import map_module

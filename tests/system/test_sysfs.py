@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kmodd.core.uevent import Action, Uevent
+from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.system.root import Root
 from kmodd.system.sysfs import (
     COLDPLUG_SEQNUM,
@@ -126,12 +126,40 @@ def test_device_details_from_a_fake_tree(tmp_path: Path) -> None:
     assert device_details(root, "/devices/nothing") is None
 
 
-def test_pyudev_details_agree_with_sysfs_for_every_device_here() -> None:
-    from kmodd.system.sysfs import _details_from_sysfs
+def test_details_agree_with_pyudev_for_every_device_here() -> None:
+    """pyudev (libudev) is the reference: kmodd reads the same sysfs and udev database."""
+    import pyudev  # type: ignore[import-untyped]
 
+    context = pyudev.Context()
     for device in scan_devices(Root()).devices:
-        from_udev = device_details(Root(), device.devpath)
-        assert from_udev is not None
-        assert from_udev == _details_from_sysfs(Root(), device.devpath)
-        assert from_udev.modalias == device.modalias
+        mine = device_details(Root(), device.devpath)
+        assert mine is not None
+        theirs = pyudev.Devices.from_path(context, device.devpath)
+        assert (mine.subsystem, mine.devtype, mine.driver, mine.modalias) == (
+            theirs.subsystem, theirs.device_type, theirs.driver, device.modalias)
+        props = dict(theirs.properties)
+        if "ID_VENDOR_FROM_DATABASE" in props:
+            assert mine.vendor == props["ID_VENDOR_FROM_DATABASE"]
     assert device_details(Root(), "/devices/does-not-exist") is None
+
+
+def test_vendor_and_model_come_from_udevs_database_where_udevd_recorded_them(
+        tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    data = tmp_path / "run/udev/data"
+    data.mkdir(parents=True)
+    (data / "+pci:0000:00:03.0").write_text(
+        "I:12345\nE:ID_VENDOR_FROM_DATABASE=Red Hat, Inc.\n"
+        "E:ID_MODEL_FROM_DATABASE=Virtio 1.0 network device\nG:systemd\nbroken line\n")
+    details = device_details(root, "/devices/pci0000:00/0000:00:03.0")
+    assert details is not None
+    assert (details.vendor, details.model) == ("Red Hat, Inc.", "Virtio 1.0 network device")
+
+
+def test_udevs_database_names_a_device_as_libudev_does() -> None:
+    from kmodd.core.autoload.uevent import udev_database_id
+
+    assert udev_database_id("block", "sda", {"MAJOR": "8", "MINOR": "0"}) == "b8:0"
+    assert udev_database_id("tty", "ttyS0", {"MAJOR": "4", "MINOR": "64"}) == "c4:64"
+    assert udev_database_id("net", "eth0", {"IFINDEX": "2"}) == "n2"
+    assert udev_database_id("pci", "0000:00:03.0", {}) == "+pci:0000:00:03.0"

@@ -1,4 +1,5 @@
-"""systemd/ and etc/: the units pass `systemd-analyze verify`, and agree with the code."""
+"""systemd/, etc/ and udev's rules: the units pass `systemd-analyze verify` and agree with the
+code; the Debian package's udev rules take exactly udev's module loading away."""
 
 from __future__ import annotations
 
@@ -34,21 +35,28 @@ def _verify_root(tmp_path: Path, units: dict[str, str]) -> Path:
         pytest.skip("the kmodd entry point is not installed (pip install -e .)")
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/sbin").mkdir(parents=True)
     (root / "bin").mkdir()
     shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
     for name, text in units.items():
         (root / "etc/systemd/system" / name).write_text(text)
-    # ExecStart=/usr/bin/kmodd: the console script that `pip install` makes for the daemon
-    # (kmodd.daemon.launch:main), copied where a distribution package puts it.
-    shutil.copy(entry, root / "usr/bin/kmodd")
+    # ExecStart=/usr/sbin/kmodd: the console script that `pip install` makes for the daemon
+    # (kmodd.daemon.launch:main), copied where the Debian package puts it.
+    shutil.copy(entry, root / "usr/sbin/kmodd")
     shutil.copy("/bin/kill", root / "bin/kill")
+    # The manual pages the units' Documentation= name, where the package puts them: verify
+    # asks `man` for each, and man searches $MANPATH.
+    for page in (REPO / "man").iterdir():
+        section = root / f"usr/share/man/man{page.suffix.lstrip('.')}"
+        section.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, section / page.name)
     return root
 
 
 def _verify(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["systemd-analyze", "verify", f"--root={root}", *UNITS],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MANPATH": str(root / "usr/share/man")})
 
 
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -85,8 +93,10 @@ def test_the_service_is_an_early_notify_daemon_that_keeps_cap_sys_module() -> No
     assert service["Sockets"].split() == ["kmodd.socket", "kmodd-kernel.socket"]
 
 
-def test_the_service_is_bounded_and_writes_only_its_runtime_directory() -> None:
+def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_drivers_probe(
+        ) -> None:
     from kmodd.system.instance import LOCK_FILE
+    from kmodd.system.loadrecords import RECORD_FILE
 
     service = _unit("kmodd.service")["Service"]
     control = _unit("kmodd.socket")["Socket"]
@@ -99,9 +109,11 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory() -> None:
         "strict", "yes", "0077")
     # The one writable place, kept at stop: the instance lock and the control socket's home.
     assert "/run/" + service["RuntimeDirectory"] == os.path.dirname(LOCK_FILE) \
-        == os.path.dirname(control["ListenStream"])
+        == os.path.dirname(RECORD_FILE) == os.path.dirname(control["ListenStream"])
     assert service["RuntimeDirectoryPreserve"] == "yes"
-    assert "ReadWritePaths" not in service
+    # Besides: the buses' drivers_probe files, for the re-probe at start (ProtectKernelTunables
+    # makes the rest of /sys read-only).
+    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
 
 
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
@@ -138,16 +150,30 @@ def _rules(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_the_udev_overrides_remove_every_kmod_load_and_keep_everything_else() -> None:
+def _diverted() -> list[str]:
+    preinst = (REPO / "debian/kmodd.preinst").read_text()
+    listed = re.search(r'^DIVERTED="([^"]*)"$', preinst, re.MULTILINE)
+    assert listed is not None
+    return listed.group(1).split()
+
+
+def test_the_package_diverts_exactly_udevs_rules_files_that_load_modules() -> None:
     debian = Path(udev_rules_dir())
-    for name in ("80-drivers.rules", "80-debian-compat.rules"):
-        ours = _rules((REPO / "etc/udev/rules.d" / name).read_text())
-        theirs = _rules((debian / name).read_text())
-        kept = [r for r in theirs if "kmod load" not in r]
+    loading = sorted(p.name for p in debian.glob("*.rules") if "kmod load" in p.read_text())
+    assert sorted(_diverted()) == loading == ["80-debian-compat.rules", "80-drivers.rules"]
+
+
+def test_the_packages_own_udev_rules_keep_everything_of_udevs_but_the_module_loads() -> None:
+    """kmodd ships a file in place of a diverted one (debian/kmodd.NAME.udev) where udev's
+    holds more than module loads; 80-drivers.rules holds nothing else."""
+    debian = Path(udev_rules_dir())
+    for name in _diverted():
+        ours = REPO / f"debian/kmodd.{name.split('-', 1)[1].removesuffix('.rules')}.udev"
+        kept = [r for r in _rules((debian / name).read_text()) if "kmod load" not in r]
         if name == "80-drivers.rules":
             # What remains of udev's file without its loads is only its own control flow.
             assert kept == ['ACTION!="add", GOTO="drivers_end"', 'LABEL="drivers_end"']
-            assert ours == []
+            assert not ours.exists()
         else:
-            assert ours == kept
-        assert not any("kmod" in r for r in ours)
+            assert _rules(ours.read_text()) == kept
+            assert not any("kmod" in rule for rule in _rules(ours.read_text()))

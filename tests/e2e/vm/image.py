@@ -13,14 +13,27 @@ the kernel package, the apt package list, the guest's Python requirements and BU
 Overlay (seconds, keyed by a hash of the checkout's files and of `guest/`):
   * `/init` and `/vm/*.py` from `guest/`;
   * kmodd installed from the checkout with `pip install --no-deps --target`, entry points in
-    `/usr/bin` (where the unit's ExecStart= looks) with Debian's `/usr/bin/python3` as interpreter;
+    `/usr/bin` with Debian's `/usr/bin/python3` as interpreter, but the daemon where the unit's
+    ExecStart= looks (`/usr/sbin`, as the Debian package installs it);
   * the checkout's units (`systemd/*`) in `/usr/lib/systemd/system` and everything under the
-    checkout's `etc/` as the same path under the guest's `/etc`, when those exist, as
-    packaging/build-deb ships them; the units enabled as the package's postinst enables them
+    checkout's `etc/` as the same path under the guest's `/etc`, when those exist, as the
+    Debian package ships them; the units enabled as the package's postinst enables them
     (`deb-systemd-helper enable`: the [Install] section's symlinks in /etc/systemd/system);
+  * for each udev rules file that the package diverts (debian/kmodd.preinst), a file of the
+    same name in `/etc/udev/rules.d`, which hides udev's as the diversion does (an archive part
+    can add files, not rename the base's): the package's own file of that name, or one with a
+    comment only. udev loads no module; each starts with "# Installed by kmodd", which the
+    udev anchor's `coldplug.unmask_udev_rules` removes to get udev as shipped;
   * the test agent's unit (`guest/*.service`) in `/etc/systemd/system`, enabled: it is what
     reaches the agent when systemd is PID 1 (machine.Init.SYSTEMD); unused otherwise.
+`build_overlay(kmodd=False)` makes the overlay without kmodd (the guest files and the agent's
+unit only): a Debian system on which the package is not installed yet.
 The initrd a VM boots is base + overlay, concatenated (each part 512-byte aligned).
+
+A reboot that keeps the root file system (`with_state`): the guest's root is the initramfs, so
+what a boot changed (`STATE_CAPTURE` lists it: the paths it wrote, and those it deleted) is
+carried into the next boot as one more archive part, `/vm/state/NN.tar.gz` and `NN.deleted`,
+which `guest/init` applies in order before anything else runs.
 
 Run as a script (`python3 tests/e2e/vm build`) it builds or reuses everything and prints paths.
 """
@@ -43,6 +56,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from stat import S_IFDIR, S_IFREG
 from typing import Any
 
 from vm import cpio
@@ -63,6 +77,11 @@ MIRROR = os.environ.get("KMODD_E2E_MIRROR", "http://deb.debian.org/debian")
 GUEST_PACKAGES = (
     "python3",          # 3.11.2: kmodd and the agent
     "python3-systemd",  # journal bindings (a C extension: from apt, not pip)
+    # The Debian package's Depends (debian/control: what kmodd imports), so that
+    # `apt install ./kmodd_*.deb` needs no network in the guest.
+    "python3-zstandard",
+    "python3-cffi-backend",  # provides what python3-zstandard needs (debootstrap does not
+                             # resolve virtual packages)
     "kmod",             # modprobe & co. for udev and for comparisons
     "udev",             # the anchor: systemd-udevd + its rules
     "systemd",          # systemd-journald (started standalone) and systemctl's tools
@@ -88,12 +107,18 @@ LOCAL_UNIT_DIR = "etc/systemd/system"  # the admin's units and every unit's enab
 # [Install] keys and the directory suffix of the link each one makes (as `systemctl enable`).
 INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 ETC_SOURCE = "etc"
+# udev's rules files the Debian package diverts (its preinst's DIVERTED=); the package's own
+# file of such a name is debian/kmodd.<NAME>.udev (dh_installudev's --name: the name without
+# its priority and suffix). The overlay hides udev's with same-name files in UDEV_MASK_DIR.
+PREINST = "debian/kmodd.preinst"
+UDEV_MASK_DIR = "etc/udev/rules.d"
+UDEV_MASK_MARK = "# Installed by kmodd"  # guest/coldplug.py's KMODD_MARK
 # What of the checkout goes into the overlay (hashed to decide when to rebuild it).
-CHECKOUT_PARTS = ("pyproject.toml", "README.md", "kmodd", "systemd", "etc")
+CHECKOUT_PARTS = ("pyproject.toml", "README.md", "kmodd", "systemd", "etc", "debian")
 KEEP_INITRDS = 3
 # Bump when the way the overlay is built changes (its inputs' hashes do not show that); unlike
 # BUILDER_VERSION it leaves the base image, a minute to rebuild, alone.
-OVERLAY_VERSION = "2"
+OVERLAY_VERSION = "3"
 # Bump when the way base and overlay are joined changes (the parts themselves stay valid).
 INITRD_FORMAT = 2
 
@@ -298,8 +323,25 @@ def _hash_checkout(h: hashlib._Hash, root: str, parts: tuple[str, ...]) -> None:
                 h.update(hashlib.sha256(f.read()).digest())
 
 
+def script_dirs(checkout: str) -> dict[str, str]:
+    """Script name -> the guest directory it goes to, when not usr/bin: the daemon's is the
+    directory of kmodd.service's ExecStart= (the unit is the one that runs it)."""
+    path = os.path.join(checkout, UNIT_SOURCE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        service = parse_sections(f.read(), UNIT_SOURCE).get("Service", [])
+    dirs = {}
+    for _lineno, key, value in service:
+        if key == "ExecStart" and value.split():
+            command = value.split()[0].lstrip("@-:+!")
+            dirs[os.path.basename(command)] = os.path.dirname(command).lstrip("/")
+    return dirs
+
+
 def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
-    """pip-install the checkout into dest/GUEST_SITE, scripts into dest/usr/bin."""
+    """pip-install the checkout into dest/GUEST_SITE, scripts into dest/usr/bin (the daemon
+    into its unit's directory)."""
     if not os.path.exists(os.path.join(checkout, "pyproject.toml")):
         return False
     with tempfile.TemporaryDirectory(prefix="kmodd-src-") as src:
@@ -316,14 +358,15 @@ def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
         _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
               "--no-deps", "--target", site, src])
     bindir = os.path.join(site, "bin")
+    dirs = script_dirs(checkout)
     if os.path.isdir(bindir):
-        os.makedirs(os.path.join(dest, "usr/bin"), exist_ok=True)
         for name in os.listdir(bindir):
             with open(os.path.join(bindir, name), "rb") as f:
                 lines = f.read().split(b"\n", 1)
             # pip wrote the host interpreter's path; the guest runs Debian's python3.
             body = b"#!" + GUEST_PYTHON_BIN.encode() + b"\n" + (lines[1] if len(lines) > 1 else b"")
-            target = os.path.join(dest, "usr/bin", name)
+            target = os.path.join(dest, dirs.get(name, "usr/bin"), name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(body)
             os.chmod(target, 0o755)
@@ -331,12 +374,48 @@ def _install_checkout(checkout: str, dest: str, log: Log) -> bool:
     return os.path.isdir(os.path.join(site, "kmodd"))
 
 
-def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
-    """Return the cached overlay for the checkout's current files, building it if needed."""
+def diverted_udev_rules(checkout: str) -> list[str]:
+    """The udev rules files the Debian package's preinst diverts (its DIVERTED= line)."""
+    path = os.path.join(checkout, PREINST)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("DIVERTED="):
+                return line.split("=", 1)[1].strip().strip('"').split()
+    raise ValueError(f"{PREINST}: no DIVERTED= line")
+
+
+def _install_udev_rules(checkout: str, tree: str) -> None:
+    """What the package's diversions leave in udev's place: its own file, or a comment."""
+    for name in diverted_udev_rules(checkout):
+        stem = name.split("-", 1)[1].removesuffix(".rules")
+        own = os.path.join(checkout, f"debian/kmodd.{stem}.udev")
+        text = (f"{UDEV_MASK_MARK}'s e2e overlay: hides udev's {name} as the package's "
+                f"diversion does ({PREINST}).\n")
+        if os.path.isfile(own):
+            with open(own) as f:
+                text = f.read()
+        if not text.startswith(UDEV_MASK_MARK):
+            raise ValueError(f"{own}: does not start with {UDEV_MASK_MARK!r}")
+        os.makedirs(os.path.join(tree, UDEV_MASK_DIR), exist_ok=True)
+        with open(os.path.join(tree, UDEV_MASK_DIR, name), "w") as f:
+            f.write(text)
+
+
+def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log,
+                  kmodd: bool = True) -> Overlay:
+    """Return the cached overlay for the checkout's current files, building it if needed.
+
+    Without `kmodd`: the guest files and the agent's unit only.
+    """
     h = hashlib.sha256(BUILDER_VERSION.encode())
     h.update(OVERLAY_VERSION.encode())
     _hash_checkout(h, HERE, ("guest",))
-    _hash_checkout(h, checkout, CHECKOUT_PARTS)
+    if kmodd:
+        _hash_checkout(h, checkout, CHECKOUT_PARTS)
+    else:
+        h.update(b"without kmodd")
     key = h.hexdigest()[:16]
     d = os.path.join(CACHE, "overlays")
     path = os.path.join(d, f"{key}.cpio")
@@ -356,11 +435,14 @@ def build_overlay(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Overlay:
                 dst = os.path.join(tree, "init" if name == "init" else f"vm/{name}")
                 shutil.copy(src, dst)
                 os.chmod(dst, 0o755)
-            has_kmodd = _install_checkout(checkout, tree, log)
-            etc = os.path.join(checkout, ETC_SOURCE)
-            if os.path.isdir(etc):
-                shutil.copytree(etc, os.path.join(tree, "etc"))
-            has_unit = _install_units(checkout, tree)
+            has_kmodd = has_unit = False
+            if kmodd:
+                has_kmodd = _install_checkout(checkout, tree, log)
+                etc = os.path.join(checkout, ETC_SOURCE)
+                if os.path.isdir(etc):
+                    shutil.copytree(etc, os.path.join(tree, "etc"))
+                _install_udev_rules(checkout, tree)
+            has_unit = _install_units(checkout, tree, kmodd)
             with open(path + ".tmp", "wb") as f:
                 w = cpio.Writer(f)
                 # The overlay's parents (usr, usr/local, ...) exist in the base already; the
@@ -417,10 +499,11 @@ def enable_unit(root: str, unit_dir: str, name: str, _seen: set[str] | None = No
     return made
 
 
-def _install_units(checkout: str, tree: str) -> bool:
-    """The checkout's units and the agent's, enabled; whether the checkout has kmodd.service."""
+def _install_units(checkout: str, tree: str, kmodd: bool = True) -> bool:
+    """The checkout's units (with `kmodd`) and the agent's, enabled; whether kmodd.service was
+    installed."""
     source = os.path.join(checkout, UNITS_SOURCE)
-    shipped = sorted(os.listdir(source)) if os.path.isdir(source) else []
+    shipped = sorted(os.listdir(source)) if kmodd and os.path.isdir(source) else []
     os.makedirs(os.path.join(tree, UNIT_DIR), exist_ok=True)
     for name in shipped:
         shutil.copy(os.path.join(source, name), os.path.join(tree, UNIT_DIR, name))
@@ -434,7 +517,7 @@ def _install_units(checkout: str, tree: str) -> bool:
         shutil.copy(os.path.join(GUEST_DIR, name), os.path.join(tree, LOCAL_UNIT_DIR, name))
         os.chmod(os.path.join(tree, LOCAL_UNIT_DIR, name), 0o644)
         enable_unit(tree, LOCAL_UNIT_DIR, name)
-    return os.path.isfile(os.path.join(checkout, UNIT_SOURCE))
+    return kmodd and os.path.isfile(os.path.join(checkout, UNIT_SOURCE))
 
 
 def initrd(base: BaseImage, overlay: Overlay) -> str:
@@ -468,6 +551,51 @@ def build(checkout: str = CHECKOUT, log: Log = _stderr_log) -> Guest:
     base = build_base(log)
     overlay = build_overlay(checkout, log)
     return Guest(base=base, overlay=overlay, initrd=initrd(base, overlay))
+
+
+def build_without_kmodd(log: Log = _stderr_log) -> Guest:
+    """The base with the agent but not kmodd: a Debian 12 on which kmodd is not installed."""
+    base = build_base(log)
+    overlay = build_overlay(log=log, kmodd=False)
+    return Guest(base=base, overlay=overlay, initrd=initrd(base, overlay))
+
+
+# In the guest: what changed in the root file system since STATE_MARK was run (`find -cnewer`
+# sees written, created and renamed files: rename changes the inode's ctime), and what was
+# deleted (in the listing then, not now), as /run/state.tar.gz and /run/state.deleted.
+# Left out: /vm/state (this test bed's own), the journal (written while it is read), apt's
+# caches (apt makes them again) and mount points (not the root file system's).
+STATE_SKIP = ("-path ./vm/state -prune -o -path ./var/log/journal -prune "
+              "-o -path ./var/cache/apt -prune")
+STATE_MARK = f"""
+cd / && find . -xdev {STATE_SKIP} -o -print | sort > /run/state.before
+touch /run/state.mark
+"""
+STATE_CAPTURE = f"""
+cd / && find . -xdev {STATE_SKIP} -o -print | sort > /run/state.after
+comm -23 /run/state.before /run/state.after | sed 's|^[.]||' > /run/state.deleted
+awk '{{print "." $2}}' /proc/self/mounts > /run/state.mounts
+find . -xdev {STATE_SKIP} -o ! -path . -cnewer /run/state.mark -print \
+    | grep -vxF -f /run/state.mounts | sort > /run/state.changed
+tar -czpf /run/state.tar.gz --no-recursion -T /run/state.changed
+"""
+
+
+def state_part(tar_gz: bytes, deleted: bytes, index: int, path: str) -> str:
+    """An archive part that carries one boot's changes into the next (guest/init applies it)."""
+    d = S_IFDIR | 0o755
+    cpio.write_entries(path, [
+        cpio.Entry("vm", d), cpio.Entry("vm/state", d),
+        cpio.Entry(f"vm/state/{index:02d}.tar.gz", S_IFREG | 0o600, tar_gz),
+        cpio.Entry(f"vm/state/{index:02d}.deleted", S_IFREG | 0o600, deleted),
+    ])
+    return path
+
+
+def with_state(guest: Guest, parts: list[str], path: str) -> Guest:
+    """`guest` booting with the state parts (oldest first) after its overlay, as `path`."""
+    cpio.concatenate(path, [guest.base.cpio, guest.overlay.cpio, *parts])
+    return Guest(base=guest.base, overlay=guest.overlay, initrd=path)
 
 
 def main(argv: list[str]) -> int:

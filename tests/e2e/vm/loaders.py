@@ -49,8 +49,8 @@ class Udev:
         return ["--loader", "udev"]
 
     def start(self, vm: VM) -> dict[str, float]:
-        # The overlay carries kmodd's etc/udev/rules.d, which masks udev's module loading;
-        # the anchor is Debian's udev as shipped, so those overrides go first.
+        # The overlay hides udev's module-loading rules in /etc/udev/rules.d, as the package's
+        # diversions do; the anchor is Debian's udev as shipped, so those overrides go first.
         vm.sh("python3 -c 'import sys; sys.path.insert(0, \"/vm\"); "
               "import coldplug; coldplug.unmask_udev_rules()'")
         r = vm.sh(f"{UDEVD} --daemon && udevadm control --ping && "

@@ -8,8 +8,9 @@
 
 Two boot modes (`init=`): `Init.AGENT` (the default) runs the agent as the guest's only
 process next to PID 1's shell: nothing else runs unless a test starts it. `Init.SYSTEMD`
-boots the image's systemd as PID 1, as an installed system would (kmodd's units enabled, its
-udev rules override in /etc), with the agent as an early service on the same ttyS1:
+boots the image's systemd as PID 1, as an installed system would (kmodd's units enabled,
+udev's module-loading rules hidden as the package's diversions hide them), with the agent
+as an early service on the same ttyS1:
 
     with VM(init=Init.SYSTEMD) as vm:
         vm.wait_system_running()

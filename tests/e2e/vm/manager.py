@@ -41,6 +41,10 @@ CAPABILITIES = (
 SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE = re.compile(r"(\d+)\s*([KMGTP]?)")
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+# Boot-time tracing of every module load from the first one on, with the task that made it
+# (a kernel parameter; `module_loads_by_task` reads the trace back).
+TRACE_MODULE_LOADS = "trace_event=module:module_load"
+TRACEFS = "/sys/kernel/tracing"
 
 
 def show(vm: VM, unit: str, *properties: str) -> dict[str, str]:
@@ -134,3 +138,16 @@ def wait_kmodd_coldplug_done(vm: VM, timeout: float = COLDPLUG_TIMEOUT) -> dict[
             raise GuestError(f"kmodd's coldplug not done within {timeout} s "
                              f"(kmodctl: rc={r.rc} {r.out[-500:]} {r.err[-1000:]})")
         time.sleep(POLL_SECONDS)
+
+
+def module_loads_by_task(vm: VM) -> dict[str, str]:
+    """Module -> the task (comm) whose load of it the boot's trace saw first
+    (booted with TRACE_MODULE_LOADS on the kernel command line)."""
+    vm.sh(f"mountpoint -q {TRACEFS} || mount -t tracefs tracefs {TRACEFS}")
+    loaded_by: dict[str, str] = {}
+    for line in vm.get(f"{TRACEFS}/trace").decode().splitlines():
+        if line.startswith("#") or " module_load: " not in line:
+            continue
+        comm = line.split("[", 1)[0].strip().rpartition("-")[0]
+        loaded_by.setdefault(line.split(" module_load: ", 1)[1].split()[0], comm)
+    return loaded_by
