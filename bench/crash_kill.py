@@ -5,8 +5,9 @@
 
 Per loader, one uninterrupted boot of the `rich` set (the reference), then one boot per kill
 point: the loader is killed once the given percentage of its coldplug's modules are live
-(counted in the guest from /proc/modules, every 20 ms; for kmodd, of the reference's modules
-not yet live when it said READY=1: its coldplug starts there), and the boot is let finish.
+(counted in the guest from /proc/modules, every 20 ms; for kmodd, of the modules it loaded
+itself in the reference boot, which the kernel's module_load trace attributes to it), and
+the boot is let finish.
 Both end states are taken once no module went live or away for 3 s: the live modules and
 every device's bound driver (tests/e2e/vm/bindings.py normalises the probe-order numbers).
 
@@ -41,25 +42,29 @@ from vm.machine import VM, Init
 RESULTS = os.path.join(image.CACHE, "results")
 
 
-def _kmodd_boot(guest: image.Guest, reference: crash.State | None,
+def _kmodd_boot(guest: image.Guest, reference: dict[str, Any] | None,
                 percent: int | None) -> dict[str, Any]:
     name = f"crash-kmodd-{percent if percent is not None else 'ref'}"
-    with VM(devices=devices.rich(), guest=guest, name=name, init=Init.SYSTEMD) as vm:
+    append = crash.manager.TRACE_MODULE_LOADS if reference is None else ""
+    with VM(devices=devices.rich(), guest=guest, name=name, init=Init.SYSTEMD,
+            append=append) as vm:
         out: dict[str, Any] = {"boot": vm.boot_info}
         if reference is not None and percent is not None:
-            kill = crash.kill_kmodd_in_coldplug(vm, percent / 100, reference)
-            out["kill"] = {"pid": kill["pid"], "why": kill["why"], "live": len(kill["live"]),
-                           "live_at_ready": kill["at_ready"]}
+            kill = crash.kill_kmodd_in_coldplug(vm, percent / 100,
+                                                reference["coldplug_modules"])
+            out["kill"] = {"pid": kill["pid"], "why": kill["why"], "live": len(kill["live"])}
             status = crash.wait_kmodd_restarted(vm, kill["pid"])
         else:
             crash.kmodd_pid(vm)
             status = crash.manager.wait_kmodd_coldplug_done(vm)
         out["status"] = status
         out["state"] = crash.state(vm)
+        if reference is None:
+            out["coldplug_modules"] = crash.coldplug_modules(vm)
     return out
 
 
-def _udev_boot(guest: image.Guest, reference: crash.State | None,
+def _udev_boot(guest: image.Guest, reference: dict[str, Any] | None,
                percent: int | None) -> dict[str, Any]:
     name = f"crash-udev-{percent if percent is not None else 'ref'}"
     with VM(devices=devices.rich(), guest=guest, name=name) as vm:
@@ -67,7 +72,7 @@ def _udev_boot(guest: image.Guest, reference: crash.State | None,
         udevd = crash.start_udev_coldplug(vm)
         if reference is not None and percent is not None:
             kill = crash.kill_udev_workers_when(
-                vm, udevd, live_count=crash.live_count(percent / 100, reference))
+                vm, udevd, live_count=crash.live_count(percent / 100, reference["state"]))
             out["kill"] = {"pids": kill["pids"], "why": kill["why"], "live": len(kill["live"])}
         crash.udev_settle(vm)
         out["state"] = crash.state(vm)
@@ -136,14 +141,16 @@ def main(argv: list[str]) -> int:
               f"{sum(reference.bindings.values())} devices bound", flush=True)
         runs = []
         for percent in points:
-            r = boot(guest, reference, percent)
+            r = boot(guest, ref, percent)
             diff = crash.difference(reference, r["state"])
             print(f"{loader}: killed at {percent}% ({r['kill']['why']}): "
                   f"{len(diff['modules missing'])} modules missing, "
                   f"{len(diff['devices unbound'])} devices unbound", flush=True)
             runs.append({"percent": percent, "kill": r["kill"], "difference": diff,
                          "state": _show(r["state"]), "boot": r["boot"]})
-        results["loaders"][loader] = {"reference": _show(reference), "kills": runs}
+        results["loaders"][loader] = {"reference": _show(reference), "kills": runs,
+                                      "coldplug_modules": sorted(ref.get("coldplug_modules",
+                                                                         ()))}
     results["host_load"].append(os.getloadavg()[0])
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     os.makedirs(RESULTS, exist_ok=True)

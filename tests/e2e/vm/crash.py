@@ -98,21 +98,22 @@ def kill_kmodd_when(vm: VM, **condition: Any) -> dict[str, Any]:
     return kill_when(vm, kmodd_pid(vm), **condition)
 
 
-def kill_kmodd_in_coldplug(vm: VM, fraction: float, reference: State) -> dict[str, Any]:
-    """SIGKILL kmodd once `fraction` of its coldplug's modules are live.
+def coldplug_modules(vm: VM) -> frozenset[str]:
+    """The live modules kmodd loaded itself: their first load was a task named kmodd, in a
+    guest booted with manager.TRACE_MODULE_LOADS (systemd's own, and those the kernel's
+    request_module had modprobe load, are not kmodd's)."""
+    by_task = manager.module_loads_by_task(vm)
+    return frozenset(m for m, comm in by_task.items() if comm == "kmodd") & \
+        frozenset(vm.loaded_modules())
 
-    Its coldplug starts when it says READY=1 (the unit becomes active): the modules live
-    then (systemd's own, the kernel's requests, and the few kmodd may have loaded while this
-    was being looked at) are not counted. The threshold is that count plus `fraction` of the
-    reference's modules that were not live then. (Counted from the boot's start instead, 10%
-    of the rich set fell before READY=1, while systemd's own modules loaded.)
-    """
-    pid = kmodd_pid(vm)
-    manager.wait_active(vm, UNIT)
-    at_ready = len(vm.loaded_modules())
-    threshold = at_ready + max(1, round(fraction * (len(reference.modules) - at_ready)))
-    killed = kill_when(vm, pid, live_count=threshold)
-    return {**killed, "at_ready": at_ready, "threshold": threshold}
+
+def kill_kmodd_in_coldplug(vm: VM, fraction: float, coldplug: frozenset[str]) -> dict[str, Any]:
+    """SIGKILL kmodd once `fraction` of `coldplug` (the modules kmodd itself loaded in an
+    uninterrupted boot: `coldplug_modules`) are live. (Counting every live module instead,
+    10% of the rich set fell before kmodd's READY=1, while systemd loaded its own modules.)"""
+    threshold = max(1, round(fraction * len(coldplug)))
+    killed = kill_kmodd_when(vm, live_count=threshold, among=sorted(coldplug))
+    return {**killed, "threshold": threshold, "of": len(coldplug)}
 
 
 def wait_kmodd_restarted(vm: VM, killed: int, timeout: float = RESTART_TIMEOUT) -> dict[str, Any]:

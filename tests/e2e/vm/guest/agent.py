@@ -441,13 +441,14 @@ class Agent:
         return {**r, "last_module": mods[-1] if mods else None, "modules": len(mods)}
 
     def op_kill_when(self, pid: int, sig: int = signal.SIGKILL, children: bool = False,
-                     live_count: int | None = None, live_module: str | None = None,
-                     worker_user_ticks: int | None = None, timeout: float = 600.0,
-                     interval: float = 0.02) -> dict[str, object]:
+                     live_count: int | None = None, among: list[str] | None = None,
+                     live_module: str | None = None, worker_user_ticks: int | None = None,
+                     timeout: float = 600.0, interval: float = 0.02) -> dict[str, object]:
         """Send `sig` to `pid` (any process, e.g. a service's main one; with `children`, to
         each of its child processes at that moment instead) once a condition holds:
 
-        * live_count: at least this many modules are live (/proc/modules, state Live);
+        * live_count: at least this many modules are live (/proc/modules, state Live), of
+          the modules named in `among` if given;
         * live_module: that module is live;
         * worker_user_ticks: a thread of `pid` other than its main one has spent this many
           more clock ticks of user time than when the call came (the process is busy in a
@@ -469,12 +470,14 @@ class Agent:
             return out
 
         base = worker_ticks() if worker_user_ticks is not None else {}
+        counted = set(among) if among is not None else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             modules = live()
+            n = len(modules) if counted is None else len(counted.intersection(modules))
             why = None
-            if live_count is not None and len(modules) >= live_count:
-                why = f"{len(modules)} modules live"
+            if live_count is not None and n >= live_count:
+                why = f"{n} modules live" + (f" of {len(counted)}" if counted is not None else "")
             elif live_module is not None and live_module in modules:
                 why = f"{live_module} live"
             elif worker_user_ticks is not None:
