@@ -61,3 +61,13 @@ def test_a_device_without_any_driver_is_unbound_and_one_with_another_driver_is_n
     assert difference(want, got) == {"missing": [(e1000, "e1000"), (AHCI, "ahci")],
                                      "extra": [(e1000, "e1000e")],
                                      "unbound": [(AHCI, "ahci")]}
+
+
+def test_usb_net_counts_as_driven_whichever_of_its_two_racing_drivers_claimed_it() -> None:
+    port = f"{XHCI}/usb3/3-3/3-3.1"
+    by_ether = [{"devpath": f"{port}/3-3.1:1.0", "driver": "cdc_ether"},
+                {"devpath": f"{port}/3-3.1:1.1", "driver": "cdc_ether"}]
+    by_subset = [{"devpath": f"{port}/3-3.1:1.1", "driver": "cdc_subset"}]
+    assert pairs(by_ether) == pairs(by_subset) == Counter(
+        {(f"{XHCI}/usb*/*-3/*-3.1", "one of: cdc_ether, cdc_subset"): 1})
+    assert pairs([]) != pairs(by_subset)  # left without a driver, it still shows

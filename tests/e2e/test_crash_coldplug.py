@@ -23,11 +23,12 @@ coldplug done (after a hotplug: the disk's drivers bound) and no module went liv
 for 3 s: the live modules, and every device's bound driver as a (devpath, driver) pair.
 Numbers the kernel hands out in probe order are blanked out before comparing (vm/bindings.py
 says which and why: SCSI host, ATA port, USB bus, HDA card and HID device numbers), and the
-pairs are compared as multisets. Each state must equal the reference's. After each restart
-kmodd must account for every live module (`kmodctl modules --json`: a `loaded_by`), its
-journal must hold a record with KMODD_MODULE= for every module either instance loaded, and
-`kmodctl status --json` must say that the previous instance (the one killed last) ended
-without stopping.
+pairs are compared as multisets; usb-net, which cdc_ether or cdc_subset claims depending on
+which registers first (in uninterrupted boots too), counts as driven by one of the two.
+Each state must equal the reference's. After each restart kmodd must account for every live
+module (`kmodctl modules --json`: a `loaded_by`), its journal must hold a record with
+KMODD_MODULE= for every module either instance loaded, and `kmodctl status --json` must say
+that the previous instance (the one killed last) ended without stopping.
 
 Cost (this 2-core host, one guest at a time): about 8 min, four boots of 2 min each (the
 note at the end of the file has the figures).
