@@ -73,6 +73,14 @@ def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
     return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceStatistics:
+    handled_events: int
+    decision_hits: int  # devices decided from the memo of an earlier one with their modalias
+    devices: int  # in the table now
+    modules: int
+
+
 class Decisions:
     """Decide keys against a snapshot, as udev's long-lived libkmod context does.
 
@@ -217,11 +225,15 @@ class Devices:
         self.on_index_damage: Callable[[str], None] | None = None
         self._settled.set()
         self._live_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self.handled_events = 0
+        self._handled_events = 0
         #: Told of each scanned device whose handling finished (the re-probe's chance).
         self.on_scanned: Callable[[Scanned], None] | None = None
         #: Told of the kernel's bind (devpath, driver) and unbind (devpath, None) uevents.
         self.on_driver_event: Callable[[str, str | None], None] | None = None
+
+    def statistics(self) -> DeviceStatistics:
+        return DeviceStatistics(self._handled_events, self.decisions.hits, len(self.records),
+                                len(self.modules))
 
     # -- what the intake asks ---------------------------------------------------------------
 
@@ -302,7 +314,7 @@ class Devices:
         """Decide synchronously; return the loading still to do, if any."""
         event = item.event
         devpath = event.devpath
-        self.handled_events += 1
+        self._handled_events += 1
         if self.reporter.hub.subscribers:
             self.reporter.event("uevent", f"{event.action.value} {devpath} "
                                 f"({item.origin.value})", devpath, event.modalias)

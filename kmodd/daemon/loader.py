@@ -175,6 +175,14 @@ class _Pending:
     result: _Attempt | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LoaderStatistics:
+    chains_run: int
+    chains_joined: int  # requests that waited for a chain already running
+    inserts_joined: int  # inserts waited for instead of repeated
+    busy: int  # chains whose threads are still running
+
+
 class InflightInserts:
     """Module name -> the insert running now; a second caller waits for its result.
 
@@ -431,8 +439,8 @@ class Loader:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.chains_run = 0
-        self.chains_joined = 0
+        self._chains_run = 0
+        self._chains_joined = 0
 
     # -- chains -------------------------------------------------------------------------
 
@@ -464,7 +472,7 @@ class Loader:
         name = plan.module.name
         running = self._chains.get(name)
         if running is not None:
-            self.chains_joined += 1
+            self._chains_joined += 1
             return await asyncio.shield(running), True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ChainResult] = loop.create_future()
@@ -488,7 +496,7 @@ class Loader:
             raise
         finally:
             del self._chains[name]
-        self.chains_run += 1
+        self._chains_run += 1
         future.set_result(result)
         return result, False
 
@@ -543,6 +551,10 @@ class Loader:
             self._executor, lambda: self._remove_blocking(resolver, name, dry_run))
 
     # -- state --------------------------------------------------------------------------------
+
+    def statistics(self) -> LoaderStatistics:
+        return LoaderStatistics(self._chains_run, self._chains_joined, self.inserts.joined,
+                                self._busy)
 
     def loading(self) -> frozenset[str]:
         """Modules with a chain or an insert in progress."""

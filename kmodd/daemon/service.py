@@ -433,11 +433,11 @@ class Daemon:
         intake, loader = self.intake, self.loader
         now = time.monotonic()
         deadline, quiet_since = now + DECODE_WAIT_MAX, now
-        seen = intake.counters().queued
+        seen = intake.statistics().queued
         while now < deadline:
             await asyncio.sleep(DECODE_QUIET / 4)
             now = time.monotonic()
-            counters = intake.counters()
+            counters = intake.statistics()
             if counters.queued != seen or counters.depth or loader.loading():
                 seen, quiet_since = counters.queued, now
             elif now - quiet_since >= DECODE_QUIET:

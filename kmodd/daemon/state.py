@@ -128,7 +128,7 @@ class DaemonControl:
 
     def statistics(self) -> StatisticsView:
         socket = self.source.statistics()
-        counters = self.intake.counters()
+        counters = self.intake.statistics()
         return StatisticsView(
             uevents_received=socket.received,
             uevents_accepted=socket.accepted,
@@ -139,7 +139,7 @@ class DaemonControl:
             devices=len(self.table.records),
             outcomes=dict(self.reporter.outcomes),
             queue_depth=counters.depth,
-            control_connections=self.service.statistics.open if self.service else 0,
+            control_connections=self.service.statistics().open if self.service else 0,
         )
 
     # -- devices and modules ------------------------------------------------------------------

@@ -219,10 +219,10 @@ def test_a_device_whose_driver_declines_it_is_reprobed_once_and_never_again_afte
             assert failed[0] is Priority.WARNING
             assert failed[1].endswith("; no driver took it")
             # A resync hands the device over again: it is not probed a second time.
-            resyncs = daemon.intake.counters().resyncs
+            resyncs = daemon.intake.statistics().resyncs
             daemon.intake.request_resync("a test")
             await wait_until(lambda: daemon.intake is not None
-                             and daemon.intake.counters().resyncs > resyncs)
+                             and daemon.intake.statistics().resyncs > resyncs)
             await asyncio.sleep(0.2)
         assert binding.probes == [SERIAL]
 
