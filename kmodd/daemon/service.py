@@ -76,7 +76,7 @@ from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
 
 if TYPE_CHECKING:
-    from kmodd.daemon.state import DaemonControl
+    from kmodd.daemon.control.state import DaemonControl
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
@@ -240,8 +240,8 @@ class Daemon:
         if self.control is not None:
             return self.control
         # Imported here, not at the top: bench/bench_daemon.py's READY and coldplug figures.
-        from kmodd.daemon.control import admin_gid, build_service, limits_from
-        from kmodd.daemon.state import DaemonControl
+        from kmodd.daemon.control.interface import admin_gid, build_service, limits_from
+        from kmodd.daemon.control.state import DaemonControl
 
         assert self.devices is not None and self.loader is not None
         assert self.intake is not None and self._source_in_use is not None

@@ -6,7 +6,7 @@ stream of replies, each `{"parameters": {...}, "continues": true}` but the last)
 `{"error": "iface.Error", "parameters": {...}}`. Requests on one connection are answered in
 order. Every service implements `org.varlink.service` (`GetInfo`, `GetInterfaceDescription`).
 
-This module is generic; `daemon/control.py` defines kmodd's interface and handlers. Input
+This module is generic; `daemon/control/` defines kmodd's interface and handlers. Input
 parameters are checked against the method's IDL before a handler runs, so a handler only ever
 sees well-typed values. A misbehaving client can cost the daemon at most the named `Limits`:
 an oversized request is answered and the connection closed, a malformed one is answered, a

@@ -24,7 +24,7 @@ import pytest
 
 from kmodd.cli.client import EXIT_FAILURE, EXIT_OK, EXIT_PERMISSION
 from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control import IDL, PRIVILEGES, privilege_table
+from kmodd.daemon.control.interface import IDL, PRIVILEGES, privilege_table
 from kmodd.daemon.varlink import SERVICE_IDL
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.journal import Priority

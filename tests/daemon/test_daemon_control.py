@@ -20,7 +20,7 @@ from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, wri
 from kmodd.cli.client import EXIT_PERMISSION
 from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.core.varlink_idl import check_value, parse_interface
-from kmodd.daemon.control import IDL
+from kmodd.daemon.control.interface import IDL
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient
 from kmodd.system.root import Root

@@ -1,6 +1,6 @@
 """Plans, steps and chains in the control interface's words (PlanStepView, phrases).
 
-Shared by the views `daemon.state` builds for ListDevices, Why, Explain and Load.
+Shared by the views `control.state` builds for ListDevices, Why, Explain and Load.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from kmodd.core.autoload.decide import LoadOutcome
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.plan import LiveState, Plan, in_kernel
 from kmodd.core.kmod.resolve import Resolver
-from kmodd.daemon.control import PlanStepView
+from kmodd.daemon.control.views import PlanStepView
 from kmodd.daemon.devices import ChainRecord
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult
 from kmodd.daemon.report import Facts

@@ -36,8 +36,8 @@ from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.normalize import modname_normalize
 from kmodd.core.kmod.plan import LiveState, initstate
 from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
-from kmodd.daemon.control import (
-    INTERFACE,
+from kmodd.daemon.control.interface import INTERFACE, ReloadFailed
+from kmodd.daemon.control.views import (
     CandidateView,
     DeviceView,
     ExplanationView,
@@ -45,12 +45,12 @@ from kmodd.daemon.control import (
     ModuleView,
     PlanStepView,
     PreviousInstanceView,
-    ReloadFailed,
     ReprobeView,
     StatisticsView,
     StatusView,
     WhyView,
 )
+from kmodd.daemon.control.words import chain_facts, chain_words, step_views
 from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
@@ -59,7 +59,6 @@ from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkError, VarlinkService
-from kmodd.daemon.views import chain_facts, chain_words, step_views
 from kmodd.system.explainer import ExplainBusy, Explainer, ExplainFailed, ExplainTimeout
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
