@@ -124,9 +124,9 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
             await asyncio.wait_for(daemon.coldplugged.wait(), 30)
             assert daemon.devices is not None
             await wait_until(lambda: daemon.devices is not None
-                             and daemon.devices.records[SERIAL].reprobe is not None,
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None,
                              what="the re-probe of the serial port")
-            reprobe = daemon.devices.records[SERIAL].reprobe
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None
             assert (reprobe.result.value, reprobe.driver, reprobe.reason) == (
                 "bound", "serial8250", "it had no driver, although its driver module "
@@ -211,9 +211,9 @@ def test_a_device_whose_driver_declines_it_is_reprobed_once_and_never_again_afte
         async with running(root, fake, binding, sink=sink) as daemon:
             await asyncio.wait_for(daemon.coldplugged.wait(), 30)
             await wait_until(lambda: daemon.devices is not None
-                             and daemon.devices.records[SERIAL].reprobe is not None)
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None)
             assert daemon.devices is not None and daemon.intake is not None
-            reprobe = daemon.devices.records[SERIAL].reprobe
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None and reprobe.result.value == "still-unbound"
             (failed,) = sink.of_kind(Message.REPROBE_FAILED)
             assert failed[0] is Priority.WARNING

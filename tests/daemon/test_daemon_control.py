@@ -60,7 +60,7 @@ async def started(daemon: Daemon, source: FakeUeventSource) -> None:
     source.push(uevent(VIRTIO_NET, "virtio:d00000001v00001AF4", 11, "virtio"),
                 uevent(PCSPKR, "platform:pcspkr", 12, "platform"))
     assert daemon.devices is not None
-    records = daemon.devices.records
+    records = daemon.devices.table.devices
     await wait_until(lambda: all(p in records and records[p].finished is not None
                                  for p in (VIRTIO_NET, PCSPKR)))
 

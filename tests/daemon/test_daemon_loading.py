@@ -45,13 +45,13 @@ def uevent(devpath: str, modalias: str | None = None, seqnum: int = 1, *,
 
 def finished(daemon: Daemon, *devpaths: str) -> bool:
     assert daemon.devices is not None
-    records = daemon.devices.records
+    records = daemon.devices.table.devices
     return all(p in records and records[p].finished is not None for p in devpaths)
 
 
 def outcome_of(daemon: Daemon, devpath: str) -> str | None:
     assert daemon.devices is not None
-    outcome = daemon.devices.records[devpath].outcome
+    outcome = daemon.devices.table.devices[devpath].outcome
     return outcome.value if outcome is not None else None
 
 
@@ -276,7 +276,7 @@ def test_the_static_udev_rules_load_sg_and_ppdev(tmp_path: Path) -> None:
                                               "/module/parport_pc"))
             assert {m.name for m in running.fake.loaded} == {"sg", "ppdev"}
             assert daemon.devices is not None
-            assert daemon.devices.records["/devices/scsi/0:0:0:0"].candidates == ("sg",)
+            assert daemon.devices.table.devices["/devices/scsi/0:0:0:0"].candidates == ("sg",)
 
     asyncio.run(scenario())
 
@@ -463,7 +463,7 @@ def test_a_bind_right_behind_a_waiting_add_does_not_cancel_its_loading(root: Roo
             await wait_until(lambda: finished(daemon, "/devices/vp"))
             assert daemon.devices is not None and daemon.intake is not None
             assert daemon.intake.statistics().coalesced == 1
-            assert daemon.devices.records["/devices/vp"].seqnum == 1
+            assert daemon.devices.table.devices["/devices/vp"].seqnum == 1
             assert {m.name for m in running.fake.loaded} == {"kmodd_core", "kmodd_virtio_pci"}
 
     asyncio.run(scenario())
@@ -481,7 +481,7 @@ def test_a_remove_behind_a_waiting_add_means_nothing_is_loaded_for_the_device(
             await wait_until(lambda: daemon.devices is not None
                              and daemon.devices.statistics().handled_events == 1)
             assert daemon.devices is not None
-            assert "/devices/vp" not in daemon.devices.records
+            assert "/devices/vp" not in daemon.devices.table.devices
             assert running.fake.loaded == []
 
     asyncio.run(scenario())

@@ -12,8 +12,8 @@ from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.plan import LiveState, Plan, in_kernel
 from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.control.views import PlanStepView
-from kmodd.daemon.devices import ChainRecord
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult
+from kmodd.daemon.records import ChainRecord
 from kmodd.daemon.report import Facts
 
 
