@@ -166,6 +166,9 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
             assert ("Reprobe: reprobed: bound (serial8250): it had no driver, although its "
                     "driver module kmodd_serial (serial8250) was live before this instance "
                     "started\n") in out
+            code, out, _ = await asyncio.to_thread(kmodctl, path, "why", "kmodd-serial")
+            assert (code, out) == (0, f"kmodd_serial is live: loaded by the previous kmodd "
+                                      f"instance (pid {pid}); for {SERIAL}\n")
         # The record now says: a re-probe, then a stop in order.
         kinds = records_in(root)
         assert ("reprobe", (SERIAL, "bound")) in kinds

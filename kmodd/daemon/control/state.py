@@ -311,6 +311,9 @@ class DaemonControl:
             modalias = details.modalias
             devpath: str | None = target
         else:
+            module = self.records.modules.get(modname_normalize(target))
+            if module is not None and module.loaded_by is not None:
+                return WhyView(target, None, None, (), module_summary(module))
             modalias, devpath = target, None
         resolution = decide(resolver, self.live, modalias, AUTOLOAD_FLAGS)
         candidates = self._candidate_views(snapshot, resolution, {})
@@ -495,6 +498,14 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
     for devpath, reprobe in reprobes:
         lines.append(f"{devpath}: {reprobe.words}: {reprobe.reason}")
     return tuple(lines)
+
+
+def module_summary(record: ModuleRecord) -> str:
+    """`kmodctl why MODULE` for a live module: who made it live, and for which devices."""
+    text = f"{record.name} is live: {loaded_by_words(record)}"
+    if record.devices:
+        text += f"; for {', '.join(sorted(record.devices))}"
+    return text
 
 
 def loaded_by_words(record: ModuleRecord) -> str:
