@@ -89,8 +89,7 @@ class Decisions:
             resolver = self._resolver = snapshot.resolver()
         return resolver
 
-    def resolve(self, snapshot: Snapshot, keys: Sequence[str]
-                ) -> tuple[Resolver, tuple[Resolution, ...]]:
+    def resolve(self, snapshot: Snapshot, keys: Sequence[str]) -> tuple[Resolution, ...]:
         resolver = self._current(snapshot)
         memo = self._memo
         if len(keys) == 1:
@@ -99,13 +98,13 @@ class Decisions:
                 again = redecide(resolver, self.live, hit)
                 if again is not None:
                     self.hits += 1
-                    return resolver, (again,)
+                    return (again,)
         resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
         if len(keys) == 1:
             if len(memo) >= DECISION_MEMO_MAX:
                 memo.clear()
             memo[keys[0]] = resolutions[0]
-        return resolver, resolutions
+        return resolutions
 
 
 class Devices:
@@ -256,7 +255,7 @@ class Devices:
             self._done(devpath)
             return None
         snapshot = self.snapshots.current
-        resolver, resolutions = self.decisions.resolve(snapshot, keys)
+        resolutions = self.decisions.resolve(snapshot, keys)
         record = DeviceRecord(devpath, event.subsystem, event.modalias, event.seqnum,
                               item.origin, item.queued, time.monotonic(), snapshot.generation,
                               resolutions)
@@ -273,8 +272,7 @@ class Devices:
         # What only the static rules ask for loads in the background (see daemon.loader).
         own = len(keys) - n_static
         background = frozenset(to_load) - {c.name for r in resolutions[:own] for c in r.to_load}
-        return _Work(record, resolver, tuple(to_load.values()), snapshot.kernel_blacklist,
-                     background)
+        return _Work(record, tuple(to_load.values()), snapshot.kernel_blacklist, background)
 
     async def _load(self, work: _Work) -> None:
         """Run the device's chains: its own driver's first, then (once those modules are
@@ -338,7 +336,7 @@ class Devices:
         assert candidate.plan is not None, "a module to load always has a plan"
         where = work.record.where
         return self.loader.run_chain(
-            work.resolver, candidate.plan, AUTOLOAD_FLAGS,
+            candidate.plan, AUTOLOAD_FLAGS,
             kernel_blacklist=work.kernel_blacklist, dry_run=self.dry_run,
             background=background, devpath=where.devpath,
             on_step=lambda step: self.teller.tell_step(step, where, Request.AUTOLOAD))
@@ -396,7 +394,6 @@ class Devices:
 @dataclass(frozen=True, slots=True)
 class _Work:
     record: DeviceRecord
-    resolver: Resolver  # the event's resolver (its chains share the module objects)
     candidates: tuple[Candidate, ...]
     kernel_blacklist: frozenset[str]
     background: frozenset[str]  # modules only udev's static rules asked for

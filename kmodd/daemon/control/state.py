@@ -157,7 +157,7 @@ class DaemonControl:
                     plan.append(PlanStepView("insert", candidate.name, chain_words(
                         chain.result, True)))
                 elif candidate.decision is Decision.LOAD and candidate.plan is not None:
-                    plan.extend(PlanStepView("insert", s.module.name, "queued", s.options)
+                    plan.extend(PlanStepView("insert", s.name, "queued", s.options)
                                 for s in candidate.plan.steps)
                 else:
                     plan.append(PlanStepView("skip", candidate.name, candidate.decision.value))
@@ -272,7 +272,7 @@ class DaemonControl:
         if chain is not None:
             return chain_words(chain.result, chain.joined)
         plan = candidate.plan
-        order = [s.module.name for s in plan.steps] if plan is not None else [name]
+        order = [s.name for s in plan.steps] if plan is not None else [name]
         return "it would be loaded: " + ", ".join(order)
 
     def _summary(self, resolutions: Sequence[Resolution], record: DeviceRecord | None) -> str:
@@ -390,7 +390,7 @@ class DaemonControl:
             return LoadResultView(name, outcome.value, None,
                                   self._reason(snapshot, candidate, {}))
         result, joined = await self.loader.run_chain(
-            resolver, candidate.plan, MODPROBE_FLAGS, kernel_blacklist=snapshot.kernel_blacklist,
+            candidate.plan, MODPROBE_FLAGS, kernel_blacklist=snapshot.kernel_blacklist,
             dry_run=dry_run)
         chain = ChainRecord(candidate, result, joined)
         self.teller.tell_chain(chain, NOWHERE, Request.EXPLICIT)
