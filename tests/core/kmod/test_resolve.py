@@ -15,67 +15,14 @@ from kmodd.core.kmod.config import Config, Softdep
 from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
 from tests.core.kmod.realkmod import make_tree, modprobe, tree_config, tree_resolver
+from tests.fakes import FakeIndexes, FakeSystemView
 
-MODDIR = "/lib/modules/K"
-
-
-class FakeIndexes:
-    """Indexes from dicts (key -> answer); `asked` lists every (index, key) asked."""
-
-    moddir = MODDIR
-
-    def __init__(self, dep: dict[str, str] | None = None,
-                 alias: dict[str, list[str]] | None = None,
-                 symbols: dict[str, list[str]] | None = None,
-                 builtin: set[str] | None = None,
-                 builtin_alias: dict[str, list[str]] | None = None) -> None:
-        self.dep = dep or {}
-        self.alias = alias or {}
-        self.symbols_ = symbols or {}
-        self.builtins = builtin
-        self.builtin_alias = builtin_alias or {}
-        self.asked: list[tuple[str, str]] = []
-
-    def dep_line(self, name: str) -> str | None:
-        self.asked.append(("dep", name))
-        return self.dep.get(name)
-
-    def aliases(self, key: str) -> list[str] | None:
-        self.asked.append(("alias", key))
-        return self.alias.get(key, [])
-
-    def symbols(self, key: str) -> list[str] | None:
-        self.asked.append(("symbols", key))
-        return self.symbols_.get(key, [])
-
-    def builtin(self, name: str) -> bool | None:
-        self.asked.append(("builtin", name))
-        return None if self.builtins is None else name in self.builtins
-
-    def builtin_aliases(self, key: str) -> list[str] | None:
-        self.asked.append(("builtin_alias", key))
-        return self.builtin_alias.get(key, [])
-
-    def dump(self, role: str) -> list[tuple[str, str]]:
-        return []
-
-
-class FakeSystem:
-    """Only the listed paths exist; the current directory is /work."""
-
-    def __init__(self, *paths: str) -> None:
-        self.paths = set(paths)
-
-    def stat_errno(self, path: str) -> int:
-        return 0 if path in self.paths else ENOENT
-
-    def cwd(self) -> str:
-        return "/work"
+MODDIR = FakeIndexes.moddir
 
 
 def resolver(indexes: FakeIndexes | None = None, config: Config | None = None,
              *paths: str) -> Resolver:
-    return Resolver(indexes or FakeIndexes(), config or Config(), FakeSystem(*paths))
+    return Resolver(indexes or FakeIndexes(), config or Config(), FakeSystemView(*paths))
 
 
 def names(mods: list[Module]) -> list[tuple[str, str | None]]:
