@@ -358,13 +358,6 @@ def test_without_actions_a_plan_runs_to_its_end_doing_nothing() -> None:
     assert run(SOFT, None) == (0, [0, 0, 0, 0, 0])
 
 
-def test_a_step_is_frozen() -> None:
-    step = plan(resolver(), "dev").steps[0]
-    with pytest.raises(AttributeError):
-        step.options = "x"  # type: ignore[misc]
-    assert isinstance(step, Step)
-
-
 # -- against the real modprobe --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
