@@ -54,12 +54,12 @@ def index_files(base: Path) -> dict[str, bytes | None]:
 
 def tree_config(base: Path, conf: str, cmdline: str = "") -> Config:
     """kmodd's Config of the tree's modules.softdep, `conf` (written to the tree) and
-    `cmdline`, in the order kmod reads them."""
-    (base / CONF).write_text(conf)
+    `cmdline`, in the order kmod reads them (text as Latin-1: one character, one byte)."""
+    (base / CONF).write_bytes(conf.encode("latin-1"))
     softdep = base / MODDIR.lstrip("/") / "modules.softdep"
     files = [(ConfigFile("modules.softdep", f"{MODDIR}/modules.softdep"), softdep.read_bytes()),
-             (ConfigFile("test.conf", str(base / CONF)), conf.encode())]
-    return build_config(files, cmdline.encode())
+             (ConfigFile("test.conf", str(base / CONF)), conf.encode("latin-1"))]
+    return build_config(files, cmdline.encode("latin-1"))
 
 
 class TreeView:
@@ -83,14 +83,18 @@ def tree_resolver(base: Path, config: Config) -> Resolver:
 
 def modprobe(base: Path, *args: str, cmdline: str = "") -> subprocess.CompletedProcess[str]:
     """The real `modprobe -d BASE -S KVER -C BASE/etc/modprobe.d ARGS`, with `cmdline` as
-    /proc/cmdline."""
+    /proc/cmdline (text as Latin-1, both ways)."""
     cmdline_file = base / "proc/cmdline"
-    cmdline_file.write_text(cmdline + "\n")
+    cmdline_file.write_bytes(f"{cmdline}\n".encode("latin-1"))
     argv = ["modprobe", "-d", str(base), "-S", KVER, "-C", str(base / "etc/modprobe.d"), *args]
-    return subprocess.run(
+    done = subprocess.run(
         ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/cmdline && exec "$@"',
          str(cmdline_file), *argv],
-        capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]})
+        capture_output=True, check=False, env={"PATH": os.environ["PATH"]})
+    # Decoded by hand: text mode would turn a "\r\n" of the configuration into "\n".
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout.decode("latin-1"),
+                                       done.stderr.decode("latin-1"))
 
 
 def shown_depends(base: Path, stdout: str) -> list[str]:
@@ -126,4 +130,4 @@ def show_config(config: Config) -> list[str]:
 def config_part(stdout: str) -> list[str]:
     """The lines `modprobe -c` prints before it dumps the indexes."""
     head = stdout.split("\n# End of configuration files. Dumping indexes now:\n", 1)[0]
-    return head.splitlines()
+    return head.split("\n")[:-1]  # each line ends in "\n"; only "\n" ends one

@@ -131,6 +131,22 @@ def test_bad_lines_give_the_messages_the_real_modprobe_gives(tree: Path) -> None
         f"{tree}/{CONF} line 1: ignoring bad line starting with 'alias'")
 
 
+@pytest.mark.parametrize("conf", [
+    "options m a=1\r\nalias x y\r\n",
+    "blacklist m\x0b\nalias a\x0cb c\n",
+    "options m \xe9t\xe9=1\nalias a\\ b c\noptions m a=\\\\x\n",
+    "options m a=1\\",
+    "options m x\n\\",
+    "alias a\0b c\noptions m a=1\0 b=2\n",
+    "#x\\\noptions m a=1\n  options m b=2 #not a comment\n",
+])
+def test_odd_bytes_read_as_the_real_modprobe_reads_them(tree: Path, conf: str) -> None:
+    ours = tree_config(tree, conf)
+    real = modprobe(tree, "-c")
+    assert config_part(real.stdout) == show_config(ours)
+    assert [d.message for d in ours.diagnostics] == libkmod_messages(real.stderr)
+
+
 @pytest.mark.parametrize(("text", "pre", "post"), [
     ("pre: a b post: c", ("a", "b"), ("c",)),
     ("post: c pre: a", ("a",), ("c",)),
