@@ -10,8 +10,9 @@ so the host's own module parameters never reach the comparison.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kmodd.core.kmod.config import Config, ConfigFile, build_config
@@ -81,15 +82,29 @@ def tree_resolver(base: Path, config: Config) -> Resolver:
     return Resolver(RawIndexes(MODDIR, bins), config, TreeView(base))
 
 
-def modprobe(base: Path, *args: str, cmdline: str = "") -> subprocess.CompletedProcess[str]:
+def modprobe(base: Path, *args: str, cmdline: str = "",
+             sys_module: Mapping[str, tuple[int, tuple[str, ...]]] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
     """The real `modprobe -d BASE -S KVER -C BASE/etc/modprobe.d ARGS`, with `cmdline` as
-    /proc/cmdline (text as Latin-1, both ways)."""
+    /proc/cmdline (text as Latin-1, both ways) and, when given, `sys_module` (name -> use
+    count and holders, each live) as /sys/module."""
     cmdline_file = base / "proc/cmdline"
     cmdline_file.write_bytes(f"{cmdline}\n".encode("latin-1"))
+    mounts = 'mount --bind "$0" /proc/cmdline'
+    if sys_module is not None:
+        sysdir = base / "sys/module"
+        shutil.rmtree(sysdir, ignore_errors=True)
+        sysdir.mkdir(parents=True)
+        for name, (refcnt, holders) in sys_module.items():
+            (sysdir / name / "holders").mkdir(parents=True)
+            (sysdir / name / "initstate").write_text("live\n")
+            (sysdir / name / "refcnt").write_text(f"{refcnt}\n")
+            for holder in holders:
+                (sysdir / name / "holders" / holder).symlink_to(f"../../{holder}")
+        mounts += f' && mount --bind "{sysdir}" /sys/module'
     argv = ["modprobe", "-d", str(base), "-S", KVER, "-C", str(base / "etc/modprobe.d"), *args]
     done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/cmdline && exec "$@"',
-         str(cmdline_file), *argv],
+        ["unshare", "-m", "sh", "-c", f'{mounts} && exec "$@"', str(cmdline_file), *argv],
         capture_output=True, check=False, env={"PATH": os.environ["PATH"]})
     # Decoded by hand: text mode would turn a "\r\n" of the configuration into "\n".
     return subprocess.CompletedProcess(done.args, done.returncode,

@@ -10,6 +10,7 @@ errnos.
 from __future__ import annotations
 
 from errno import EBUSY, EINVAL, ENOENT, EPERM
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ from kmodd.core.kmod.remove import (
     remove_module,
 )
 from kmodd.core.kmod.resolve import Module, Resolver
+from tests.core.kmod.realkmod import make_tree, modprobe, tree_config, tree_resolver
 from tests.fakes import FakeIndexes, FakeSystemView
 
 MODDIR = FakeIndexes.moddir
@@ -40,7 +42,9 @@ class Machine:
     """RemoveIO and LiveState: `live` maps each live module to the modules holding it."""
 
     def __init__(self, live: dict[str, tuple[str, ...]], refs: dict[str, int] | None = None,
-                 errors: dict[str, int] | None = None) -> None:
+                 errors: dict[str, int] | None = None, *, dry_run: bool = False) -> None:
+        """`dry_run`: removing records the call and changes nothing (`modprobe -r -n`)."""
+        self.dry_run = dry_run
         self.live = dict(live)
         self.refs = refs or {}
         self.errors = errors or {}
@@ -66,6 +70,8 @@ class Machine:
         self.calls.append(f"rmmod {mod.name}")
         if mod.name in self.errors:
             return self.errors[mod.name]
+        if self.dry_run:
+            return 0
         if mod.name not in self.live:
             return -ENOENT
         del self.live[mod.name]
@@ -234,3 +240,47 @@ def test_remove_takes_each_module_an_alias_names_and_stops_at_the_first_failure(
     r = resolver(alias={"a:1": ["p1", "p2"]})
     assert remove(r, machine, machine, "a:1", 0, PLAIN) == result
     assert machine.calls == calls
+
+
+# -- against the real modprobe -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("remove"))
+
+
+SOFTDEPS = "softdep kmodd_dev pre: kmodd_pre post: kmodd_post\n"
+#: What `modprobe kmodd_dev` leaves live with SOFTDEPS: name -> (use count, holders).
+LOADED = {"kmodd_dev": (0, ()), "kmodd_bus": (1, ("kmodd_dev",)),
+          "kmodd_core": (1, ("kmodd_bus",)), "kmodd_pre": (0, ()), "kmodd_post": (0, ())}
+
+
+@pytest.mark.parametrize(("conf", "live", "args"), [
+    (SOFTDEPS, LOADED, ("kmodd_dev",)),
+    (SOFTDEPS, {**LOADED, "kmodd_dev": (1, ())}, ("kmodd_dev",)),
+    (SOFTDEPS, {**LOADED, "kmodd_dev": (1, ())}, ("-w", "1", "kmodd_dev")),
+    ("", {**LOADED, "kmodd_bus": (0, ()), "kmodd_core": (0, ())}, ("kmodd_dev",)),
+    ("", LOADED, ("kmodd_bus",)),
+    ("", LOADED, ("--remove-holders", "kmodd_bus")),
+    ("", LOADED, ("kmodd_other",)),
+    ("", LOADED, ("--first-time", "kmodd_other")),
+    ("", LOADED, ("kmodd_rtc",)),
+    ("remove kmodd_dev /bin/echo x\n", {}, ("kmodd_dev",)),
+    ("remove kmodd_dev /bin/echo x\n" + SOFTDEPS, LOADED, ("-i", "kmodd_dev")),
+])
+def test_a_dry_run_removes_in_the_order_the_real_modprobe_does(
+        tree: Path, conf: str, live: dict[str, tuple[int, tuple[str, ...]]],
+        args: tuple[str, ...]) -> None:
+    r = tree_resolver(tree, tree_config(tree, conf))
+    machine = Machine({n: h for n, (_c, h) in live.items()},
+                      refs={n: c - len(h) for n, (c, h) in live.items()}, dry_run=True)
+    opts = RemoveOptions(ignore_commands="-i" in args, first_time="--first-time" in args,
+                         wait="-w" in args)
+    flags = REMOVE_HOLDERS if "--remove-holders" in args else 0
+    err = remove(r, machine, machine, args[-1], flags, opts)
+    real = modprobe(tree, "-r", "-v", "--dry-run", *args, sys_module=live)
+    ours = [call if call.startswith("rmmod ") else "remove " + call.split(": ", 1)[1]
+            for call in machine.calls]
+    assert ours == real.stdout.splitlines()
+    assert "".join(f"modprobe: FATAL: {m}" for m in machine.messages) == real.stderr
+    assert (err < 0) == (real.returncode == 1)
