@@ -187,6 +187,22 @@ def test_a_bad_module_name_on_the_kernel_command_line_is_a_diagnostic() -> None:
                     "'bad]x'", "config_kcmdline")])
 
 
+@pytest.mark.parametrize(("cmdline", "shown"), [
+    ("p,-x,a,b[p.v=1", "p,_x,a,b[p"),
+    ("a-b]-c.p=1", "a_b]-c"),
+    ("-a[-b.p=1", "_a[-b"),
+])
+def test_a_bad_module_name_is_shown_with_the_dashes_before_the_fault_already_underscores(
+        tree: Path, cmdline: str, shown: str) -> None:
+    """kmod's underscores() works in place and stops at the fault: the message shows the
+    name half converted."""
+    message = f"Ignoring bad option on kernel command line while parsing module name: '{shown}'"
+    real = modprobe(tree, "-c", cmdline=cmdline)
+    assert libkmod_messages(real.stderr) == [message]
+    ours = tree_config(tree, "", cmdline)
+    assert [d.message for d in ours.diagnostics] == [message]
+
+
 def test_the_kernel_command_line_is_read_up_to_4095_bytes() -> None:
     line = b"a" * 4088 + b" m.p=12345"
     assert parse_kernel_cmdline(line) == ([("m", "p=12")], [], [])
