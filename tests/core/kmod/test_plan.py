@@ -18,6 +18,7 @@ from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.plan import (
     Plan,
     ProbeFlag,
+    Skip,
     Step,
     expand_cmdline_opts,
     options_concat,
@@ -25,7 +26,7 @@ from kmodd.core.kmod.plan import (
     probe_list,
     run_plan,
 )
-from kmodd.core.kmod.resolve import Module, Resolver
+from kmodd.core.kmod.resolve import Resolver
 from tests.core.kmod.realkmod import MODDIR as TREE_MODDIR
 from tests.core.kmod.realkmod import (
     make_tree,
@@ -63,11 +64,11 @@ def plan(r: Resolver, key: str, flags: ProbeFlag = NO_FLAGS, extra: str | None =
 
 
 def steps(p: Plan) -> list[tuple[str, str | None, str | None, bool, bool]]:
-    return [(s.module.name, s.options, s.command, s.required, s.requested) for s in p.steps]
+    return [(s.name, s.options, s.command, s.required, s.requested) for s in p.steps]
 
 
 def order(p: Plan) -> list[str]:
-    return [s.module.name for s in p.steps]
+    return [s.name for s in p.steps]
 
 
 # -- the probe list ---------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_dependencies_load_first_in_the_lines_reverse_order_and_the_module_last(
 def test_softdeps_surround_the_module_and_are_not_required() -> None:
     config = Config(softdeps=(Softdep("dev", ("pre",), ("post",)),))
     p = plan(resolver(config), "dev")
-    assert [(s.module.name, s.required) for s in p.steps] == [
+    assert [(s.name, s.required) for s in p.steps] == [
         ("core", True), ("bus", True), ("pre", False), ("dev", True), ("post", False)]
 
 
@@ -94,7 +95,7 @@ def test_the_softdeps_of_a_dependency_surround_the_dependency() -> None:
 def test_a_softdep_is_planned_with_its_own_dependencies() -> None:
     config = Config(softdeps=(Softdep("other", ("bus",), ()),))
     p = plan(resolver(config), "other")
-    assert [(s.module.name, s.required) for s in p.steps] == [
+    assert [(s.name, s.required) for s in p.steps] == [
         ("core", False), ("bus", False), ("other", True)]
 
 
@@ -106,7 +107,7 @@ def test_a_softdep_loop_is_cut_where_it_comes_back() -> None:
 def test_a_module_with_softdeps_ignores_its_install_command() -> None:
     config = Config(installs=(("dev", "/bin/dev"), ("bus", "/bin/bus")),
                     softdeps=(Softdep("dev", (), ("post",)),))
-    assert [(s.module.name, s.command) for s in plan(resolver(config), "dev").steps] == [
+    assert [(s.name, s.command) for s in plan(resolver(config), "dev").steps] == [
         ("core", None), ("bus", "/bin/bus"), ("dev", None), ("post", None)]
 
 
@@ -114,7 +115,7 @@ def test_ignore_command_drops_the_requested_modules_command_and_its_softdeps_onl
     config = Config(installs=(("dev", "/bin/dev"), ("bus", "/bin/bus")),
                     softdeps=(Softdep("dev", ("pre",), ()),))
     p = plan(resolver(config), "dev", ProbeFlag.IGNORE_COMMAND)
-    assert [(s.module.name, s.command) for s in p.steps] == [
+    assert [(s.name, s.command) for s in p.steps] == [
         ("core", None), ("bus", "/bin/bus"), ("dev", None)]
 
 
@@ -238,13 +239,13 @@ class Recorder:
         self.errors = errors
         self.calls: list[tuple[str, ...]] = []
 
-    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
-        self.calls.append(("insert", mod.name, str(path), options, str(int(flags))))
-        return self.errors.get(mod.name, 0)
+    def insert(self, step: Step, options: str, flags: ProbeFlag) -> int:
+        self.calls.append(("insert", step.name, str(step.path), options, str(int(flags))))
+        return self.errors.get(step.name, 0)
 
-    def run_install(self, mod: Module, command: str) -> int:
-        self.calls.append(("install", mod.name, command))
-        return self.errors.get(mod.name, 0)
+    def run_install(self, step: Step, command: str) -> int:
+        self.calls.append(("install", step.name, command))
+        return self.errors.get(step.name, 0)
 
 
 SOFT = Config(softdeps=(Softdep("dev", ("pre",), ("post",)),))
@@ -257,7 +258,7 @@ def run(config: Config, actions: Recorder | None, flags: ProbeFlag = NO_FLAGS,
     live = live or FakeLive()
     p = plan(r, "dev", flags & ~ProbeFlag.FAIL_ON_LOADED, extra, live)
     results: list[int] = []
-    err = run_plan(r, live, p, flags, actions, on_step=lambda _s, e: results.append(e))
+    err = run_plan(live, p, flags, actions, on_step=lambda _s, e: results.append(e))
     return err, results
 
 
@@ -328,7 +329,7 @@ def test_fail_on_loaded_stops_at_the_requested_module_found_live_while_running()
     r = resolver(SOFT)
     p = plan(r, "dev", NO_FLAGS, None, p_live)
     results: list[int] = []
-    err = run_plan(r, live, p, ProbeFlag.FAIL_ON_LOADED, actions,
+    err = run_plan(live, p, ProbeFlag.FAIL_ON_LOADED, actions,
                    on_step=lambda _s, e: results.append(e))
     assert (err, results) == (-EEXIST, [-EEXIST, 0, 0, -EEXIST])
     assert [c[1] for c in actions.calls] == ["bus", "pre"]
@@ -339,8 +340,8 @@ def test_a_dry_run_shows_every_step_and_does_nothing() -> None:
     shown: list[tuple[str, bool, str]] = []
     r = resolver(Config(installs=(("bus", "/bin/b $CMDLINE_OPTS"),), options=(("dev", "a"),)))
     p = plan(r, "dev", extra="x")
-    err = run_plan(r, FakeLive(), p, ProbeFlag.DRY_RUN, actions,
-                   show=lambda s, install, opts: shown.append((s.module.name, install, opts)))
+    err = run_plan(FakeLive(), p, ProbeFlag.DRY_RUN, actions,
+                   show=lambda s, install, opts: shown.append((s.name, install, opts)))
     assert (err, actions.calls) == (0, [])
     assert shown == [("core", False, ""), ("bus", True, ""), ("dev", False, "a x")]
 
@@ -349,8 +350,8 @@ def test_an_early_answer_is_the_result_and_nothing_runs() -> None:
     actions = Recorder()
     r = resolver()
     (dev,) = r.lookup("dev")
-    early = Plan(dev, early=int(ProbeFlag.APPLY_BLACKLIST), reason="blacklisted")
-    assert run_plan(r, FakeLive(), early, NO_FLAGS, actions) == ProbeFlag.APPLY_BLACKLIST
+    early = Plan(dev.name, skip=Skip.BLACKLISTED, early=int(ProbeFlag.APPLY_BLACKLIST))
+    assert run_plan(FakeLive(), early, NO_FLAGS, actions) == ProbeFlag.APPLY_BLACKLIST
     assert actions.calls == []
 
 
@@ -376,17 +377,16 @@ def show_depends(base: Path, conf: str, key: str, *args: str) -> list[str]:
     out: list[str] = []
 
     def show(step: Step, install: bool, options: str) -> None:
-        path = r.path(step.module)
         if install:
             out.append(f"install {step.command} {options}")
-        elif path is not None:
-            out.append(f"insmod {path} {options}")
-        elif r.is_builtin(step.module):
-            out.append(f"builtin {step.module.name}")
+        elif step.path is not None:
+            out.append(f"insmod {step.path} {options}")
+        elif step.builtin:
+            out.append(f"builtin {step.name}")
 
     live = FakeLive()
     for mod in r.lookup(key):
-        run_plan(r, live, plan_probe(r, live, mod, flags, extra), flags, None, show)
+        run_plan(live, plan_probe(r, live, mod, flags, extra), flags, None, show)
     return [line.replace(TREE_MODDIR, "MODDIR") for line in out]
 
 
