@@ -178,7 +178,8 @@ def test_files_are_where_debian_puts_them(built: Built) -> None:
     Python package without bytecode; nothing else (no tests, nothing in /etc/udev)."""
     files = package_files(built)
     modules = {f"{PYTHON_DIR}/{p.relative_to(REPO)}": "-rw-r--r--"
-               for p in (REPO / "kmodd").rglob("*") if p.is_file() and p.suffix in (".py", ".typed")
+               for p in (REPO / "kmodd").rglob("*")
+               if p.is_file() and p.suffix in (".py", ".typed", ".varlink")
                and "__pycache__" not in p.parts}
     dist_info = {p: m for p, m in files.items()
                  if p.startswith(f"{PYTHON_DIR}/kmodd-{version()}.dist-info/")}
@@ -209,7 +210,7 @@ def test_shipped_files_are_the_checkouts_byte_for_byte(built: Built) -> None:
               (f"{UDEV_RULES}/80-debian-compat.rules", "debian/kmodd.debian-compat.udev"),
               ("usr/share/doc/kmodd/copyright", "debian/copyright")]
     pairs += [(f"{PYTHON_DIR}/{p.relative_to(REPO)}", str(p.relative_to(REPO)))
-              for p in (REPO / "kmodd").rglob("*.py")]
+              for suffix in ("py", "varlink") for p in (REPO / "kmodd").rglob(f"*.{suffix}")]
     different = [shipped for shipped, source in pairs
                  if (built.root / shipped).read_bytes() != (REPO / source).read_bytes()]
     assert different == []
