@@ -361,7 +361,7 @@ def bench_daemon_queue(moddir: str, burst: int, cold_data: list[bytes]) -> None:
         async with running as daemon:
             await asyncio.wait_for(daemon.coldplugged.wait(), 60)  # decoded index in place
             assert daemon.devices is not None
-            records = daemon.devices.records
+            records = daemon.devices.table.devices
             started = time.monotonic()
             source.push(*events)
             await wait_until(lambda: len(records) >= burst, timeout=600)

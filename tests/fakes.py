@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmodd.core.autoload.kmsg import KmsgRecord, format_record
+from kmodd.core.kmod.initstate import InitState
 from kmodd.core.modfile.signature import (
     MODULE_SIGNATURE,
     PKEY_ID_PKCS7,
@@ -1217,3 +1218,74 @@ class SimulatedBinding:
             if module is not None and module.state == "live":
                 self.bind(devpath)
         return 0
+
+
+# -- core.kmod's protocols, in memory ---------------------------------------------------------
+# A Resolver's Indexes and SystemView and a plan's LiveState, for the core's unit tests.
+
+
+class FakeIndexes:
+    """Indexes from dicts (key -> answer); `asked` lists every (index, key) asked."""
+
+    moddir = "/lib/modules/K"
+
+    def __init__(self, dep: dict[str, str] | None = None,
+                 alias: dict[str, list[str]] | None = None,
+                 symbols: dict[str, list[str]] | None = None,
+                 builtin: set[str] | None = None,
+                 builtin_alias: dict[str, list[str]] | None = None) -> None:
+        self.dep = dep or {}
+        self.alias = alias or {}
+        self.symbols_ = symbols or {}
+        self.builtins = builtin
+        self.builtin_alias = builtin_alias or {}
+        self.asked: list[tuple[str, str]] = []
+
+    def dep_line(self, name: str) -> str | None:
+        self.asked.append(("dep", name))
+        return self.dep.get(name)
+
+    def aliases(self, key: str) -> list[str] | None:
+        self.asked.append(("alias", key))
+        return self.alias.get(key, [])
+
+    def symbols(self, key: str) -> list[str] | None:
+        self.asked.append(("symbols", key))
+        return self.symbols_.get(key, [])
+
+    def builtin(self, name: str) -> bool | None:
+        self.asked.append(("builtin", name))
+        return None if self.builtins is None else name in self.builtins
+
+    def builtin_aliases(self, key: str) -> list[str] | None:
+        self.asked.append(("builtin_alias", key))
+        return self.builtin_alias.get(key, [])
+
+    def dump(self, role: str) -> list[tuple[str, str]]:
+        return []
+
+
+class FakeSystemView:
+    """Only the listed paths exist; the current directory is /work."""
+
+    def __init__(self, *paths: str) -> None:
+        self.paths = set(paths)
+
+    def stat_errno(self, path: str) -> int:
+        return 0 if path in self.paths else E.ENOENT
+
+    def cwd(self) -> str:
+        return "/work"
+
+
+class FakeLive:
+    """LiveState: the listed modules are in /sys/module with their state; `asked` lists the
+    names asked about."""
+
+    def __init__(self, **states: InitState) -> None:
+        self.states = states
+        self.asked: list[str] = []
+
+    def initstate(self, name: str) -> InitState | None:
+        self.asked.append(name)
+        return self.states.get(name)

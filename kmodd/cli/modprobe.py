@@ -21,7 +21,6 @@ from kmodd.cli.kmodtool import LibkmodDefaultLog, ToolLog, latin1, reports_index
 from kmodd.core.kmod.binindex import INDEX_MAGIC, INDEX_VERSION_MAJOR
 from kmodd.core.kmod.config import Config
 from kmodd.core.kmod.index import INDEX_FILES, IndexProblem
-from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import LibkmodEvent, Priority
 from kmodd.core.kmod.normalize import path_to_modname
 from kmodd.core.kmod.resolve import CTX, Module, ModuleLookupError, Resolver
@@ -558,23 +557,16 @@ class _Run:
         # Without -d, module files live under the root like everything else.
         files = self.root if self.s.root is None and not self.root.is_host else None
         actions = None if flags & ProbeFlag.DRY_RUN else HostActions(self, self._kernel(), files)
-        return run_plan(resolver, self.sysfs, plan, flags, actions,
+        return run_plan(self.sysfs, plan, flags, actions,
                         show=self._print_action if show else None)
 
     def _print_action(self, step: Step, install: bool, options: str) -> None:
-        assert self.resolver is not None
-        m = step.module
         if install:
             self.out(f"install {step.command} {options}\n")
-            return
-        path = self.resolver.path(m)
-        if path is None:
-            from kmodd.core.kmod.plan import initstate
-
-            if initstate(self.resolver, self.sysfs, m) is InitState.BUILTIN:
-                self.out(f"builtin {m.name}\n")
-        else:
-            self.out(f"insmod {path} {options}\n")
+        elif step.path is not None:
+            self.out(f"insmod {step.path} {options}\n")
+        elif step.builtin:
+            self.out(f"builtin {step.name}\n")
 
     def _insert_error(self, mod: Module, err: int) -> None:
         from kmodd.core.autoload.outcome import modprobe_insert_error

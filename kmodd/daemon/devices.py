@@ -9,9 +9,8 @@ loop, one event after another, against the snapshot that is current at that mome
 chains to run are handed to the `Loader` and awaited in a task per device, so the next
 event is decided while modules load.
 
-The records kept here (`DeviceRecord`, `ModuleRecord`) are what the control socket shows:
-candidates, plans, outcomes and timings. A device leaves the table when the kernel removes
-it, so the table holds the devices that exist.
+What is remembered goes to `daemon.records` (a device leaves its table when the kernel
+removes it); what is told goes through `daemon.telling`, each step as it ends.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kmodd.core.autoload.decide import (
@@ -32,7 +31,6 @@ from kmodd.core.autoload.decide import (
     decide,
     redecide,
 )
-from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.messages import Message
 from kmodd.core.autoload.udev_static import static_loads
 from kmodd.core.autoload.uevent import Action
@@ -40,10 +38,12 @@ from kmodd.core.kmod.binindex import IndexFileError
 from kmodd.core.kmod.plan import LiveState
 from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.intake import Intake, Origin, Queued
-from kmodd.daemon.loader import ChainResult, Loader, StepAction, StepResult
+from kmodd.daemon.loader import ChainResult, Loader
+from kmodd.daemon.records import ChainRecord, DeviceRecord, Records, device_outcome
 from kmodd.daemon.recovery import Reprobe, Scanned
-from kmodd.daemon.report import Facts, Reporter, Where
+from kmodd.daemon.report import Reporter
 from kmodd.daemon.snapshot import Snapshot, Snapshots
+from kmodd.daemon.telling import Teller
 from kmodd.system.journal import Priority
 
 #: Keys (modaliases) whose decisions and plans are remembered per snapshot.
@@ -54,23 +54,12 @@ RESOLVER_POOL_MAX = 16384
 #: Seconds after an insert of a module ended within which its `add` uevent is still this
 #: instance's own (the uevent is sent during the insert; the event loop may see it later).
 OURS_WITHIN = 30.0
-#: Which outcome names a device when several modules were involved, most telling first.
-DEVICE_OUTCOME_ORDER = (
-    LoadOutcome.FAILED,
-    LoadOutcome.INSERTED,
-    LoadOutcome.COMMAND_RAN,
-    LoadOutcome.PLANNED,
-    LoadOutcome.ALREADY_LOADED,
-    LoadOutcome.BUILTIN,
-    LoadOutcome.BLACKLISTED,
-    LoadOutcome.NOT_FOUND,
-)
-
-
-def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
-    """The outcome a device is shown with (see DEVICE_OUTCOME_ORDER)."""
-    present = set(outcomes)
-    return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
+@dataclass(frozen=True, slots=True)
+class DeviceStatistics:
+    handled_events: int
+    decision_hits: int  # devices decided from the memo of an earlier one with their modalias
+    devices: int  # in the table now
+    modules: int
 
 
 class Decisions:
@@ -100,8 +89,7 @@ class Decisions:
             resolver = self._resolver = snapshot.resolver()
         return resolver
 
-    def resolve(self, snapshot: Snapshot, keys: Sequence[str]
-                ) -> tuple[Resolver, tuple[Resolution, ...]]:
+    def resolve(self, snapshot: Snapshot, keys: Sequence[str]) -> tuple[Resolution, ...]:
         resolver = self._current(snapshot)
         memo = self._memo
         if len(keys) == 1:
@@ -110,92 +98,20 @@ class Decisions:
                 again = redecide(resolver, self.live, hit)
                 if again is not None:
                     self.hits += 1
-                    return resolver, (again,)
+                    return (again,)
         resolutions = tuple(decide(resolver, self.live, key, AUTOLOAD_FLAGS) for key in keys)
         if len(keys) == 1:
             if len(memo) >= DECISION_MEMO_MAX:
                 memo.clear()
             memo[keys[0]] = resolutions[0]
-        return resolver, resolutions
-
-
-@dataclass(slots=True)
-class ChainRecord:
-    """A chain as a device saw it: its own run, or one it waited for."""
-
-    candidate: Candidate
-    result: ChainResult
-    joined: bool
-
-    @property
-    def outcome(self) -> LoadOutcome:
-        outcome = self.result.outcome
-        if self.joined and outcome is LoadOutcome.INSERTED:
-            return LoadOutcome.ALREADY_LOADED
-        return outcome
-
-
-@dataclass(slots=True)
-class DeviceRecord:
-    """One device: its event, what was decided, what came of it, and when."""
-
-    devpath: str
-    subsystem: str
-    modalias: str | None
-    seqnum: int
-    origin: Origin
-    queued: float
-    started: float
-    generation: int
-    resolutions: tuple[Resolution, ...] = ()
-    chains: list[ChainRecord] = field(default_factory=list)
-    finished: float | None = None
-    outcome: LoadOutcome | None = None
-    reprobe: Reprobe | None = None  # the re-probe of a device left unbound (daemon.recovery)
-
-    def outcomes(self) -> list[LoadOutcome]:
-        out: list[LoadOutcome] = []
-        for resolution in self.resolutions:
-            if not resolution.found:
-                out.append(LoadOutcome.FAILED if resolution.error else LoadOutcome.NOT_FOUND)
-            for c in resolution.candidates:
-                if c.outcome is not None:
-                    out.append(c.outcome)
-        out.extend(chain.outcome for chain in self.chains)
-        return out
-
-    @property
-    def where(self) -> Where:
-        return Where(self.devpath, self.modalias, self.seqnum or None)
-
-    @property
-    def candidates(self) -> tuple[str, ...]:
-        names: list[str] = []
-        for resolution in self.resolutions:
-            names.extend(c.name for c in resolution.candidates if c.name not in names)
-        return tuple(names)
-
-
-@dataclass(slots=True)
-class ModuleRecord:
-    """A module the daemon acted on or decided about: its latest outcome."""
-
-    name: str
-    outcome: LoadOutcome
-    errno: int = 0
-    devices: set[str] = field(default_factory=set)
-    started: float | None = None
-    finished: float | None = None
-    step: StepResult | None = None  # the latest attempt (insert or command), for explain
-    loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
-    loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
+        return resolutions
 
 
 class Devices:
-    """The device table, and the handling of each queued device."""
+    """The dispatch: each queued device decided, its chains scheduled, its record kept."""
 
     def __init__(self, snapshots: Snapshots, loader: Loader, live: LiveState,
-                 reporter: Reporter, *, is_loaded: Callable[[str], bool],
+                 reporter: Reporter, records: Records, *, is_loaded: Callable[[str], bool],
                  static_rules: bool, dry_run: bool) -> None:
         """`live` answers the decisions (a listing may be a little stale: the loader asks
         the kernel again before each insert)."""
@@ -206,8 +122,8 @@ class Devices:
         self.is_loaded = is_loaded
         self.static_rules = static_rules
         self.dry_run = dry_run
-        self.records: dict[str, DeviceRecord] = {}
-        self.modules: dict[str, ModuleRecord] = {}
+        self.table = records
+        self.teller = Teller(reporter, records)
         self._seen_other: set[str] = set()  # events with nothing to load (modules...)
         self.decisions = Decisions(live)
         self._expected: set[str] = set()
@@ -217,17 +133,21 @@ class Devices:
         self.on_index_damage: Callable[[str], None] | None = None
         self._settled.set()
         self._live_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self.handled_events = 0
+        self._handled_events = 0
         #: Told of each scanned device whose handling finished (the re-probe's chance).
         self.on_scanned: Callable[[Scanned], None] | None = None
         #: Told of the kernel's bind (devpath, driver) and unbind (devpath, None) uevents.
         self.on_driver_event: Callable[[str, str | None], None] | None = None
 
+    def statistics(self) -> DeviceStatistics:
+        return DeviceStatistics(self._handled_events, self.decisions.hits,
+                                len(self.table.devices), len(self.table.modules))
+
     # -- what the intake asks ---------------------------------------------------------------
 
     def handled(self, devpath: str, modalias: str | None) -> bool:
         """Was this device handled with this modalias already (and is it finished)?"""
-        record = self.records.get(devpath)
+        record = self.table.devices.get(devpath)
         if record is None:
             return devpath in self._seen_other
         # The kernel ends a cpu's MODALIAS with a newline that the sysfs scan does not keep.
@@ -292,7 +212,7 @@ class Devices:
             self.reporter.log(Priority.ERR, Message.INTERNAL_ERROR,
                               f"Internal error while loading modules for {devpath}: "
                               f"{type(e).__name__}: {e}")
-            record = self.records.get(devpath)
+            record = self.table.devices.get(devpath)
             if record is not None and record.finished is None:
                 record.finished = time.monotonic()
                 record.outcome = LoadOutcome.FAILED
@@ -302,7 +222,7 @@ class Devices:
         """Decide synchronously; return the loading still to do, if any."""
         event = item.event
         devpath = event.devpath
-        self.handled_events += 1
+        self._handled_events += 1
         if self.reporter.hub.subscribers:
             self.reporter.event("uevent", f"{event.action.value} {devpath} "
                                 f"({item.origin.value})", devpath, event.modalias)
@@ -312,15 +232,13 @@ class Devices:
                 if item.origin is Origin.KERNEL:  # a scan's module events are not news
                     self._attribute(event.sysname)
             elif event.action is Action.REMOVE:
-                record_ = self.modules.get(event.sysname)
-                if record_ is not None:
-                    record_.loaded_by = record_.loaded_by_pid = None
+                self.table.went_away(event.sysname)
         elif event.action is Action.BIND and self.on_driver_event is not None:
             self.on_driver_event(devpath, event.env.get("DRIVER", ""))
         elif event.action is Action.UNBIND and self.on_driver_event is not None:
             self.on_driver_event(devpath, None)
         if event.action is Action.REMOVE:
-            self.records.pop(devpath, None)
+            self.table.devices.pop(devpath, None)
             self._seen_other.discard(devpath)
             self._done(devpath)
             return None
@@ -337,13 +255,13 @@ class Devices:
             self._done(devpath)
             return None
         snapshot = self.snapshots.current
-        resolver, resolutions = self.decisions.resolve(snapshot, keys)
+        resolutions = self.decisions.resolve(snapshot, keys)
         record = DeviceRecord(devpath, event.subsystem, event.modalias, event.seqnum,
                               item.origin, item.queued, time.monotonic(), snapshot.generation,
                               resolutions)
-        self.records[devpath] = record
+        self.table.devices[devpath] = record
         for resolution in resolutions:
-            self._tell_decisions(record, resolution)
+            self.teller.tell_decisions(record, resolution)
         to_load: dict[str, Candidate] = {}
         for resolution in resolutions:
             for candidate in resolution.to_load:
@@ -354,29 +272,7 @@ class Devices:
         # What only the static rules ask for loads in the background (see daemon.loader).
         own = len(keys) - n_static
         background = frozenset(to_load) - {c.name for r in resolutions[:own] for c in r.to_load}
-        return _Work(record, resolver, tuple(to_load.values()), snapshot.kernel_blacklist,
-                     background)
-
-    def _tell_decisions(self, record: DeviceRecord, resolution: Resolution) -> None:
-        where = record.where
-        key = resolution.key
-        if not resolution.found:
-            if resolution.error:
-                self.reporter.outcome(Facts(LoadOutcome.FAILED, key=key, where=where,
-                                            errno=resolution.error,
-                                            detail="the name is not a valid alias"),
-                                      Request.AUTOLOAD)
-            else:
-                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=key, where=where),
-                                      Request.AUTOLOAD)
-            return
-        for candidate in resolution.candidates:
-            outcome = candidate.outcome
-            if outcome is None:
-                continue
-            self.reporter.outcome(Facts(outcome, module=candidate.name, key=key, where=where),
-                                  Request.AUTOLOAD)
-            self._note_module(candidate.name, outcome, record.devpath)
+        return _Work(record, tuple(to_load.values()), snapshot.kernel_blacklist, background)
 
     async def _load(self, work: _Work) -> None:
         """Run the device's chains: its own driver's first, then (once those modules are
@@ -396,7 +292,7 @@ class Devices:
             result, joined = results[candidate.name]
             chain = ChainRecord(candidate, result, joined)
             record.chains.append(chain)
-            self.tell_chain(chain, record.where, Request.AUTOLOAD, steps_told=True)
+            self.teller.tell_chain(chain, record.where, Request.AUTOLOAD, steps_told=True)
         self._finish(record)
 
     async def _after_own(self, work: _Work, extra: Sequence[Candidate],
@@ -440,10 +336,10 @@ class Devices:
         assert candidate.plan is not None, "a module to load always has a plan"
         where = work.record.where
         return self.loader.run_chain(
-            work.resolver, candidate.plan, AUTOLOAD_FLAGS,
+            candidate.plan, AUTOLOAD_FLAGS,
             kernel_blacklist=work.kernel_blacklist, dry_run=self.dry_run,
             background=background, devpath=where.devpath,
-            on_step=lambda step: self.tell_step(step, where, Request.AUTOLOAD))
+            on_step=lambda step: self.teller.tell_step(step, where, Request.AUTOLOAD))
 
     def _when_live(self, module: str) -> asyncio.Future[None]:
         """A future that the module's `add@/module/<name>` uevent (sent once it is live)
@@ -482,123 +378,22 @@ class Devices:
             return
 
         def attach(outcome: Reprobe) -> None:
-            if self.records.get(record.devpath) is record:
+            if self.table.devices.get(record.devpath) is record:
                 record.reprobe = outcome
 
         self.on_scanned(Scanned(record.devpath, live, attach))
 
     def _attribute(self, name: str) -> None:
         """A module's `add` uevent: note who made it live, when it was not this instance."""
-        if self.loader.inserts.ours(name, OURS_WITHIN):
+        if self.loader.inserts.ours(name, OURS_WITHIN) or not self.table.went_live_elsewhere(name):
             return
-        record = self.modules.get(name)
-        if record is not None and record.loaded_by is not None:
-            return  # known from the start (an earlier instance, or before kmodd)
-        if record is None:
-            record = self.modules[name] = ModuleRecord(name, LoadOutcome.ALREADY_LOADED)
-        record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
         self.reporter.log(Priority.INFO, Message.LOADED_ELSEWHERE,
                           f"Module {name} went live, loaded not by kmodd but by the kernel's "
                           "own request or another program", KMODD_MODULE=name)
 
-    # -- what was live before this instance --------------------------------------------------
-
-    def attribute_at_start(self, live: Iterable[str], history: History) -> None:
-        """Who loaded each module live at start: an earlier instance of this boot (the record
-        file says so), else someone before this instance started."""
-        for name in live:
-            record = self.modules.get(name)
-            if record is None:
-                record = self.modules[name] = ModuleRecord(name, LoadOutcome.ALREADY_LOADED)
-            earlier = history.loaded.get(name)
-            if earlier is not None:
-                record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, earlier.pid
-                record.devices.update(earlier.devpaths)
-            else:
-                record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
-
-    # -- telling and remembering outcomes --------------------------------------------------------
-
-    def tell_step(self, step: StepResult, where: Where, request: Request) -> None:
-        """One record for a step acted on (or planned), as soon as it ended."""
-        duration = None
-        if step.started is not None and step.finished is not None:
-            duration = int((step.finished - step.started) * 1_000_000)
-        detail = step.detail if step.action is not StepAction.SKIP else ""
-        self.reporter.outcome(
-            Facts(step.outcome, module=step.module, key=step.module, where=where,
-                  errno=step.errno or None, duration_usec=duration,
-                  diagnosis=step.diagnosis, kernel_lines=step.kernel_lines, detail=detail,
-                  kernel_denied=(step.outcome is LoadOutcome.BLACKLISTED)),
-            request, quiet=step.joined)
-        self._note_step(step, where.devpath)
-
-    def tell_chain(self, chain: ChainRecord, where: Where, request: Request, *,
-                   steps_told: bool = False) -> None:
-        """One record per step acted on (unless `steps_told`: `tell_step` told each as it
-        ended), and one for the requested module when a step before it failed; a
-        waited-for chain is told quietly."""
-        result = chain.result
-        name = result.module
-        devpath = where.devpath
-        if chain.joined:
-            outcome = chain.outcome
-            self.reporter.outcome(
-                Facts(outcome, module=name, key=name, where=where, errno=result.errno or None,
-                      detail="waited for the load another request started"),
-                request, quiet=True)
-            if devpath is not None:
-                self._note_module(name, outcome, devpath)
-            return
-        requested_seen = False
-        for step in result.steps:
-            requested_seen |= step.requested
-            if not steps_told:
-                self.tell_step(step, where, request)
-        if not requested_seen and result.status < 0:
-            failed = result.failed_step
-            because = f"its dependency {failed.module} failed" if failed else "a step failed"
-            # As serious as the dependency's failure (a driver that found no device is mild).
-            self.reporter.outcome(Facts(LoadOutcome.FAILED, module=name, key=name, where=where,
-                                        errno=result.errno, detail=because,
-                                        diagnosis=failed.diagnosis if failed else None),
-                                  request)
-            self.modules[name] = self.modules.get(name) or ModuleRecord(name, LoadOutcome.FAILED)
-            record = self.modules[name]
-            record.outcome, record.errno = LoadOutcome.FAILED, result.errno
-            if devpath is not None:
-                record.devices.add(devpath)
-
-    def _note_module(self, name: str, outcome: LoadOutcome, devpath: str | None) -> None:
-        record = self.modules.get(name)
-        if record is None:
-            record = self.modules[name] = ModuleRecord(name, outcome)
-        elif record.step is None or outcome is not LoadOutcome.ALREADY_LOADED:
-            record.outcome = outcome
-        if devpath is not None:
-            record.devices.add(devpath)
-
-    def _note_step(self, step: StepResult, devpath: str | None) -> None:
-        record = self.modules.get(step.module)
-        if record is None:
-            record = self.modules[step.module] = ModuleRecord(step.module, step.outcome)
-        if devpath is not None:
-            record.devices.add(devpath)
-        if step.action is StepAction.SKIP and record.step is not None:
-            return  # keep the attempt that loaded it
-        record.outcome = step.outcome
-        record.errno = step.errno
-        if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
-            record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
-        if step.started is not None:
-            record.started, record.finished = step.started, step.finished
-            record.step = step
-
-
 @dataclass(frozen=True, slots=True)
 class _Work:
     record: DeviceRecord
-    resolver: Resolver  # the event's resolver (its chains share the module objects)
     candidates: tuple[Candidate, ...]
     kernel_blacklist: frozenset[str]
     background: frozenset[str]  # modules only udev's static rules asked for

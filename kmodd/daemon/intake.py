@@ -61,7 +61,7 @@ class Queued:
 
 
 @dataclass(frozen=True, slots=True)
-class IntakeCounters:
+class QueueStatistics:
     queued: int
     coalesced: int  # events that replaced a waiting event of the same device
     overflows: int  # kernel events dropped because the queue was full
@@ -269,6 +269,6 @@ class Intake:
         finally:
             await walker  # its exception, if it failed
 
-    def counters(self) -> IntakeCounters:
-        return IntakeCounters(self._queued, self._coalesced, self._overflows, self._lost,
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(self._queued, self._coalesced, self._overflows, self._lost,
                               self._resyncs, self._scanned, self._skipped, len(self._waiting))

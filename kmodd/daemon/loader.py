@@ -5,7 +5,9 @@ A *chain* is the probe plan of one requested module (its dependencies and softde
 `parallel_loads` setting), because finit_module and install commands block. Inside a thread
 the plan runs through `core.kmod.plan.run_plan`, the same loop modprobe uses, so the libkmod
 rules hold: already-loaded steps are skipped, EEXIST counts as success, a failing softdep is
-ignored and a failing required module ends the chain.
+ignored and a failing required module ends the chain. A plan is a value (each step names its
+module file and whether it is built in, looked up while planning on the event loop): the
+threads get values and return values, and never touch a resolver.
 
 Two maps keep a module from being inserted twice at once (concurrent finit_module calls of
 one module cost the kernel vmalloc space and fail with EBUSY or EEXIST):
@@ -175,6 +177,14 @@ class _Pending:
     result: _Attempt | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LoaderStatistics:
+    chains_run: int
+    chains_joined: int  # requests that waited for a chain already running
+    inserts_joined: int  # inserts waited for instead of repeated
+    busy: int  # chains whose threads are still running
+
+
 class InflightInserts:
     """Module name -> the insert running now; a second caller waits for its result.
 
@@ -264,12 +274,13 @@ class _ChainActions:
         if self._tell is not None:
             self._tell(step)
 
-    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
+    def insert(self, step: Step, options: str, flags: ProbeFlag) -> int:
         loader = self._loader
+        path = step.path
         if path is None:
             now = time.monotonic()
             self._attempt = _Attempt(StepAction.INSERT, E.ENOENT, now, now,
-                                     detail=f"no file is known for module {mod.name}")
+                                     detail=f"no file is known for module {step.name}")
             return -E.ENOENT
         # run_plan has just found the module not loaded; another chain's insert of it that
         # ends from now on must not cost a second finit_module (InflightInserts).
@@ -279,7 +290,7 @@ class _ChainActions:
         def attempt() -> _Attempt:
             ledger = loader.records
             if ledger is not None:  # before the syscall: a kill inside it is still known
-                ledger.inserting(mod.name, self._devpath)
+                ledger.inserting(step.name, self._devpath)
             started = time.monotonic()
             with loader.kmsg.watch() as watch:
                 result = loader.kernel.insert(
@@ -288,15 +299,15 @@ class _ChainActions:
                     force_modversion=bool(int(flags) & _FORCE_MODVERSION))
                 finished = time.monotonic()
                 if ledger is not None:
-                    ledger.inserted(mod.name, result.errno)
+                    ledger.inserted(step.name, result.errno)
                 records: tuple[KmsgRecord, ...] = ()
                 if not result.ok:
-                    records = module_lines(watch.records(), mod.name)
+                    records = module_lines(watch.records(), step.name)
             return _Attempt(StepAction.INSERT, result.errno, started, finished,
                             kernel_records=records, detail="; ".join(result.notes),
-                            declined=init_declined(loader.kernel.modules, mod.name, result))
+                            declined=init_declined(loader.kernel.modules, step.name, result))
 
-        done, joined = loader.inserts.run(mod.name, attempt, asked)
+        done, joined = loader.inserts.run(step.name, attempt, asked)
         if joined:
             done = _Attempt(done.action, done.errno, done.started, done.finished, True,
                             done.kernel_records, done.detail, done.declined)
@@ -305,10 +316,10 @@ class _ChainActions:
             return -E.EEXIST if joined else 0
         return -done.errno
 
-    def run_install(self, mod: Module, command: str) -> int:
+    def run_install(self, step: Step, command: str) -> int:
         loader = self._loader
         started = time.monotonic()
-        result = run_command(command, mod.name, loader.environ, loader.install_timeout,
+        result = run_command(command, step.name, loader.environ, loader.install_timeout,
                              loader.commands, CommandKind.INSTALL)
         finished = time.monotonic()
         if result.status is None:
@@ -324,7 +335,7 @@ class _ChainActions:
 
     def on_step(self, step: Step, err: int) -> None:
         attempt, self._attempt = self._attempt, None
-        name = step.module.name
+        name = step.name
         if attempt is None:
             if err == -E.EEXIST:
                 action, outcome, detail = (StepAction.SKIP, LoadOutcome.ALREADY_LOADED,
@@ -431,24 +442,24 @@ class Loader:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.chains_run = 0
-        self.chains_joined = 0
+        self._chains_run = 0
+        self._chains_joined = 0
 
     # -- chains -------------------------------------------------------------------------
 
-    def _run_blocking(self, resolver: Resolver, plan: Plan, flags: ProbeFlag,
+    def _run_blocking(self, plan: Plan, flags: ProbeFlag,
                       kernel_blacklist: frozenset[str], dry_run: bool, devpath: str | None,
                       tell: Callable[[StepResult], None] | None) -> ChainResult:
         started = time.monotonic()
         actions = _ChainActions(self, kernel_blacklist, dry_run, devpath, tell)
         if dry_run:
             flags |= ProbeFlag.DRY_RUN
-        status = run_plan(resolver, self.live, plan, flags, None if dry_run else actions,
+        status = run_plan(self.live, plan, flags, None if dry_run else actions,
                           on_step=actions.on_step)
-        return ChainResult(plan.module.name, status, tuple(actions.steps), started,
+        return ChainResult(plan.name, status, tuple(actions.steps), started,
                            time.monotonic())
 
-    async def run_chain(self, resolver: Resolver, plan: Plan, flags: ProbeFlag, *,
+    async def run_chain(self, plan: Plan, flags: ProbeFlag, *,
                         kernel_blacklist: frozenset[str] = frozenset(), dry_run: bool = False,
                         background: bool = False, devpath: str | None = None,
                         on_step: Callable[[StepResult], None] | None = None
@@ -461,10 +472,10 @@ class Loader:
         on the event loop with each step's result as soon as the step ends (a joined run
         calls nothing: its steps are told to whoever started it).
         """
-        name = plan.module.name
+        name = plan.name
         running = self._chains.get(name)
         if running is not None:
-            self.chains_joined += 1
+            self._chains_joined += 1
             return await asyncio.shield(running), True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ChainResult] = loop.create_future()
@@ -477,7 +488,7 @@ class Loader:
         try:
             result = await self._in_thread(
                 self._background if background else self._executor,
-                lambda: self._run_blocking(resolver, plan, flags, kernel_blacklist, dry_run,
+                lambda: self._run_blocking(plan, flags, kernel_blacklist, dry_run,
                                            devpath, tell))
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
@@ -488,7 +499,7 @@ class Loader:
             raise
         finally:
             del self._chains[name]
-        self.chains_run += 1
+        self._chains_run += 1
         future.set_result(result)
         return result, False
 
@@ -543,6 +554,10 @@ class Loader:
             self._executor, lambda: self._remove_blocking(resolver, name, dry_run))
 
     # -- state --------------------------------------------------------------------------------
+
+    def statistics(self) -> LoaderStatistics:
+        return LoaderStatistics(self._chains_run, self._chains_joined, self.inserts.joined,
+                                self._busy)
 
     def loading(self) -> frozenset[str]:
         """Modules with a chain or an insert in progress."""

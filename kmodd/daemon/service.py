@@ -43,6 +43,7 @@ from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
 from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
+from kmodd.daemon.records import Records
 from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
 from kmodd.daemon.snapshot import Snapshot, SnapshotFailure, Snapshots
@@ -76,7 +77,7 @@ from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
 
 if TYPE_CHECKING:
-    from kmodd.daemon.state import DaemonControl
+    from kmodd.daemon.control.state import DaemonControl
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
@@ -162,6 +163,7 @@ class Daemon:
         self.control: DaemonControl | None = None
         self._control_wanted = asyncio.Event()
         self.devices: Devices | None = None
+        self.records: Records | None = None
         self.intake: Intake | None = None
         self.loader: Loader | None = None
         self.recovery: Recovery | None = None
@@ -240,8 +242,8 @@ class Daemon:
         if self.control is not None:
             return self.control
         # Imported here, not at the top: bench/bench_daemon.py's READY and coldplug figures.
-        from kmodd.daemon.control import admin_gid, build_service, limits_from
-        from kmodd.daemon.state import DaemonControl
+        from kmodd.daemon.control.interface import admin_gid, build_service, limits_from
+        from kmodd.daemon.control.state import DaemonControl
 
         assert self.devices is not None and self.loader is not None
         assert self.intake is not None and self._source_in_use is not None
@@ -340,7 +342,7 @@ class Daemon:
                  f"Leaving degraded mode: module index generation "
                  f"{snapshot.generation} is usable", "degraded")
         if self.devices is not None and self.intake is not None:
-            records = self.devices.records
+            records = self.devices.table.devices
             for devpath in [d for d, r in records.items() if r.generation == 0]:
                 del records[devpath]
             self.intake.request_resync("the module index is usable again")
@@ -377,7 +379,7 @@ class Daemon:
 
     def _status_text(self) -> str:
         devices = self.devices
-        count = len(devices.records) if devices is not None else 0
+        count = len(devices.table.devices) if devices is not None else 0
         state = "coldplug done" if self.lifecycle.coldplug_done else "coldplug running"
         snapshot = self.snapshots.current
         index = "decoded" if snapshot.decoded else "mapped"
@@ -433,11 +435,11 @@ class Daemon:
         intake, loader = self.intake, self.loader
         now = time.monotonic()
         deadline, quiet_since = now + DECODE_WAIT_MAX, now
-        seen = intake.counters().queued
+        seen = intake.statistics().queued
         while now < deadline:
             await asyncio.sleep(DECODE_QUIET / 4)
             now = time.monotonic()
-            counters = intake.counters()
+            counters = intake.statistics()
             if counters.queued != seen or counters.depth or loader.loading():
                 seen, quiet_since = counters.queued, now
             elif now - quiet_since >= DECODE_QUIET:
@@ -493,7 +495,9 @@ class Daemon:
                              install_timeout=settings.install_timeout,
                              environ={k: v for k, v in self.setup.environ.items()
                                       if k not in PRIVATE_VARIABLES})
+        self.records = Records()
         self.devices = Devices(self.snapshots, self.loader, ListedModules(live), self.reporter,
+                               self.records,
                                is_loaded=lambda name: module_is_present(self.root, name),
                                static_rules=settings.static_rules, dry_run=settings.dry_run)
         self.intake = Intake(source, self.devices_root, settings.intake_queue,
@@ -566,7 +570,7 @@ class Daemon:
         history = opened.history
         if opened.records.failure is not None:
             self._records_failed(opened.records.failure)
-        devices.attribute_at_start(sorted(live), history)
+        devices.table.attribute_at_start(sorted(live), history)
         self._tell_history(history, live)
         if self.settings.dry_run:
             return None

@@ -6,7 +6,7 @@ stream of replies, each `{"parameters": {...}, "continues": true}` but the last)
 `{"error": "iface.Error", "parameters": {...}}`. Requests on one connection are answered in
 order. Every service implements `org.varlink.service` (`GetInfo`, `GetInterfaceDescription`).
 
-This module is generic; `daemon/control.py` defines kmodd's interface and handlers. Input
+This module is generic; `daemon/control/` defines kmodd's interface and handlers. Input
 parameters are checked against the method's IDL before a handler runs, so a handler only ever
 sees well-typed values. A misbehaving client can cost the daemon at most the named `Limits`:
 an oversized request is answered and the connection closed, a malformed one is answered, a
@@ -279,11 +279,18 @@ class VarlinkService:
         #: Open connections of unprivileged peers, all together and per uid.
         self._unprivileged = 0
         self._per_user: Counter[int] = Counter()
-        self.statistics = ServerStatistics()
+        self._stats = ServerStatistics()
         self.add_interface(SERVICE_IDL, {
             "GetInfo": Method(self._get_info),
             "GetInterfaceDescription": Method(self._get_interface_description),
         })
+
+    def statistics(self) -> ServerStatistics:
+        """The counters as they are now (a copy)."""
+        stats = self._stats
+        return ServerStatistics(stats.accepted, stats.refused, stats.open, stats.requests,
+                                Counter(stats.errors), Counter(stats.disconnects),
+                                stats.rate_limited)
 
     def add_interface(self, idl: str, methods: Mapping[str, Method]) -> Interface:
         """Register an interface from its IDL text, with a Method for (some of) its methods."""
@@ -359,15 +366,15 @@ class VarlinkService:
     def _admit(self, connection: _Connection) -> Refusal | None:
         refusal = self._refusal(connection)
         if refusal is not None:
-            self.statistics.refused += 1
+            self._stats.refused += 1
             self._refused(connection.peer, refusal.reason)
             return refusal
         self._connections.add(connection)
         if not connection.privileged:
             self._unprivileged += 1
             self._per_user[connection.peer.uid] += 1
-        self.statistics.accepted += 1
-        self.statistics.open = len(self._connections)
+        self._stats.accepted += 1
+        self._stats.open = len(self._connections)
         return None
 
     def _forget(self, connection: _Connection) -> None:
@@ -380,7 +387,7 @@ class VarlinkService:
             self._per_user[uid] -= 1
             if self._per_user[uid] <= 0:
                 del self._per_user[uid]
-        self.statistics.open = len(self._connections)
+        self._stats.open = len(self._connections)
 
     def _refused(self, peer: Peer, reason: str) -> None:
         if self._on_refusal is not None:
@@ -625,7 +632,7 @@ class _Connection(asyncio.Protocol):
         """Tell a refused connection why and close it (`refusal_delay` after it came)."""
         service = self._service
         service.delayed_refusals -= 1
-        service.statistics.disconnects["too-many-connections"] += 1
+        service._stats.disconnects["too-many-connections"] += 1
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -640,7 +647,7 @@ class _Connection(asyncio.Protocol):
         transport.close()
 
     def _too_large(self) -> None:
-        self._service.statistics.errors["request-too-large"] += 1
+        self._service._stats.errors["request-too-large"] += 1
         self._send({"error": self._service._errors.request_too_large,
                     "parameters": {"limit": self._limits.max_request_bytes}})
         self.close("request-too-large")
@@ -649,7 +656,7 @@ class _Connection(asyncio.Protocol):
         if self._closed:
             return
         self._closed = True
-        self._service.statistics.disconnects[reason] += 1
+        self._service._stats.disconnects[reason] += 1
         self._disarm()
         if self._transport is not None:
             self._transport.close()
@@ -661,7 +668,7 @@ class _Connection(asyncio.Protocol):
         if self._transport.get_write_buffer_size() > self._limits.max_pending_reply_bytes:
             # The client is not reading its replies: do not hold its backlog in memory.
             self._closed = True
-            self._service.statistics.disconnects["not-reading"] += 1
+            self._service._stats.disconnects["not-reading"] += 1
             self._transport.abort()
 
     # requests
@@ -679,7 +686,7 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            self._service.statistics.errors["internal-error"] += 1
+            self._service._stats.errors["internal-error"] += 1
             if self._service._on_internal_error is not None:
                 self._service._on_internal_error("(connection)", e)
             self.close("internal-error")
@@ -716,20 +723,20 @@ class _Connection(asyncio.Protocol):
         try:
             message = decode_request(raw)
         except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError too
-            service.statistics.errors["invalid-json"] += 1
+            service._stats.errors["invalid-json"] += 1
             self._send({"error": errors.invalid_request,
                         "parameters": {"reason": f"not JSON: {e}"[:200]}})
             return
         problem = _request_problem(message)
         if problem is not None:
-            service.statistics.errors["invalid-request"] += 1
+            service._stats.errors["invalid-request"] += 1
             self._send({"error": errors.invalid_request, "parameters": {"reason": problem}})
             return
         oneway = bool(message.get("oneway"))
         if self._bucket is not None:
             wait = self._bucket.delay(asyncio.get_running_loop().time())
             if wait > 0.0:
-                service.statistics.rate_limited += 1
+                service._stats.rate_limited += 1
                 limits = self._limits
                 service._refused(self.peer, (
                     f"more than {limits.request_burst} requests at once or "
@@ -739,12 +746,12 @@ class _Connection(asyncio.Protocol):
                     return
         where = unencodable(message.get("parameters") or {})
         if where is not None:
-            service.statistics.errors["invalid-parameter"] += 1
+            service._stats.errors["invalid-parameter"] += 1
             if not oneway:
                 self._send({"error": f"{SERVICE_INTERFACE}.InvalidParameter",
                             "parameters": {"parameter": where}})
             return
-        service.statistics.requests += 1
+        service._stats.requests += 1
         self._streaming = bool(message.get("more"))
         try:
             async for reply in service.dispatch(message, self.peer):
@@ -756,14 +763,14 @@ class _Connection(asyncio.Protocol):
                 if self._closed:
                     return
         except VarlinkError as e:
-            service.statistics.errors[e.name] += 1
+            service._stats.errors[e.name] += 1
             if not oneway:
                 self._send({"error": e.name, "parameters": e.parameters})
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a handler bug must cost one reply, never the daemon
             error = service.internal_error(message["method"], e)
-            service.statistics.errors[error.name] += 1
+            service._stats.errors[error.name] += 1
             if not oneway:
                 self._send({"error": error.name, "parameters": error.parameters})
         finally:

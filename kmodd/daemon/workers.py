@@ -21,6 +21,7 @@ import collections
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -56,6 +57,14 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    refused: int  # jobs refused because the queue was full
+    timed_out: int  # jobs whose caller stopped waiting at the deadline
+    waiting: int
+    threads: int
+
+
 class WorkerPool:
     """`workers` daemon threads, started on demand, and a queue of at most `queue_max` jobs
     waiting (None: no bound, for callers that bound themselves)."""
@@ -70,14 +79,17 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a job
         self._closed = False
-        self.refused = 0  # jobs refused because the queue was full
-        self.timed_out = 0  # jobs whose caller stopped waiting at the deadline
+        self._refused = 0  # jobs refused because the queue was full
+        self._timed_out = 0  # jobs whose caller stopped waiting at the deadline
 
     @property
     def waiting(self) -> int:
         """Jobs queued and not yet started."""
         with self._cond:
             return len(self._jobs)
+
+    def statistics(self) -> PoolStatistics:
+        return PoolStatistics(self._refused, self._timed_out, self.waiting, len(self._threads))
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Queue `fn`; raises PoolBusy when the queue is full, PoolClosed after shutdown."""
@@ -86,7 +98,7 @@ class WorkerPool:
             if self._closed:
                 raise PoolClosed(self.name)
             if self.queue_max is not None and len(self._jobs) >= self.queue_max:
-                self.refused += 1
+                self._refused += 1
                 raise PoolBusy(self.name)
             self._jobs.append((future, fn))  # type: ignore[arg-type]
             if self._idle == 0 and len(self._threads) < self.workers:
@@ -112,7 +124,7 @@ class WorkerPool:
             return await asyncio.wait_for(asyncio.shield(waited), deadline)
         except TimeoutError:
             future.cancel()
-            self.timed_out += 1
+            self._timed_out += 1
             raise PoolTimeout(self.name) from None
         except asyncio.CancelledError:
             future.cancel()

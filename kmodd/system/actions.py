@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from kmodd.core.kmod.libkmodlog import LibkmodEvent, strerror
-from kmodd.core.kmod.plan import ProbeFlag
+from kmodd.core.kmod.plan import ProbeFlag, Step
 from kmodd.core.kmod.resolve import Module
 
 if TYPE_CHECKING:
@@ -354,10 +354,11 @@ class HostActions:
         self.kernel = kernel
         self.files = files
 
-    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
+    def insert(self, step: Step, options: str, flags: ProbeFlag) -> int:
+        path = step.path
         if path is None:
             self.front.libkmod(LibkmodEvent(
-                "no_module_path", f"could not find module by name='{mod.name}'\n"))
+                "no_module_path", f"could not find module by name='{step.name}'\n"))
             return -errno.ENOENT
         real = self.files.path(path) if self.files is not None and path.startswith("/") \
             else path
@@ -372,28 +373,28 @@ class HostActions:
             "insert_failed", f"Failed to insert module '{path}': {strerror(result.errno)}\n"))
         return -result.errno
 
-    def run_install(self, mod: Module, command: str) -> int:
+    def run_install(self, step: Step, command: str) -> int:
         front = self.front
         depth = command_depth(front.environ)
         if depth >= COMMAND_NESTING_MAX:
-            front.log.err(nesting_message("install", command, mod.name, depth))
+            front.log.err(nesting_message("install", command, step.name, depth))
             return -errno.EINVAL
         timeout = command_timeout(front.environ)
-        result = run_shell(command, front.environ, mod.name, front.stdout, front.stderr,
+        result = run_shell(command, front.environ, step.name, front.stdout, front.stderr,
                            timeout=timeout)
         if result.timed_out:
-            front.log.err(timeout_message("install", command, mod.name, timeout))
+            front.log.err(timeout_message("install", command, step.name, timeout))
             return -errno.ETIME
         if result.error:
             front.libkmod(LibkmodEvent(
                 "command_run",
-                f"Could not run install command '{command}' for module {mod.name}: "
+                f"Could not run install command '{command}' for module {step.name}: "
                 f"{strerror(result.error)}\n"))
             return -errno.EINVAL
         if result.status:
             front.libkmod(LibkmodEvent(
                 "command_status",
-                f"Error running install command '{command}' for module {mod.name}: "
+                f"Error running install command '{command}' for module {step.name}: "
                 f"retcode {result.status}\n"))
             return -errno.EINVAL
         return 0

@@ -54,7 +54,7 @@ from kmodd.core.kmod.kernelview import (
 from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.core.kmod.normalize import modname_normalize, path_ends_with_kmod_ext, path_to_modname
 from kmodd.core.kmod.params import parameter_types
-from kmodd.core.kmod.plan import ProbeFlag, in_kernel, plan_probe
+from kmodd.core.kmod.plan import ProbeFlag, plan_probe, step_in_kernel
 from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
 from kmodd.core.modfile import compression
 from kmodd.core.modfile.elf import SHF_ALLOC, ElfError, ModuleElf, parse_module
@@ -504,19 +504,19 @@ def _plan(resolver: Resolver, state: SysModules, mod: Module) -> tuple[tuple[str
                                                                        str | None]:
     """What `modprobe NAME` would do (modprobe's flags), one `modprobe -v` line per step."""
     plan = plan_probe(resolver, state, mod, ProbeFlag.APPLY_BLACKLIST_ALIAS_ONLY)
-    if plan.early is not None:
-        return (), plan.reason or "loaded"
+    if plan.skip is not None:
+        return (), plan.skip.value
     steps = []
     for step in plan.steps:
         options = step.options or ""
-        if in_kernel(resolver, state, step.module):
-            steps.append(f"skip {step.module.name} (already loaded)")
+        if step_in_kernel(state, step):
+            steps.append(f"skip {step.name} (already loaded)")
         elif step.command is not None:
             steps.append(f"install {step.command} {options}".rstrip())
-        elif (path := resolver.path(step.module)) is not None:
-            steps.append(f"insmod {path} {options}".rstrip())
-        elif resolver.is_builtin(step.module):
-            steps.append(f"builtin {step.module.name}")
+        elif step.path is not None:
+            steps.append(f"insmod {step.path} {options}".rstrip())
+        elif step.builtin:
+            steps.append(f"builtin {step.name}")
     return tuple(steps), None
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from kmodd.cli.client import EXIT_FAILURE, EXIT_OK, EXIT_PERMISSION
 from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control import IDL, PRIVILEGES, privilege_table
+from kmodd.daemon.control.interface import IDL, PRIVILEGES, privilege_table
 from kmodd.daemon.varlink import SERVICE_IDL
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.journal import Priority
@@ -380,7 +380,7 @@ def test_a_flood_of_requests_is_slowed_to_the_rate_answered_whole_and_logged(
             _raw_calls(path, *[status] * requests))))
         # Every request is answered; those past the burst waited for their turn.
         assert [sorted(r) for r in replies] == [["parameters"]] * requests
-        assert service.statistics.rate_limited == requests - burst
+        assert service.statistics().rate_limited == requests - burst
         lines = _refusal_lines(running.sink)  # type: ignore[arg-type]
         assert len(lines) == 1 and lines[0].endswith(
             f"): more than {burst} requests at once or {rate} a second on one connection: "
@@ -388,7 +388,7 @@ def test_a_flood_of_requests_is_slowed_to_the_rate_answered_whole_and_logged(
         # Root is not metered.
         as_root = await asyncio.to_thread(_raw_calls, path, *[status] * requests)
         assert all("error" not in r for r in as_root)
-        assert service.statistics.rate_limited == requests - burst
+        assert service.statistics().rate_limited == requests - burst
 
     _run(scenario, root, control_request_burst=burst, control_request_rate=rate)
 
@@ -471,8 +471,8 @@ def test_clients_that_never_read_their_replies_cost_one_reply_each_not_their_req
         try:
             await asyncio.to_thread(os.read, ready_r, 1)
             served = -1
-            while served != service.statistics.requests:  # until serving stops
-                served = service.statistics.requests
+            while served != service.statistics().requests:  # until serving stops
+                served = service.statistics().requests
                 await asyncio.sleep(0.3)
             pending = sum(c._transport.get_write_buffer_size()  # type: ignore[union-attr]
                           for c in service._connections if c._transport is not None)

@@ -69,7 +69,7 @@ def index(root: Root, name: str) -> Path:
 
 def outcome(daemon: object, devpath: str) -> str | None:
     devices = daemon.devices  # type: ignore[attr-defined]
-    record = devices.records.get(devpath) if devices is not None else None
+    record = devices.table.devices.get(devpath) if devices is not None else None
     if record is None or record.finished is None or record.outcome is None:
         return None
     return str(record.outcome.value)

@@ -21,7 +21,7 @@ from kmodd.core.varlink_idl import (
     check_value,
     parse_interface,
 )
-from kmodd.daemon.control import IDL
+from kmodd.daemon.control.interface import IDL
 from kmodd.daemon.varlink import SERVICE_IDL
 
 EXAMPLE = """\

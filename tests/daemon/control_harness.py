@@ -12,18 +12,17 @@ import threading
 from collections.abc import Sequence
 
 from kmodd.core.explain.model import Check, Explanation, Finding, Verdict
-from kmodd.daemon.control import (
+from kmodd.daemon.control.interface import ReloadFailed, build_service
+from kmodd.daemon.control.views import (
     CandidateView,
     DeviceView,
     ExplanationView,
     LoadResultView,
     ModuleView,
     PlanStepView,
-    ReloadFailed,
     StatisticsView,
     StatusView,
     WhyView,
-    build_service,
 )
 from kmodd.daemon.events import EventHub, EventView
 from kmodd.daemon.varlink import Limits, VarlinkService

@@ -1,4 +1,4 @@
-"""daemon.control: io.kmodd over a real socket, as root and as an unprivileged user."""
+"""daemon.control.interface: io.kmodd over a real socket, as root and as an unprivileged user."""
 
 from __future__ import annotations
 
@@ -29,13 +29,8 @@ from control_harness import (
 from kmodd.core.explain.model import to_json
 from kmodd.core.settings import defaults
 from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control import (
-    CHANGING_METHODS,
-    IDL,
-    admin_gid,
-    limits_from,
-    to_wire,
-)
+from kmodd.daemon.control.interface import CHANGING_METHODS, IDL, admin_gid, limits_from
+from kmodd.daemon.control.views import to_wire
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub
 from kmodd.daemon.varlink import SERVICE_IDL, Limits
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError

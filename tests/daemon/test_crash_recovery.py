@@ -124,9 +124,9 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
             await asyncio.wait_for(daemon.coldplugged.wait(), 30)
             assert daemon.devices is not None
             await wait_until(lambda: daemon.devices is not None
-                             and daemon.devices.records[SERIAL].reprobe is not None,
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None,
                              what="the re-probe of the serial port")
-            reprobe = daemon.devices.records[SERIAL].reprobe
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None
             assert (reprobe.result.value, reprobe.driver, reprobe.reason) == (
                 "bound", "serial8250", "it had no driver, although its driver module "
@@ -166,6 +166,9 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
             assert ("Reprobe: reprobed: bound (serial8250): it had no driver, although its "
                     "driver module kmodd_serial (serial8250) was live before this instance "
                     "started\n") in out
+            code, out, _ = await asyncio.to_thread(kmodctl, path, "why", "kmodd-serial")
+            assert (code, out) == (0, f"kmodd_serial is live: loaded by the previous kmodd "
+                                      f"instance (pid {pid}); for {SERIAL}\n")
         # The record now says: a re-probe, then a stop in order.
         kinds = records_in(root)
         assert ("reprobe", (SERIAL, "bound")) in kinds
@@ -211,18 +214,18 @@ def test_a_device_whose_driver_declines_it_is_reprobed_once_and_never_again_afte
         async with running(root, fake, binding, sink=sink) as daemon:
             await asyncio.wait_for(daemon.coldplugged.wait(), 30)
             await wait_until(lambda: daemon.devices is not None
-                             and daemon.devices.records[SERIAL].reprobe is not None)
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None)
             assert daemon.devices is not None and daemon.intake is not None
-            reprobe = daemon.devices.records[SERIAL].reprobe
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None and reprobe.result.value == "still-unbound"
             (failed,) = sink.of_kind(Message.REPROBE_FAILED)
             assert failed[0] is Priority.WARNING
             assert failed[1].endswith("; no driver took it")
             # A resync hands the device over again: it is not probed a second time.
-            resyncs = daemon.intake.counters().resyncs
+            resyncs = daemon.intake.statistics().resyncs
             daemon.intake.request_resync("a test")
             await wait_until(lambda: daemon.intake is not None
-                             and daemon.intake.counters().resyncs > resyncs)
+                             and daemon.intake.statistics().resyncs > resyncs)
             await asyncio.sleep(0.2)
         assert binding.probes == [SERIAL]
 

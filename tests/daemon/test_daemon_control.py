@@ -20,7 +20,7 @@ from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, wri
 from kmodd.cli.client import EXIT_PERMISSION
 from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.core.varlink_idl import check_value, parse_interface
-from kmodd.daemon.control import IDL
+from kmodd.daemon.control.interface import IDL
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient
 from kmodd.system.root import Root
@@ -60,7 +60,7 @@ async def started(daemon: Daemon, source: FakeUeventSource) -> None:
     source.push(uevent(VIRTIO_NET, "virtio:d00000001v00001AF4", 11, "virtio"),
                 uevent(PCSPKR, "platform:pcspkr", 12, "platform"))
     assert daemon.devices is not None
-    records = daemon.devices.records
+    records = daemon.devices.table.devices
     await wait_until(lambda: all(p in records and records[p].finished is not None
                                  for p in (VIRTIO_NET, PCSPKR)))
 

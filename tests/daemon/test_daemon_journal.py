@@ -87,7 +87,7 @@ def test_one_journal_record_per_outcome_with_every_field(tmp_path: Path) -> None
     assert {r["MESSAGE_ID"] for r in records} <= set(MESSAGE_IDS.values())  # every one has it
     located = [(r["MESSAGE"], r.pop("CODE_FILE"), r.pop("CODE_FUNC"), int(r.pop("CODE_LINE")))
                for r in records]
-    service, devices = REPO / "kmodd/daemon/service.py", REPO / "kmodd/daemon/devices.py"
+    service, devices = REPO / "kmodd/daemon/service.py", REPO / "kmodd/daemon/telling.py"
     (ready,) = [(f, fn, n) for m, f, fn, n in located if m.startswith("Ready after ")]
     assert ready == (str(service), "_run_locked", line_of(service, 'f"Ready after '))
     told = {(f, fn) for m, f, fn, _ in located if m.startswith("Inserted module ")}

@@ -45,13 +45,13 @@ def uevent(devpath: str, modalias: str | None = None, seqnum: int = 1, *,
 
 def finished(daemon: Daemon, *devpaths: str) -> bool:
     assert daemon.devices is not None
-    records = daemon.devices.records
+    records = daemon.devices.table.devices
     return all(p in records and records[p].finished is not None for p in devpaths)
 
 
 def outcome_of(daemon: Daemon, devpath: str) -> str | None:
     assert daemon.devices is not None
-    outcome = daemon.devices.records[devpath].outcome
+    outcome = daemon.devices.table.devices[devpath].outcome
     return outcome.value if outcome is not None else None
 
 
@@ -71,7 +71,8 @@ def test_two_chains_sharing_a_dependency_insert_it_once(root: Root) -> None:
             loader = daemon.loader
             # Two devices whose modules differ but both need kmodd_core.
             source.push(uevent("/devices/a", VIRTIO_PCI, 1), uevent("/devices/b", HOST_BRIDGE, 2))
-            await wait_until(lambda: loader.inserts.joined == 1, what="the second chain waiting")
+            await wait_until(lambda: loader.statistics().inserts_joined == 1,
+                             what="the second chain waiting")
             assert gated.started == {"kmodd_core": 1}
             gated.open()
             await wait_until(lambda: finished(daemon, "/devices/a", "/devices/b"))
@@ -96,7 +97,8 @@ def test_a_second_device_wanting_a_module_being_loaded_waits_for_that_load(root:
             source.push(uevent("/devices/a", VIRTIO_PCI, 1))
             await wait_until(lambda: gated.started.get("kmodd_virtio_pci") == 1)
             source.push(uevent("/devices/b", VIRTIO_PCI, 2))
-            await wait_until(lambda: loader.chains_joined == 1, what="the joined chain")
+            await wait_until(lambda: loader.statistics().chains_joined == 1,
+                             what="the joined chain")
             gated.open()
             await wait_until(lambda: finished(daemon, "/devices/a", "/devices/b"))
             assert outcome_of(daemon, "/devices/a") == "inserted"
@@ -274,7 +276,7 @@ def test_the_static_udev_rules_load_sg_and_ppdev(tmp_path: Path) -> None:
                                               "/module/parport_pc"))
             assert {m.name for m in running.fake.loaded} == {"sg", "ppdev"}
             assert daemon.devices is not None
-            assert daemon.devices.records["/devices/scsi/0:0:0:0"].candidates == ("sg",)
+            assert daemon.devices.table.devices["/devices/scsi/0:0:0:0"].candidates == ("sg",)
 
     asyncio.run(scenario())
 
@@ -381,7 +383,7 @@ def test_events_for_a_waiting_device_are_coalesced_and_a_full_queue_means_a_resy
             source.push(*events)
             await wait_until(lambda: daemon.start_control().statistics().resyncs == 1,
                              what="a resync")
-            counters = daemon.intake.counters()
+            counters = daemon.intake.statistics()
             assert counters.coalesced == 4
             assert counters.overflows == 40 + 1 - 16
             assert daemon.start_control().statistics().overruns == counters.overflows
@@ -412,20 +414,20 @@ def test_a_second_device_with_the_same_modalias_reuses_the_plan(root: Root) -> N
         running = RunningDaemon(root, source=source)
         async with running as daemon:
             assert daemon.devices is not None
-            decisions = daemon.devices.decisions
+            devices = daemon.devices
             await asyncio.wait_for(daemon.coldplugged.wait(), 30)  # the decoded index is in
             source.push(uevent("/devices/cpu0", "platform:serial8250", 1, subsystem="cpu"))
             await wait_until(lambda: finished(daemon, "/devices/cpu0"))
             source.push(uevent("/devices/cpu1", "platform:serial8250", 2, subsystem="cpu"))
             await wait_until(lambda: finished(daemon, "/devices/cpu1"))
-            assert decisions.hits == 1
+            assert devices.statistics().decision_hits == 1
             assert outcome_of(daemon, "/devices/cpu0") == "inserted"
             assert outcome_of(daemon, "/devices/cpu1") == "already-loaded"
             # A reload brings a new snapshot: nothing is reused across it.
             await daemon.start_control().reload()
             source.push(uevent("/devices/cpu2", "platform:serial8250", 3, subsystem="cpu"))
             await wait_until(lambda: finished(daemon, "/devices/cpu2"))
-            assert decisions.hits == 1
+            assert devices.statistics().decision_hits == 1
             assert [n for c, n in running.fake.calls if c == "finit_module"] == ["kmodd_serial"]
 
     asyncio.run(scenario())
@@ -460,8 +462,8 @@ def test_a_bind_right_behind_a_waiting_add_does_not_cancel_its_loading(root: Roo
                         uevent("/devices/vp", VIRTIO_PCI, 2, action="bind", DRIVER="other"))
             await wait_until(lambda: finished(daemon, "/devices/vp"))
             assert daemon.devices is not None and daemon.intake is not None
-            assert daemon.intake.counters().coalesced == 1
-            assert daemon.devices.records["/devices/vp"].seqnum == 1
+            assert daemon.intake.statistics().coalesced == 1
+            assert daemon.devices.table.devices["/devices/vp"].seqnum == 1
             assert {m.name for m in running.fake.loaded} == {"kmodd_core", "kmodd_virtio_pci"}
 
     asyncio.run(scenario())
@@ -477,9 +479,9 @@ def test_a_remove_behind_a_waiting_add_means_nothing_is_loaded_for_the_device(
             source.push(uevent("/devices/vp", VIRTIO_PCI, 1),
                         uevent("/devices/vp", VIRTIO_PCI, 2, action="remove"))
             await wait_until(lambda: daemon.devices is not None
-                             and daemon.devices.handled_events == 1)
+                             and daemon.devices.statistics().handled_events == 1)
             assert daemon.devices is not None
-            assert "/devices/vp" not in daemon.devices.records
+            assert "/devices/vp" not in daemon.devices.table.devices
             assert running.fake.loaded == []
 
     asyncio.run(scenario())

@@ -31,7 +31,7 @@ def uevent(devpath: str, modalias: str, seqnum: int) -> Uevent:
 
 def outcome_when_done(daemon: Daemon, devpath: str) -> str | None:
     assert daemon.devices is not None
-    record = daemon.devices.records.get(devpath)
+    record = daemon.devices.table.devices.get(devpath)
     if record is None or record.finished is None or record.outcome is None:
         return None
     return record.outcome.value

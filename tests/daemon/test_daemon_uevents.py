@@ -43,7 +43,7 @@ def _trigger(devpath: str) -> None:
 
 def _from_kernel(daemon: Daemon, devpaths: set[str]) -> bool:
     assert daemon.devices is not None
-    records = daemon.devices.records
+    records = daemon.devices.table.devices
     return all(p in records and records[p].origin is Origin.KERNEL and records[p].seqnum > 0
                and records[p].finished is not None for p in devpaths)
 
@@ -65,7 +65,7 @@ def test_real_uevents_load_what_kmod_plans_for_each_device(machine_root: Root) -
                 _trigger(devpath)
             await wait_until(lambda: _from_kernel(daemon, set(devices)), what="every device")
             assert daemon.devices is not None
-            records = daemon.devices.records
+            records = daemon.devices.table.devices
             for devpath, modalias in devices.items():
                 # The kernel's cpu uevents end MODALIAS with a newline; sysfs's file has none.
                 assert (records[devpath].modalias or "").rstrip("\n") == modalias
@@ -115,8 +115,8 @@ def test_forged_uevents_are_rejected_counted_and_load_nothing(machine_root: Root
             stats = daemon.start_control().statistics()
             assert stats.uevents_dropped == {DropReason.SENDER_NOT_KERNEL.value: 8}
             assert daemon.devices is not None
-            assert "/devices/kmodd-forged" not in daemon.devices.records
-            assert all(dev != "/devices/kmodd-forged" for m in daemon.devices.modules.values()
+            assert "/devices/kmodd-forged" not in daemon.devices.table.devices
+            assert all(dev != "/devices/kmodd-forged" for m in daemon.devices.table.modules.values()
                        for dev in m.devices)
 
     asyncio.run(scenario())
@@ -148,7 +148,7 @@ def test_a_burst_into_a_tiny_buffer_is_lost_resynced_and_every_device_gets_its_m
             stats = control.statistics()
             assert stats.overruns >= 1
             assert daemon.devices is not None
-            assert set(paths) <= set(daemon.devices.records)
+            assert set(paths) <= set(daemon.devices.table.devices)
             inserts = [n for call, n in running.fake.calls if call == "finit_module"]
             assert sorted(inserts) == sorted(wanted)
             messages = running.sink.texts()  # type: ignore[attr-defined]
@@ -170,7 +170,7 @@ def test_coldplug_after_ready_loads_for_every_device_with_hotplug_running(
             assert daemon.lifecycle.coldplug_done
             assert {m.name for m in running.fake.loaded} == wanted
             assert daemon.devices is not None
-            records = daemon.devices.records
+            records = daemon.devices.table.devices
             assert set(devices) <= set(records)
             ready = daemon.lifecycle.ready
             assert ready is not None

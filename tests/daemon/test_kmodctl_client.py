@@ -20,7 +20,7 @@ from control_harness import PCSPKR, VIRTIO_NET, FakeState, RunningServer, event,
 import kmodd
 from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE, format_usec
 from kmodd.cli.kmodctl import dispatch
-from kmodd.daemon.control import to_wire
+from kmodd.daemon.control.views import to_wire
 from kmodd.daemon.events import EventHub
 from kmodd.system.root import Root
 from tests.runas import RunAs

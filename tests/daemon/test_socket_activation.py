@@ -21,7 +21,7 @@ SERVER = textwrap.dedent(f"""
     import asyncio, os, socket, sys
     sys.path[:0] = [{str(HERE)!r}, {str(REPO)!r}]
     from control_harness import FakeState
-    from kmodd.daemon.control import build_service
+    from kmodd.daemon.control.interface import build_service
     from kmodd.daemon.events import EventHub
     from kmodd.system.notify import listen_fds
     fds = listen_fds(os.environ)

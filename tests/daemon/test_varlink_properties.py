@@ -114,7 +114,7 @@ def test_every_complete_request_gets_one_json_reply_and_the_server_goes_on(
     for request, reply in zip(batch, replies[:-1], strict=True):
         assert _is_reply(reply), (request[:80], reply)
     # No request, however hostile, reached a handler's failure path.
-    assert server.service.statistics.errors["io.kmodd.InternalError"] == 0
+    assert server.service.statistics().errors["io.kmodd.InternalError"] == 0
     # The request after them all is answered in order: none had more than one reply.
     assert replies[-1]["parameters"]["status"]["state"] == "running"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fresh:

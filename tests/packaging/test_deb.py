@@ -178,7 +178,8 @@ def test_files_are_where_debian_puts_them(built: Built) -> None:
     Python package without bytecode; nothing else (no tests, nothing in /etc/udev)."""
     files = package_files(built)
     modules = {f"{PYTHON_DIR}/{p.relative_to(REPO)}": "-rw-r--r--"
-               for p in (REPO / "kmodd").rglob("*") if p.is_file() and p.suffix in (".py", ".typed")
+               for p in (REPO / "kmodd").rglob("*")
+               if p.is_file() and p.suffix in (".py", ".typed", ".varlink")
                and "__pycache__" not in p.parts}
     dist_info = {p: m for p, m in files.items()
                  if p.startswith(f"{PYTHON_DIR}/kmodd-{version()}.dist-info/")}
@@ -209,7 +210,7 @@ def test_shipped_files_are_the_checkouts_byte_for_byte(built: Built) -> None:
               (f"{UDEV_RULES}/80-debian-compat.rules", "debian/kmodd.debian-compat.udev"),
               ("usr/share/doc/kmodd/copyright", "debian/copyright")]
     pairs += [(f"{PYTHON_DIR}/{p.relative_to(REPO)}", str(p.relative_to(REPO)))
-              for p in (REPO / "kmodd").rglob("*.py")]
+              for suffix in ("py", "varlink") for p in (REPO / "kmodd").rglob(f"*.{suffix}")]
     different = [shipped for shipped, source in pairs
                  if (built.root / shipped).read_bytes() != (REPO / source).read_bytes()]
     assert different == []
@@ -254,7 +255,10 @@ if [ "$1 $2" = "--quiet was-enabled" ]; then exit "${WAS_ENABLED:-0}"; fi
 exit 0
 """
 STUBS = ("deb-systemd-helper", "deb-systemd-invoke", "systemctl", "py3compile", "py3clean",
-         "dpkg-divert")
+         "dpkg-divert", "dpkg-maintscript-helper")
+# Stubbed and left out of the calls compared below: what they do is dpkg's and Python's own
+# (dpkg-maintscript-helper's rm_conffile runs for real in the upgrade test further down).
+UNCOMPARED = ("py3compile", "py3clean", "dpkg-maintscript-helper")
 
 
 def run_maintainer_scripts(built: Built, tmp_path: Path, steps: Sequence[Sequence[str]], *,
@@ -295,7 +299,7 @@ def run_maintainer_scripts(built: Built, tmp_path: Path, steps: Sequence[Sequenc
             env=env, capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stderr) == (0, ""), step
     return [c for c in (root / "calls").read_text().splitlines()
-            if c.split()[0] not in ("py3compile", "py3clean")]
+            if c.split()[0] not in UNCOMPARED]
 
 
 def test_a_first_install_diverts_udevs_rules_enables_every_unit_and_starts_them(
@@ -454,3 +458,40 @@ def test_with_the_real_dpkg_udev_loads_nothing_while_kmodd_is_installed_and_agai
                         "-prune -o -path /tmp -prune -o -path /var/cache/kmodd-test -prune -o "
                         "-path /var/cache/man -prune -o -name '*kmodd*' -print").ok()
         assert left == ""
+
+
+OLD_PACKAGE = r"""
+set -e
+d=/tmp/old-kmodd
+mkdir -p $d/DEBIAN $d/etc/udev/rules.d
+for f in 80-drivers.rules 80-debian-compat.rules; do
+    echo "# Installed by kmodd: udev's module loading is kmodd's" > $d/etc/udev/rules.d/$f
+    echo /etc/udev/rules.d/$f >> $d/DEBIAN/conffiles
+done
+printf 'Package: kmodd\nVersion: 0.1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n'\
+'Description: the dpkg-deb package of packaging/build-deb before 0.2.0\n' > $d/DEBIAN/control
+dpkg-deb --build $d /tmp/kmodd_0.1.0_all.deb >/dev/null
+dpkg -i /tmp/kmodd_0.1.0_all.deb >/dev/null
+"""
+
+
+def test_an_upgrade_from_the_old_package_removes_its_udev_masks(built: Built,
+                                                                 tmp_path: Path) -> None:
+    """0.1.0's packages masked udev's rules with conffiles in /etc/udev/rules.d; after an
+    upgrade they are gone (dpkg-maintscript-helper rm_conffile), so `apt remove` gives udev
+    its module loading back."""
+    with fresh_root(tmp_path) as root:
+        root.run(DEB_ENV + "apt-get update -qq && apt-get install -y -qq "
+                 "--no-install-recommends udev >/dev/null").ok()
+        before = state(root)
+        root.run(OLD_PACKAGE).ok()
+        assert state(root).loading_devices == 0  # the old masks at work
+        copy = f'cp "{built.deb}" "$ROOT/tmp/"'
+        root.run(DEB_ENV + f"apt-get install -y -qq ./tmp/{built.deb.name} >/dev/null",
+                 host_step=copy).ok()
+        assert root.run("ls -A /etc/udev/rules.d").ok() == ""
+        conffiles = root.run("dpkg-query -W -f='${Conffiles}' kmodd").ok()
+        assert [line.split()[0] for line in conffiles.strip().splitlines()] == [
+            "/etc/kmodd.conf"]
+        root.run(DEB_ENV + "apt-get remove -y -qq kmodd >/dev/null").ok()
+        assert state(root).loading_devices == before.loading_devices > 3

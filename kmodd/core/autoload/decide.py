@@ -25,7 +25,7 @@ from enum import StrEnum
 from kmodd.core.autoload.outcome import Outcome
 from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import Priority
-from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, initstate, plan_probe
+from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Skip, initstate, plan_probe
 from kmodd.core.kmod.resolve import Module, ModuleLookupError, Resolver
 
 #: udev's flags for `kmod load` (module_load_and_warn).
@@ -172,9 +172,9 @@ def decide(resolver: Resolver, live: LiveState, key: str,
             candidates.append(Candidate(mod, Decision.ALREADY_LOADED))
         else:
             plan = plan_probe(resolver, live, mod, flags, not_in_kernel=True)
-            if plan.reason == "blacklisted":
+            if plan.skip is Skip.BLACKLISTED:
                 candidates.append(Candidate(mod, Decision.BLACKLISTED, plan))
-            elif plan.reason == "loaded":
+            elif plan.skip is Skip.LOADED:
                 candidates.append(Candidate(mod, Decision.ALREADY_LOADED, plan))
             else:
                 candidates.append(Candidate(mod, Decision.LOAD, plan))
@@ -196,9 +196,9 @@ def redecide(resolver: Resolver, live: LiveState, earlier: Resolution) -> Resolu
             candidates.append(Candidate(c.module, Decision.BUILTIN, c.plan))
         elif state is InitState.LIVE:
             candidates.append(Candidate(c.module, Decision.ALREADY_LOADED, c.plan))
-        elif c.plan is None or c.plan.reason == "loaded":
+        elif c.plan is None or c.plan.skip is Skip.LOADED:
             return None
-        elif c.plan.reason == "blacklisted":
+        elif c.plan.skip is Skip.BLACKLISTED:
             candidates.append(Candidate(c.module, Decision.BLACKLISTED, c.plan))
         else:
             candidates.append(Candidate(c.module, Decision.LOAD, c.plan))

@@ -460,11 +460,11 @@ def _kcmdline_result(
         return
     try:
         name = underscores(modname)
-    except BadAlias:
+    except BadAlias as e:
         diags.append(
             Diagnostic(
                 "Ignoring bad option on kernel command line while parsing module name: "
-                f"'{modname}'",
+                f"'{e.args[0]}'",
                 "config_kcmdline",
             )
         )

@@ -48,11 +48,11 @@ def _dashes_outside_brackets(key: str) -> str:
         if c == "-":
             out.append("_")
         elif c == "]":
-            raise BadAlias(key)
+            raise BadAlias("".join(out) + key[i:])  # kmod converts in place: as far as here
         elif c == "[":
             close = key.find("]", i)
             if close < 0:
-                raise BadAlias(key)
+                raise BadAlias("".join(out) + key[i:])
             out.append(key[i : close + 1])
             i = close
         else:

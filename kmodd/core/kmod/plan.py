@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntFlag
+from enum import IntFlag, StrEnum
 from errno import EEXIST
 from typing import Protocol
 
@@ -40,11 +40,21 @@ class ProbeFlag(IntFlag):
     APPLY_BLACKLIST_ALIAS_ONLY = 0x40000
 
 
+class Skip(StrEnum):
+    """Why a plan has no steps to run."""
+
+    LOADED = "loaded"  # the module is live or built in
+    BLACKLISTED = "blacklisted"  # a blacklist flag applies to it
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One entry of the probe list."""
+    """One entry of the probe list, as a value: everything running it needs was looked up
+    while planning, so a worker thread runs it without the resolver."""
 
-    module: Module
+    name: str
+    path: str | None  # the module file (modules.dep); None: no file is known
+    builtin: bool  # built into the kernel (modules.builtin)
     options: str | None  # config options, plus the command line's for the requested module
     command: str | None  # the install command to run instead of inserting, if any
     required: bool  # the requested module or one of its dependencies (not a softdep)
@@ -53,12 +63,18 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The outcome of planning: either an early answer or the steps to run."""
+    """The outcome of planning, a value: either an early answer or the steps to run."""
 
-    module: Module
+    name: str  # the requested module
     steps: tuple[Step, ...] = ()
-    early: int | None = None  # 0 (already loaded), -EEXIST, a flag value (blacklisted), -errno
-    reason: str = ""  # "loaded", "blacklisted" or "" (steps to run)
+    #: Why there are no steps (None: there are). `early` is then what libkmod's probe
+    #: returns for it: 0 or -EEXIST (loaded, with FAIL_ON_LOADED) or the blacklist flag.
+    skip: Skip | None = None
+    early: int | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.skip.value if self.skip is not None else ""
 
 
 class LiveState(Protocol):
@@ -78,6 +94,11 @@ def initstate(resolver: Resolver, live: LiveState, mod: Module) -> InitState | N
 
 def in_kernel(resolver: Resolver, live: LiveState, mod: Module) -> bool:
     return initstate(resolver, live, mod) in IN_KERNEL
+
+
+def step_in_kernel(live: LiveState, step: Step) -> bool:
+    """`in_kernel` for a planned step (its builtin bit was looked up while planning)."""
+    return step.builtin or live.initstate(step.name) in IN_KERNEL
 
 
 def options_concat(opt: str | None, extra: str | None) -> str | None:
@@ -118,7 +139,7 @@ def plan_probe(
     f = int(flags)  # enum.Flag operators cost a microsecond each; this runs per module
     if not f & _IGNORE_LOADED and not not_in_kernel and in_kernel(resolver, live, mod):
         early = -EEXIST if f & _FAIL_ON_LOADED else 0
-        return Plan(mod, early=early, reason="loaded")
+        return Plan(mod.name, skip=Skip.LOADED, early=early)
     blacklist_flag = 0
     if mod.alias is not None and f & _BLACKLIST_ALIAS_ONLY:
         blacklist_flag = _BLACKLIST_ALIAS_ONLY
@@ -127,27 +148,29 @@ def plan_probe(
     elif f & _BLACKLIST:
         blacklist_flag = _BLACKLIST
     if blacklist_flag and resolver.is_blacklisted(mod):
-        return Plan(mod, early=blacklist_flag, reason="blacklisted")
+        return Plan(mod.name, skip=Skip.BLACKLISTED, early=blacklist_flag)
 
     probe = probe_list(resolver, mod, bool(f & _IGNORE_COMMAND))
     if f & _BLACKLIST_ALL:
         probe = [m for m in probe if not resolver.is_blacklisted(m)]
         if not probe:
-            return Plan(mod, early=_BLACKLIST_ALL, reason="blacklisted")
+            return Plan(mod.name, skip=Skip.BLACKLISTED, early=_BLACKLIST_ALL)
     steps = []
     for m in probe:
         opts = options_concat(resolver.options(m), extra_options if m is mod else None)
         cmd = resolver.install_command(m)
         steps.append(
             Step(
-                module=m,
+                name=m.name,
+                path=resolver.path(m),
+                builtin=resolver.is_builtin(m),
                 options=opts,
                 command=cmd if cmd is not None and not m.ignorecmd else None,
                 required=m.required,
                 requested=m is mod,
             )
         )
-    return Plan(mod, steps=tuple(steps))
+    return Plan(mod.name, steps=tuple(steps))
 
 
 def probe_list(resolver: Resolver, mod: Module, ignorecmd: bool) -> list[Module]:
@@ -197,11 +220,11 @@ def _fill_softdep(resolver: Resolver, mod: Module, out: list[Module]) -> None:
 class Actions(Protocol):
     """What running a plan does to the system. A dry run never calls these."""
 
-    def insert(self, mod: Module, path: str | None, options: str, flags: ProbeFlag) -> int:
-        """Insert a module file (None: no file known, -ENOENT); 0 or a negative errno."""
+    def insert(self, step: Step, options: str, flags: ProbeFlag) -> int:
+        """Insert the step's module file (no file known: -ENOENT); 0 or a negative errno."""
         ...
 
-    def run_install(self, mod: Module, command: str) -> int:
+    def run_install(self, step: Step, command: str) -> int:
         """Run an install command ($CMDLINE_OPTS already expanded); 0 or a negative errno."""
         ...
 
@@ -215,7 +238,6 @@ def expand_cmdline_opts(command: str, options: str | None) -> str:
 
 
 def run_plan(
-    resolver: Resolver,
     live: LiveState,
     plan: Plan,
     flags: ProbeFlag,
@@ -223,15 +245,15 @@ def run_plan(
     show: ShowAction | None = None,
     on_step: Callable[[Step, int], None] | None = None,
 ) -> int:
-    """Carry out a plan like libkmod's insertion loop; 0, a flag value or a negative errno."""
+    """Carry out a plan like libkmod's insertion loop; 0, a flag value or a negative errno.
+    It touches no resolver: any thread may run it."""
     if plan.early is not None:
         return plan.early
     f = int(flags)
     check_loaded, dry_run = not f & _IGNORE_LOADED, bool(f & _DRY_RUN)
     err = 0
     for step in plan.steps:
-        m = step.module
-        if check_loaded and in_kernel(resolver, live, m):
+        if check_loaded and step_in_kernel(live, step):
             err = -EEXIST
         else:
             opts = step.options or ""
@@ -239,12 +261,13 @@ def run_plan(
                 if show is not None:
                     show(step, True, opts)
                 if not dry_run and actions is not None:
-                    err = actions.run_install(m, expand_cmdline_opts(step.command, step.options))
+                    err = actions.run_install(step,
+                                              expand_cmdline_opts(step.command, step.options))
             else:
                 if show is not None:
                     show(step, False, opts)
                 if not dry_run and actions is not None:
-                    err = actions.insert(m, resolver.path(m), opts, flags)
+                    err = actions.insert(step, opts, flags)
         if on_step is not None:
             on_step(step, err)
         if err == -EEXIST and step.requested and f & _FAIL_ON_LOADED:

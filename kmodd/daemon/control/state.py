@@ -36,8 +36,8 @@ from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.normalize import modname_normalize
 from kmodd.core.kmod.plan import LiveState, initstate
 from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
-from kmodd.daemon.control import (
-    INTERFACE,
+from kmodd.daemon.control.interface import INTERFACE, ReloadFailed
+from kmodd.daemon.control.views import (
     CandidateView,
     DeviceView,
     ExplanationView,
@@ -45,21 +45,21 @@ from kmodd.daemon.control import (
     ModuleView,
     PlanStepView,
     PreviousInstanceView,
-    ReloadFailed,
     ReprobeView,
     StatisticsView,
     StatusView,
     WhyView,
 )
-from kmodd.daemon.devices import ChainRecord, DeviceRecord, Devices, ModuleRecord
+from kmodd.daemon.control.words import chain_facts, chain_words, step_views
+from kmodd.daemon.devices import Devices
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.loader import Loader, StepAction
+from kmodd.daemon.records import ChainRecord, DeviceRecord, ModuleRecord
 from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
 from kmodd.daemon.snapshot import Snapshot, Snapshots
 from kmodd.daemon.varlink import VarlinkError, VarlinkService
-from kmodd.daemon.views import chain_facts, chain_words, step_views
 from kmodd.system.explainer import ExplainBusy, Explainer, ExplainFailed, ExplainTimeout
 from kmodd.system.moddb import read_file
 from kmodd.system.netlink import UeventSource
@@ -92,7 +92,8 @@ class DaemonControl:
                  reload: Callable[[str], Awaitable[Snapshot | str]]) -> None:
         self.lifecycle = lifecycle
         self.snapshots = snapshots
-        self.table = devices
+        self.records = devices.table
+        self.teller = devices.teller
         self.loader = loader
         self.intake = intake
         self.source = source
@@ -128,7 +129,7 @@ class DaemonControl:
 
     def statistics(self) -> StatisticsView:
         socket = self.source.statistics()
-        counters = self.intake.counters()
+        counters = self.intake.statistics()
         return StatisticsView(
             uevents_received=socket.received,
             uevents_accepted=socket.accepted,
@@ -136,10 +137,10 @@ class DaemonControl:
             uevents_malformed={str(k): v for k, v in socket.malformed.items()},
             overruns=socket.overruns + counters.overflows,
             resyncs=counters.resyncs,
-            devices=len(self.table.records),
+            devices=len(self.records.devices),
             outcomes=dict(self.reporter.outcomes),
             queue_depth=counters.depth,
-            control_connections=self.service.statistics.open if self.service else 0,
+            control_connections=self.service.statistics().open if self.service else 0,
         )
 
     # -- devices and modules ------------------------------------------------------------------
@@ -156,7 +157,7 @@ class DaemonControl:
                     plan.append(PlanStepView("insert", candidate.name, chain_words(
                         chain.result, True)))
                 elif candidate.decision is Decision.LOAD and candidate.plan is not None:
-                    plan.extend(PlanStepView("insert", s.module.name, "queued", s.options)
+                    plan.extend(PlanStepView("insert", s.name, "queued", s.options)
                                 for s in candidate.plan.steps)
                 else:
                     plan.append(PlanStepView("skip", candidate.name, candidate.decision.value))
@@ -185,10 +186,10 @@ class DaemonControl:
 
     def devices(self, devpath: str | None) -> Sequence[DeviceView]:
         if devpath is not None:
-            record = self.table.records.get(devpath)
+            record = self.records.devices.get(devpath)
             return [] if record is None else [self._device_view(record, True)]
         return [self._device_view(r, False)
-                for r in sorted(self.table.records.values(), key=lambda r: r.queued)]
+                for r in sorted(self.records.devices.values(), key=lambda r: r.queued)]
 
     def _module_state(self, name: str) -> str:
         if name in self.loader.loading():
@@ -216,14 +217,14 @@ class DaemonControl:
     def modules(self, name: str | None) -> Sequence[ModuleView]:
         if name is not None:
             name = name.replace("-", "_")
-            record = self.table.modules.get(name)
+            record = self.records.modules.get(name)
             if record is not None:
                 return [self._module_view(record)]
             state = self._module_state(name)
             if state == "not-loaded":
                 return []
             return [ModuleView(name, state)]
-        return [self._module_view(r) for _, r in sorted(self.table.modules.items())]
+        return [self._module_view(r) for _, r in sorted(self.records.modules.items())]
 
     # -- why and explain ------------------------------------------------------------------------
 
@@ -271,7 +272,7 @@ class DaemonControl:
         if chain is not None:
             return chain_words(chain.result, chain.joined)
         plan = candidate.plan
-        order = [s.module.name for s in plan.steps] if plan is not None else [name]
+        order = [s.name for s in plan.steps] if plan is not None else [name]
         return "it would be loaded: " + ", ".join(order)
 
     def _summary(self, resolutions: Sequence[Resolution], record: DeviceRecord | None) -> str:
@@ -292,7 +293,7 @@ class DaemonControl:
     def why(self, target: str) -> WhyView | None:
         snapshot, resolver = self._resolver()
         if target.startswith("/"):
-            record = self.table.records.get(target)
+            record = self.records.devices.get(target)
             if record is not None:
                 chains = {c.candidate.name: c for c in record.chains}
                 candidates = [v for r in record.resolutions
@@ -310,11 +311,14 @@ class DaemonControl:
             modalias = details.modalias
             devpath: str | None = target
         else:
+            module = self.records.modules.get(modname_normalize(target))
+            if module is not None and module.loaded_by is not None:
+                return WhyView(target, None, None, (), module_summary(module))
             modalias, devpath = target, None
         resolution = decide(resolver, self.live, modalias, AUTOLOAD_FLAGS)
         candidates = self._candidate_views(snapshot, resolution, {})
         summary = self._summary((resolution,), None)
-        seen = sorted(r.devpath for r in self.table.records.values() if r.modalias == modalias)
+        seen = sorted(r.devpath for r in self.records.devices.values() if r.modalias == modalias)
         if devpath is None and seen:
             summary += f"; devices with this modalias: {', '.join(seen)}"
         return WhyView(target, devpath, modalias, tuple(candidates), summary)
@@ -329,7 +333,7 @@ class DaemonControl:
         process (`system.explainer`: bounded in number, time and memory). `kernel_log`: the
         caller may see kernel log lines (privileged, or dmesg is not restricted)."""
         snapshot = self.snapshots.current
-        record = self.table.modules.get(modname_normalize(target))
+        record = self.records.modules.get(modname_normalize(target))
         failure = failed_attempt(record) if record is not None else None
         if failure is not None and not kernel_log:
             failure = dataclasses.replace(failure, kmsg=())
@@ -351,7 +355,7 @@ class DaemonControl:
             raise VarlinkError(f"{INTERFACE}.InternalError", {"reason": (
                 f"the explanation of {target} failed: {e}")}) from None
         name = modname_normalize(target)
-        reprobes = [(r.devpath, r.reprobe) for r in self.table.records.values()
+        reprobes = [(r.devpath, r.reprobe) for r in self.records.devices.values()
                     if r.reprobe is not None and name in r.candidates]
         return ExplanationView(explanation, seen_lines(record, target, self.reporter,
                                                        reprobes))
@@ -386,10 +390,10 @@ class DaemonControl:
             return LoadResultView(name, outcome.value, None,
                                   self._reason(snapshot, candidate, {}))
         result, joined = await self.loader.run_chain(
-            resolver, candidate.plan, MODPROBE_FLAGS, kernel_blacklist=snapshot.kernel_blacklist,
+            candidate.plan, MODPROBE_FLAGS, kernel_blacklist=snapshot.kernel_blacklist,
             dry_run=dry_run)
         chain = ChainRecord(candidate, result, joined)
-        self.table.tell_chain(chain, NOWHERE, Request.EXPLICIT)
+        self.teller.tell_chain(chain, NOWHERE, Request.EXPLICIT)
         return LoadResultView(name, chain.outcome.value, result.errno or None,
                               describe(chain_facts(chain)), step_views(result.steps))
 
@@ -494,6 +498,14 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
     for devpath, reprobe in reprobes:
         lines.append(f"{devpath}: {reprobe.words}: {reprobe.reason}")
     return tuple(lines)
+
+
+def module_summary(record: ModuleRecord) -> str:
+    """`kmodctl why MODULE` for a live module: who made it live, and for which devices."""
+    text = f"{record.name} is live: {loaded_by_words(record)}"
+    if record.devices:
+        text += f"; for {', '.join(sorted(record.devices))}"
+    return text
 
 
 def loaded_by_words(record: ModuleRecord) -> str:

@@ -1,6 +1,6 @@
 """Plans, steps and chains in the control interface's words (PlanStepView, phrases).
 
-Shared by the views `daemon.state` builds for ListDevices, Why, Explain and Load.
+Shared by the views `control.state` builds for ListDevices, Why, Explain and Load.
 """
 
 from __future__ import annotations
@@ -9,27 +9,27 @@ from collections.abc import Sequence
 
 from kmodd.core.autoload.decide import LoadOutcome
 from kmodd.core.kmod.libkmodlog import strerror
-from kmodd.core.kmod.plan import LiveState, Plan, in_kernel
+from kmodd.core.kmod.plan import LiveState, Plan, step_in_kernel
 from kmodd.core.kmod.resolve import Resolver
-from kmodd.daemon.control import PlanStepView
-from kmodd.daemon.devices import ChainRecord
+from kmodd.daemon.control.views import PlanStepView
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult
+from kmodd.daemon.records import ChainRecord
 from kmodd.daemon.report import Facts
 
 
 def plan_views(plan: Plan, resolver: Resolver, live: LiveState) -> tuple[PlanStepView, ...]:
     """A plan in the interface's words; steps already in the kernel are skips."""
-    if plan.early is not None:
-        return (PlanStepView("skip", plan.module.name, plan.reason or "nothing to do"),)
+    if plan.skip is not None:
+        return (PlanStepView("skip", plan.name, plan.skip.value),)
     views = []
     for step in plan.steps:
-        if in_kernel(resolver, live, step.module):
-            views.append(PlanStepView("skip", step.module.name, "already in the kernel",
+        if step_in_kernel(live, step):
+            views.append(PlanStepView("skip", step.name, "already in the kernel",
                                       step.options))
         elif step.command is not None:
-            views.append(PlanStepView("install", step.module.name, step.command, step.options))
+            views.append(PlanStepView("install", step.name, step.command, step.options))
         else:
-            views.append(PlanStepView("insert", step.module.name, None, step.options))
+            views.append(PlanStepView("insert", step.name, None, step.options))
     return tuple(views)
 
 

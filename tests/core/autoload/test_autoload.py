@@ -61,7 +61,7 @@ def resolver_for(tmp_path_factory: pytest.TempPathFactory) -> Resolvers:
 
 def names(plan: Plan | None) -> list[str]:
     assert plan is not None
-    return [s.module.name for s in plan.steps]
+    return [s.name for s in plan.steps]
 
 
 def test_a_modalias_is_planned_with_its_dependencies_first(resolver_for: Resolvers) -> None:

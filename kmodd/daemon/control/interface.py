@@ -1,7 +1,7 @@
-"""kmodd's control interface `io.kmodd`: the IDL, the method table, who may call what.
+"""kmodd's control interface `io.kmodd`: its text, the method table, who may call what.
 
 The daemon's state reaches the handlers through the `ControlState` protocol, whose methods
-return the frozen view values below (they mirror the IDL types one to one), so this module
+return the frozen values of `views` (one per type of `io.kmodd.varlink`), so this module
 knows nothing of how the daemon keeps its state. `events.EventHub` carries events to
 `Monitor` streams.
 
@@ -20,15 +20,24 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from kmodd.core.autoload.messages import Message
-from kmodd.core.explain.idl import VARLINK_TYPES as EXPLAIN_TYPES
-from kmodd.core.explain.model import Explanation, to_json
+from kmodd.core.explain.model import to_json
 from kmodd.core.kmod.normalize import path_ends_with_kmod_ext
 from kmodd.core.settings import Settings
+from kmodd.daemon.control.views import (
+    DeviceView,
+    ExplanationView,
+    LoadResultView,
+    ModuleView,
+    StatisticsView,
+    StatusView,
+    WhyView,
+    to_wire,
+)
 from kmodd.daemon.events import MONITOR_QUEUE, EventHub, MonitorOverrun
-from kmodd.daemon.lifecycle import DaemonState
 from kmodd.daemon.throttle import LogThrottle, held_note
 from kmodd.daemon.varlink import (
     SERVICE_INTERFACE,
@@ -47,184 +56,8 @@ from kmodd.system.journal import Priority
 INTERFACE = "io.kmodd"
 DEFAULT_SOCKET = "/run/kmodd/io.kmodd"
 
-IDL = """\
-# kmodd: loads kernel modules for devices. This is its control interface.
-interface io.kmodd
-
-# degraded: running without a usable module index (Status.degraded_reason says why); it
-# keeps listening and loads again once a reload succeeds.
-type DaemonState (starting, running, degraded, reloading, stopping)
-
-# What the daemon is doing. Times are microseconds since the daemon started.
-type Status (
-  version: string,
-  state: DaemonState,
-  pid: int,
-  kernel_release: string,
-  uptime_usec: int,
-  ready_usec: ?int,
-  coldplug_done: bool,
-  index_generation: int,
-  dry_run: bool,
-  degraded_reason: ?string,
-  previous_instance: ?PreviousInstance,
-  records_failure: ?string
-)
-
-# The kmodd instance of this boot before this one, from the record file /run/kmodd/loads:
-# whether it stopped in order or ended without stopping (killed, crashed), and how many of
-# the modules live at this one's start it had loaded (of them, how many while it ended).
-type PreviousInstance (
-  pid: int,
-  started: float,
-  stopped: bool,
-  modules: int,
-  unfinished: int
-)
-
-# Counters since start; maps are keyed by reason or outcome.
-type Statistics (
-  uevents_received: int,
-  uevents_accepted: int,
-  uevents_dropped: [string]int,
-  uevents_malformed: [string]int,
-  overruns: int,
-  resyncs: int,
-  devices: int,
-  outcomes: [string]int,
-  queue_depth: int,
-  control_connections: int
-)
-
-# One step of a load plan: insert a module, skip it (with the reason), or run an install
-# command from modprobe.d.
-type PlanStep (
-  action: string,
-  module: string,
-  reason: ?string,
-  options: ?string
-)
-
-type Device (
-  devpath: string,
-  subsystem: string,
-  modalias: ?string,
-  seqnum: int,
-  candidates: []string,
-  plan: []PlanStep,
-  outcome: ?string,
-  queued_usec: ?int,
-  started_usec: ?int,
-  finished_usec: ?int,
-  driver: ?string,
-  vendor: ?string,
-  model: ?string,
-  reprobe: ?Reprobe
-)
-
-# A re-probe of a device found without a driver although its driver module was live
-# (result: bound, still-unbound, timed-out, failed); reason: why it was re-probed. What the
-# kernel said meanwhile is in the journal record.
-type Reprobe (
-  result: string,
-  reason: string,
-  driver: ?string,
-  errno: ?int,
-  finished_usec: int
-)
-
-type Module (
-  name: string,
-  state: string,
-  outcome: ?string,
-  errno: ?int,
-  devices: []string,
-  started_usec: ?int,
-  finished_usec: ?int,
-  loaded_by: ?string,
-  loaded_by_pid: ?int
-)
-
-# A module considered for a device, and what was decided about it.
-type Candidate (
-  module: string,
-  source: string,
-  decision: string,
-  reason: string
-)
-
-type WhyReport (
-  target: string,
-  devpath: ?string,
-  modalias: ?string,
-  candidates: []Candidate,
-  summary: string
-)
-
-""" + EXPLAIN_TYPES + """
-type LoadResult (
-  module: string,
-  outcome: string,
-  errno: ?int,
-  message: string,
-  plan: []PlanStep
-)
-
-# Something the daemon did; streamed by Monitor.
-type Event (
-  kind: string,
-  usec: int,
-  message: string,
-  devpath: ?string,
-  modalias: ?string,
-  module: ?string,
-  outcome: ?string
-)
-
-# The daemon's state and counters.
-method GetStatus() -> (status: Status, statistics: Statistics)
-
-# Devices seen (all, or the one at devpath), with candidates, plan, outcome and times.
-method ListDevices(devpath: ?string) -> (devices: []Device)
-
-# Modules the daemon acted on (all, or one by name).
-method ListModules(name: ?string) -> (modules: []Module)
-
-# For a devpath or a modalias: what was considered, what was decided and why.
-method Why(target: string) -> (report: WhyReport)
-
-# Why a module, alias or path does or does not load (the checklist of `kmodctl explain`,
-# with the daemon's own record of its last attempt), and what the daemon did with it.
-method Explain(module: string) -> (explanation: Explanation, seen: []string)
-
-# Load modules as modprobe would (needs privilege).
-method Load(modules: []string, dry_run: ?bool) -> (results: []LoadResult)
-
-# Unload modules (needs privilege).
-method Unload(modules: []string) -> (results: []LoadResult)
-
-# Re-read modprobe.d and the module index (needs privilege).
-method Reload() -> (generation: int)
-
-# Stream of events as they happen; call with more.
-method Monitor() -> (event: Event)
-
-error NoSuchDevice (devpath: string)
-error NoSuchModule (module: string)
-error ReloadFailed (reason: string)
-error MonitorOverrun (lost: int)
-error InvalidRequest (reason: string)
-error RequestTooLarge (limit: int)
-error InternalError (reason: string)
-# The daemon refused the connection: a connection limit (reason says which) is reached.
-error TooManyConnections (limit: int, reason: string)
-# The caller may call the method, but not with these parameters (reason says why).
-error PermissionDenied (reason: string)
-# Too many clients' questions are being answered: try again in a moment.
-error Busy (reason: string)
-# The question was not answered within its deadline.
-error TimedOut (reason: string)
-"""
+#: The interface's text: the contract, in one file beside this module.
+IDL = (Path(__file__).parent / "io.kmodd.varlink").read_text()
 
 #: Methods that change the system; everything else only reads (PRIVILEGES says who may).
 CHANGING_METHODS = frozenset({"Load", "Unload", "Reload"})
@@ -339,143 +172,6 @@ def devpath_problem(target: str) -> str | None:
     if ".." in target.split("/"):
         return "a devpath has no '..' component"
     return None
-
-# -- views: what ControlState returns, one dataclass per IDL type -------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatusView:
-    version: str
-    state: DaemonState
-    pid: int
-    kernel_release: str
-    uptime_usec: int
-    ready_usec: int | None
-    coldplug_done: bool
-    index_generation: int
-    dry_run: bool
-    degraded_reason: str | None = None
-    previous_instance: PreviousInstanceView | None = None
-    records_failure: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PreviousInstanceView:
-    pid: int
-    started: float  # seconds since the epoch
-    stopped: bool
-    modules: int
-    unfinished: int
-
-
-@dataclass(frozen=True, slots=True)
-class StatisticsView:
-    uevents_received: int
-    uevents_accepted: int
-    uevents_dropped: Mapping[str, int]
-    uevents_malformed: Mapping[str, int]
-    overruns: int
-    resyncs: int
-    devices: int
-    outcomes: Mapping[str, int]
-    queue_depth: int
-    control_connections: int
-
-
-@dataclass(frozen=True, slots=True)
-class PlanStepView:
-    action: str
-    module: str
-    reason: str | None = None
-    options: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceView:
-    devpath: str
-    subsystem: str
-    modalias: str | None
-    seqnum: int
-    candidates: tuple[str, ...] = ()
-    plan: tuple[PlanStepView, ...] = ()
-    outcome: str | None = None
-    queued_usec: int | None = None
-    started_usec: int | None = None
-    finished_usec: int | None = None
-    driver: str | None = None
-    vendor: str | None = None
-    model: str | None = None
-    reprobe: ReprobeView | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReprobeView:
-    result: str
-    reason: str
-    driver: str | None
-    errno: int | None
-    finished_usec: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModuleView:
-    name: str
-    state: str
-    outcome: str | None = None
-    errno: int | None = None
-    devices: tuple[str, ...] = ()
-    started_usec: int | None = None
-    finished_usec: int | None = None
-    loaded_by: str | None = None
-    loaded_by_pid: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateView:
-    module: str
-    source: str
-    decision: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class WhyView:
-    target: str
-    devpath: str | None
-    modalias: str | None
-    candidates: tuple[CandidateView, ...]
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class ExplanationView:
-    explanation: Explanation  # sent in kmodd.core.explain.model's wire form
-    seen: tuple[str, ...]  # what the daemon did with the module, in sentences
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResultView:
-    module: str
-    outcome: str
-    errno: int | None
-    message: str
-    plan: tuple[PlanStepView, ...] = ()
-
-
-def to_wire(value: Any) -> Any:
-    """A view (or a sequence or mapping of views) as JSON-ready data; None fields are left out."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_wire(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if getattr(value, f.name) is not None
-        }
-    if isinstance(value, (list, tuple)):
-        return [to_wire(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): to_wire(v) for k, v in value.items()}
-    return value
-
 
 class ReloadFailed(Exception):
     """ControlState.reload could not build a new snapshot (the old one stays)."""

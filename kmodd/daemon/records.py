@@ -1,0 +1,185 @@
+"""What the daemon remembers: a record per device it handled and per module it acted on or
+found live, which the control socket shows (`control.state`).
+
+A device's record holds its event, what was decided, its chains' results and times, and its
+re-probe; it leaves the table when the kernel removes the device, so the table holds the
+devices that exist. A module's record holds its latest outcome and attempt, the devices that
+asked for it, and who made it live (`LoadedBy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kmodd.core.autoload.decide import Candidate, LoadOutcome, Resolution
+from kmodd.core.autoload.loadrecords import History, LoadedBy
+from kmodd.daemon.intake import Origin
+from kmodd.daemon.loader import ChainResult, StepAction, StepResult
+from kmodd.daemon.recovery import Reprobe
+from kmodd.daemon.report import Where
+
+#: Which outcome names a device when several modules were involved, most telling first.
+DEVICE_OUTCOME_ORDER = (
+    LoadOutcome.FAILED,
+    LoadOutcome.INSERTED,
+    LoadOutcome.COMMAND_RAN,
+    LoadOutcome.PLANNED,
+    LoadOutcome.ALREADY_LOADED,
+    LoadOutcome.BUILTIN,
+    LoadOutcome.BLACKLISTED,
+    LoadOutcome.NOT_FOUND,
+)
+
+
+def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
+    """The outcome a device is shown with (see DEVICE_OUTCOME_ORDER)."""
+    present = set(outcomes)
+    return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
+
+
+@dataclass(slots=True)
+class ChainRecord:
+    """A chain as a device saw it: its own run, or one it waited for."""
+
+    candidate: Candidate
+    result: ChainResult
+    joined: bool
+
+    @property
+    def outcome(self) -> LoadOutcome:
+        outcome = self.result.outcome
+        if self.joined and outcome is LoadOutcome.INSERTED:
+            return LoadOutcome.ALREADY_LOADED
+        return outcome
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """One device: its event, what was decided, what came of it, and when."""
+
+    devpath: str
+    subsystem: str
+    modalias: str | None
+    seqnum: int
+    origin: Origin
+    queued: float
+    started: float
+    generation: int
+    resolutions: tuple[Resolution, ...] = ()
+    chains: list[ChainRecord] = field(default_factory=list)
+    finished: float | None = None
+    outcome: LoadOutcome | None = None
+    reprobe: Reprobe | None = None  # the re-probe of a device left unbound (daemon.recovery)
+
+    def outcomes(self) -> list[LoadOutcome]:
+        out: list[LoadOutcome] = []
+        for resolution in self.resolutions:
+            if not resolution.found:
+                out.append(LoadOutcome.FAILED if resolution.error else LoadOutcome.NOT_FOUND)
+            for c in resolution.candidates:
+                if c.outcome is not None:
+                    out.append(c.outcome)
+        out.extend(chain.outcome for chain in self.chains)
+        return out
+
+    @property
+    def where(self) -> Where:
+        return Where(self.devpath, self.modalias, self.seqnum or None)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for resolution in self.resolutions:
+            names.extend(c.name for c in resolution.candidates if c.name not in names)
+        return tuple(names)
+
+
+@dataclass(slots=True)
+class ModuleRecord:
+    """A module the daemon acted on or decided about: its latest outcome."""
+
+    name: str
+    outcome: LoadOutcome
+    errno: int = 0
+    devices: set[str] = field(default_factory=set)
+    started: float | None = None
+    finished: float | None = None
+    step: StepResult | None = None  # the latest attempt (insert or command), for explain
+    loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
+    loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
+
+
+class Records:
+    """The device table and the module table."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceRecord] = {}
+        self.modules: dict[str, ModuleRecord] = {}
+
+    def module(self, name: str, outcome: LoadOutcome) -> ModuleRecord:
+        """The module's record, made with `outcome` if there is none yet."""
+        record = self.modules.get(name)
+        if record is None:
+            record = self.modules[name] = ModuleRecord(name, outcome)
+        return record
+
+    def note_module(self, name: str, outcome: LoadOutcome, devpath: str | None) -> None:
+        """A decision about a module (skipped, blacklisted...) or a chain waited for."""
+        record = self.modules.get(name)
+        if record is None:
+            record = self.modules[name] = ModuleRecord(name, outcome)
+        elif record.step is None or outcome is not LoadOutcome.ALREADY_LOADED:
+            record.outcome = outcome
+        if devpath is not None:
+            record.devices.add(devpath)
+
+    def note_step(self, step: StepResult, devpath: str | None) -> None:
+        """A step acted on: the latest attempt, and who made the module live."""
+        record = self.module(step.module, step.outcome)
+        if devpath is not None:
+            record.devices.add(devpath)
+        if step.action is StepAction.SKIP and record.step is not None:
+            return  # keep the attempt that loaded it
+        record.outcome = step.outcome
+        record.errno = step.errno
+        if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
+            record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
+        if step.started is not None:
+            record.started, record.finished = step.started, step.finished
+            record.step = step
+
+    def note_failed_chain(self, name: str, errno: int, devpath: str | None) -> None:
+        """The requested module was not loaded because a step before it failed."""
+        record = self.module(name, LoadOutcome.FAILED)
+        record.outcome, record.errno = LoadOutcome.FAILED, errno
+        if devpath is not None:
+            record.devices.add(devpath)
+
+    def attribute_at_start(self, live: Iterable[str], history: History) -> None:
+        """Who loaded each module live at start: an earlier instance of this boot (the record
+        file says so), else someone before this instance started."""
+        for name in live:
+            record = self.module(name, LoadOutcome.ALREADY_LOADED)
+            earlier = history.loaded.get(name)
+            if earlier is not None:
+                record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, earlier.pid
+                record.devices.update(earlier.devpaths)
+            else:
+                record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
+
+    def went_live_elsewhere(self, name: str) -> bool:
+        """A module went live, not by this instance's insert: True when that is news (it was
+        not known live from the start)."""
+        record = self.modules.get(name)
+        if record is not None and record.loaded_by is not None:
+            return False
+        record = self.module(name, LoadOutcome.ALREADY_LOADED)
+        record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
+        return True
+
+    def went_away(self, name: str) -> None:
+        """The module was removed: whoever loads it next makes it live anew."""
+        record = self.modules.get(name)
+        if record is not None:
+            record.loaded_by = record.loaded_by_pid = None
