@@ -270,6 +270,6 @@ def test_the_reload_kill_fell_after_the_reload_began_and_before_it_ended(late: B
 
 
 # Cost, measured 2026-12-07 on the project's 2-core machine (host load 1.5-2.5, at times
-# another engineer's guest beside it): 8 min 56 s for the module, of which 50 s rebuilt the
-# base image; the boots took 115 s (reference), 130 s (early), 115 s (middle), 123 s (late).
-# The suite before it ran in about 12 min.
+# another engineer's guest beside it): 8 min 05 s for the module; the boots took 116 s
+# (reference), 127 s (early), 123 s (middle), 117 s (late). (Another run: 8 min 56 s, of
+# which 50 s rebuilt the base image.) The suite before it ran in about 12 min.
