@@ -373,7 +373,13 @@ class Devices:
         if not record.modalias or not record.resolutions:
             return
         own = record.resolutions[0]  # the modalias is always the first key
-        live = tuple(c.name for c in own.candidates if c.outcome is LoadOutcome.ALREADY_LOADED)
+        names = {c.name for c in own.candidates}
+        # Live when decided, or found in the kernel by the insert (EEXIST): a module that an
+        # instance killed in its insert left still initialising when this one started.
+        live = tuple(dict.fromkeys(
+            [c.name for c in own.candidates if c.outcome is LoadOutcome.ALREADY_LOADED]
+            + [c.candidate.name for c in record.chains
+               if c.candidate.name in names and c.outcome is LoadOutcome.ALREADY_LOADED]))
         if not live or self.on_scanned is None:
             return
 

@@ -116,6 +116,9 @@ class Records:
     def __init__(self) -> None:
         self.devices: dict[str, DeviceRecord] = {}
         self.modules: dict[str, ModuleRecord] = {}
+        #: Modules an earlier instance was inserting when it ended, not live at this start
+        #: (their inserts may still finish in the kernel): module -> that instance's pid.
+        self._expected: dict[str, int] = {}
 
     def module(self, name: str, outcome: LoadOutcome) -> ModuleRecord:
         """The module's record, made with `outcome` if there is none yet."""
@@ -168,13 +171,21 @@ class Records:
             else:
                 record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
 
+    def expect_from_previous(self, inserting: dict[str, int]) -> None:
+        """Modules an earlier instance was inserting when it ended (module -> its pid)."""
+        self._expected = dict(inserting)
+
     def went_live_elsewhere(self, name: str) -> bool:
         """A module went live, not by this instance's insert: True when that is news (it was
-        not known live from the start)."""
+        not known live from the start, nor an insert an earlier instance left running)."""
         record = self.modules.get(name)
         if record is not None and record.loaded_by is not None:
             return False
         record = self.module(name, LoadOutcome.ALREADY_LOADED)
+        pid = self._expected.pop(name, None)
+        if pid is not None:
+            record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, pid
+            return False
         record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
         return True
 

@@ -571,11 +571,16 @@ class Daemon:
         if opened.records.failure is not None:
             self._records_failed(opened.records.failure)
         devices.table.attribute_at_start(sorted(live), history)
+        devices.table.expect_from_previous(
+            {n: e.pid for n, e in history.loaded.items() if n not in live and not e.returned})
         self._tell_history(history, live)
         if self.settings.dry_run:
             return None
-        recovery = Recovery(self.binding, kmsg, self.reporter,
-                            opened.records, live_before_start=live, unbound=history.unbound)
+        # An insert the previous instance had not seen return may still be in the kernel
+        # (its module not listed yet at this start): its devices are re-probed as well.
+        unfinished = frozenset(n for n, e in history.loaded.items() if not e.returned)
+        recovery = Recovery(self.binding, kmsg, self.reporter, opened.records,
+                            live_before_start=live | unfinished, unbound=history.unbound)
         devices.on_scanned = recovery.consider
         devices.on_driver_event = recovery.driver_event
         return recovery
@@ -618,6 +623,14 @@ class Daemon:
                                       f"Module {name} is live: loaded by the previous instance "
                                       f"(pid {previous.pid}){where}{late}", None,
                                       KMODD_MODULE=name)
+                for name, entry in sorted(history.loaded.items()):
+                    if name in live or entry.pid != previous.pid or entry.returned:
+                        continue
+                    where = f" for {', '.join(entry.devpaths)}" if entry.devpaths else ""
+                    self.reporter.log(Priority.INFO, Message.LOADED_BEFORE,
+                                      f"Module {name} was being inserted by the previous "
+                                      f"instance (pid {previous.pid}){where} when it ended; "
+                                      "it is not live yet", None, KMODD_MODULE=name)
         if before:
             self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
                      f"{len(before)} modules were live before kmodd started (the initramfs, "

@@ -177,6 +177,80 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
     asyncio.run(scenario())
 
 
+def test_a_device_whose_driver_was_still_initialising_when_the_next_instance_started_is_reprobed(
+        root: Root) -> None:
+    """The killed instance's insert outlives it in the kernel: the next instance finds the
+    module coming (not live), plans to load it, and its insert answers EEXIST once the init
+    ends. The device its dying predecessor's probe left unbound is re-probed all the same."""
+    fake = kernel(root)
+    binding = SimulatedBinding(root, fake, DRIVES)
+
+    async def scenario() -> None:
+        await killed_while_inserting_serial(root, fake, binding)
+        fake.set_state("kmodd_serial", "coming")  # its init is still running
+        gated = GatedSyscalls(fake)
+        gated.hold("kmodd_serial")
+        async with running(root, fake, binding, gated=gated) as daemon:
+            await wait_until(lambda: gated.started.get("kmodd_serial") == 1,
+                             what="the second insert, waiting for the first init")
+            fake.set_state("kmodd_serial", "live")  # the init ends; the kernel says EEXIST
+            gated.open()
+            await wait_until(lambda: daemon.devices is not None
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None,
+                             what="the re-probe of the serial port")
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
+            assert reprobe is not None
+            assert (reprobe.result.value, reprobe.driver) == ("bound", "serial8250")
+            assert [n for c, n in fake.calls if c == "finit_module"].count("kmodd_serial") == 2
+        assert binding.probes == [SERIAL]
+
+    asyncio.run(scenario())
+
+
+def test_an_insert_that_ends_after_the_next_instance_started_is_attributed_and_reprobed(
+        root: Root) -> None:
+    """The killed instance's insert had not even made its module visible when the next
+    instance started: the module goes live later, is the previous instance's (not 'not
+    kmodd'), and the device it left unbound is re-probed when a scan finds it."""
+    fake = kernel(root)
+    binding = SimulatedBinding(root, fake, DRIVES)
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        gated = GatedSyscalls(fake)
+        gated.hold("kmodd_serial")
+        first = running(root, fake, binding, gated=gated)
+        await first.__aenter__()
+        await wait_until(lambda: gated.started.get("kmodd_serial") == 1)
+        await wait_until(lambda: {f[0] for k, f in records_in(root) if k == "done"} >= OTHERS)
+        await end_without_stopping(first)
+        sink = ListSink()
+        async with running(root, fake, binding, source=source, sink=sink,
+                           coldplug=False) as daemon:
+            assert fake.module("kmodd_serial") is None  # not in the kernel at this start
+            gated.open()  # the dead instance's insert ends; its probe failed
+            await wait_until(lambda: (m := fake.module("kmodd_serial")) is not None
+                             and m.state == "live")
+            source.push(Uevent(Action.ADD, "/module/kmodd_serial", "module", 11, {
+                "ACTION": "add", "DEVPATH": "/module/kmodd_serial", "SUBSYSTEM": "module",
+                "SEQNUM": "11"}))
+            await wait_until(lambda: module_view(daemon, "kmodd_serial")["loaded_by"]
+                             is not None)
+            assert module_view(daemon, "kmodd_serial") == {
+                "loaded_by": "previous-instance", "loaded_by_pid": os.getpid()}
+            assert sink.of_kind(Message.LOADED_ELSEWHERE) == []
+            assert daemon.intake is not None
+            daemon.intake.request_resync("a test")
+            await wait_until(lambda: daemon.devices is not None
+                             and SERIAL in daemon.devices.table.devices
+                             and daemon.devices.table.devices[SERIAL].reprobe is not None)
+            reprobe = daemon.devices.table.devices[SERIAL].reprobe
+            assert reprobe is not None and reprobe.result.value == "bound"
+        assert binding.probes == [SERIAL]
+
+    asyncio.run(scenario())
+
+
 def test_the_instance_after_one_that_stopped_in_order_says_so_and_probes_nothing(
         root: Root) -> None:
     fake = kernel(root)
