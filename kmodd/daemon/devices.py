@@ -51,6 +51,9 @@ DECISION_MEMO_MAX = 4096
 #: Module objects one resolver may hold before the daemon starts a fresh one (each new
 #: modalias adds its own alias objects; the index has a few thousand modules).
 RESOLVER_POOL_MAX = 16384
+#: The variable the kernel adds to a uevent written to a device's `uevent` file (a synthetic
+#: one, as `udevadm trigger` makes): "SYNTH_UUID=0" without a UUID.
+SYNTHETIC_KEY = "SYNTH_UUID"
 #: Seconds after an insert of a module ended within which its `add` uevent is still this
 #: instance's own (the uevent is sent during the insert; the event loop may see it later).
 OURS_WITHIN = 30.0
@@ -258,7 +261,9 @@ class Devices:
         resolutions = self.decisions.resolve(snapshot, keys)
         record = DeviceRecord(devpath, event.subsystem, event.modalias, event.seqnum,
                               item.origin, item.queued, time.monotonic(), snapshot.generation,
-                              resolutions)
+                              resolutions,
+                              replayed=(item.origin is not Origin.KERNEL
+                                        or SYNTHETIC_KEY in event.env))
         self.table.devices[devpath] = record
         for resolution in resolutions:
             self.teller.tell_decisions(record, resolution)
@@ -364,7 +369,7 @@ class Devices:
         record.finished = time.monotonic()
         record.outcome = device_outcome(record.outcomes())
         self._done(record.devpath)
-        if self.on_scanned is not None and record.origin is not Origin.KERNEL:
+        if self.on_scanned is not None and record.replayed:
             self._offer_reprobe(record)
 
     def _offer_reprobe(self, record: DeviceRecord) -> None:

@@ -71,6 +71,9 @@ class DeviceRecord:
     finished: float | None = None
     outcome: LoadOutcome | None = None
     reprobe: Reprobe | None = None  # the re-probe of a device left unbound (daemon.recovery)
+    #: The event replays a device that already existed (a scan's, or a synthetic uevent:
+    #: `udevadm trigger`, SYNTH_UUID): the kernel did not probe it just now.
+    replayed: bool = False
 
     def outcomes(self) -> list[LoadOutcome]:
         out: list[LoadOutcome] = []

@@ -1,7 +1,8 @@
 """Every start is a recovery: re-probe devices left without a driver (the rules:
 `core.autoload.reprobe`).
 
-`Devices` hands over each scanned device (coldplug, resync) once its handling is finished;
+`Devices` hands over each device that already existed (scanned at coldplug or resync, or
+replayed by a synthetic uevent) once its handling is finished;
 what the device's modalias resolved to that is live, the sysfs facts of its binding (read in
 a thread) and the rules decide whether it gets a re-probe. A re-probe writes the device's name
 to its bus's `drivers_probe` in a thread of this room's own pool (REPROBE_PARALLEL at once:

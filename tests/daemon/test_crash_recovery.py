@@ -251,6 +251,39 @@ def test_an_insert_that_ends_after_the_next_instance_started_is_attributed_and_r
     asyncio.run(scenario())
 
 
+def serial_add(seqnum: int, **extra: str) -> Uevent:
+    env = {"ACTION": "add", "DEVPATH": SERIAL, "SUBSYSTEM": "platform",
+           "MODALIAS": "platform:serial8250", "SEQNUM": str(seqnum), **extra}
+    return Uevent(Action.ADD, SERIAL, "platform", seqnum, env)
+
+
+@pytest.mark.parametrize(("extra", "probed"), [
+    ({"SYNTH_UUID": "0"}, [SERIAL]),  # `udevadm trigger`: the device existed already
+    ({}, []),  # the kernel added the device: it has just probed every driver itself
+])
+def test_a_device_udevadm_trigger_replays_is_reprobed_one_the_kernel_adds_is_not(
+        root: Root, extra: dict[str, str], probed: list[str]) -> None:
+    fake = kernel(root)
+    binding = SimulatedBinding(root, fake, DRIVES)
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        await killed_while_inserting_serial(root, fake, binding)
+        async with running(root, fake, binding, source=source, coldplug=False) as daemon:
+            source.push(serial_add(41, **extra))
+            await wait_until(lambda: daemon.devices is not None
+                             and SERIAL in daemon.devices.table.devices
+                             and daemon.devices.table.devices[SERIAL].finished is not None)
+            if probed:
+                await wait_until(lambda: daemon.devices is not None
+                                 and daemon.devices.table.devices[SERIAL].reprobe is not None)
+            else:
+                await asyncio.sleep(0.3)  # a re-probe, were there one, would have started
+        assert binding.probes == probed
+
+    asyncio.run(scenario())
+
+
 def test_the_instance_after_one_that_stopped_in_order_says_so_and_probes_nothing(
         root: Root) -> None:
     fake = kernel(root)

@@ -10,8 +10,10 @@ bus's `drivers_probe` file, which runs the kernel's usual matching (driver_overr
 
 The rules (`should_reprobe`), each with the legitimate case it protects:
 
-1. Only a device that a scan found (coldplug, resync), never one of the kernel's own `add`
-   events: for those the kernel has just probed every registered driver.
+1. Only a device that already existed: one a scan found (coldplug, resync), or a synthetic
+   `add` (written to its `uevent` file, as `udevadm trigger` does at boot: the kernel marks
+   it SYNTH_UUID), never a device the kernel has just added: for that one it has just
+   probed every registered driver.
 2. Only a device without a driver. A device another driver claimed is bound, and left alone.
 3. Only when one of the device's resolved modules was live before this instance started
    (loaded by a previous instance, the initramfs or anyone else) and registers a driver on the
