@@ -152,7 +152,10 @@ class Devices:
         """Was this device handled with this modalias already (and is it finished)?"""
         record = self.table.devices.get(devpath)
         if record is None:
-            return devpath in self._seen_other
+            # Only an event without a modalias was seen (a module's, or the `bind` or
+            # `change` of a device whose `add` this instance never saw: a predecessor
+            # killed after reading it): a device with a modalias is still to be handled.
+            return modalias is None and devpath in self._seen_other
         # The kernel ends a cpu's MODALIAS with a newline that the sysfs scan does not keep.
         seen = record.modalias.rstrip("\n") if record.modalias is not None else None
         return seen == modalias and record.finished is not None

@@ -284,6 +284,30 @@ def test_a_device_udevadm_trigger_replays_is_reprobed_one_the_kernel_adds_is_not
     asyncio.run(scenario())
 
 
+def test_a_device_whose_add_a_killed_instance_read_is_handled_by_the_scan_after_its_bind(
+        root: Root) -> None:
+    """The killed instance read the device's `add`; its `bind` was still queued in the
+    socket for the next one. That `bind` says nothing about loading: the coldplug scan must
+    still decide the device (and load what it needs)."""
+    fake = kernel(root)
+    binding = SimulatedBinding(root, fake, DRIVES)
+    source = FakeUeventSource()
+    bind = Uevent(Action.BIND, SERIAL, "platform", 50, {
+        "ACTION": "bind", "DEVPATH": SERIAL, "SUBSYSTEM": "platform", "DRIVER": "other",
+        "SEQNUM": "50"})
+
+    async def scenario() -> None:
+        source.push(bind)  # queued before the daemon reads anything: handled before coldplug
+        async with running(root, fake, binding, source=source) as daemon:
+            await asyncio.wait_for(daemon.coldplugged.wait(), 30)
+            assert daemon.devices is not None
+            record = daemon.devices.table.devices.get(SERIAL)
+            assert record is not None and record.candidates == ("kmodd_serial",)
+        assert fake.module("kmodd_serial") is not None
+
+    asyncio.run(scenario())
+
+
 def test_the_instance_after_one_that_stopped_in_order_says_so_and_probes_nothing(
         root: Root) -> None:
     fake = kernel(root)
