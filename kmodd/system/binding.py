@@ -20,22 +20,14 @@ from collections.abc import Iterable
 
 from kmodd.core.autoload.reprobe import BindingFacts
 from kmodd.system.root import Root
-
-#: Bytes read of a sysfs attribute (a page at most).
-_ATTRIBUTE_BYTES = 4096
+from kmodd.system.sysfs import link_name, read_attribute
 
 
 def _read(path: str) -> str | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return read_attribute(path).strip()
     except OSError:
         return None
-    try:
-        return os.read(fd, _ATTRIBUTE_BYTES).decode(errors="replace").strip()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _link_target(path: str) -> str | None:
@@ -54,8 +46,7 @@ class SysfsBinding:
         self.modules_root = modules_root or root
 
     def driver(self, devpath: str) -> str | None:
-        target = _link_target(self.root.sys(devpath.lstrip("/"), "driver"))
-        return os.path.basename(target) if target else None
+        return link_name(self.root.sys(devpath.lstrip("/"), "driver"))
 
     def facts(self, devpath: str, modules: Iterable[str]) -> BindingFacts:
         directory = self.root.sys(devpath.lstrip("/"))

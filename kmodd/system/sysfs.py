@@ -93,7 +93,7 @@ class Scan:
 _ATTRIBUTE_BYTES = 8192
 
 
-def _read_text(path: str) -> str:
+def read_attribute(path: str) -> str:
     # os.open/os.read: half the cost of open() per file, and a scan reads hundreds of them.
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -111,7 +111,7 @@ def _parse_uevent_file(text: str) -> dict[str, str]:
     return env
 
 
-def _link_name(path: str) -> str | None:
+def link_name(path: str) -> str | None:
     try:
         return os.path.basename(os.readlink(path))
     except OSError:
@@ -170,9 +170,9 @@ def _device_at(
     path: str, sys_prefix: str, names: set[str], problems: list[ScanProblem]
 ) -> SysfsDevice | None:
     try:
-        env = _parse_uevent_file(_read_text(os.path.join(path, "uevent")))
+        env = _parse_uevent_file(read_attribute(os.path.join(path, "uevent")))
         if not env.get("MODALIAS") and "modalias" in names:
-            modalias = _read_text(os.path.join(path, "modalias")).rstrip("\n")
+            modalias = read_attribute(os.path.join(path, "modalias")).rstrip("\n")
             if modalias:
                 env["MODALIAS"] = modalias
     except OSError as e:
@@ -181,7 +181,7 @@ def _device_at(
         return None
     if not env.get("MODALIAS"):
         return None
-    subsystem = _link_name(os.path.join(path, "subsystem")) or ""
+    subsystem = link_name(os.path.join(path, "subsystem")) or ""
     devpath = path[len(sys_prefix.rstrip("/")) :]
     return SysfsDevice(devpath, subsystem, MappingProxyType(env))
 
@@ -250,22 +250,22 @@ def _udev_properties(root: Root, subsystem: str | None, devpath: str,
 def _details_from_sysfs(root: Root, devpath: str) -> DeviceDetails | None:
     path = root.sys(devpath.lstrip("/"))
     try:
-        env = _parse_uevent_file(_read_text(os.path.join(path, "uevent")))
+        env = _parse_uevent_file(read_attribute(os.path.join(path, "uevent")))
     except OSError:
         return None
     attrs: dict[str, str | None] = {}
     for _, name in (*VENDOR_SOURCES, *MODEL_SOURCES, ("attribute", "modalias")):
         try:
-            attrs[name] = _read_text(os.path.join(path, name)).strip()
+            attrs[name] = read_attribute(os.path.join(path, name)).strip()
         except OSError:
             attrs[name] = None
-    subsystem = _link_name(os.path.join(path, "subsystem"))
+    subsystem = link_name(os.path.join(path, "subsystem"))
     props = {**env, **_udev_properties(root, subsystem, devpath, env)}
     return DeviceDetails(
         devpath=devpath,
         subsystem=subsystem,
         devtype=env.get("DEVTYPE"),
-        driver=_link_name(os.path.join(path, "driver")),
+        driver=link_name(os.path.join(path, "driver")),
         modalias=env.get("MODALIAS") or attrs["modalias"] or None,
         vendor=_first(VENDOR_SOURCES, props, attrs),
         model=_first(MODEL_SOURCES, props, attrs),
