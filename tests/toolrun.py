@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from kmodd.system.root import Root
 
 
@@ -44,6 +46,15 @@ def can_mask_host() -> bool:
     import shutil
 
     return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+#: The mark of a test that shows the real kmod a fake root in a private mount namespace
+#: (`unshare -m` and bind mounts over /proc/cmdline, /sys/module, modprobe.d...: paths the
+#: real tools read whatever their options say). Only root may do that; others skip the test.
+needs_mount_namespace = pytest.mark.skipif(
+    not can_mask_host(),
+    reason="runs the real kmod in a mount namespace over the paths it always reads "
+           "(needs root and unshare)")
 
 
 def real_tool_in_root(argv: Sequence[str], root: Root,

@@ -301,6 +301,21 @@ def run_depmod(root: str, kver: str, *args: str, runner: KmodRunner | None = Non
     return result
 
 
+def run_depmod_in_place(root: str, kver: str) -> Result:
+    """The real depmod on `root/lib/modules/<kver>` with `-b root` and no depmod.d at all,
+    outside any namespace (any user may run it). For a fake root without depmod.d files it
+    writes exactly what `run_depmod` writes; a depmod.d naming directories by absolute path
+    (`external`) needs `run_depmod`. Raises OracleError when depmod fails."""
+    with tempfile.TemporaryDirectory(prefix="no-depmod.d-") as no_config:
+        proc = subprocess.run(["depmod", "-b", root, "-C", no_config, kver],
+                              capture_output=True, env={"PATH": DEFAULT_PATH}, check=False)
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if result.rc != 0:
+        message = result.stderr.decode(errors="replace")
+        raise OracleError(f"depmod -b {root} {kver} failed: {message}")
+    return result
+
+
 #: (case, expected result) pairs for the self test. `@R` is the fake root's path.
 SELFTEST: tuple[tuple[Case, Result], ...] = (
     (Case.of("modprobe", "-S", "4.4.4", "-R", "unix"), Result(0, b"unix\n", b"")),
@@ -420,4 +435,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["Case", "KmodRunner", "Mask", "OracleError", "Result", "kmod_version", "masks_for",
-           "run_cases", "run_depmod", "write_tree"]
+           "run_cases", "run_depmod", "run_depmod_in_place", "write_tree"]

@@ -4,7 +4,9 @@ files.
 
 The real modprobe reads the host's /proc/cmdline, whatever `-d` says; `modprobe` therefore
 runs in a private mount namespace (`unshare -m`) with the test's command line bound over it,
-so the host's own module parameters never reach the comparison.
+so the host's own module parameters never reach the comparison. Only root may do that: the
+tests that call `modprobe` carry `tests.toolrun.needs_mount_namespace`; the others read the tree
+(made with `depmod -b`) and run as any user.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from tests.core.kmod.realkmod import (
     show_config,
     tree_config,
 )
+from tests.toolrun import needs_mount_namespace
 
 F = "/etc/modprobe.d/x.conf"
 
@@ -97,6 +98,7 @@ def test_include_and_config_are_reported_as_deprecated(word: str) -> None:
                    "config_deprecated"),)
 
 
+@needs_mount_namespace
 def test_every_directive_reads_as_the_real_modprobe_shows_it(tree: Path) -> None:
     conf = ("alias  a-b\tc-d\n"
             "alias pci:v[0-9]-* snd-x\n"
@@ -121,6 +123,7 @@ def test_every_directive_reads_as_the_real_modprobe_shows_it(tree: Path) -> None
     assert ours.softdeps[1].text() == "pre: p1post: q1 p1 q2"
 
 
+@needs_mount_namespace
 def test_bad_lines_give_the_messages_the_real_modprobe_gives(tree: Path) -> None:
     conf = ("alias onlyone\nfoo bar\noptions a \\\n  b=1\nalias x\\\ny\nblacklist\n"
             "include /x\n")
@@ -140,6 +143,7 @@ def test_bad_lines_give_the_messages_the_real_modprobe_gives(tree: Path) -> None
     "alias a\0b c\noptions m a=1\0 b=2\n",
     "#x\\\noptions m a=1\n  options m b=2 #not a comment\n",
 ])
+@needs_mount_namespace
 def test_odd_bytes_read_as_the_real_modprobe_reads_them(tree: Path, conf: str) -> None:
     ours = tree_config(tree, conf)
     real = modprobe(tree, "-c")
@@ -192,6 +196,7 @@ def test_a_bad_module_name_on_the_kernel_command_line_is_a_diagnostic() -> None:
     ("a-b]-c.p=1", "a_b]-c"),
     ("-a[-b.p=1", "_a[-b"),
 ])
+@needs_mount_namespace
 def test_a_bad_module_name_is_shown_with_the_dashes_before_the_fault_already_underscores(
         tree: Path, cmdline: str, shown: str) -> None:
     """kmod's underscores() works in place and stops at the fault: the message shows the
@@ -208,6 +213,7 @@ def test_the_kernel_command_line_is_read_up_to_4095_bytes() -> None:
     assert parse_kernel_cmdline(line) == ([("m", "p=12")], [], [])
 
 
+@needs_mount_namespace
 def test_the_kernel_command_line_reads_as_the_real_modprobe_reads_it(tree: Path) -> None:
     cmdline = ('BOOT_IMAGE=/vmlinuz root=UUID=1 ro quiet x.y=1 modprobe.blacklist=a-b,c '
                '"q.r=s t" u.v="w z" snd-hda.model=a-b m.flag bad]x.p=1 a.b.c=1 k.p=1=2')

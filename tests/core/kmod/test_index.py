@@ -27,6 +27,7 @@ from kmodd.core.kmod.normalize import path_to_modname
 from kmodd.core.kmod.resolve import Resolver
 from tests.core.kmod.realkmod import MODDIR, TreeView, index_files, make_tree, modprobe
 from tests.daemon.daemon_tree import KVER
+from tests.toolrun import needs_mount_namespace
 
 READERS = ("raw", "raw-kept", "decoded")
 
@@ -87,6 +88,7 @@ def test_both_readers_answer_every_lookup_alike(tree: Path, kind: str, method: s
 
 
 @pytest.mark.parametrize("kind", READERS)
+@needs_mount_namespace
 def test_the_dump_is_the_index_part_of_the_real_modprobe_c(tree: Path, kind: str) -> None:
     indexes = reader(kind, index_files(tree))
     real = modprobe(tree, "-c").stdout
@@ -117,6 +119,7 @@ def test_a_missing_index_answers_none_and_dumps_nothing(tree: Path, kind: str) -
 
 @pytest.mark.parametrize(("key", "found"), [("platform:rtc_cmos", ["kmodd_rtc"]),
                                             ("kmodd:shared", []), ("kmodd-dev", ["kmodd_dev"])])
+@needs_mount_namespace
 def test_the_lookup_moves_on_past_a_missing_index_as_the_real_modprobe_does(
         tree: Path, tmp_path: Path, key: str, found: list[str]) -> None:
     copy = tmp_path / "copy"

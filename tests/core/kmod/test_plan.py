@@ -36,6 +36,7 @@ from tests.core.kmod.realkmod import (
     tree_resolver,
 )
 from tests.fakes import FakeIndexes, FakeLive, FakeSystemView
+from tests.toolrun import needs_mount_namespace
 
 MODDIR = FakeIndexes.moddir
 #: dev needs bus, bus needs core; the rest stand alone.
@@ -408,6 +409,7 @@ def show_depends(base: Path, conf: str, key: str, *args: str) -> list[str]:
     ("", "kmodd_rtc", ()),
     ("", "platform:rtc_cmos", ()),
 ])
+@needs_mount_namespace
 def test_a_plan_prints_as_the_real_modprobe_show_depends_prints_it(
         tree: Path, conf: str, key: str, args: tuple[str, ...]) -> None:
     ours = show_depends(tree, conf, key, *args)

@@ -26,6 +26,7 @@ from kmodd.core.kmod.remove import (
 from kmodd.core.kmod.resolve import Module, Resolver
 from tests.core.kmod.realkmod import make_tree, modprobe, tree_config, tree_resolver
 from tests.fakes import FakeIndexes, FakeSystemView
+from tests.toolrun import needs_mount_namespace
 
 MODDIR = FakeIndexes.moddir
 #: dev needs bus and core, bus needs core; p1, p2, q1, q2 stand alone.
@@ -268,6 +269,7 @@ LOADED = {"kmodd_dev": (0, ()), "kmodd_bus": (1, ("kmodd_dev",)),
     ("remove kmodd_dev /bin/echo x\n", {}, ("kmodd_dev",)),
     ("remove kmodd_dev /bin/echo x\n" + SOFTDEPS, LOADED, ("-i", "kmodd_dev")),
 ])
+@needs_mount_namespace
 def test_a_dry_run_removes_in_the_order_the_real_modprobe_does(
         tree: Path, conf: str, live: dict[str, tuple[int, tuple[str, ...]]],
         args: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.core.kmod.resolve import Builtin, Module, ModuleLookupError, Resolver
 from tests.core.kmod.realkmod import make_tree, modprobe, tree_config, tree_resolver
 from tests.fakes import FakeIndexes, FakeSystemView
+from tests.toolrun import needs_mount_namespace
 
 MODDIR = FakeIndexes.moddir
 
@@ -304,6 +305,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("platform:rtc_cmos", ["kmodd_rtc"]),
     ("nothing", []),
 ])
+@needs_mount_namespace
 def test_lookup_finds_what_the_real_modprobe_resolves(tree: Path, key: str,
                                                       found: list[str]) -> None:
     r = tree_resolver(tree, tree_config(tree, ORACLE_CONFIG))
