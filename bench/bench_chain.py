@@ -181,8 +181,8 @@ def main() -> int:
         work = child_kmodd if args.child == "kmodd" else child_libkmod
         print(json.dumps(work(args.moddir, names, args.rounds)))
         return 0
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import kerneltree
+    sys.path.insert(0, REPO)
+    from tests import kerneltree
 
     tree = kerneltree.debian_kernel_tree()
     moddir = os.path.join(tree.root, "lib", "modules", tree.kver)

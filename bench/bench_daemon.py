@@ -43,9 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "daemon")]
-
-from kerneltree import debian_kernel_tree  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from kmodd.core.autoload.uevent import Action, Uevent, format_uevent, parse_uevent  # noqa: E402
 from kmodd.daemon.devices import Decisions  # noqa: E402
@@ -54,6 +52,7 @@ from kmodd.system.liveview import ListedModules  # noqa: E402
 from kmodd.system.modstate import SysModules  # noqa: E402
 from kmodd.system.root import Root  # noqa: E402
 from kmodd.system.sysfs import scan_devices  # noqa: E402
+from tests.kerneltree import debian_kernel_tree  # noqa: E402
 
 RICH = REPO / "tests/data/qemu/modaliases-rich.txt"
 KMOD_PROBE_DRY_RUN = 0x10
@@ -339,8 +338,7 @@ def bench_events(moddir: str, burst: int) -> list[bytes]:
 # -- 3. through the daemon's queue ---------------------------------------------------------------
 
 def bench_daemon_queue(moddir: str, burst: int, cold_data: list[bytes]) -> None:
-    from daemon_tree import RunningDaemon, wait_until
-
+    from tests.daemon.daemon_tree import RunningDaemon, wait_until
     from tests.fakes import FakeKernel, FakeUeventSource
 
     base = bench_root(moddir, machine=False)

@@ -33,14 +33,12 @@ from contextlib import suppress
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-
-from kerneltree import debian_kernel_tree  # noqa: E402
 
 from kmodd.core.kmod.resolve import ModuleLookupError, Resolver  # noqa: E402
 from kmodd.system.moddb import load_config, snapshot_indexes  # noqa: E402
 from kmodd.system.root import Root  # noqa: E402
 from kmodd.system.sysview import FileView  # noqa: E402
+from tests.kerneltree import debian_kernel_tree  # noqa: E402
 from tests.oracle.corpus import build_corpus  # noqa: E402
 
 WILDCARD_HEAVY = ("of", "pcmcia", "hid", "acpi*", "dmi*")

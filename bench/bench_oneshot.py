@@ -20,9 +20,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.dirname(HERE))
 
-from kerneltree import debian_kernel_tree  # noqa: E402
+from tests.kerneltree import debian_kernel_tree  # noqa: E402
 
 ALIASES = (
     "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",

@@ -41,9 +41,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
-from kerneltree import debian_kernel_tree  # noqa: E402
+from tests.kerneltree import debian_kernel_tree  # noqa: E402
 
 #: How long a hotplug may take before it counts as lost (seconds).
 HOTPLUG_TIMEOUT = 20.0

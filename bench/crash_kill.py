@@ -34,10 +34,10 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vm import crash, devices, image
-from vm.machine import VM, Init
+from tests.e2e.vm import crash, devices, image
+from tests.e2e.vm.machine import VM, Init
 
 RESULTS = os.path.join(image.CACHE, "results")
 

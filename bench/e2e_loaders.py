@@ -26,11 +26,11 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vm import anchor, devices, image
-from vm.loaders import LOADERS
-from vm.machine import VM
+from tests.e2e.vm import anchor, devices, image
+from tests.e2e.vm.loaders import LOADERS
+from tests.e2e.vm.machine import VM
 
 RESULTS = os.path.join(image.CACHE, "results")
 

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRACEFS = "/sys/kernel/tracing"
 EVENTS = ("sched/sched_switch", "syscalls/sys_enter_finit_module",
@@ -133,9 +133,9 @@ def analyse(text: str) -> DeviceTrace:
 
 
 def trace_boot(loader: str, labels: list[str]) -> dict[str, DeviceTrace]:
-    from vm import anchor, devices, image
-    from vm.loaders import LOADERS
-    from vm.machine import VM
+    from tests.e2e.vm import anchor, devices, image
+    from tests.e2e.vm.loaders import LOADERS
+    from tests.e2e.vm.machine import VM
 
     guest = image.build()
     out: dict[str, DeviceTrace] = {}
@@ -164,7 +164,7 @@ def _fmt(x: float | None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from vm import anchor
+    from tests.e2e.vm import anchor
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

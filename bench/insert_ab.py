@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRACEFS = "/sys/kernel/tracing"
 IN_MAIN = """
@@ -44,8 +44,8 @@ _ENTRY_EXIT = re.compile(r"(\d+\.\d+): sys_finit_module")
 
 
 def main(argv: list[str]) -> int:
-    from vm import devices, image
-    from vm.machine import VM
+    from tests.e2e.vm import devices, image
+    from tests.e2e.vm.machine import VM
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

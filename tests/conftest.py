@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from kerneltree import KernelTree, debian_kernel_tree
-from runas import RunAs
+from tests.kerneltree import KernelTree, debian_kernel_tree
+from tests.runas import RunAs
 
 
 @pytest.fixture(scope="session")

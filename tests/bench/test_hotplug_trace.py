@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
-
-from hotplug_trace import MARK, analyse
+from bench.hotplug_trace import MARK, analyse
 
 
 def _line(task: str, pid: int, t: str, event: str) -> str:

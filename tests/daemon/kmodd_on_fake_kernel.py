@@ -11,12 +11,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), HERE]
-
-from daemon_tree import fake_kernel  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from kmodd.daemon.main import main  # noqa: E402
 from kmodd.system.root import Root  # noqa: E402
+from tests.daemon.daemon_tree import fake_kernel  # noqa: E402
 from tests.fakes import GatedSyscalls  # noqa: E402
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_harness import (
+
+from kmodd.core.explain.model import to_json
+from kmodd.core.settings import defaults
+from kmodd.core.varlink_idl import parse_interface
+from kmodd.daemon.control.interface import CHANGING_METHODS, IDL, admin_gid, limits_from
+from kmodd.daemon.control.views import to_wire
+from kmodd.daemon.events import MONITOR_QUEUE, EventHub
+from kmodd.daemon.varlink import SERVICE_IDL, Limits
+from kmodd.system.control_client import VarlinkClient, VarlinkClientError
+from tests.daemon.control_harness import (
     DEVICES,
     PCSPKR,
     VIRTIO_NET,
@@ -25,15 +34,6 @@ from control_harness import (
     seen_of,
     start_control,
 )
-
-from kmodd.core.explain.model import to_json
-from kmodd.core.settings import defaults
-from kmodd.core.varlink_idl import parse_interface
-from kmodd.daemon.control.interface import CHANGING_METHODS, IDL, admin_gid, limits_from
-from kmodd.daemon.control.views import to_wire
-from kmodd.daemon.events import MONITOR_QUEUE, EventHub
-from kmodd.daemon.varlink import SERVICE_IDL, Limits
-from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from tests.runas import RunAs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switches to uid nobody")

@@ -16,7 +16,15 @@ import os
 from pathlib import Path
 
 import pytest
-from daemon_tree import (
+
+from kmodd.core.autoload.loadrecords import Kind, parse
+from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.uevent import Action, Uevent
+from kmodd.daemon.service import Daemon
+from kmodd.system.journal import Priority
+from kmodd.system.loadrecords import RECORD_FILE
+from kmodd.system.root import Root
+from tests.daemon.daemon_tree import (
     MACHINE_MODULES,
     ListSink,
     RunningDaemon,
@@ -26,14 +34,6 @@ from daemon_tree import (
     write_sysfs,
     write_tree,
 )
-
-from kmodd.core.autoload.loadrecords import Kind, parse
-from kmodd.core.autoload.messages import Message
-from kmodd.core.autoload.uevent import Action, Uevent
-from kmodd.daemon.service import Daemon
-from kmodd.system.journal import Priority
-from kmodd.system.loadrecords import RECORD_FILE
-from kmodd.system.root import Root
 from tests.fakes import (
     FakeKernel,
     FakeUeventSource,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, write_tree
 
 from kmodd.cli.client import EXIT_PERMISSION
 from kmodd.core.autoload.uevent import Action, Uevent
@@ -24,6 +23,7 @@ from kmodd.daemon.control.interface import IDL
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient
 from kmodd.system.root import Root
+from tests.daemon.daemon_tree import MACHINE_MODULES, RunningDaemon, kmodctl, wait_until, write_tree
 from tests.fakes import FakeUeventSource
 from tests.runas import RunAs
 

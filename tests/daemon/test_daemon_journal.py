@@ -19,9 +19,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from daemon_tree import MACHINE_MODULES, FixtureModule, write_sysfs, write_tree
 
 from kmodd.core.autoload.messages import MESSAGE_IDS, Message
+from tests.daemon.daemon_tree import MACHINE_MODULES, FixtureModule, write_sysfs, write_tree
 
 JOURNALD = "/lib/systemd/systemd-journald"
 HERE = Path(__file__).resolve().parent

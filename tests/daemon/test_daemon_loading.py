@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
-from daemon_tree import (
+
+from kmodd.core.autoload.uevent import Action, Uevent
+from kmodd.core.explain.model import Check, Verdict
+from kmodd.daemon.loader import BACKGROUND_NICE
+from kmodd.daemon.service import Daemon
+from kmodd.system.journal import Priority
+from kmodd.system.root import Root
+from tests.daemon.daemon_tree import (
     KVER,
     MACHINE_MODULES,
     FixtureModule,
@@ -21,13 +28,6 @@ from daemon_tree import (
     wait_until,
     write_tree,
 )
-
-from kmodd.core.autoload.uevent import Action, Uevent
-from kmodd.core.explain.model import Check, Verdict
-from kmodd.daemon.loader import BACKGROUND_NICE
-from kmodd.daemon.service import Daemon
-from kmodd.system.journal import Priority
-from kmodd.system.root import Root
 from tests.fakes import FakeUeventSource, GatedSyscalls
 
 VIRTIO_PCI = "pci:v00001AF4d00001045sv00001AF4sd00001045bcFFscFFi00"

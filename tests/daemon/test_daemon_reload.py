@@ -10,13 +10,20 @@ import os
 from pathlib import Path
 
 import pytest
-from daemon_tree import KVER, MACHINE_MODULES, ListSink, RunningDaemon, wait_until, write_tree
 
 from kmodd.core.autoload.uevent import Action, Uevent
 from kmodd.daemon.service import Daemon
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
 from kmodd.system.journal import Priority
 from kmodd.system.root import Root
+from tests.daemon.daemon_tree import (
+    KVER,
+    MACHINE_MODULES,
+    ListSink,
+    RunningDaemon,
+    wait_until,
+    write_tree,
+)
 from tests.fakes import FakeUeventSource
 
 SERIAL = "platform:serial8250"

@@ -15,13 +15,19 @@ import socket
 from pathlib import Path
 
 import pytest
-from daemon_tree import MACHINE_MODULES, RunningDaemon, kmod_plan, wait_until, write_tree
 
 from kmodd.daemon.intake import Origin
 from kmodd.daemon.service import Daemon
 from kmodd.system.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT, DropReason
 from kmodd.system.root import Root
 from kmodd.system.sysfs import scan_devices
+from tests.daemon.daemon_tree import (
+    MACHINE_MODULES,
+    RunningDaemon,
+    kmod_plan,
+    wait_until,
+    write_tree,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="writes to /sys and binds group 1"),

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_harness import PCSPKR, VIRTIO_NET, FakeState, RunningServer, event, start_control
 
 import kmodd
 from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE, format_usec
@@ -23,6 +22,14 @@ from kmodd.cli.kmodctl import dispatch
 from kmodd.daemon.control.views import to_wire
 from kmodd.daemon.events import EventHub
 from kmodd.system.root import Root
+from tests.daemon.control_harness import (
+    PCSPKR,
+    VIRTIO_NET,
+    FakeState,
+    RunningServer,
+    event,
+    start_control,
+)
 from tests.runas import RunAs
 
 

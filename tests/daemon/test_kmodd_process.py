@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_tree import FAKE_DEVICES, MACHINE_MODULES, kmodctl, write_sysfs, write_tree
 
 import kmodd
 from kmodd.cli.client import EXIT_PERMISSION
 from tests.adversarial.daemon_process import Manager
+from tests.daemon.daemon_tree import FAKE_DEVICES, MACHINE_MODULES, kmodctl, write_sysfs, write_tree
 from tests.runas import RunAs
 
 HERE = Path(__file__).resolve().parent

@@ -19,8 +19,8 @@ REPO = HERE.parents[1]
 
 SERVER = textwrap.dedent(f"""
     import asyncio, os, socket, sys
-    sys.path[:0] = [{str(HERE)!r}, {str(REPO)!r}]
-    from control_harness import FakeState
+    sys.path.insert(0, {str(REPO)!r})
+    from tests.daemon.control_harness import FakeState
     from kmodd.daemon.control.interface import build_service
     from kmodd.daemon.events import EventHub
     from kmodd.system.notify import listen_fds

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_harness import FakeState, RunningServer, start_control
 
 from kmodd.core.varlink_idl import parse_interface
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.varlink import Call, Limits, Method, ProtocolErrors, VarlinkService
 from kmodd.system.control_client import VarlinkClient, VarlinkClientError
+from tests.daemon.control_harness import FakeState, RunningServer, start_control
 
 LIMITS = Limits(
     max_request_bytes=4096,

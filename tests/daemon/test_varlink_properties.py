@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from control_harness import RunningServer, start_control
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kmodd.daemon.varlink import Limits
+from tests.daemon.control_harness import RunningServer, start_control
 
 LIMITS = Limits(max_request_bytes=16 * 1024, idle_timeout=30.0, request_timeout=30.0)
 #: Methods whose calls are answered once (Monitor streams; it is left out on purpose).

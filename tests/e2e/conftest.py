@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from vm import image
+from tests.e2e.vm import image
 
 
 def _missing() -> str | None:

@@ -1,11 +1,12 @@
-"""Skip decisions shared by the e2e test modules (imported by name: tests/e2e is on sys.path)."""
+"""Skip decisions shared by the e2e test modules."""
 
 from __future__ import annotations
 
 import pytest
-from vm import image
-from vm.loaders import LOADERS, Loader
-from vm.machine import VM
+
+from tests.e2e.vm import image
+from tests.e2e.vm.loaders import LOADERS, Loader
+from tests.e2e.vm.machine import VM
 
 
 def loader_or_skip(vm: VM, name: str) -> Loader:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from vm.bindings import difference, normalise, pairs
+
+from tests.e2e.vm.bindings import difference, normalise, pairs
 
 AHCI = "/devices/pci0000:00/0000:00:0d.0"
 XHCI = "/devices/pci0000:00/0000:00:1d.0"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from vm import devices, image
-from vm.machine import VM
+
+from tests.e2e.vm import devices, image
+from tests.e2e.vm.machine import VM
 
 pytestmark = pytest.mark.e2e
 

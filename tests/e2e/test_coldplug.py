@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import pytest
-from e2e_support import loader_or_skip, skip_kmodd_without_unit
-from vm import anchor, devices, image, loaders
-from vm.machine import VM
+
+from tests.e2e.e2e_support import loader_or_skip, skip_kmodd_without_unit
+from tests.e2e.vm import anchor, devices, image, loaders
+from tests.e2e.vm.machine import VM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vm import cpio
+
+from tests.e2e.vm import cpio
 
 pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio not installed")
 

@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from e2e_support import skip_kmodd_without_unit
-from vm import crash, devices, image
-from vm.machine import VM, Init
+
+from tests.e2e.e2e_support import skip_kmodd_without_unit
+from tests.e2e.vm import crash, devices, image
+from tests.e2e.vm.machine import VM, Init
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

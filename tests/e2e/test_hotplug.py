@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import loader_or_skip, skip_kmodd_without_unit
-from vm import anchor, devices, image
-from vm.machine import VM
+
+from tests.e2e.e2e_support import loader_or_skip, skip_kmodd_without_unit
+from tests.e2e.vm import anchor, devices, image
+from tests.e2e.vm.machine import VM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -6,12 +6,23 @@ Pure parsing of trace lines (no VM): runs on the host with the agent's module.
 
 from __future__ import annotations
 
-import os
-import sys
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "vm", "guest"))
 
-from agent import classify_inserts
+def _guest_script(name: str) -> ModuleType:
+    """tests/e2e/vm/guest/NAME.py, loaded by its path: a script of the guest (`/vm/NAME.py`
+    there, importing its siblings by their bare names), not a module of this package."""
+    spec = importlib.util.spec_from_file_location(
+        f"guest_{name}", Path(__file__).parent / "vm" / "guest" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+classify_inserts = _guest_script("agent").classify_inserts
 
 
 def _enter(comm: str, pid: int, t: str) -> str:

@@ -16,8 +16,9 @@ import shlex
 from collections.abc import Iterator
 
 import pytest
-from vm import devices, image
-from vm.machine import VM, ShResult
+
+from tests.e2e.vm import devices, image
+from tests.e2e.vm.machine import VM, ShResult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -189,18 +190,13 @@ def test_explain_of_a_module_that_loads_finds_no_problem_on_the_real_kernel(vm: 
 def test_guest_checks_pass_on_the_real_kernel(vm: VM) -> None:
     """tests/kernel/guest_checks.py, with tests/modules built for this kernel (last: it
     taints the kernel)."""
-    sys_path = os.path.dirname(HERE)
-    import sys
+    from tests.modules.build import built_modules
 
-    sys.path.insert(0, os.path.join(sys_path, "modules"))
     try:
-        from build import built_modules  # tests/modules/build.py
         modules = built_modules()
     except Exception as err:  # no linux-headers: run without our own modules
         print(f"tests/modules not built: {err}")
         modules = {}
-    finally:
-        sys.path.pop(0)
     vm.sh("mkdir -p /tmp/testmods")
     for name, path in modules.items():
         with open(path, "rb") as f:

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from vm import image, manager
+
+from tests.e2e.vm import image, manager
 
 UNIT_DIR = image.UNIT_DIR
 

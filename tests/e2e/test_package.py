@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from vm import devices, image, manager
-from vm.machine import VM, Init
+
+from tests.e2e.vm import devices, image, manager
+from tests.e2e.vm.machine import VM, Init
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

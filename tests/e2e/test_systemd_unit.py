@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from e2e_support import loader_or_skip, skip_kmodd_without_unit
-from vm import devices, image, loaders, manager
-from vm.machine import VM, Init
+
+from tests.e2e.e2e_support import loader_or_skip, skip_kmodd_without_unit
+from tests.e2e.vm import devices, image, loaders, manager
+from tests.e2e.vm.machine import VM, Init
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

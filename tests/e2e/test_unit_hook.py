@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from vm.unit import ServiceCommand, UnitError, parse_env_file, service_command
+
+from tests.e2e.vm.unit import ServiceCommand, UnitError, parse_env_file, service_command
 
 SAMPLE = """\
 # kmodd.service as the project might ship it

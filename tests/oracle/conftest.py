@@ -39,7 +39,7 @@ def _needs_root() -> None:
 def oracle_tree() -> Tree:
     """The real Debian kernel tree, depmod'ed by the real kmod (tests/kerneltree.py)."""
     _needs_root()
-    import kerneltree
+    from tests import kerneltree
 
     t = kerneltree.debian_kernel_tree()
     return Tree(t.root, t.kver)

@@ -512,8 +512,7 @@ def main(argv: Sequence[str]) -> int:
     if argv:
         moddir = argv[0]
     else:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        import kerneltree
+        from tests import kerneltree
 
         moddir = kerneltree.debian_kernel_tree().moddir
     print(format_counts(build_corpus(moddir)))

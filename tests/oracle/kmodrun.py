@@ -17,7 +17,6 @@ kmod answers; `--bench` measures cases per second on the Debian kernel tree.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import struct
@@ -253,17 +252,10 @@ def write_tree(root: str, files: Mapping[str, str | bytes]) -> None:
 
 # --- self test and throughput ------------------------------------------------------------------
 
-def _import_tests_module(name: str) -> Any:
-    """Import a helper that lives in tests/ (kerneltree, kobuild) however this file was loaded."""
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    return importlib.import_module(name)
-
-
 def make_selftest_root(base: str) -> str:
     """A small fake root whose kmod answers were checked by hand (kmod testsuite fixtures)."""
-    kobuild = _import_tests_module("kobuild")
+    from tests import kobuild
+
     root = os.path.join(base, "root")
     moddir = os.path.join(root, "lib/modules/4.4.4")
     write_tree(root, {
@@ -376,7 +368,9 @@ def selftest() -> int:
 def bench(n: int = 2000) -> int:
     """Cases per second for `--show-depends` of the Debian tree's modules, one namespace."""
     import time
-    kerneltree = _import_tests_module("kerneltree")
+
+    from tests import kerneltree
+
     tree = kerneltree.debian_kernel_tree()
     names = _module_names(tree.moddir)[:n]
     cases = [Case.of("modprobe", "-d", tree.root, "-S", tree.kver, "--show-depends", m)

@@ -38,7 +38,7 @@ LOOKUPS = ("mod-a", "mod_b", "m1", "pci:v00001234d00000001", "unix", "nope")
 def small_root(tmp_path_factory: pytest.TempPathFactory,
                kmod_runner: Callable[[], KmodRunner]) -> Iterator[tuple[str, KmodRunner]]:
     """A tiny tree (mod-a needs mod-b, aliases, a builtin) with a writable config file."""
-    import kobuild
+    from tests import kobuild
 
     root = str(tmp_path_factory.mktemp("properties"))
     moddir = os.path.join(root, "lib/modules", KVER)

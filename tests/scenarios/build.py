@@ -47,7 +47,14 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from oracle.kmodrun import Case, KmodRunner, Result, run_depmod, run_depmod_in_place, write_tree
+from tests.oracle.kmodrun import (
+    Case,
+    KmodRunner,
+    Result,
+    run_depmod,
+    run_depmod_in_place,
+    write_tree,
+)
 
 SCENARIOS_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_KVER = "4.4.4"
@@ -135,7 +142,7 @@ def build_root(scenario: Scenario, root: str, runner: KmodRunner | None = None) 
 
     depmod runs through `runner` when given (one namespace for many scenarios), without a
     namespace when the root does not need one, else in a namespace of its own."""
-    import kobuild  # tests/kobuild.py (tests/ is on sys.path, see __init__.py)
+    from tests import kobuild
 
     os.makedirs(root)
     moddir_rel = f"lib/modules/{scenario.kver}"

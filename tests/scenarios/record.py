@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 
-from oracle.kmodrun import KmodRunner
+from tests.oracle.kmodrun import KmodRunner
 
 from .build import build_root, load, names
 

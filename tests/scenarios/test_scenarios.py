@@ -17,10 +17,10 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from oracle.compare import describe
-from oracle.kmodd_side import run_inprocess
-from oracle.kmodrun import KmodRunner
 
+from tests.oracle.compare import describe
+from tests.oracle.kmodd_side import run_inprocess
+from tests.oracle.kmodrun import KmodRunner
 from tests.toolrun import can_mask_host, needs_mount_namespace
 
 from .build import Scenario, build_root, load, names

@@ -99,9 +99,8 @@ SCENARIO = textwrap.dedent(f"""
 def test_outcome_records_reach_a_real_journald_with_every_field_exact() -> None:
     sender = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_journal import FULL, FAILED
-        from test_journal import tell
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from tests.system.test_journal import FAILED, FULL, tell
         from kmodd.system.journal import JournalSink, open_log
         from kmodd.system.root import Root
         sink = open_log(Root())

@@ -12,10 +12,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from debian_udev import udev_rules_dir
 
 from kmodd.cli.client import SOCKET_PATH
 from kmodd.core.settings import SETTINGS, defaults, format_size, parse_config
+from tests.debian_udev import udev_rules_dir
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = ("kmodd.service", "kmodd.socket", "kmodd-kernel.socket")

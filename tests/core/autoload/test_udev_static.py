@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import re
 
-from debian_udev import udev_rules_dir
-
 from kmodd.core.autoload.udev_static import RULES_FILES, STATIC_LOADS, StaticLoad, static_loads
 from kmodd.core.autoload.uevent import Action, Uevent
+from tests.debian_udev import udev_rules_dir
 
 _TOKEN = re.compile(r'\s*([A-Z]+(?:\{[^}]*\})?)\s*(==|!=|\+=|=)\s*"([^"]*)"\s*,?')
 

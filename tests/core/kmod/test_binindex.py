@@ -9,11 +9,11 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kobuild import KoSpec, write_ko
 
 from kmodd.core.depmod.binindex_write import IndexBuilder
 from kmodd.core.kmod.aliasindex import AliasIndex, MappedAliasIndex
 from kmodd.core.kmod.binindex import BinIndex, IndexFileError
+from tests.kobuild import KoSpec, write_ko
 
 KVER = "4.4.4"
 

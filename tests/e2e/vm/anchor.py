@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vm import devices, image
-from vm.loaders import LOADERS, Loader
-from vm.machine import VM, GuestError
+from tests.e2e.vm import devices, image
+from tests.e2e.vm.loaders import LOADERS, Loader
+from tests.e2e.vm.machine import VM, GuestError
 
 DATA_DIR = os.path.join(image.REPO, "tests", "data", "qemu")
 HOTPLUG_TIMEOUT = 30.0

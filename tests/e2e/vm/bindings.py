@@ -45,7 +45,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from vm.machine import VM
+from tests.e2e.vm.machine import VM
 
 # Per path component: (pattern, replacement). Applied to each component in turn, first match.
 _COMPONENT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (

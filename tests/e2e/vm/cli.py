@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from vm import devices, image
-from vm.machine import VM, Init
+from tests.e2e.vm import devices, image
+from tests.e2e.vm.machine import VM, Init
 
 
 def _boot(args: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("--cmd", action="append", default=[], help="shell command (repeatable)")
     sub.add_parser("demo", help="what `make demo` runs (see vm/demo.py)", add_help=False)
     if argv[:1] == ["demo"]:
-        from vm import demo
+        from tests.e2e.vm import demo
 
         return demo.main(argv[1:])
     args = p.parse_args(argv)

@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from vm import anchor, bindings, loaders, manager
-from vm.machine import VM, GuestError
+from tests.e2e.vm import anchor, bindings, loaders, manager
+from tests.e2e.vm.machine import VM, GuestError
 
 UNIT = "kmodd.service"
 SETTLE_QUIET = loaders.QUIET_SECONDS

@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from vm import anchor, devices, image
-from vm.loaders import LOADERS
-from vm.machine import VM
+from tests.e2e.vm import anchor, devices, image
+from tests.e2e.vm.loaders import LOADERS
+from tests.e2e.vm.machine import VM
 
 DEMO_DEVICES = ("e1000", "usb-kbd")
 

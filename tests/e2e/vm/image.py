@@ -59,8 +59,8 @@ from dataclasses import dataclass
 from stat import S_IFDIR, S_IFREG
 from typing import Any
 
-from vm import cpio
-from vm.unit import parse_sections
+from tests.e2e.vm import cpio
+from tests.e2e.vm.unit import parse_sections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_DIR = os.path.join(HERE, "guest")
@@ -175,9 +175,7 @@ def _run(argv: list[str], log_file: str | None = None, **kw: object) -> None:
 
 
 def _kernel_tree() -> Any:
-    if TESTS_DIR not in sys.path:
-        sys.path.insert(0, TESTS_DIR)
-    import kerneltree
+    from tests import kerneltree
 
     return kerneltree.debian_kernel_tree()
 

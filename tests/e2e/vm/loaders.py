@@ -11,9 +11,9 @@ import json
 import shlex
 from typing import Protocol
 
-from vm import image
-from vm.machine import VM, GuestError
-from vm.unit import ServiceCommand, UnitError, service_command
+from tests.e2e.vm import image
+from tests.e2e.vm.machine import VM, GuestError
+from tests.e2e.vm.unit import ServiceCommand, UnitError, service_command
 
 UDEVD = "/lib/systemd/systemd-udevd"
 UNIT_PATH = "/" + image.UNIT_GUEST

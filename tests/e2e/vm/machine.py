@@ -1,7 +1,7 @@
 """One QEMU/TCG guest: its command line, boot, the agent on ttyS1, and QMP.
 
-    from vm.machine import VM
-    from vm import devices
+    from tests.e2e.vm.machine import VM
+    from tests.e2e.vm import devices
     with VM(devices=devices.usbhost()) as vm:
         print(vm.boot_info, vm.sh("uname -r").out)
         vm.qmp("device_add", driver="e1000", id="n1", bus="pci.0", addr="0x10")
@@ -40,9 +40,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from vm import devices as devsets
-from vm import image
-from vm.qmp import QMP
+from tests.e2e.vm import devices as devsets
+from tests.e2e.vm import image
+from tests.e2e.vm.qmp import QMP
 
 QEMU = os.environ.get("KMODD_E2E_QEMU", "qemu-system-x86_64")
 RUN_ROOT = os.environ.get("KMODD_E2E_RUN", "/tmp/kmodd-e2e")  # short: unix socket paths

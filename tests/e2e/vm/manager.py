@@ -17,8 +17,8 @@ import re
 import shlex
 import time
 
-from vm.machine import VM, GuestError
-from vm.unit import parse_sections
+from tests.e2e.vm.machine import VM, GuestError
+from tests.e2e.vm.unit import parse_sections
 
 ACTIVE_TIMEOUT = 180.0
 COLDPLUG_TIMEOUT = 600.0
