@@ -105,10 +105,10 @@ def child_kmodd(moddir: str, names: list[str], rounds: int) -> dict[str, float]:
                 plan = plan_probe(resolver, kernel.modules, resolver.lookup(name)[0],
                                   AUTOLOAD_FLAGS)
                 if in_pool:
-                    result, _ = await loader.run_chain(resolver, plan, AUTOLOAD_FLAGS)
+                    result, _ = await loader.run_chain(plan, AUTOLOAD_FLAGS)
                 else:
-                    result = loader._run_blocking(resolver, plan, AUTOLOAD_FLAGS, frozenset(),
-                                                  False)
+                    result = loader._run_blocking(plan, AUTOLOAD_FLAGS, frozenset(), False,
+                                                  None, None)
                 assert result.status == 0, result
                 steps += len(result.steps)
         elapsed = time.perf_counter() - started

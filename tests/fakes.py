@@ -229,7 +229,7 @@ class FakeKernel:
                  init_log: Mapping[str, str] | None = None,
                  drivers: Mapping[str, Iterable[str]] | None = None) -> None:
         self.root = root
-        self.release = release
+        self.kernel_release = release
         self.vermagic = vermagic
         self.kallsyms: dict[str, int | None] = dict(kallsyms or {})
         if module_layout_crc is not None:
@@ -334,7 +334,7 @@ class FakeKernel:
                 if str(kind) != self.compression:
                     self._log(Priority.ERR, f"{kind}: invalid magic")
                     return E.EINVAL
-                data = compression.decompress(data)
+                data = bytes(compression.decompress(data))
             except compression.DecompressError:
                 return E.EINVAL
         return self._load(data, params, flags, "finit_module")
@@ -695,9 +695,9 @@ class FakeKernel:
     def _write_kernel_files(self, cmdline: str | None) -> None:
         """The files a diagnosis reads: release, switches, keys, lockdown, command line."""
         files = {
-            "/proc/sys/kernel/osrelease": f"{self.release}\n",
+            "/proc/sys/kernel/osrelease": f"{self.kernel_release}\n",
             "/proc/sys/kernel/modules_disabled": f"{int(self.modules_disabled)}\n",
-            f"/boot/config-{self.release}": "".join(
+            f"/boot/config-{self.kernel_release}": "".join(
                 f"CONFIG_{key}=y\n" if on else f"# CONFIG_{key} is not set\n"
                 for key, on in (("MODULES", True), ("MODVERSIONS", True),
                                 ("MODULE_FORCE_LOAD", self.force_load),
@@ -720,7 +720,7 @@ class FakeKernel:
         path = self.root.proc("cmdline")
         if cmdline is not None or self.module_blacklist or not os.path.exists(path):
             text = cmdline if cmdline is not None else \
-                f"BOOT_IMAGE=/boot/vmlinuz-{self.release} root=/dev/vda ro"
+                f"BOOT_IMAGE=/boot/vmlinuz-{self.kernel_release} root=/dev/vda ro"
             if self.module_blacklist:
                 text += f" module_blacklist={','.join(self.module_blacklist)}"
             files["/proc/cmdline"] = text + "\n"

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
+from kmodd.core.kmod.initstate import InitState
 from kmodd.system.kmsg import DevKmsg
-from kmodd.system.modstate import InitState, SysModules
+from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 from tests.fakes import DEBIAN_VERMAGIC, FakeKernel
 from tests.kofixtures import make_signing_key, sign_module, standard_modinfo, write_module
@@ -288,6 +289,17 @@ def test_references_block_removal_unless_forced_which_taints_r(kernel, root, mod
     assert port.delete("mod_a") == E.EWOULDBLOCK
     assert port.delete("mod_a", force=True) == 0
     assert int(read(root, "/proc/sys/kernel/tainted")) & 1 << 3
+
+
+def test_released_references_let_the_module_go(kernel, root, mods):
+    port = kernel.port()
+    port.insert(mods("mod_a"))
+    kernel.hold("mod_a", 2)
+    kernel.release("mod_a")
+    assert read(root, "/sys/module/mod_a/refcnt") == "1\n"
+    kernel.release("mod_a")
+    assert read(root, "/sys/module/mod_a/refcnt") == "0\n"
+    assert port.delete("mod_a") == 0
 
 
 def test_a_module_not_live_cannot_be_removed(kernel, mods):
