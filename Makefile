@@ -16,9 +16,12 @@ setup:
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
+# mypy checks kmodd/, tests/ and bench/ (pyproject.toml), then the guest's scripts, which import
+# each other by their bare names as they do in the guest's /vm.
 lint: setup
 	$(PYTHON) -m ruff check kmodd tests bench
 	$(PYTHON) -m mypy
+	MYPYPATH=tests/e2e/vm/guest $(PYTHON) -m mypy $(sort $(wildcard tests/e2e/vm/guest/*.py))
 
 # Boots the real Debian kernel under QEMU: kmodd coldplugs, a NIC and a USB keyboard are
 # hotplugged; prints kmodctl status/blame and kmodd's journal (tests/e2e/vm/demo.py).

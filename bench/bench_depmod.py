@@ -56,7 +56,10 @@ def bench_tree(kind: str, runs: int) -> dict[str, float]:
                      "-o", out, tree.kver]
         timed(kmod_cmd)  # warm the page cache for both
         timed(kmodd_cmd, env)
-        kmod_wall, kmod_cpu, kmodd_wall, kmodd_cpu = [], [], [], []
+        kmod_wall: list[float] = []
+        kmod_cpu: list[float] = []
+        kmodd_wall: list[float] = []
+        kmodd_cpu: list[float] = []
         for i in range(runs):
             order = [(kmod_cmd, None, kmod_wall, kmod_cpu), (kmodd_cmd, env, kmodd_wall,
                                                              kmodd_cpu)]
@@ -83,7 +86,7 @@ def bench_elf_readers() -> None:
     from kmodd.core.modfile.elf import ElfError, parse_module
 
     tree = depmod_tree("plain")
-    paths = []
+    paths: list[str] = []
     for d, _, files in os.walk(f"{tree.moddir}/kernel"):
         paths.extend(os.path.join(d, f) for f in files if f.endswith(".ko"))
     blobs = []

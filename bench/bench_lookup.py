@@ -138,9 +138,9 @@ def main() -> int:
     kd_t: list[float] = []
     clock = time.perf_counter
     for _ in range(args.rounds):
-        for k in encoded:
+        for raw in encoded:
             t = clock()
-            lib.lookup(k)
+            lib.lookup(raw)
             lib_t.append(clock() - t)
         for k in keys:
             t = clock()

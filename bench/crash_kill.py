@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.e2e.vm import crash, devices, image
+from tests.e2e.vm import bindings, crash, devices, image, manager
 from tests.e2e.vm.machine import VM, Init
 
 RESULTS = os.path.join(image.CACHE, "results")
@@ -45,7 +45,7 @@ RESULTS = os.path.join(image.CACHE, "results")
 def _kmodd_boot(guest: image.Guest, reference: dict[str, Any] | None,
                 percent: int | None) -> dict[str, Any]:
     name = f"crash-kmodd-{percent if percent is not None else 'ref'}"
-    append = crash.manager.TRACE_MODULE_LOADS if reference is None else ""
+    append = manager.TRACE_MODULE_LOADS if reference is None else ""
     with VM(devices=devices.rich(), guest=guest, name=name, init=Init.SYSTEMD,
             append=append) as vm:
         out: dict[str, Any] = {"boot": vm.boot_info}
@@ -56,7 +56,7 @@ def _kmodd_boot(guest: image.Guest, reference: dict[str, Any] | None,
             status = crash.wait_kmodd_restarted(vm, kill["pid"])
         else:
             crash.kmodd_pid(vm)
-            status = crash.manager.wait_kmodd_coldplug_done(vm)
+            status = manager.wait_kmodd_coldplug_done(vm)
         out["status"] = status
         out["state"] = crash.state(vm)
         if reference is None:
@@ -90,7 +90,7 @@ def _show(state: crash.State) -> dict[str, Any]:
 def _state(shown: dict[str, Any]) -> crash.State:
     """A state back from its JSON form (`_show`)."""
     listing = tuple(shown["bindings"])
-    return crash.State(frozenset(shown["modules"]), crash.bindings.pairs(listing), listing)
+    return crash.State(frozenset(shown["modules"]), bindings.pairs(listing), listing)
 
 
 def _print_table(results: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,6 +71,11 @@ def run(argv: list[str]) -> None:
                    env=ENV)
 
 
+def run_each(argvs: list[list[str]]) -> None:
+    for argv in argvs:
+        run(argv)
+
+
 def row(label: str, ours: float, theirs: float, unit: str = "s") -> None:
     print(f"{label:<50} kmodd {ours:8.3f} {unit}  kmod {theirs:8.3f} {unit}  "
           f"ratio {ours / theirs:5.2f}")
@@ -87,20 +93,20 @@ def main() -> int:
     run(REAL + paths)  # warm the page cache for both
     for options in ([], ["-F", "signer"]):
         label = "one process, all modules" + (f" ({' '.join(options)})" if options else "")
-        row(label, timed(lambda o=options: run(KMODD + o + paths), args.repeat),
-            timed(lambda o=options: run(REAL + o + paths), args.repeat))
-        row(label + ", CPU", cpu(lambda o=options: run(KMODD + o + paths), args.repeat),
-            cpu(lambda o=options: run(REAL + o + paths), args.repeat), "cpu-s")
+        row(label, timed(partial(run, KMODD + options + paths), args.repeat),
+            timed(partial(run, REAL + options + paths), args.repeat))
+        row(label + ", CPU", cpu(partial(run, KMODD + options + paths), args.repeat),
+            cpu(partial(run, REAL + options + paths), args.repeat), "cpu-s")
     sample = paths[:: max(1, len(paths) // args.sample)][: args.sample]
     row(f"one process per module ({len(sample)} modules)",
-        timed(lambda: [run([*KMODD, p]) for p in sample], 1),
-        timed(lambda: [run([*REAL, p]) for p in sample], 1))
+        timed(partial(run_each, [[*KMODD, p] for p in sample]), 1),
+        timed(partial(run_each, [[*REAL, p] for p in sample]), 1))
     row(f"one process per module ({len(sample)} modules), CPU",
-        cpu(lambda: [run([*KMODD, p]) for p in sample], 1),
-        cpu(lambda: [run([*REAL, p]) for p in sample], 1), "cpu-s")
+        cpu(partial(run_each, [[*KMODD, p] for p in sample]), 1),
+        cpu(partial(run_each, [[*REAL, p] for p in sample]), 1), "cpu-s")
     row(f"  of which bare interpreter start-up ({len(sample)}x)",
-        cpu(lambda: [run([sys.executable, "-c", "pass"]) for _ in sample], 1),
-        cpu(lambda: [run([*REAL, p]) for p in sample], 1), "cpu-s")
+        cpu(partial(run_each, [[sys.executable, "-c", "pass"] for _ in sample]), 1),
+        cpu(partial(run_each, [[*REAL, p] for p in sample]), 1), "cpu-s")
 
     def in_process() -> None:
         modinfo.run(["modinfo", *paths], root=Root(), stdout=io.BytesIO(),
@@ -120,7 +126,7 @@ def main() -> int:
                 signature._templates.clear()
             signature.parse_module_signature(image)
     for cold in (True, False):
-        seconds = timed(lambda c=cold: parse_all(c), args.repeat)
+        seconds = timed(partial(parse_all, cold), args.repeat)
         print(f"signature reader ({'cold' if cold else 'warm'}): "
               f"{len(images) / seconds:10.0f} signatures/s ({seconds * 1e6 / len(images):.1f} "
               "us each)")

@@ -17,6 +17,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,11 @@ def _explain_as_nobody(path: str, target: str) -> dict[str, Any]:
             return {"reply": client.call("io.kmodd.Explain", {"module": target})}
         except VarlinkClientError as e:
             return {"error": e.name, "parameters": e.parameters}
+
+
+def _explain_json_as_nobody(path: str, target: str) -> str:
+    """`_explain_as_nobody` as JSON text (what the `as_nobody` child sends back)."""
+    return json.dumps(_explain_as_nobody(path, target))
 
 
 async def _threads_at_rest(running: RunningDaemon, as_nobody: RunAs) -> set[str]:
@@ -153,7 +159,7 @@ def test_nobody_cannot_make_the_daemon_wait_on_a_fifo(root: Root, as_nobody: Run
         try:
             for target in (str(fifo), "fifo.ko"):  # by path, and by a name that looks like one
                 got = json.loads(await asyncio.to_thread(
-                    as_nobody, lambda t=target: json.dumps(_explain_as_nobody(path, t))))
+                    as_nobody, partial(_explain_json_as_nobody, path, target)))
                 assert got == {"error": "io.kmodd.PermissionDenied",
                                "parameters": {"reason": PATH_DENIED}}, target
             assert _daemon_threads() == threads
@@ -185,7 +191,7 @@ def test_nobody_learns_nothing_of_a_root_only_file(root: Root, as_nobody: RunAs,
     async def scenario(running: RunningDaemon) -> None:
         path = running.socket_path
         present, absent = [json.loads(await asyncio.to_thread(
-            as_nobody, lambda t=str(t): json.dumps(_explain_as_nobody(path, t))))
+            as_nobody, partial(_explain_json_as_nobody, path, str(t))))
             for t in (secret, missing)]
         assert present == absent == {"error": "io.kmodd.PermissionDenied",
                                      "parameters": {"reason": PATH_DENIED}}
@@ -302,7 +308,7 @@ def _raw_calls(path: str, *requests: bytes) -> list[dict[str, Any]]:
         sock.settimeout(10)
         sock.connect(path)
         sock.sendall(b"".join(r + b"\0" for r in requests))
-        data, replies = b"", []
+        data, replies = b"", list[Any]()
         while len(replies) < len(requests):
             chunk = sock.recv(65536)
             assert chunk, f"closed after {len(replies)} replies"
@@ -341,7 +347,7 @@ def test_a_lone_surrogate_is_refused_naming_the_field(root: Root, as_nobody: Run
         assert replies[1] == {"error": "io.kmodd.InvalidRequest", "parameters": {
             "reason": "the method name is not valid Unicode (a lone surrogate)"}}
         assert replies[2]["parameters"]["status"]["state"] == "running"
-        assert not [t for p, t in running.sink.messages  # type: ignore[attr-defined]
+        assert not [t for p, t in running.logged.messages
                     if p <= Priority.ERR]
 
     _run(scenario, root)
@@ -354,12 +360,12 @@ def test_a_handler_failure_is_answered_and_logged_once_with_the_method(root: Roo
         def broken(target: str) -> None:
             raise OSError(5, "Input/output error \udcff")
 
-        control.why = broken  # type: ignore[method-assign, assignment]
+        control.why = broken  # type: ignore[method-assign]
         why = b'{"method":"io.kmodd.Why","parameters":{"target":"pci:v1"}}'
         replies = await asyncio.to_thread(_raw_calls, running.socket_path, why, why, why)
         assert replies == [{"error": "io.kmodd.InternalError", "parameters": {
             "reason": "OSError: [Errno 5] Input/output error \udcff"}}] * 3
-        errors = [t for p, t in running.sink.messages  # type: ignore[attr-defined]
+        errors = [t for p, t in running.logged.messages
                   if p == Priority.ERR]
         assert errors == ["Internal error in 'io.kmodd.Why': OSError: [Errno 5] Input/output "
                           "error \\udcff"]
@@ -474,7 +480,7 @@ def test_clients_that_never_read_their_replies_cost_one_reply_each_not_their_req
             while served != service.statistics().requests:  # until serving stops
                 served = service.statistics().requests
                 await asyncio.sleep(0.3)
-            pending = sum(c._transport.get_write_buffer_size()  # type: ignore[union-attr]
+            pending = sum(c._transport.get_write_buffer_size()
                           for c in service._connections if c._transport is not None)
             # Each connection was served until its replies filled the socket and the
             # transport's high-water mark (64 KiB), then no more: not 8 x 400 requests.

@@ -126,7 +126,7 @@ def test_reload_resync_and_stop_never_wait_behind_clients_stuck_in_explain(
             assert daemon.intake is not None
             daemon.intake.request_resync()  # what a lost uevent (ENOBUFS) sets off
             await wait_until(lambda: any(text.startswith("Resynchronised from sysfs")
-                                         for text in runner.sink.texts()), PROMPTLY,
+                                         for text in runner.logged.texts()), PROMPTLY,
                              "the resync")
         finally:
             for _, writer in connections:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.daemon.main import EXIT_ALREADY_RUNNING, EXIT_FAILURE
+from kmodd.core.exitcodes import EXIT_ALREADY_RUNNING, EXIT_FAILURE
 from tests.adversarial.daemon_process import PATIENCE, DaemonProcess, machine_root
 from tests.daemon.daemon_tree import kmodctl
 

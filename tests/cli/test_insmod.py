@@ -36,7 +36,8 @@ def test_a_successful_insert_prints_nothing(root, mods):
     ran = insmod(kernel, mods("mod_a", modinfo=standard_modinfo("mod_a", "parmtype=x:int",
                                                                  "parmtype=y:bool")), "x=3", "y")
     assert (ran.rc, ran.out, ran.err) == (0, b"", b"")
-    assert kernel.module("mod_a").params == {"x": "3", "y": "Y"}
+    module = kernel.module("mod_a")
+    assert module is not None and module.params == {"x": "3", "y": "Y"}
 
 
 @pytest.mark.parametrize("setup,errno,text", [

@@ -20,6 +20,7 @@ from kmodd.core.explain.model import (
     render_text,
     to_json,
 )
+from kmodd.system.control_client import VarlinkClientError
 from kmodd.system.diagnose import explain
 from kmodd.system.root import Root
 from tests.fakes import DEBIAN_RELEASE, FakeKernel
@@ -151,7 +152,7 @@ def test_what_the_daemon_saw_is_a_json_field_of_its_own():
 def test_a_malformed_explanation_from_the_daemon_is_an_error_naming_the_field():
     daemon = _Daemon({"explanation": {"module": "x", "plan": [], "lines": ["insert x"]}})
     ctx = client.Context(daemon, ["x"], False, False, None, lambda _: None)  # type: ignore[arg-type]
-    with pytest.raises(client.VarlinkClientError) as raised:
+    with pytest.raises(VarlinkClientError) as raised:
         client._explain(ctx)
     assert (raised.value.name, raised.value.parameters) == (
         client.MALFORMED_REPLY,

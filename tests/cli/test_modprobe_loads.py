@@ -13,6 +13,7 @@ import io
 import os
 import signal
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ LOOP = {
     "kernel/mod-loop-a.ko": {"exports": ["printA"], "needs": ["printB"]},
     "kernel/mod-loop-b.ko": {"exports": ["printB"]},
 }
-SIMPLE = {"kernel/mod-simple.ko": {}}
+SIMPLE: dict[str, dict[str, Any]] = {"kernel/mod-simple.ko": {}}
 MODULE_LESS_KERNEL = not os.path.exists("/proc/modules")
 
 
@@ -74,7 +75,8 @@ def test_a_dependency_loads_first_then_the_module(tmp_path):
     assert [c for c in kernel.calls] == [("finit_module", "mod_loop_b"),
                                          ("finit_module", "mod_loop_a")]
     assert loaded(kernel) == {"mod_loop_a", "mod_loop_b"}
-    assert kernel.module("mod_loop_b").users == ["mod_loop_a"]
+    module = kernel.module("mod_loop_b")
+    assert module is not None and module.users == ["mod_loop_a"]
 
 
 def test_a_post_softdep_on_a_module_that_depends_on_it_loads_both(tmp_path):
@@ -130,12 +132,18 @@ def test_a_module_for_another_kernel_fails_without_force(tmp_path):
 
 @pytest.mark.parametrize(("flag", "finit_flags"), [
     ("--force", 3), ("--force-vermagic", 2), ("-f", 3)])
-def test_force_flags_reach_finit_module_and_the_module_loads(tmp_path, flag, finit_flags):
+def test_force_flags_reach_finit_module_and_the_module_loads(tmp_path, monkeypatch, flag,
+                                                             finit_flags):
     """modprobe_force."""
     kernel = FakeKernel(tree(tmp_path, {"kernel/mod-simple.ko": bad_vermagic_module()}))
     seen: list[int] = []
     finit = kernel.finit_module
-    kernel.finit_module = lambda fd, p, flags: (seen.append(flags), finit(fd, p, flags))[1]
+
+    def finit_module(fd: int, params: bytes, flags: int) -> int:
+        seen.append(flags)
+        return finit(fd, params, flags)
+
+    monkeypatch.setattr(kernel, "finit_module", finit_module)
     assert modprobe(kernel, flag, "mod-simple") == Ran(0, b"", b"")
     assert seen == [finit_flags]
     assert loaded(kernel) == {"mod_simple"}

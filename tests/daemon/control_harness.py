@@ -25,6 +25,7 @@ from kmodd.daemon.control.views import (
     WhyView,
 )
 from kmodd.daemon.events import EventHub, EventView
+from kmodd.daemon.lifecycle import DaemonState
 from kmodd.daemon.varlink import Limits, VarlinkService
 from kmodd.system.notify import bind_listener
 
@@ -74,8 +75,8 @@ class FakeState:
         self.fail_reload = False
 
     def status(self) -> StatusView:
-        return StatusView("0.1.0", "running", os.getpid(), "6.1.0-test", 5_000_000, 180_000,
-                          True, self.generation, False)
+        return StatusView("0.1.0", DaemonState.RUNNING, os.getpid(), "6.1.0-test", 5_000_000,
+                          180_000, True, self.generation, False)
 
     def statistics(self) -> StatisticsView:
         return StatisticsView(120, 117, {"sender-not-kernel": 3}, {}, 0, 0, len(DEVICES),

@@ -212,6 +212,12 @@ class RunningDaemon:
     def socket_path(self) -> str:
         return self.root.path("/run/kmodd/io.kmodd")
 
+    @property
+    def logged(self) -> ListSink:
+        """The default sink, which keeps what the daemon logged (not a sink the test gave)."""
+        assert isinstance(self.sink, ListSink), f"the daemon logs to {self.sink!r}"
+        return self.sink
+
     async def __aenter__(self) -> Daemon:
         self._task = asyncio.get_running_loop().create_task(self.daemon.run())
         ready = asyncio.ensure_future(self.daemon.ready.wait())

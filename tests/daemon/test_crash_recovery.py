@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,12 +62,11 @@ def kernel(root: Root) -> FakeKernel:
     return fake_kernel(root, drivers=DRIVERS)
 
 
-def running(root: Root, fake: FakeKernel, binding: SimulatedBinding, **kwargs: object
-            ) -> RunningDaemon:
-    gated = kwargs.pop("gated", None) or GatedSyscalls(fake)
+def running(root: Root, fake: FakeKernel, binding: SimulatedBinding,
+            gated: GatedSyscalls | None = None, **kwargs: Any) -> RunningDaemon:
     kwargs.setdefault("coldplug", True)
-    return RunningDaemon(root, kernel=gated, devices_root=root, binding=binding,
-                         **kwargs)  # type: ignore[arg-type]
+    return RunningDaemon(root, kernel=gated or GatedSyscalls(fake), devices_root=root,
+                         binding=binding, **kwargs)
 
 
 async def end_without_stopping(run: RunningDaemon) -> None:
@@ -126,6 +126,7 @@ def test_a_device_left_unbound_by_an_instance_killed_in_its_drivers_insert_is_re
             await wait_until(lambda: daemon.devices is not None
                              and daemon.devices.table.devices[SERIAL].reprobe is not None,
                              what="the re-probe of the serial port")
+            assert daemon.devices is not None
             reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None
             assert (reprobe.result.value, reprobe.driver, reprobe.reason) == (
@@ -198,6 +199,7 @@ def test_a_device_whose_driver_was_still_initialising_when_the_next_instance_sta
             await wait_until(lambda: daemon.devices is not None
                              and daemon.devices.table.devices[SERIAL].reprobe is not None,
                              what="the re-probe of the serial port")
+            assert daemon.devices is not None
             reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None
             assert (reprobe.result.value, reprobe.driver) == ("bound", "serial8250")
@@ -244,6 +246,7 @@ def test_an_insert_that_ends_after_the_next_instance_started_is_attributed_and_r
             await wait_until(lambda: daemon.devices is not None
                              and SERIAL in daemon.devices.table.devices
                              and daemon.devices.table.devices[SERIAL].reprobe is not None)
+            assert daemon.devices is not None
             reprobe = daemon.devices.table.devices[SERIAL].reprobe
             assert reprobe is not None and reprobe.result.value == "bound"
         assert binding.probes == [SERIAL]

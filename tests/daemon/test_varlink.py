@@ -75,7 +75,7 @@ def _closed(sock: socket.socket, within: float = 5.0) -> bool:
 
 def _healthy(path: str) -> bool:
     with VarlinkClient(path, timeout=5) as client:
-        return client.call("io.kmodd.GetStatus")["status"]["state"] == "running"
+        return bool(client.call("io.kmodd.GetStatus")["status"]["state"] == "running")
 
 
 def test_an_oversized_request_is_answered_then_disconnected(

@@ -86,7 +86,7 @@ def _chunks(stream: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def _replies(sock: socket.socket, count: int) -> list[bytes]:
-    data, out = b"", []
+    data, out = b"", list[bytes]()
     while len(out) < count:
         chunk = sock.recv(65536)
         assert chunk, f"the server closed the connection after {len(out)} of {count} replies"

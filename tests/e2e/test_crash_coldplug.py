@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.e2e_support import skip_kmodd_without_unit
-from tests.e2e.vm import crash, devices, image
+from tests.e2e.vm import crash, devices, image, manager
 from tests.e2e.vm.machine import VM, Init
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -96,10 +96,10 @@ def _hotplug_disk(vm: VM, kill: bool) -> dict[str, Any] | None:
 def reference(guest: image.Guest) -> Boot:
     boot = Boot("reference")
     t = time.monotonic()
-    with _boot(guest, "reference", append=crash.manager.TRACE_MODULE_LOADS) as vm:
+    with _boot(guest, "reference", append=manager.TRACE_MODULE_LOADS) as vm:
         vm.uevents_start(stream=True)
         crash.kmodd_pid(vm)
-        crash.manager.wait_kmodd_coldplug_done(vm)
+        manager.wait_kmodd_coldplug_done(vm)
         _checkpoint(vm, boot, "coldplug")
         boot.coldplug_modules = crash.coldplug_modules(vm)
         _hotplug_disk(vm, kill=False)

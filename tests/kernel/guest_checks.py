@@ -38,8 +38,9 @@ from typing import Any
 
 from kmodd.cli import insmod, lsmod, rmmod
 from kmodd.core.autoload.kmsg import KmsgRecord, module_lines
+from kmodd.core.kmod.initstate import InitState
 from kmodd.system.kmsg import DevKmsg
-from kmodd.system.modstate import InitState, SysModules
+from kmodd.system.modstate import SysModules
 from kmodd.system.root import Root
 
 TOOLS = {"insmod": insmod, "rmmod": rmmod, "lsmod": lsmod}

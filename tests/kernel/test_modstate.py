@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import LibkmodEvent
 from kmodd.system.modstate import (
-    InitState,
     ProcModule,
     ProcModulesError,
     SysModules,

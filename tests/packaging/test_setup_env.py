@@ -31,6 +31,8 @@ def test_every_make_target_runs_the_venv_python() -> None:
         "./scripts/setup-test-env",
         ".venv/bin/python -m ruff check kmodd tests bench",
         ".venv/bin/python -m mypy",
+        "MYPYPATH=tests/e2e/vm/guest .venv/bin/python -m mypy tests/e2e/vm/guest/agent.py "
+        "tests/e2e/vm/guest/coldplug.py",
     ]
     assert make_dry_run("deb") == ["./scripts/setup-test-env", "packaging/build-deb"]
     assert make_dry_run("demo", "DEMO_ARGS=--set rich") == [

@@ -74,6 +74,7 @@ def test_random_trees_give_kmods_files_and_messages(spec: dict[str, object]) -> 
         except subprocess.TimeoutExpired:
             kmod = None  # kmod 30 loops for ever on this tree
         assume(kmod is not None and kmod.rc >= 0)  # < 0: killed by its own assert()
+        assert kmod is not None  # (assume stopped the example otherwise)
         kmodd = tree.kmodd("-b", tree.root, KVER)
         assert kmodd.stderr.decode() == kmod.stderr.decode()
         assert kmodd.rc == kmod.rc

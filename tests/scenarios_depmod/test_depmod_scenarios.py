@@ -26,7 +26,7 @@ def tree(tmp_path: os.PathLike[str]) -> Tree:
 
 
 @pytest.fixture
-def conf(tmp_path: os.PathLike[str]):  # type: ignore[no-untyped-def]
+def conf(tmp_path: os.PathLike[str]):
     """Write depmod.d files into <tmp>/depmod.d; returns the -C arguments."""
     directory = f"{tmp_path}/depmod.d"
     os.makedirs(directory)

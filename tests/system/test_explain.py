@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno as E
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -37,12 +38,12 @@ PRINTK = 0x11112222
 KALLSYMS = {"printk": PRINTK, "module_layout": LAYOUT}
 
 
-def mod(name: str, **kw: object) -> dict[str, object]:
+def mod(name: str, **kw: Any) -> dict[str, Any]:
     """A module as Debian's build makes them: in-tree, vermagic, __versions for what it
     needs from the kernel (module_layout, printk)."""
     crcs = {"printk": PRINTK}
-    crcs.update(kw.pop("kernel_crcs", {}))  # type: ignore[arg-type]
-    spec: dict[str, object] = {"layout_crc": LAYOUT, "kernel_crcs": crcs,
+    crcs.update(kw.pop("kernel_crcs", {}))
+    spec: dict[str, Any] = {"layout_crc": LAYOUT, "kernel_crcs": crcs,
                                "modinfo": standard_modinfo(name)}
     spec.update(kw)
     return spec
@@ -463,6 +464,7 @@ def test_a_missing_module_directory_points_at_the_upgrade_without_reboot(tmp_pat
     expl = explained(kernel_for(root), "mod-a")
     f = only(expl, Check.NOT_FOUND)
     assert f.evidence[0] == Evidence("module directory", "does not exist", MODDIR)
+    assert f.fix is not None
     assert f.fix.startswith(f"install the modules of {KVER} (a kernel upgrade without a reboot")
 
 

@@ -128,7 +128,7 @@ def test_device_details_from_a_fake_tree(tmp_path: Path) -> None:
 
 def test_details_agree_with_pyudev_for_every_device_here() -> None:
     """pyudev (libudev) is the reference: kmodd reads the same sysfs and udev database."""
-    import pyudev  # type: ignore[import-untyped]
+    import pyudev
 
     context = pyudev.Context()
     for device in scan_devices(Root()).devices:

@@ -188,7 +188,7 @@ def test_any_bytes_give_an_event_or_a_diagnostic_and_never_raise(data: bytes) ->
 
 
 _KEY = st.text(string.ascii_uppercase + string.digits + "_", min_size=1, max_size=12)
-_VALUE = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+_VALUE = st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
                  max_size=40)
 
 

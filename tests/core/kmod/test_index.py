@@ -109,7 +109,7 @@ def test_the_decoded_index_counts_the_modules_of_modules_dep(tree: Path) -> None
 
 @pytest.mark.parametrize("kind", READERS)
 def test_a_missing_index_answers_none_and_dumps_nothing(tree: Path, kind: str) -> None:
-    files = {name: None for name in INDEX_FILES.values()}
+    files: dict[str, bytes | None] = {name: None for name in INDEX_FILES.values()}
     indexes = reader(kind, files)
     assert (indexes.dep_line("kmodd_dev"), indexes.aliases("kmodd:shared"),
             indexes.symbols("symbol:bus_sym"), indexes.builtin("kmodd_rtc"),

@@ -88,7 +88,7 @@ def flipped(data: bytes, flips: list[tuple[float, int]]) -> bytes:
     return bytes(out)
 
 
-damage = st.one_of(
+damage: st.SearchStrategy[tuple[str, float, list[tuple[float, int]]]] = st.one_of(
     st.floats(0.0, 0.999).map(lambda f: ("truncate", f, [])),
     st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(1, 255)), min_size=1, max_size=4)
     .map(lambda flips: ("flip", 0.0, flips)),

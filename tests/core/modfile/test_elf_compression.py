@@ -52,12 +52,12 @@ def test_the_contents_decide_not_the_name(packed: bytes, kind: Compression) -> N
 
 
 @pytest.mark.parametrize("pack", [_zst, _xz, _gz, lambda d: d])
-def test_every_format_gives_back_the_image(pack) -> None:  # type: ignore[no-untyped-def]
+def test_every_format_gives_back_the_image(pack) -> None:
     assert bytes(decompress(pack(IMAGE))) == IMAGE
 
 
 @pytest.mark.parametrize("pack", [_zst, _xz, _gz])
-def test_concatenated_streams_are_decoded_one_after_the_other(pack) -> None:  # type: ignore[no-untyped-def]
+def test_concatenated_streams_are_decoded_one_after_the_other(pack) -> None:
     assert decompress(pack(IMAGE[:100]) + pack(IMAGE[100:])) == IMAGE
 
 

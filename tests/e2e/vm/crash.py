@@ -66,8 +66,8 @@ def difference(want: State, got: State) -> dict[str, list[Any]]:
             "devices unbound": b["unbound"]}
 
 
-SAME = {"modules missing": [], "modules extra": [], "bindings missing": [],
-        "bindings extra": [], "devices unbound": []}
+SAME: dict[str, list[Any]] = {"modules missing": [], "modules extra": [],
+                              "bindings missing": [], "bindings extra": [], "devices unbound": []}
 
 
 # --- kmodd under systemd ---------------------------------------------------------------------
