@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.toolrun import needs_mount_namespace
+
 from .corpus import QEMU_FILES, build_corpus, bus_of, read_aliases
 from .kmodrun import (
     DEFAULT_PATH,
@@ -64,6 +66,7 @@ def test_runner_returns_results_in_case_order_across_batches(selftest_root: str)
     assert second == first[::-1]
 
 
+@needs_mount_namespace
 def test_runner_switches_fake_roots_in_one_namespace(tmp_path: pathlib.Path) -> None:
     a, b, c = (str(tmp_path / n) for n in "abc")
     write_tree(a, {"etc/modprobe.d/a.conf": "A\n", "proc/cmdline": "a.x=1\n",
