@@ -7,6 +7,7 @@ Unload and Reload need root (or the admin group), and a refused call changes not
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import tempfile
@@ -246,7 +247,7 @@ def test_list_modules_gives_each_inserts_wait_and_the_module_it_waited_for(root:
                 ("kmodd_virtio_pci", VIRTIO_NET), ("kmodd_net_failover", VIRTIO_NET)]
             queued = {modules[n]["queued_usec"] for n in chain}
             assert len(queued) == 1  # one chain, asked for once
-            for before, after in zip(chain, chain[1:]):
+            for before, after in itertools.pairwise(chain):
                 assert modules[before]["finished_usec"] <= modules[after]["started_usec"]
             for n in chain:
                 assert modules[n]["queued_usec"] <= modules[n]["started_usec"] <= \
