@@ -20,10 +20,10 @@ _kmodctl() {
         --output|--socket|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case $command in
-        '') COMPREPLY=($(compgen -W "status devices modules why explain load unload reload monitor blame plot help modprobe depmod modinfo insmod rmmod lsmod" -- "$cur"))
+        '') COMPREPLY=($(compgen -W "status devices modules why explain load unload reload monitor blame plot critical-chain help modprobe depmod modinfo insmod rmmod lsmod" -- "$cur"))
             [[ $cur == -* ]] && COMPREPLY=($(compgen -W "--json --socket -h --help -V --version" -- "$cur"))
             return ;;
-        help) COMPREPLY=($(compgen -W "status devices modules why explain load unload reload monitor blame plot" -- "$cur")); return ;;
+        help) COMPREPLY=($(compgen -W "status devices modules why explain load unload reload monitor blame plot critical-chain" -- "$cur")); return ;;
         status) options="" operand=none ;;
         devices) options="" operand=none ;;
         modules) options="" operand=module ;;
@@ -34,7 +34,8 @@ _kmodctl() {
         reload) options="" operand=none ;;
         monitor) options="" operand=none ;;
         blame) options="" operand=none ;;
-        plot) options="-o --output" operand=none ;;
+        plot) options="--by-device -o --output" operand=none ;;
+        critical-chain) options="" operand=module ;;
         modprobe) operand=module && [[ $cur == -* ]] && return ;;
         depmod) operand=none && [[ $cur == -* ]] && return ;;
         modinfo) operand=module && [[ $cur == -* ]] && return ;;

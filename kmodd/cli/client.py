@@ -22,9 +22,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, BinaryIO
-from xml.sax.saxutils import escape
 
 from kmodd import __version__
+from kmodd.cli.plot import device_plot, module_plot
+from kmodd.cli.timeline import (
+    NotTimed,
+    critical_chain,
+    format_usec,
+    module_rows,
+    render_chain,
+)
 from kmodd.core.explain.model import (
     EVIDENCE_INDENT,
     ExplanationFormatError,
@@ -63,17 +70,6 @@ CALL_TIMEOUT = 30.0
 FAILED_OUTCOMES = frozenset({"failed", "not-found", "blacklisted", "refused"})
 
 # -- formatting ---------------------------------------------------------------------------
-
-
-def format_usec(usec: int | None) -> str:
-    """Like systemd's timespans: 1.520s, 92ms, 713us; "-" when unknown."""
-    if usec is None:
-        return "-"
-    if usec >= 1_000_000:
-        return f"{usec / 1_000_000:.3f}s"
-    if usec >= 1000:
-        return f"{usec // 1000}ms"
-    return f"{usec}us"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -117,6 +113,7 @@ class Context:
     dry_run: bool
     output: str | None
     out: Callable[[str], None]
+    by_device: bool = False
 
 
 def _status(ctx: Context) -> int:
@@ -355,78 +352,69 @@ def _blame(ctx: Context) -> int:
     return EXIT_OK
 
 
-def _plot(ctx: Context) -> int:
-    devices = ctx.client.call(f"{INTERFACE}.ListDevices")["devices"]
-    rows = [d for d in devices if d.get("started_usec") is not None
-            and d.get("finished_usec") is not None]
-    if ctx.json:
-        text = json.dumps([{
-            "devpath": d["devpath"], "modules": d["candidates"],
-            "queued_usec": d.get("queued_usec"),
-            "started_usec": d["started_usec"], "finished_usec": d["finished_usec"],
-            "outcome": d.get("outcome"),
-        } for d in rows], indent=2) + "\n"
-    else:
-        text = plot_svg(rows)
+def _write(ctx: Context, text: str) -> None:
     if ctx.output:
         with open(ctx.output, "w") as f:
             f.write(text)
     else:
         ctx.out(text)
+
+
+def _plot(ctx: Context) -> int:
+    """One row per module (cli.plot.module_plot), or per device with --by-device."""
+    if ctx.by_device:
+        devices = ctx.client.call(f"{INTERFACE}.ListDevices")["devices"]
+        if ctx.json:
+            _write(ctx, json.dumps([{
+                "devpath": d["devpath"], "modules": d["candidates"],
+                "queued_usec": d.get("queued_usec"),
+                "started_usec": d["started_usec"], "finished_usec": d["finished_usec"],
+                "outcome": d.get("outcome"),
+            } for d in devices if d.get("started_usec") is not None
+                and d.get("finished_usec") is not None], indent=2) + "\n")
+        else:
+            _write(ctx, device_plot(devices))
+        return EXIT_OK
+    rows = module_rows(ctx.client.call(f"{INTERFACE}.ListModules")["modules"])
+    chain = critical_chain(rows, {})
+    if ctx.json:
+        _write(ctx, json.dumps([{
+            "module": r.name, "queued_usec": r.queued_usec, "started_usec": r.started_usec,
+            "finished_usec": r.finished_usec, "outcome": r.outcome, "after": r.after,
+            "device": r.device, "critical": any(link.name == r.name for link in chain),
+        } for r in rows], indent=2) + "\n")
+    else:
+        _write(ctx, module_plot(rows, frozenset(link.name for link in chain
+                                                if not link.device)))
     return EXIT_OK
 
 
-#: Layout of `kmodctl plot`, in SVG user units (pixels).
-PLOT_LABEL_WIDTH = 520
-PLOT_TIMELINE_WIDTH = 800
-PLOT_ROW_HEIGHT = 18
-PLOT_MARGIN = 20
-#: Bar colour per outcome; anything else is grey.
-PLOT_COLOURS: Mapping[str, str] = {
-    "inserted": "#4c9a2a", "already-loaded": "#8fbc8f", "builtin": "#8fbc8f",
-    "failed": "#c0392b", "blacklisted": "#e67e22", "not-found": "#7f8c8d",
-}
+def _critical_chain(ctx: Context) -> int:
+    """The chain of waits that bounded the coldplug, or MODULE's going live."""
+    rows = module_rows(ctx.client.call(f"{INTERFACE}.ListModules")["modules"])
+    devices = ctx.client.call(f"{INTERFACE}.ListDevices")["devices"]
+    queued = {d["devpath"]: d["queued_usec"] for d in devices
+              if d.get("queued_usec") is not None}
+    module = ctx.args[0] if ctx.args else None
+    try:
+        links = critical_chain(rows, queued, module)
+    except NotTimed:
+        raise CommandError(f"critical-chain: kmodd has no timed load of {module} (it was "
+                           "not loaded by this kmodd, or not loaded)") from None
+    if ctx.json:
+        ctx.out(json.dumps([{
+            "name": link.name, "kind": "device" if link.device else "module",
+            "at_usec": link.at_usec, "took_usec": link.took_usec,
+        } for link in links], indent=2) + "\n")
+    elif links:
+        ctx.out(render_chain(links))
+    else:
+        ctx.out("kmodd has no timed module load.\n")
+    return EXIT_OK
 
 
-def plot_svg(devices: Sequence[Mapping[str, Any]]) -> str:
-    """An SVG timeline: one row per device, a bar from start to end of its loads."""
-    start = min((d.get("queued_usec") or d["started_usec"] for d in devices), default=0)
-    end = max((d["finished_usec"] for d in devices), default=start + 1)
-    span = max(end - start, 1)
-    scale = PLOT_TIMELINE_WIDTH / span
-    height = PLOT_MARGIN * 3 + PLOT_ROW_HEIGHT * len(devices)
-    width = PLOT_LABEL_WIDTH + PLOT_TIMELINE_WIDTH + 2 * PLOT_MARGIN
-    x0 = PLOT_MARGIN + PLOT_LABEL_WIDTH
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="11">',
-        f'<text x="{PLOT_MARGIN}" y="{PLOT_MARGIN}" font-size="14">kmodd coldplug: '
-        f'{len(devices)} devices, {format_usec(span)}</text>',
-    ]
-    for i in range(11):  # ticks every tenth of the span
-        x = x0 + PLOT_TIMELINE_WIDTH * i / 10
-        out.append(f'<line x1="{x:.1f}" y1="{PLOT_MARGIN * 1.5}" x2="{x:.1f}" '
-                   f'y2="{height - PLOT_MARGIN}" stroke="#ddd"/>')
-        out.append(f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
-                   f'{format_usec(span * i // 10)}</text>')
-    for row, d in enumerate(devices):
-        y = PLOT_MARGIN * 2 + row * PLOT_ROW_HEIGHT
-        modules = ",".join(d.get("candidates") or []) or "-"
-        label = f"{d['devpath']} ({modules})"
-        colour = PLOT_COLOURS.get(d.get("outcome") or "", "#999")
-        bar_x = x0 + (d["started_usec"] - start) * scale
-        bar_w = max((d["finished_usec"] - d["started_usec"]) * scale, 1.0)
-        out.append(f'<text x="{PLOT_MARGIN}" y="{y + 12}">{escape(label)}</text>')
-        if d.get("queued_usec") is not None:
-            qx = x0 + (d["queued_usec"] - start) * scale
-            out.append(f'<rect x="{qx:.1f}" y="{y + 6}" width="{max(bar_x - qx, 0):.1f}" '
-                       f'height="3" fill="#bbb"/>')
-        out.append(f'<rect x="{bar_x:.1f}" y="{y + 2}" width="{bar_w:.1f}" height="12" '
-                   f'fill="{colour}"><title>{escape(label)}: '
-                   f'{format_usec(d["finished_usec"] - d["started_usec"])}</title></rect>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+class CommandError(Exception):
+    """A command cannot answer: the message (without "kmodctl: "), exit EXIT_FAILURE."""
 
 
 class Operand(StrEnum):
@@ -532,10 +520,26 @@ COMMANDS: Mapping[str, Command] = {
         "List the modules the daemon loaded, the slowest first, with how long each load "
         "took."),
     "plot": Command(
-        _plot, 0, 0, "plot [-o FILE]", "draw the coldplug timeline as SVG",
-        "Draw an SVG timeline of the devices' loads, one row per device from when its uevent "
-        "was queued to when its last load ended, coloured by outcome.",
-        (Option(("-o", "--output"), "FILE", "Write to FILE instead of standard output."),)),
+        _plot, 0, 0, "plot [--by-device] [-o FILE]", "draw the coldplug timeline as SVG",
+        "Draw an SVG timeline with one row per module the daemon loaded: a thin bar while it "
+        "waited (from when its load was queued until its insert started: for a worker, for "
+        "its dependencies) and a thick bar while it was inside finit_module, coloured by "
+        "outcome, with a legend and round time ticks. The modules of the critical chain (see "
+        "critical-chain) are outlined in red.",
+        (Option(("--by-device",), None,
+                "Draw one row per device instead, from when its uevent was queued to when its "
+                "last load ended."),
+         Option(("-o", "--output"), "FILE", "Write to FILE instead of standard output."))),
+    "critical-chain": Command(
+        _critical_chain, 0, 1, "critical-chain [MODULE]",
+        "print the chain of loads that bounded the coldplug",
+        "Print the chain of waits that bounded the coldplug (the module that went live last), "
+        "or MODULE's going live, as systemd-analyze critical-chain does for units: the "
+        "module, then the module it waited for last, and so on, then the device whose load "
+        "it was, each indented under the one that waited for it. The time a module went "
+        "live (a device: its uevent was queued) follows \"@\", the time its insert took "
+        "follows \"+\"; times count from the daemon's start.",
+        operand=Operand.MODULE),
 }
 
 #: Exit codes and what they mean, as kmodctl(8) lists them.
@@ -584,6 +588,7 @@ class _Options:
     help: bool = False
     version: bool = False
     try_load: bool = False
+    by_device: bool = False
 
 
 def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
@@ -615,6 +620,8 @@ def _parse(argv: Sequence[str]) -> tuple[_Options, list[str]]:
             options.dry_run = True
         elif arg == "--try":
             options.try_load = True
+        elif arg == "--by-device":
+            options.by_device = True
         elif arg in ("-h", "--help"):
             options.help = True
         elif arg in ("-V", "--version"):
@@ -731,6 +738,9 @@ def run(
     if options.try_load and name != "explain":
         err("--try goes with explain only")
         return EXIT_USAGE
+    if options.by_device and name != "plot":
+        err("--by-device goes with plot only")
+        return EXIT_USAGE
     if name == "explain" and len(args) > 1 and not options.try_load:
         err(f"usage: kmodctl {command.usage} (module options go with --try)")
         return EXIT_USAGE
@@ -750,7 +760,8 @@ def run(
     except PermissionError:
         err(f"cannot connect to {path}: permission denied")
         return EXIT_PERMISSION
-    ctx = Context(client, args, options.json, options.dry_run, options.output, out)
+    ctx = Context(client, args, options.json, options.dry_run, options.output, out,
+                  options.by_device)
     try:
         with client:
             return command.run(ctx)
@@ -758,6 +769,9 @@ def run(
         code, line = error_words(name, e)
         err(line)
         return code
+    except CommandError as e:
+        err(str(e))
+        return EXIT_FAILURE
     except TimeoutError:
         err(f"{name}: the daemon did not answer within {CALL_TIMEOUT:g} s")
         return EXIT_FAILURE

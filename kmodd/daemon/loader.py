@@ -120,6 +120,12 @@ class StepResult:
     kernel_records: tuple[KmsgRecord, ...] = ()  # what the kernel logged about the module
     detail: str = ""  # skip reason, command status, user-space notes
     joined: bool = False  # another chain's insert of the same module was waited for
+    #: When the chain this step ran in was asked of the loader (time.monotonic()): from then
+    #: to `started` the module waited (for a worker thread, its dependencies' inserts).
+    queued: float | None = None
+    #: The step of the same chain acted on last before this one (inserted, waited for, or a
+    #: command run): the dependency whose going live this one waited for; None for the first.
+    after: str | None = None
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -260,8 +266,11 @@ class _ChainActions:
     """`core.kmod.plan.Actions` for one chain, in its worker thread; records every step."""
 
     def __init__(self, loader: Loader, kernel_blacklist: frozenset[str], dry_run: bool,
-                 devpath: str | None, tell: Callable[[StepResult], None] | None) -> None:
+                 devpath: str | None, tell: Callable[[StepResult], None] | None,
+                 queued: float | None = None) -> None:
         self._loader = loader
+        self._queued = queued
+        self._after: str | None = None  # the last step acted on (StepResult.after)
         self._kernel_blacklist = kernel_blacklist
         self._dry_run = dry_run
         self._devpath = devpath
@@ -359,7 +368,8 @@ class _ChainActions:
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
             step.requested, started=attempt.started, finished=attempt.finished,
             diagnosis=diagnosis, kernel_records=attempt.kernel_records, detail=attempt.detail,
-            joined=attempt.joined))
+            joined=attempt.joined, queued=self._queued, after=self._after))
+        self._after = name
 
 
 class _RemovalIO:
@@ -449,9 +459,10 @@ class Loader:
 
     def _run_blocking(self, plan: Plan, flags: ProbeFlag,
                       kernel_blacklist: frozenset[str], dry_run: bool, devpath: str | None,
-                      tell: Callable[[StepResult], None] | None) -> ChainResult:
+                      tell: Callable[[StepResult], None] | None,
+                      queued: float | None = None) -> ChainResult:
         started = time.monotonic()
-        actions = _ChainActions(self, kernel_blacklist, dry_run, devpath, tell)
+        actions = _ChainActions(self, kernel_blacklist, dry_run, devpath, tell, queued)
         if dry_run:
             flags |= ProbeFlag.DRY_RUN
         status = run_plan(self.live, plan, flags, None if dry_run else actions,
@@ -478,6 +489,7 @@ class Loader:
             self._chains_joined += 1
             return await asyncio.shield(running), True
         loop = asyncio.get_running_loop()
+        queued = time.monotonic()
         future: asyncio.Future[ChainResult] = loop.create_future()
         self._chains[name] = future
         tell = None
@@ -489,7 +501,7 @@ class Loader:
             result = await self._in_thread(
                 self._background if background else self._executor,
                 lambda: self._run_blocking(plan, flags, kernel_blacklist, dry_run,
-                                           devpath, tell))
+                                           devpath, tell, queued))
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 future.cancel()

@@ -106,8 +106,13 @@ class ModuleRecord:
     outcome: LoadOutcome
     errno: int = 0
     devices: set[str] = field(default_factory=set)
-    started: float | None = None
+    started: float | None = None  # the latest attempt, time.monotonic() around finit_module
     finished: float | None = None
+    #: Of that attempt: when its chain was asked for (from then to `started` it waited), the
+    #: module it waited for last (StepResult.after), and the device its chain was run for.
+    queued: float | None = None
+    after: str | None = None
+    device: str | None = None
     step: StepResult | None = None  # the latest attempt (insert or command), for explain
     loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
     loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
@@ -152,7 +157,11 @@ class Records:
         if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
             record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
         if step.started is not None:
+            if (step.joined and record.step is not None and not record.step.joined
+                    and record.step.started == step.started):
+                return  # a chain that waited for this very insert: keep the inserter's timeline
             record.started, record.finished = step.started, step.finished
+            record.queued, record.after, record.device = step.queued, step.after, devpath
             record.step = step
 
     def note_failed_chain(self, name: str, errno: int, devpath: str | None) -> None:

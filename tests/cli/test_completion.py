@@ -104,6 +104,7 @@ def test_a_commands_own_options_come_with_the_global_ones() -> None:
     assert complete("kmodctl load --d") == ["--dry-run"]
     assert complete("kmodctl explain --t") == ["--try"]
     assert complete("kmodctl plot --o") == ["--output"]
+    assert complete("kmodctl plot --b") == ["--by-device"]
 
 
 def test_kmod_tools_options_are_left_to_the_tool() -> None:

@@ -23,7 +23,7 @@ def test_help_lists_every_command_with_its_one_line_summary_in_table_order() -> 
     code, out, err = kmodctl("--help")
     assert (code, err) == (0, "")
     listed = out.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert listed == [f"  {name:<7}  {c.summary}" for name, c in COMMANDS.items()]
+    assert listed == [f"  {name:<14}  {c.summary}" for name, c in COMMANDS.items()]
     assert out.startswith("usage: kmodctl [--json] [--socket PATH] COMMAND [ARGS]\n"
                           "       kmodctl COMMAND --help\n")
 
@@ -69,9 +69,13 @@ def test_explain_help_reads_like_a_manual_entry() -> None:
     )
 
 
-def test_plot_help_names_its_output_option_with_both_spellings() -> None:
+def test_plot_help_names_its_by_device_and_output_options() -> None:
     out = kmodctl("help", "plot")[1]
-    assert out.endswith("options:\n  -o, --output FILE\n"
+    assert out.startswith("usage: kmodctl plot [--by-device] [-o FILE]\n")
+    assert out.endswith("options:\n  --by-device\n"
+                        "      Draw one row per device instead, from when its uevent was queued "
+                        "to when\n      its last load ended.\n"
+                        "  -o, --output FILE\n"
                         "      Write to FILE instead of standard output.\n")
 
 

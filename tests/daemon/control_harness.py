@@ -60,9 +60,10 @@ DEVICES = (
     DeviceView(SERIAL, "platform", "platform:serial8250", 812, (), (), None, 5000),
 )
 MODULES = (
-    ModuleView("virtio_net", "live", "inserted", None, (VIRTIO_NET,), 1200, 9200, "kmodd"),
+    ModuleView("virtio_net", "live", "inserted", None, (VIRTIO_NET,), 1200, 9200, "kmodd",
+               queued_usec=1200, after="net_failover", device=VIRTIO_NET),
     ModuleView("net_failover", "live", "inserted", None, (VIRTIO_NET,), 1200, 3400,
-               "previous-instance", 377),
+               "previous-instance", 377, queued_usec=1200, device=VIRTIO_NET),
     ModuleView("pcspkr", "unloaded", "blacklisted", None, (PCSPKR,), 1100, 1150),
 )
 

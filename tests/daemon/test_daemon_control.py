@@ -7,6 +7,7 @@ Unload and Reload need root (or the admin group), and a refused call changes not
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import tempfile
@@ -223,5 +224,36 @@ def test_without_clients_the_control_plane_is_loaded_once_the_coldplug_burst_is_
             assert daemon.control is not None
             status = await asyncio.to_thread(checked, running.socket_path, "GetStatus")
             assert status["status"]["coldplug_done"] is True
+
+    asyncio.run(scenario())
+
+
+def test_list_modules_gives_each_inserts_wait_and_the_module_it_waited_for(root: Root) -> None:
+    """The timeline of `kmodctl plot` and `critical-chain`: per module, when its chain was
+    asked for, its finit_module, the module of its chain it waited for, and the device."""
+    source = FakeUeventSource()
+
+    async def scenario() -> None:
+        running = RunningDaemon(root, source=source)
+        async with running as daemon:
+            await started(daemon, source)
+            path = running.socket_path
+            reply = await asyncio.to_thread(checked, path, "ListModules")
+            modules = {m["name"]: m for m in reply["modules"]}
+            chain = ["kmodd_core", "kmodd_virtio_pci", "kmodd_net_failover",
+                     "kmodd_virtio_net"]
+            assert [(modules[n].get("after"), modules[n]["device"]) for n in chain] == [
+                (None, VIRTIO_NET), ("kmodd_core", VIRTIO_NET),
+                ("kmodd_virtio_pci", VIRTIO_NET), ("kmodd_net_failover", VIRTIO_NET)]
+            queued = {modules[n]["queued_usec"] for n in chain}
+            assert len(queued) == 1  # one chain, asked for once
+            for before, after in itertools.pairwise(chain):
+                assert modules[before]["finished_usec"] <= modules[after]["started_usec"]
+            for n in chain:
+                assert modules[n]["queued_usec"] <= modules[n]["started_usec"] <= \
+                    modules[n]["finished_usec"]
+            blacklisted = modules["kmodd_pcspkr"]
+            assert [k for k in ("queued_usec", "after", "device", "started_usec")
+                    if k in blacklisted] == []
 
     asyncio.run(scenario())

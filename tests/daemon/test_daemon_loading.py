@@ -78,6 +78,16 @@ def test_two_chains_sharing_a_dependency_insert_it_once(root: Root) -> None:
             await wait_until(lambda: finished(daemon, "/devices/a", "/devices/b"))
             assert outcome_of(daemon, "/devices/a") == "inserted"
             assert outcome_of(daemon, "/devices/b") == "inserted"
+            # The timeline (kmodctl plot, critical-chain): each module after the dependency
+            # it waited for, kmodd_core's wait that of the chain that inserted it.
+            assert daemon.devices is not None
+            modules = daemon.devices.table.modules
+            assert [(modules[n].after, modules[n].device) for n in (
+                "kmodd_virtio_pci", "kmodd_host_bridge")] == [
+                ("kmodd_core", "/devices/a"), ("kmodd_core", "/devices/b")]
+            core = modules["kmodd_core"]
+            assert core.step is not None and not core.step.joined
+            assert core.after is None and core.device in ("/devices/a", "/devices/b")
 
     asyncio.run(scenario())
     assert gated.started == {"kmodd_core": 1, "kmodd_virtio_pci": 1, "kmodd_host_bridge": 1}

@@ -188,20 +188,67 @@ def test_blame_lists_modules_by_load_time(
                                {"module": "pcspkr", "duration_usec": 50}]
 
 
-def test_plot_draws_one_bar_per_timed_device(
+SVG = {"s": "http://www.w3.org/2000/svg"}
+
+
+def test_plot_draws_one_row_per_timed_module_with_the_critical_chain_outlined(
     daemon: tuple[RunningServer, FakeState, EventHub], tmp_path: Path,
 ) -> None:
     target = tmp_path / "coldplug.svg"
     assert kmodctl(daemon[0].path, "plot", "-o", str(target)) == (0, "", "")
     svg = ET.parse(target).getroot()
-    ns = {"s": "http://www.w3.org/2000/svg"}
-    bars = [r for r in svg.findall("s:rect", ns) if r.find("s:title", ns) is not None]
-    titles = [b.find("s:title", ns).text for b in bars]  # type: ignore[union-attr]
-    assert titles == [f"{VIRTIO_NET} (virtio_net): 8ms", f"{PCSPKR} (pcspkr): 50us"]
-    assert svg.find("s:text", ns).text == "kmodd coldplug: 2 devices, 8ms"  # type: ignore[union-attr]
+    rows = svg.findall("s:g[@class]", SVG)
+    drawn = [(g.get("data-label"), g.get("class")) for g in rows if g.get("data-label")]
+    assert drawn == [("pcspkr", "row"), ("net_failover", "row critical"),
+                     ("virtio_net", "row critical")]
+    assert svg.find("s:text", SVG).text == "kmodd module loads: 3 modules, 8ms"  # type: ignore[union-attr]
     code, out, _ = kmodctl(daemon[0].path, "plot", "--json")
     assert code == 0
+    assert [(r["module"], r["after"], r["critical"]) for r in json.loads(out)] == [
+        ("pcspkr", None, False), ("net_failover", None, True),
+        ("virtio_net", "net_failover", True)]
+
+
+def test_plot_by_device_draws_one_row_per_timed_device(
+    daemon: tuple[RunningServer, FakeState, EventHub], tmp_path: Path,
+) -> None:
+    target = tmp_path / "coldplug.svg"
+    assert kmodctl(daemon[0].path, "plot", "--by-device", "-o", str(target)) == (0, "", "")
+    svg = ET.parse(target).getroot()
+    titles = [g.find("s:title", SVG).text  # type: ignore[union-attr]
+              for g in svg.findall("s:g[@class='row']", SVG)]
+    assert titles == [f"{PCSPKR} (pcspkr): 50us", f"{VIRTIO_NET} (virtio_net): 8ms"]
+    assert svg.find("s:text", SVG).text == "kmodd coldplug: 2 devices, 8ms"  # type: ignore[union-attr]
+    code, out, _ = kmodctl(daemon[0].path, "plot", "--by-device", "--json")
+    assert code == 0
     assert [d["devpath"] for d in json.loads(out)] == [VIRTIO_NET, PCSPKR]
+    assert kmodctl(daemon[0].path, "blame", "--by-device") == (
+        EXIT_USAGE, "", "kmodctl: --by-device goes with plot only\n")
+
+
+def test_critical_chain_prints_the_waits_that_bounded_the_last_module(
+    daemon: tuple[RunningServer, FakeState, EventHub],
+) -> None:
+    header = ('The time when a module went live (a device: when its uevent was queued) is '
+              'printed after the "@" character.\n'
+              'The time its insert took (inside finit_module) is printed after the "+" '
+              'character.\n\n')
+    path = daemon[0].path
+    assert kmodctl(path, "critical-chain") == (0, header + (
+        "virtio_net @9ms +8ms\n"
+        "└─net_failover @3ms +2ms\n"
+        f"  └─{VIRTIO_NET} @1ms\n"), "")
+    assert kmodctl(path, "critical-chain", "net-failover") == (0, header + (
+        "net_failover @3ms +2ms\n"
+        f"└─{VIRTIO_NET} @1ms\n"), "")
+    code, out, _ = kmodctl(path, "critical-chain", "--json", "net_failover")
+    assert code == 0
+    assert json.loads(out) == [
+        {"name": "net_failover", "kind": "module", "at_usec": 3400, "took_usec": 2200},
+        {"name": VIRTIO_NET, "kind": "device", "at_usec": 1000, "took_usec": None}]
+    assert kmodctl(path, "critical-chain", "e1000") == (1, "", (
+        "kmodctl: critical-chain: kmodd has no timed load of e1000 (it was not loaded by "
+        "this kmodd, or not loaded)\n"))
 
 
 def test_monitor_prints_events_as_they_come(
@@ -263,7 +310,7 @@ def test_help_lists_every_command() -> None:
     code, out, _ = kmodctl("/nonexistent", "--help")
     assert code == 0
     for command in ("status", "devices", "modules", "why", "load", "unload", "reload",
-                    "explain", "monitor", "blame", "plot"):
+                    "explain", "monitor", "blame", "plot", "critical-chain"):
         assert f"\n  {command}" in out
 
 

@@ -212,6 +212,9 @@ class DaemonControl:
             finished_usec=_usec(r, record.finished),
             loaded_by=record.loaded_by.value if record.loaded_by is not None else None,
             loaded_by_pid=record.loaded_by_pid,
+            queued_usec=_usec(r, record.queued),
+            after=record.after,
+            device=record.device,
         )
 
     def modules(self, name: str | None) -> Sequence[ModuleView]:

@@ -98,6 +98,9 @@ class ModuleView:
     finished_usec: int | None = None
     loaded_by: str | None = None
     loaded_by_pid: int | None = None
+    queued_usec: int | None = None
+    after: str | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

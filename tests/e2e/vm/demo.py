@@ -3,8 +3,9 @@
 Builds or reuses the image, boots it (usbhost set by default, `--set rich` for the full one),
 starts journald and kmodd from its unit file, hotplugs e1000 and usb-kbd through QMP (then
 removes them), and prints `kmodctl status`, `kmodctl blame`, `kmodctl explain` for a module
-whose load failed, and kmodd's journal lines; `kmodctl plot`'s SVG timeline of the coldplug
-is written on the host (`--plot FILE`, default kmodd-coldplug.svg). While
+whose load failed, `kmodctl critical-chain` and kmodd's journal lines; `kmodctl plot`'s SVG
+timeline of the coldplug (one row per module) is written on the host (`--plot FILE`, default
+kmodd-coldplug.svg). While
 the checkout has no kmodd unit (or kmodd does not import in the guest), it says so and shows
 the same steps with the anchor, systemd-udevd + kmod.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.e2e.vm import anchor, devices, image
@@ -50,9 +52,16 @@ def _explain_a_failure(vm: VM) -> None:
 def _save_plot(vm: VM, path: Path) -> None:
     r = vm.sh("kmodctl plot", check=True, timeout=120)
     path.write_text(r.out)
-    title = r.out.split('font-size="14">', 1)[-1].split("<", 1)[0]
-    print(f"$ kmodctl plot > {path.resolve()}\n{title} (one row per device, from queued "
-          f"to its last module loaded; {len(r.out)} bytes)")
+    svg = ET.fromstring(r.out.encode())
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    title = svg.find("s:text", ns)
+    rows = [g for g in svg.findall("s:g", ns) if (g.get("class") or "").startswith("row")]
+    timed = json.loads(vm.sh("kmodctl --json plot", check=True, timeout=120).out)
+    critical = [g.get("data-label") for g in rows if "critical" in (g.get("class") or "")]
+    print(f"$ kmodctl plot > {path.resolve()}\n"
+          f"{title.text if title is not None else '?'}: {len(rows)} rows for "
+          f"{len(timed)} timed modules (waiting, then inside finit_module), "
+          f"{len(critical)} on the critical chain; {len(r.out)} bytes")
 
 
 def main(argv: list[str]) -> int:
@@ -103,6 +112,8 @@ def main(argv: list[str]) -> int:
             _section("kmodctl blame")
             _show(vm, "kmodctl blame")
             _explain_a_failure(vm)
+            _section("kmodctl critical-chain")
+            _show(vm, "kmodctl critical-chain")
             _section("kmodctl plot")
             _save_plot(vm, Path(args.plot))
             _section("journal (kmodd)")

@@ -518,10 +518,15 @@ def _install_units(checkout: str, tree: str, kmodd: bool = True) -> bool:
     return kmodd and os.path.isfile(os.path.join(checkout, UNIT_SOURCE))
 
 
+def initrd_path(base: BaseImage, overlay: Overlay) -> str:
+    """Where the cache keeps the initrd of `base` and `overlay`."""
+    return os.path.join(CACHE, "initrd", f"{base.key}-{overlay.key}-f{INITRD_FORMAT}.img")
+
+
 def initrd(base: BaseImage, overlay: Overlay) -> str:
     """The initrd to boot: base.cpio + overlay, cached by both keys."""
-    d = os.path.join(CACHE, "initrd")
-    path = os.path.join(d, f"{base.key}-{overlay.key}-f{INITRD_FORMAT}.img")
+    path = initrd_path(base, overlay)
+    d = os.path.dirname(path)
     with _locked("initrd"):
         if os.path.exists(path):
             os.utime(path)

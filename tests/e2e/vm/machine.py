@@ -220,8 +220,11 @@ class VM:
             self.guest = image.build()
         # The initrd cache keeps the few most recently used: another run on this machine
         # (another checkout) may have evicted this one since the guest was built. This makes
-        # it again if so, and marks it used.
-        self.guest = replace(self.guest, initrd=image.initrd(self.guest.base, self.guest.overlay))
+        # it again if so, and marks it used. An initrd of its own (image.with_state: a reboot
+        # that keeps the root file system) is not the cache's and is booted as it is.
+        if self.guest.initrd == image.initrd_path(self.guest.base, self.guest.overlay):
+            self.guest = replace(self.guest,
+                                 initrd=image.initrd(self.guest.base, self.guest.overlay))
         shutil.rmtree(self.rundir, ignore_errors=True)
         os.makedirs(self.rundir)
         argv = self.argv()
