@@ -3,6 +3,8 @@ critical chain `kmodctl critical-chain` prints, as systemd-analyze prints units.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kmodd.cli.timeline import (
@@ -30,7 +32,7 @@ QUEUED = {NIC: 1000, SOUND: 1500}
 
 
 def test_rows_are_the_timed_modules_in_the_order_they_were_queued() -> None:
-    reply = [
+    reply: list[dict[str, Any]] = [
         {"name": "b", "state": "live", "queued_usec": 10, "started_usec": 30,
          "finished_usec": 40, "outcome": "inserted", "after": "a", "device": NIC},
         {"name": "never", "state": "not-loaded", "outcome": "blacklisted"},

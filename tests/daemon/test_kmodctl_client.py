@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import kmodd
-from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE, format_usec
+from kmodd.cli.client import EXIT_NOT_RUNNING, EXIT_PERMISSION, EXIT_USAGE
 from kmodd.cli.kmodctl import dispatch
+from kmodd.cli.timeline import format_usec
 from kmodd.daemon.control.views import to_wire
 from kmodd.daemon.events import EventHub
 from kmodd.system.root import Root
