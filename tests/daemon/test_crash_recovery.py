@@ -65,6 +65,11 @@ def kernel(root: Root) -> FakeKernel:
 def running(root: Root, fake: FakeKernel, binding: SimulatedBinding,
             gated: GatedSyscalls | None = None, **kwargs: Any) -> RunningDaemon:
     kwargs.setdefault("coldplug", True)
+    # Not the machine's netlink socket: the tree's device paths are real ones
+    # (/devices/platform/serial8250), and a real `add` of one by any process of the host would
+    # reach the daemon as a live uevent: the device would not be "already there" (re-probe
+    # rule 1), and the test would wait for a re-probe that rightly never comes.
+    kwargs.setdefault("source", FakeUeventSource())
     return RunningDaemon(root, kernel=gated or GatedSyscalls(fake), devices_root=root,
                          binding=binding, **kwargs)
 
