@@ -45,13 +45,17 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 
-from kmodd.core.autoload.decide import LoadOutcome, insert_outcome
 from kmodd.core.autoload.kmsg import KmsgRecord, module_lines, texts
-from kmodd.core.autoload.outcome import Diagnosis, classify_insert, classify_remove
-from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Step, run_plan
+from kmodd.core.autoload.outcome import (
+    Diagnosis,
+    Outcome,
+    classify_insert,
+    classify_remove,
+    insert_outcome,
+)
+from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Step, StepAction, run_plan
 from kmodd.core.kmod.remove import RemoveOptions, remove
 from kmodd.core.kmod.resolve import Module, ModuleLookupError, Resolver
 from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
@@ -97,19 +101,13 @@ def parallel_limit(setting: int) -> int:
     return setting if setting > 0 else PARALLEL_LOADS_DEFAULT
 
 
-class StepAction(StrEnum):
-    INSERT = "insert"
-    INSTALL = "install"  # an `install` command from modprobe.d runs instead
-    SKIP = "skip"
-
-
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What became of one step of a chain."""
 
     module: str
     action: StepAction
-    outcome: LoadOutcome
+    outcome: Outcome
     errno: int  # 0, or the positive errno of the failure
     options: str | None
     required: bool
@@ -149,16 +147,16 @@ class ChainResult:
         if self.status >= 0:
             return None
         return next((s for s in reversed(self.steps)
-                     if s.outcome is LoadOutcome.FAILED and s.required), None)
+                     if s.outcome is Outcome.FAILED and s.required), None)
 
     @property
-    def outcome(self) -> LoadOutcome:
+    def outcome(self) -> Outcome:
         """The requested module's outcome (FAILED when a required step failed before it)."""
         if self.status < 0:
             failed = self.failed_step
-            return failed.outcome if failed is not None else LoadOutcome.FAILED
+            return failed.outcome if failed is not None else Outcome.FAILED
         mine = next((s for s in self.steps if s.requested), None)
-        return mine.outcome if mine is not None else LoadOutcome.ALREADY_LOADED
+        return mine.outcome if mine is not None else Outcome.ALREADY_LOADED
 
     @property
     def errno(self) -> int:
@@ -347,22 +345,21 @@ class _ChainActions:
         name = step.name
         if attempt is None:
             if err == -E.EEXIST:
-                action, outcome, detail = (StepAction.SKIP, LoadOutcome.ALREADY_LOADED,
+                action, outcome, detail = (StepAction.SKIP, Outcome.ALREADY_LOADED,
                                            "already in the kernel")
             else:  # a dry run: nothing was done
-                action = StepAction.INSTALL if step.command is not None else StepAction.INSERT
-                outcome, detail = LoadOutcome.PLANNED, step.command or ""
+                action, outcome, detail = step.action, Outcome.PLANNED, step.command or ""
             self._add(StepResult(name, action, outcome, 0, step.options, step.required,
                                  step.requested, detail=detail))
             return
         diagnosis = None
         if attempt.action is StepAction.INSTALL:
-            outcome = LoadOutcome.COMMAND_RAN if attempt.errno == 0 else LoadOutcome.FAILED
+            outcome = Outcome.COMMAND_RAN if attempt.errno == 0 else Outcome.FAILED
         else:
             outcome = insert_outcome(attempt.errno, joined=attempt.joined,
                                      kernel_denied=name in self._kernel_blacklist,
                                      declined=attempt.declined)
-            if outcome is LoadOutcome.FAILED:
+            if outcome is Outcome.FAILED:
                 diagnosis = classify_insert(attempt.errno, declined=attempt.declined)
         self._add(StepResult(
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
@@ -401,7 +398,8 @@ class _RemovalIO:
         if errno == 0 and self._loader.records is not None:
             self._loader.records.removed(mod.name)
         if errno:
-            self.messages.append(f"could not remove '{mod.name}': {classify_remove(errno).cause}")
+            why = classify_remove(errno).explanation
+            self.messages.append(f"could not remove '{mod.name}': {why}")
         return -errno
 
     def run_remove_command(self, mod: Module, command: str) -> int:

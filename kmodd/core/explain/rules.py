@@ -53,7 +53,8 @@ FIXES = {
     E.ENODEV: "nothing to do unless the device should be there: the driver found no device",
     E.EEXIST: "nothing: the module is loaded",
 }
-#: What to do when a module's init refused with EEXIST (see core.autoload.outcome.DECLINED_CAUSE).
+#: What to do when a module's init refused with EEXIST
+#: (see core.autoload.outcome.DECLINED_EXPLANATION).
 DECLINED_FIX = ("nothing, unless this module should be the one in charge: then unload the "
                 "module of its kind that is (for cpufreq: the driver named in "
                 "/sys/devices/system/cpu/cpufreq/policy0/scaling_driver) and load this one")
@@ -78,7 +79,7 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
     diagnosis = classify_insert(failure.errno, declined=failure.declined)
     who = failure.step or failure.module
     ev = [Evidence("errno", f"{diagnosis.errno_name} ({strerror(failure.errno)})"),
-          Evidence("cause", diagnosis.cause)]
+          Evidence("cause", diagnosis.explanation)]
     if failure.stage:
         ev.append(Evidence("failed at", failure.stage))
     if failure.options:
@@ -96,7 +97,7 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
     verdict = Verdict.OK if diagnosis.ok else Verdict.PROBLEM
     fix = DECLINED_FIX if failure.declined else FIXES.get(failure.errno)
     return [Finding(Check.ATTEMPT, verdict,
-                    f"the load failed with {diagnosis.errno_name}{step}: {diagnosis.outcome}",
+                    f"the load failed with {diagnosis.errno_name}{step}: {diagnosis.cause}",
                     failure.module, tuple(ev), fix)]
 
 

@@ -47,6 +47,14 @@ class Skip(StrEnum):
     BLACKLISTED = "blacklisted"  # a blacklist flag applies to it
 
 
+class StepAction(StrEnum):
+    """What is done for a step (the control interface's `PlanStep.action`)."""
+
+    INSERT = "insert"
+    INSTALL = "install"  # its `install` command from modprobe.d runs instead
+    SKIP = "skip"  # nothing: it is in the kernel already, or the plan has no steps
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One entry of the probe list, as a value: everything running it needs was looked up
@@ -59,6 +67,11 @@ class Step:
     command: str | None  # the install command to run instead of inserting, if any
     required: bool  # the requested module or one of its dependencies (not a softdep)
     requested: bool  # the module that was asked for
+
+    @property
+    def action(self) -> StepAction:
+        """What running it does (unless it is in the kernel already)."""
+        return StepAction.INSERT if self.command is None else StepAction.INSTALL
 
 
 @dataclass(frozen=True, slots=True)
