@@ -78,7 +78,7 @@ class Teller:
             requested_seen |= step.requested
             if not steps_told:
                 self.tell_step(step, where, request)
-        if not requested_seen and result.status < 0:
+        if not requested_seen and result.errno:
             failed = result.failed_step
             because = f"its dependency {failed.module} failed" if failed else "a step failed"
             # As serious as the dependency's failure (a driver that found no device is mild).

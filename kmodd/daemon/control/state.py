@@ -424,7 +424,7 @@ class DaemonControl:
             dry_run = self.lifecycle.dry_run
             removal = await self.loader.remove(snapshot.resolver(), name, dry_run=dry_run)
             duration = int((time.monotonic() - started) * 1_000_000)
-            errno = -removal.status if removal.status < 0 else 0
+            errno = removal.errno
             removed = [m for m, err in removal.removed if err == 0]
             if errno == 0 and dry_run:
                 outcome = Outcome.PLANNED
