@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from kmodd.core.kmod.libkmodlog import Priority, strerror
+from kmodd.core.kmod.libkmodlog import strerror
+from kmodd.core.priority import Priority
 
 
 class Outcome(StrEnum):
