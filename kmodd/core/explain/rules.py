@@ -30,6 +30,7 @@ from kmodd.core.explain.kernel_rules import loaded, modversions, signature, symb
 from kmodd.core.explain.model import Check, Evidence, Explanation, Finding, Verdict
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.params import IMPLICIT_PARAMETERS, check_value, find_parameter, split_args
+from kmodd.core.kmod.plan import Skip
 
 #: At most this many kernel log lines are quoted per finding (the newest ones).
 KMSG_QUOTE_MAX = 20
@@ -187,7 +188,7 @@ def _state(m: ModuleFacts) -> list[Finding]:
 
 
 def _plan(m: ModuleFacts) -> list[Finding]:
-    if m.plan_early == "blacklisted":
+    if m.plan_early == Skip.BLACKLISTED:
         return [Finding(Check.PLAN, Verdict.INFO, f"modprobe {m.alias or m.name} would do "
                         "nothing: the blacklist applies", m.name)]
     if m.plan_early is not None or not m.plan:
