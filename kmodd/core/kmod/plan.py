@@ -85,10 +85,6 @@ class Plan:
     skip: Skip | None = None
     early: int | None = None
 
-    @property
-    def reason(self) -> str:
-        return self.skip.value if self.skip is not None else ""
-
 
 class LiveState(Protocol):
     """How modules stand in the kernel right now."""

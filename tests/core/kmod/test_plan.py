@@ -76,7 +76,7 @@ def order(p: Plan) -> list[str]:
 
 def test_dependencies_load_first_in_the_lines_reverse_order_and_the_module_last() -> None:
     p = plan(resolver(), "dev")
-    assert (p.early, p.reason) == (None, "")
+    assert (p.early, p.skip) == (None, None)
     assert steps(p) == [("core", None, None, True, False), ("bus", None, None, True, False),
                         ("dev", None, None, True, True)]
 
@@ -186,14 +186,14 @@ def test_a_module_already_live_is_answered_before_any_plan(
         state: InitState | None, flags: ProbeFlag, early: int | None) -> None:
     live = FakeLive(**({"dev": state} if state is not None else {}))
     p = plan(resolver(), "dev", flags, live=live)
-    assert (p.early, p.reason, len(p.steps)) == (
-        (early, "loaded", 0) if early is not None else (None, "", 3))
+    assert (p.early, p.skip, len(p.steps)) == (
+        (early, Skip.LOADED, 0) if early is not None else (None, None, 3))
 
 
 def test_a_built_in_module_counts_as_loaded_without_asking_sys_module() -> None:
     live = FakeLive()
     p = plan(resolver(builtin={"dev"}), "dev", live=live)
-    assert (p.early, p.reason, live.asked) == (0, "loaded", [])
+    assert (p.early, p.skip, live.asked) == (0, Skip.LOADED, [])
 
 
 def test_not_in_kernel_skips_the_question() -> None:
@@ -217,7 +217,7 @@ def test_a_blacklisted_module_is_refused_when_a_blacklist_flag_applies(
     r = resolver(Config(blacklists=("dev",)), alias={"pci:1": ["dev"]})
     p = plan(r, key, flags)
     if refused:
-        assert (p.early, p.reason, p.steps) == (0, "blacklisted", ())
+        assert (p.early, p.skip, p.steps) == (0, Skip.BLACKLISTED, ())
     else:
         assert (p.early, order(p)) == (None, ["core", "bus", "dev"])
 
