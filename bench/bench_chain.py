@@ -109,7 +109,7 @@ def child_kmodd(moddir: str, names: list[str], rounds: int) -> dict[str, float]:
                 else:
                     result = loader._run_blocking(plan, AUTOLOAD_FLAGS, frozenset(), False,
                                                   None, None)
-                assert result.status == 0, result
+                assert result.errno == 0, result
                 steps += len(result.steps)
         elapsed = time.perf_counter() - started
         loader.shutdown(wait=True)

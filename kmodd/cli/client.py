@@ -66,8 +66,9 @@ SOCKET_ENV = "KMODD_SOCKET"
 INTERFACE = "io.kmodd"
 #: Seconds to wait for a reply (monitor waits forever).
 CALL_TIMEOUT = 30.0
-#: Outcomes that make `load`/`unload` exit with EXIT_FAILURE.
-FAILED_OUTCOMES = frozenset({"failed", "not-found", "blacklisted", "refused"})
+#: Outcomes (`core.autoload.outcome.Outcome`'s wire values: kmodctl does not import the
+#: daemon's tables, to start fast) that make `load`/`unload` exit with EXIT_FAILURE.
+FAILED_OUTCOMES = frozenset({"failed", "not-found", "blacklisted"})
 
 # -- formatting ---------------------------------------------------------------------------
 

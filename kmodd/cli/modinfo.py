@@ -259,7 +259,7 @@ class Modinfo:
         self.log = log
 
     def show(self, name: str, path: str | None, builtin: bool = False) -> int:
-        """`modinfo_do`: print one module; returns 0 or minus an errno.
+        """`modinfo_do`: print one module; returns 0 or an errno.
 
         The header lines follow the path (none: `(builtin)`); the strings come from
         modules.builtin.modinfo when the index says built-in, else from the file, as
@@ -291,7 +291,7 @@ class Modinfo:
             if path is None and info == E.ENOENT:
                 return 0  # no modules.builtin.modinfo (old kernel), or no file to read
             self.log.err(f"could not get modinfo from '{name}': {strerror(info)}\n")
-            return -info
+            return info
         entries = [_split(s) for s in info.strings]
         if info.signature is not None:
             entries += list(modinfo_fields(info.signature))
@@ -423,7 +423,7 @@ def run(argv: Sequence[str], *, root: Root, stdout: BinaryIO, stderr: BinaryIO,
             if resolved is None:
                 resolved = default_lookup(root, moddir, log)
             result = _lookup_and_show(arg, by_name, resolved, shower, log)
-        failed = failed or result < 0
+        failed = failed or result != 0
     return EXIT_FAILURE if failed else EXIT_SUCCESS
 
 
@@ -431,23 +431,23 @@ def _lookup_and_show(arg: str, by_name: bool, lookup: ModuleLookup | str, shower
                      log: ToolLog) -> int:
     if isinstance(lookup, str):
         log.err(f"cannot look up '{arg}': {lookup}\n")
-        return -E.ENOSYS
+        return E.ENOSYS
     if by_name:
         found = lookup.by_name(arg)
         if found is None:
             log.err(f"Module name {arg} not found.\n")
-            return -E.ENOENT
+            return E.ENOENT
         return shower.show(found.name, found.path, found.builtin)
     modules = lookup.by_alias(arg)
     if isinstance(modules, int):
         log.err(f"Module alias {arg} not found.\n")
-        return -modules
+        return modules
     if not modules:
         log.err(f"Module {arg} not found.\n")
-        return -E.ENOENT
+        return E.ENOENT
     result = 0
     for module in modules:
         r = shower.show(module.name, module.path, module.builtin)
-        if r < 0:
+        if r:
             result = r
     return result

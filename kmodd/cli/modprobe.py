@@ -398,14 +398,9 @@ class _Run:
         if s.remove:
             return self._rmmod_all(resolver, args)
         if s.use_all:
-            err = 0
-            for a in args:
-                r = self._insmod(resolver, a, None)
-                if r < 0:
-                    err = r
-            return 0 if err >= 0 else 1
-        err = self._insmod(resolver, args[0], options_from_array(args))
-        return 0 if err >= 0 else 1
+            failed = [self._insmod(resolver, a, None) for a in args]
+            return 1 if any(failed) else 0
+        return 1 if self._insmod(resolver, args[0], options_from_array(args)) else 0
 
     def _load_config(self) -> Config:
         from kmodd.system.moddb import load_config
@@ -509,6 +504,7 @@ class _Run:
     # -- inserting -----------------------------------------------------------------------------
 
     def _insmod(self, resolver: Resolver, alias: str, extra: str | None) -> int:
+        """Probe `alias` as modprobe does; 0, or the errno of its last module's failure."""
         s = self.s
         try:
             mods = resolver.lookup(alias)
@@ -516,7 +512,7 @@ class _Run:
             mods = []
         if not mods:
             self.LOG(f"Module {alias} not found in directory {self.moddir}\n")
-            return -2
+            return errno.ENOENT
         if s.lookup_only:
             self.out("".join(f"{mod.name}\n" for mod in mods))
             return 0
@@ -543,9 +539,7 @@ class _Run:
         for mod in mods:
             plan = plan_probe(resolver, self.sysfs, mod, flags, extra)
             err = self._run(resolver, plan, flags, show)
-            if err >= 0:
-                err = 0
-            else:
+            if err:
                 self._insert_error(mod, err)
         return err
 
@@ -571,7 +565,7 @@ class _Run:
     def _insert_error(self, mod: Module, err: int) -> None:
         from kmodd.core.autoload.outcome import modprobe_insert_error
 
-        self.log.err(modprobe_insert_error(mod.name, -err))
+        self.log.err(modprobe_insert_error(mod.name, err))
 
     @functools.cached_property
     def sysfs(self) -> SysModules:
@@ -603,15 +597,13 @@ class _Run:
             wait=s.wait_msec > 0,
         )
         flags = REMOVE_HOLDERS if s.remove_holders else 0
-        err = 0
+        failed = False
         for a in args:
             try:
-                r = remove(resolver, self.sysfs, io, a, flags, opts)
-            except ModuleLookupError as e:
-                r = -e.errno
-            if r < 0:
-                err = r
-        return 0 if err >= 0 else 1
+                failed |= bool(remove(resolver, self.sysfs, io, a, flags, opts))
+            except ModuleLookupError:
+                failed = True
+        return 1 if failed else 0
 
 
 @reports_index_damage("modprobe")

@@ -72,28 +72,28 @@ def default_builtin_lookup(root: Root) -> BuiltinLookup:
 
 
 def check_module_inuse(name: str, *, builtin: bool, modules: SysModules, log: ToolLog) -> int:
-    """kmod's `check_module_inuse`: 0 (or the refcount) when removable, else minus an errno."""
+    """kmod's `check_module_inuse`: 0 when removable, else an errno."""
     state = InitState.BUILTIN if builtin else modules.initstate(name)
     if state is InitState.BUILTIN:
         log.err(f"Module {name} is builtin.\n")
-        return -E.ENOENT
+        return E.ENOENT
     if state is None:
         log.err(f"Module {name} is not currently loaded\n")
-        return -E.ENOENT
+        return E.ENOENT
     holders = modules.holders(name)
     if holders:
         log.err(f"Module {name} is in use by:")
         for holder in holders:
             log.raw(f" {holder}")
         log.raw("\n")
-        return -E.EBUSY
-    refcnt = modules.refcnt(name)
+        return E.EBUSY
+    refcnt = modules.refcnt(name)  # the use count, or minus an errno
     if refcnt > 0:
         log.err(f"Module {name} is in use\n")
-        return -E.EBUSY
+        return E.EBUSY
     if refcnt == -E.ENOENT:
         log.err("Module unloading is not supported\n")
-    return refcnt
+    return max(-refcnt, 0)
 
 
 @reports_index_damage("rmmod")
@@ -156,7 +156,7 @@ def _remove_all(args: Sequence[str], *, force: bool, log: ToolLog, root: Root,
             name = modname_normalize(arg)
         if not force:
             is_builtin = not from_path and builtin(name)
-            if check_module_inuse(name, builtin=is_builtin, modules=modules, log=log) < 0:
+            if check_module_inuse(name, builtin=is_builtin, modules=modules, log=log):
                 failures += 1
                 continue
         err = kernel.delete(name, force=force)

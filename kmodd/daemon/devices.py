@@ -25,13 +25,12 @@ from typing import Any
 from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     Candidate,
-    LoadOutcome,
-    Request,
     Resolution,
     decide,
     redecide,
 )
 from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.outcome import Outcome, Request
 from kmodd.core.autoload.udev_static import static_loads
 from kmodd.core.autoload.uevent import Action
 from kmodd.core.kmod.binindex import IndexFileError
@@ -221,7 +220,7 @@ class Devices:
             record = self.table.devices.get(devpath)
             if record is not None and record.finished is None:
                 record.finished = time.monotonic()
-                record.outcome = LoadOutcome.FAILED
+                record.outcome = Outcome.FAILED
             self._done(devpath)
 
     def _decide(self, item: Queued) -> _Work | None:
@@ -385,9 +384,9 @@ class Devices:
         # Live when decided, or found in the kernel by the insert (EEXIST): a module that an
         # instance killed in its insert left still initialising when this one started.
         live = tuple(dict.fromkeys(
-            [c.name for c in own.candidates if c.outcome is LoadOutcome.ALREADY_LOADED]
+            [c.name for c in own.candidates if c.outcome is Outcome.ALREADY_LOADED]
             + [c.candidate.name for c in record.chains
-               if c.candidate.name in names and c.outcome is LoadOutcome.ALREADY_LOADED]))
+               if c.candidate.name in names and c.outcome is Outcome.ALREADY_LOADED]))
         if not live or self.on_scanned is None:
             return
 

@@ -45,13 +45,17 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 
-from kmodd.core.autoload.decide import LoadOutcome, insert_outcome
 from kmodd.core.autoload.kmsg import KmsgRecord, module_lines, texts
-from kmodd.core.autoload.outcome import Diagnosis, classify_insert, classify_remove
-from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Step, run_plan
+from kmodd.core.autoload.outcome import (
+    Diagnosis,
+    Outcome,
+    classify_insert,
+    classify_remove,
+    insert_outcome,
+)
+from kmodd.core.kmod.plan import LiveState, Plan, ProbeFlag, Step, StepAction, run_plan
 from kmodd.core.kmod.remove import RemoveOptions, remove
 from kmodd.core.kmod.resolve import Module, ModuleLookupError, Resolver
 from kmodd.system.actions import CommandKind, CommandTracker, RunningCommand, run_command
@@ -97,19 +101,13 @@ def parallel_limit(setting: int) -> int:
     return setting if setting > 0 else PARALLEL_LOADS_DEFAULT
 
 
-class StepAction(StrEnum):
-    INSERT = "insert"
-    INSTALL = "install"  # an `install` command from modprobe.d runs instead
-    SKIP = "skip"
-
-
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What became of one step of a chain."""
 
     module: str
     action: StepAction
-    outcome: LoadOutcome
+    outcome: Outcome
     errno: int  # 0, or the positive errno of the failure
     options: str | None
     required: bool
@@ -138,7 +136,7 @@ class ChainResult:
     """One requested module's chain, run (or planned, in a dry run)."""
 
     module: str
-    status: int  # run_plan's result: 0, or minus the errno that ended the chain
+    errno: int  # run_plan's result: 0, or the errno that ended the chain
     steps: tuple[StepResult, ...]
     started: float
     finished: float
@@ -146,23 +144,19 @@ class ChainResult:
     @property
     def failed_step(self) -> StepResult | None:
         """The step that ended the chain, if it failed."""
-        if self.status >= 0:
+        if not self.errno:
             return None
         return next((s for s in reversed(self.steps)
-                     if s.outcome is LoadOutcome.FAILED and s.required), None)
+                     if s.outcome is Outcome.FAILED and s.required), None)
 
     @property
-    def outcome(self) -> LoadOutcome:
+    def outcome(self) -> Outcome:
         """The requested module's outcome (FAILED when a required step failed before it)."""
-        if self.status < 0:
+        if self.errno:
             failed = self.failed_step
-            return failed.outcome if failed is not None else LoadOutcome.FAILED
+            return failed.outcome if failed is not None else Outcome.FAILED
         mine = next((s for s in self.steps if s.requested), None)
-        return mine.outcome if mine is not None else LoadOutcome.ALREADY_LOADED
-
-    @property
-    def errno(self) -> int:
-        return -self.status if self.status < 0 else 0
+        return mine.outcome if mine is not None else Outcome.ALREADY_LOADED
 
 
 @dataclass(slots=True)
@@ -290,7 +284,7 @@ class _ChainActions:
             now = time.monotonic()
             self._attempt = _Attempt(StepAction.INSERT, E.ENOENT, now, now,
                                      detail=f"no file is known for module {step.name}")
-            return -E.ENOENT
+            return E.ENOENT
         # run_plan has just found the module not loaded; another chain's insert of it that
         # ends from now on must not cost a second finit_module (InflightInserts).
         asked = time.monotonic()
@@ -322,8 +316,8 @@ class _ChainActions:
                             done.kernel_records, done.detail, done.declined)
         self._attempt = done
         if done.errno == 0:
-            return -E.EEXIST if joined else 0
-        return -done.errno
+            return E.EEXIST if joined else 0
+        return done.errno
 
     def run_install(self, step: Step, command: str) -> int:
         loader = self._loader
@@ -337,32 +331,31 @@ class _ChainActions:
             detail = f"install command '{command}' exited with status {result.status}"
         if result.output:
             detail += f"; output: {result.output.strip()}"
-        # libkmod's command_do: any failure of the command is -EINVAL.
+        # libkmod's command_do: any failure of the command is EINVAL.
         errno = 0 if result.status == 0 else E.EINVAL
         self._attempt = _Attempt(StepAction.INSTALL, errno, started, finished, detail=detail)
-        return -errno
+        return errno
 
     def on_step(self, step: Step, err: int) -> None:
         attempt, self._attempt = self._attempt, None
         name = step.name
         if attempt is None:
-            if err == -E.EEXIST:
-                action, outcome, detail = (StepAction.SKIP, LoadOutcome.ALREADY_LOADED,
+            if err == E.EEXIST:
+                action, outcome, detail = (StepAction.SKIP, Outcome.ALREADY_LOADED,
                                            "already in the kernel")
             else:  # a dry run: nothing was done
-                action = StepAction.INSTALL if step.command is not None else StepAction.INSERT
-                outcome, detail = LoadOutcome.PLANNED, step.command or ""
+                action, outcome, detail = step.action, Outcome.PLANNED, step.command or ""
             self._add(StepResult(name, action, outcome, 0, step.options, step.required,
                                  step.requested, detail=detail))
             return
         diagnosis = None
         if attempt.action is StepAction.INSTALL:
-            outcome = LoadOutcome.COMMAND_RAN if attempt.errno == 0 else LoadOutcome.FAILED
+            outcome = Outcome.COMMAND_RAN if attempt.errno == 0 else Outcome.FAILED
         else:
             outcome = insert_outcome(attempt.errno, joined=attempt.joined,
                                      kernel_denied=name in self._kernel_blacklist,
                                      declined=attempt.declined)
-            if outcome is LoadOutcome.FAILED:
+            if outcome is Outcome.FAILED:
                 diagnosis = classify_insert(attempt.errno, declined=attempt.declined)
         self._add(StepResult(
             name, attempt.action, outcome, attempt.errno, step.options, step.required,
@@ -401,8 +394,9 @@ class _RemovalIO:
         if errno == 0 and self._loader.records is not None:
             self._loader.records.removed(mod.name)
         if errno:
-            self.messages.append(f"could not remove '{mod.name}': {classify_remove(errno).cause}")
-        return -errno
+            why = classify_remove(errno).explanation
+            self.messages.append(f"could not remove '{mod.name}': {why}")
+        return errno
 
     def run_remove_command(self, mod: Module, command: str) -> int:
         if self._dry_run:
@@ -413,14 +407,14 @@ class _RemovalIO:
                              loader.install_timeout, loader.commands, CommandKind.REMOVE)
         if result.status != 0:
             self.messages.append(f"Error running remove command for {mod.name}")
-            return -(result.status or 1)
+            return result.status or 1
         self.removed.append((mod.name, 0))
         return 0
 
 
 @dataclass(frozen=True, slots=True)
 class RemovalResult:
-    status: int  # core.kmod.remove's result: 0 or minus an errno
+    errno: int  # core.kmod.remove's result: 0 or an errno
     removed: tuple[tuple[str, int], ...]
     messages: tuple[str, ...]
 
@@ -465,9 +459,9 @@ class Loader:
         actions = _ChainActions(self, kernel_blacklist, dry_run, devpath, tell, queued)
         if dry_run:
             flags |= ProbeFlag.DRY_RUN
-        status = run_plan(self.live, plan, flags, None if dry_run else actions,
-                          on_step=actions.on_step)
-        return ChainResult(plan.name, status, tuple(actions.steps), started,
+        errno = run_plan(self.live, plan, flags, None if dry_run else actions,
+                         on_step=actions.on_step)
+        return ChainResult(plan.name, errno, tuple(actions.steps), started,
                            time.monotonic())
 
     async def run_chain(self, plan: Plan, flags: ProbeFlag, *,
@@ -554,10 +548,10 @@ class Loader:
         modules = self.kernel.modules
         io = _RemovalIO(self, modules, dry_run)
         try:
-            status = remove(resolver, self.live, io, name, 0, RemoveOptions())
+            errno = remove(resolver, self.live, io, name, 0, RemoveOptions())
         except ModuleLookupError as e:
-            status = -e.errno
-        return RemovalResult(status, tuple(io.removed), tuple(io.messages))
+            errno = e.errno
+        return RemovalResult(errno, tuple(io.removed), tuple(io.messages))
 
     async def remove(self, resolver: Resolver, name: str, *,
                      dry_run: bool = False) -> RemovalResult:

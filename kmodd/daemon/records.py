@@ -12,27 +12,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kmodd.core.autoload.decide import Candidate, LoadOutcome, Resolution
+from kmodd.core.autoload.decide import Candidate, Resolution
 from kmodd.core.autoload.loadrecords import History, LoadedBy
+from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.kmod.plan import StepAction
 from kmodd.daemon.intake import Origin
-from kmodd.daemon.loader import ChainResult, StepAction, StepResult
+from kmodd.daemon.loader import ChainResult, StepResult
 from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import Where
 
 #: Which outcome names a device when several modules were involved, most telling first.
 DEVICE_OUTCOME_ORDER = (
-    LoadOutcome.FAILED,
-    LoadOutcome.INSERTED,
-    LoadOutcome.COMMAND_RAN,
-    LoadOutcome.PLANNED,
-    LoadOutcome.ALREADY_LOADED,
-    LoadOutcome.BUILTIN,
-    LoadOutcome.BLACKLISTED,
-    LoadOutcome.NOT_FOUND,
+    Outcome.FAILED,
+    Outcome.INSERTED,
+    Outcome.COMMAND_RAN,
+    Outcome.PLANNED,
+    Outcome.ALREADY_LOADED,
+    Outcome.BUILTIN,
+    Outcome.BLACKLISTED,
+    Outcome.NOT_FOUND,
 )
 
 
-def device_outcome(outcomes: Iterable[LoadOutcome]) -> LoadOutcome | None:
+def device_outcome(outcomes: Iterable[Outcome]) -> Outcome | None:
     """The outcome a device is shown with (see DEVICE_OUTCOME_ORDER)."""
     present = set(outcomes)
     return next((o for o in DEVICE_OUTCOME_ORDER if o in present), None)
@@ -47,10 +49,10 @@ class ChainRecord:
     joined: bool
 
     @property
-    def outcome(self) -> LoadOutcome:
+    def outcome(self) -> Outcome:
         outcome = self.result.outcome
-        if self.joined and outcome is LoadOutcome.INSERTED:
-            return LoadOutcome.ALREADY_LOADED
+        if self.joined and outcome is Outcome.INSERTED:
+            return Outcome.ALREADY_LOADED
         return outcome
 
 
@@ -69,17 +71,17 @@ class DeviceRecord:
     resolutions: tuple[Resolution, ...] = ()
     chains: list[ChainRecord] = field(default_factory=list)
     finished: float | None = None
-    outcome: LoadOutcome | None = None
+    outcome: Outcome | None = None
     reprobe: Reprobe | None = None  # the re-probe of a device left unbound (daemon.recovery)
     #: The event replays a device that already existed (a scan's, or a synthetic uevent:
     #: `udevadm trigger`, SYNTH_UUID): the kernel did not probe it just now.
     replayed: bool = False
 
-    def outcomes(self) -> list[LoadOutcome]:
-        out: list[LoadOutcome] = []
+    def outcomes(self) -> list[Outcome]:
+        out: list[Outcome] = []
         for resolution in self.resolutions:
             if not resolution.found:
-                out.append(LoadOutcome.FAILED if resolution.error else LoadOutcome.NOT_FOUND)
+                out.append(Outcome.FAILED if resolution.error else Outcome.NOT_FOUND)
             for c in resolution.candidates:
                 if c.outcome is not None:
                     out.append(c.outcome)
@@ -103,7 +105,7 @@ class ModuleRecord:
     """A module the daemon acted on or decided about: its latest outcome."""
 
     name: str
-    outcome: LoadOutcome
+    outcome: Outcome
     errno: int = 0
     devices: set[str] = field(default_factory=set)
     started: float | None = None  # the latest attempt, time.monotonic() around finit_module
@@ -128,19 +130,19 @@ class Records:
         #: (their inserts may still finish in the kernel): module -> that instance's pid.
         self._expected: dict[str, int] = {}
 
-    def module(self, name: str, outcome: LoadOutcome) -> ModuleRecord:
+    def module(self, name: str, outcome: Outcome) -> ModuleRecord:
         """The module's record, made with `outcome` if there is none yet."""
         record = self.modules.get(name)
         if record is None:
             record = self.modules[name] = ModuleRecord(name, outcome)
         return record
 
-    def note_module(self, name: str, outcome: LoadOutcome, devpath: str | None) -> None:
+    def note_module(self, name: str, outcome: Outcome, devpath: str | None) -> None:
         """A decision about a module (skipped, blacklisted...) or a chain waited for."""
         record = self.modules.get(name)
         if record is None:
             record = self.modules[name] = ModuleRecord(name, outcome)
-        elif record.step is None or outcome is not LoadOutcome.ALREADY_LOADED:
+        elif record.step is None or outcome is not Outcome.ALREADY_LOADED:
             record.outcome = outcome
         if devpath is not None:
             record.devices.add(devpath)
@@ -154,7 +156,7 @@ class Records:
             return  # keep the attempt that loaded it
         record.outcome = step.outcome
         record.errno = step.errno
-        if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
+        if step.outcome is Outcome.INSERTED or step.outcome is Outcome.COMMAND_RAN:
             record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
         if step.started is not None:
             if (step.joined and record.step is not None and not record.step.joined
@@ -166,8 +168,8 @@ class Records:
 
     def note_failed_chain(self, name: str, errno: int, devpath: str | None) -> None:
         """The requested module was not loaded because a step before it failed."""
-        record = self.module(name, LoadOutcome.FAILED)
-        record.outcome, record.errno = LoadOutcome.FAILED, errno
+        record = self.module(name, Outcome.FAILED)
+        record.outcome, record.errno = Outcome.FAILED, errno
         if devpath is not None:
             record.devices.add(devpath)
 
@@ -175,7 +177,7 @@ class Records:
         """Who loaded each module live at start: an earlier instance of this boot (the record
         file says so), else someone before this instance started."""
         for name in live:
-            record = self.module(name, LoadOutcome.ALREADY_LOADED)
+            record = self.module(name, Outcome.ALREADY_LOADED)
             earlier = history.loaded.get(name)
             if earlier is not None:
                 record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, earlier.pid
@@ -193,7 +195,7 @@ class Records:
         record = self.modules.get(name)
         if record is not None and record.loaded_by is not None:
             return False
-        record = self.module(name, LoadOutcome.ALREADY_LOADED)
+        record = self.module(name, Outcome.ALREADY_LOADED)
         pid = self._expected.pop(name, None)
         if pid is not None:
             record.loaded_by, record.loaded_by_pid = LoadedBy.PREVIOUS_INSTANCE, pid

@@ -5,8 +5,8 @@ record (`system.journal.OutcomeRecord`: MESSAGE, PRIORITY, MESSAGE_ID of its kin
 KMODD_* fields), hands the same facts to Monitor subscribers (`daemon.events.EventHub`)
 and counts the outcome for GetStatus. Records below the configured level are counted and
 streamed but not written.
-Levels and wording come from `core.autoload.decide`; a failure carries its cause in plain words
-(`core.autoload.outcome`) and the kernel's own lines about the module.
+Levels, wording and a failure's cause in plain words come from `core.autoload.outcome`; a
+failure also carries the kernel's own lines about the module.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kmodd.core.autoload.decide import LoadOutcome, Request, log_level, message
 from kmodd.core.autoload.messages import MESSAGE_IDS, Message, outcome_message
-from kmodd.core.autoload.outcome import Diagnosis
+from kmodd.core.autoload.outcome import Diagnosis, Outcome, Request, log_level, message
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.daemon.events import EventHub, EventView
 from kmodd.system.journal import LogSink, OutcomeRecord, Priority, log_wrapper
@@ -44,7 +43,7 @@ NOWHERE = Where()
 class Facts:
     """What one outcome is about."""
 
-    outcome: LoadOutcome
+    outcome: Outcome
     module: str | None = None
     key: str = ""  # the looked-up name (a modalias, or a module name)
     where: Where = NOWHERE
@@ -63,17 +62,17 @@ def describe(facts: Facts) -> str:
     name = facts.module or facts.key
     text = facts.sentence or message(facts.outcome, name, facts.key,
                                      kernel_denied=facts.kernel_denied)
-    if facts.outcome is LoadOutcome.FAILED and facts.errno:
+    if facts.outcome is Outcome.FAILED and facts.errno:
         text += f": {strerror(facts.errno)}"
         if facts.diagnosis is not None:
-            text += f" ({facts.diagnosis.outcome.value}: {facts.diagnosis.cause})"
+            text += f" ({facts.diagnosis.cause.value}: {facts.diagnosis.explanation})"
     if facts.detail:
         text += f"; {facts.detail}"
     if facts.kernel_lines:
         shown = facts.kernel_lines[:KERNEL_LINES_MAX]
         text += "; kernel: " + " | ".join(shown)
     devpath = facts.where.devpath
-    if devpath and facts.outcome is not LoadOutcome.NOT_FOUND:
+    if devpath and facts.outcome is not Outcome.NOT_FOUND:
         text += f" [{devpath}]"
     elif devpath:
         text += f" for {devpath}"
@@ -99,20 +98,20 @@ class Reporter:
     def outcome(self, facts: Facts, request: Request, *, quiet: bool = False) -> None:
         """Tell one outcome. `quiet`: at debug level whatever it is (a repeat of a told one)."""
         self.outcomes[facts.outcome.value] += 1
-        diagnosis = facts.diagnosis.outcome if facts.diagnosis is not None else None
+        cause = facts.diagnosis.cause if facts.diagnosis is not None else None
         priority = (Priority.DEBUG if quiet
-                    else log_level(facts.outcome, request, diagnosis))
+                    else log_level(facts.outcome, request, cause))
         text: str | None = None
         if priority <= self.max_priority:
             text = describe(facts)
             where = facts.where
             self.sink.outcome(OutcomeRecord(
                 message=text, priority=priority, outcome=facts.outcome.value,
-                message_id=MESSAGE_IDS[outcome_message(facts.outcome, diagnosis)],
+                message_id=MESSAGE_IDS[outcome_message(facts.outcome, cause)],
                 module=facts.module, modalias=where.modalias, devpath=where.devpath,
                 seqnum=where.seqnum, errno=facts.errno or None,
                 duration_usec=facts.duration_usec,
-                diagnosis=facts.diagnosis.outcome.value if facts.diagnosis else None))
+                diagnosis=cause.value if cause is not None else None))
         if self.hub.subscribers:
             self.hub.publish(EventView(facts.outcome.value, self.usec(),
                                        text if text is not None else describe(facts),

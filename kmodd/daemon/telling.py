@@ -5,8 +5,10 @@ so a daemon killed in the middle of a chain has told every step that ended."""
 
 from __future__ import annotations
 
-from kmodd.core.autoload.decide import LoadOutcome, Request, Resolution
-from kmodd.daemon.loader import StepAction, StepResult
+from kmodd.core.autoload.decide import Resolution
+from kmodd.core.autoload.outcome import Outcome, Request
+from kmodd.core.kmod.plan import StepAction
+from kmodd.daemon.loader import StepResult
 from kmodd.daemon.records import ChainRecord, DeviceRecord, Records
 from kmodd.daemon.report import Facts, Reporter, Where
 
@@ -24,12 +26,12 @@ class Teller:
         key = resolution.key
         if not resolution.found:
             if resolution.error:
-                self.reporter.outcome(Facts(LoadOutcome.FAILED, key=key, where=where,
+                self.reporter.outcome(Facts(Outcome.FAILED, key=key, where=where,
                                             errno=resolution.error,
                                             detail="the name is not a valid alias"),
                                       Request.AUTOLOAD)
             else:
-                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=key, where=where),
+                self.reporter.outcome(Facts(Outcome.NOT_FOUND, key=key, where=where),
                                       Request.AUTOLOAD)
             return
         for candidate in resolution.candidates:
@@ -50,7 +52,7 @@ class Teller:
             Facts(step.outcome, module=step.module, key=step.module, where=where,
                   errno=step.errno or None, duration_usec=duration,
                   diagnosis=step.diagnosis, kernel_lines=step.kernel_lines, detail=detail,
-                  kernel_denied=(step.outcome is LoadOutcome.BLACKLISTED)),
+                  kernel_denied=(step.outcome is Outcome.BLACKLISTED)),
             request, quiet=step.joined)
         self.records.note_step(step, where.devpath)
 
@@ -76,11 +78,11 @@ class Teller:
             requested_seen |= step.requested
             if not steps_told:
                 self.tell_step(step, where, request)
-        if not requested_seen and result.status < 0:
+        if not requested_seen and result.errno:
             failed = result.failed_step
             because = f"its dependency {failed.module} failed" if failed else "a step failed"
             # As serious as the dependency's failure (a driver that found no device is mild).
-            self.reporter.outcome(Facts(LoadOutcome.FAILED, module=name, key=name, where=where,
+            self.reporter.outcome(Facts(Outcome.FAILED, module=name, key=name, where=where,
                                         errno=result.errno, detail=because,
                                         diagnosis=failed.diagnosis if failed else None),
                                   request)

@@ -3,7 +3,7 @@
 `HostActions` is the `Actions` a plan runs with: module files go to the kernel through a
 `KernelPort` (the real one, or the simulated kernel in tests), install commands run through
 `/bin/sh -c` with `MODPROBE_MODULE` set, as libkmod's `command_do` does (a failing command
-is -EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module` and its
+is EINVAL). `HostRemoval` is modprobe's removal side (`rmmod_do_remove_module` and its
 `-w` retry loop, `command_do("remove")`).
 
 Two limits kmod does not have, which change nothing while commands behave:
@@ -11,11 +11,11 @@ Two limits kmod does not have, which change nothing while commands behave:
 * `COMMAND_NESTING_MAX`: an install or remove command that runs modprobe, whose module has
   a command that runs modprobe again, ... nests at most this deep. The depth travels in the
   environment (`KMODD_COMMAND_DEPTH`, set for every command kmodd runs); at the limit the
-  command is not run and the step fails like a failing command (-EINVAL). kmod would recurse
+  command is not run and the step fails like a failing command (EINVAL). kmod would recurse
   until the system runs out of processes.
 * `COMMAND_TIMEOUT`: a command still running after this many seconds (`KMODD_COMMAND_TIMEOUT`
   overrides it; 0 means no limit) is killed with SIGKILL, together with every process it
-  started, and the step fails with -ETIME ("Timer expired").
+  started, and the step fails with ETIME ("Timer expired").
 
 Both say so in one `ERROR` line of the tool's own (no libkmod source location, so it is
 never mistaken for one of kmod's messages).
@@ -359,7 +359,7 @@ class HostActions:
         if path is None:
             self.front.libkmod(LibkmodEvent(
                 "no_module_path", f"could not find module by name='{step.name}'\n"))
-            return -errno.ENOENT
+            return errno.ENOENT
         real = self.files.path(path) if self.files is not None and path.startswith("/") \
             else path
         result = self.kernel.insert(
@@ -371,32 +371,32 @@ class HostActions:
             return 0
         self.front.libkmod(LibkmodEvent(
             "insert_failed", f"Failed to insert module '{path}': {strerror(result.errno)}\n"))
-        return -result.errno
+        return result.errno
 
     def run_install(self, step: Step, command: str) -> int:
         front = self.front
         depth = command_depth(front.environ)
         if depth >= COMMAND_NESTING_MAX:
             front.log.err(nesting_message("install", command, step.name, depth))
-            return -errno.EINVAL
+            return errno.EINVAL
         timeout = command_timeout(front.environ)
         result = run_shell(command, front.environ, step.name, front.stdout, front.stderr,
                            timeout=timeout)
         if result.timed_out:
             front.log.err(timeout_message("install", command, step.name, timeout))
-            return -errno.ETIME
+            return errno.ETIME
         if result.error:
             front.libkmod(LibkmodEvent(
                 "command_run",
                 f"Could not run install command '{command}' for module {step.name}: "
                 f"{strerror(result.error)}\n"))
-            return -errno.EINVAL
+            return errno.EINVAL
         if result.status:
             front.libkmod(LibkmodEvent(
                 "command_status",
                 f"Error running install command '{command}' for module {step.name}: "
                 f"retcode {result.status}\n"))
-            return -errno.EINVAL
+            return errno.EINVAL
         return 0
 
 
@@ -450,17 +450,17 @@ class HostRemoval:
             return 0
         t0 = tend = interval = 0
         while True:
-            err = -self.kernel.delete(mod.name, force=self.force)
-            if err < 0 and not self.wait_msec:
+            err = self.kernel.delete(mod.name, force=self.force)
+            if err and not self.wait_msec:
                 self.front.libkmod(LibkmodEvent(
-                    "remove_failed", f"could not remove '{mod.name}': {strerror(-err)}\n"))
-            if err == -errno.EEXIST:
+                    "remove_failed", f"could not remove '{mod.name}': {strerror(err)}\n"))
+            if err == errno.EEXIST:
                 if not self.first_time:
                     err = 0
                 else:
                     self.front.LOG(f"Module {mod.name} is not in kernel.\n")
                 break
-            if err != -errno.EAGAIN or not self.wait_msec:
+            if err != errno.EAGAIN or not self.wait_msec:
                 break
             if not t0:
                 t0 = _now_msec()
@@ -471,8 +471,8 @@ class HostRemoval:
             err = 0  # sleep_until_msec's result, which the loop keeps if it ends here
             if not interval:
                 break
-        if err < 0 and self.wait_msec:
-            self.front.log.err(f"could not remove '{mod.name}': {strerror(-err)}\n")
+        if err and self.wait_msec:
+            self.front.log.err(f"could not remove '{mod.name}': {strerror(err)}\n")
         return err
 
     def run_remove_command(self, mod: Module, command: str) -> int:
@@ -486,7 +486,7 @@ class HostRemoval:
         if depth >= COMMAND_NESTING_MAX:
             front.log.err(nesting_message("remove", cmd, mod.name, depth))
             front.LOG(f"Error running remove command for {mod.name}\n")
-            return -1
+            return 1
         timeout = command_timeout(front.environ)
         result = run_shell(cmd, front.environ, mod.name, front.stdout, front.stderr,
                            timeout=timeout)
@@ -494,7 +494,7 @@ class HostRemoval:
             front.log.err(timeout_message("remove", cmd, mod.name, timeout))
         if result.status:
             front.LOG(f"Error running remove command for {mod.name}\n")
-            return -result.status if result.status > 0 else -1
+            return result.status if result.status > 0 else 1
         return 0
 
 

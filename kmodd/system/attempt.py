@@ -106,9 +106,9 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
 
     def on_step(step: Step, err: int) -> None:
         last, port.last = port.last, None  # this step's insert, if it made one
-        declined = (err == -E.EEXIST and step.command is None and last is not None
+        declined = (err == E.EEXIST and step.command is None and last is not None
                     and init_declined(port.modules, step.name, last))
-        if ((err < 0 and err != -E.EEXIST) or declined) and step.required and not failed:
+        if ((err and err != E.EEXIST) or declined) and step.required and not failed:
             stage = "install command" if step.command is not None else \
                 (last.syscall if last is not None else None)
             failed.append((step, err, stage, declined))
@@ -120,12 +120,12 @@ def attempt(target: str, *, root: Root, moddir: str, kernel: KernelPort | None =
             plan = plan_probe(resolver, port.modules, mod, flags, options)
             port.last = None
             err = run_plan(port.modules, plan, flags, actions, on_step=on_step)
-            if err < 0 or failed:
+            if err or failed:
                 records = tuple(watch.records())
                 step, step_err, stage, declined = failed[0] if failed else \
                     (None, err, None, False)
                 return FailedAttempt(
-                    module=mod.name, errno=-step_err, stage=stage,
+                    module=mod.name, errno=step_err, stage=stage,
                     step=step.name if step is not None else None, kmsg=records,
                     options=options, messages=tuple(front.messages), declined=declined)
     return None

@@ -70,7 +70,7 @@ class OutcomeRecord:
     seqnum: int | None = None
     errno: int | None = None
     duration_usec: int | None = None
-    diagnosis: str | None = None  # a failure's core.autoload.outcome.Outcome (bad-format...)
+    diagnosis: str | None = None  # a failure's core.autoload.outcome.Cause (bad-format...)
 
     def fields(self) -> dict[str, str]:
         """Every journal field of the record except MESSAGE and PRIORITY, as strings."""

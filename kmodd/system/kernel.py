@@ -98,7 +98,7 @@ class InsertResult:
 
 
 def init_declined(modules: SysModules, name: str, result: InsertResult) -> bool:
-    """Did module `name`'s own init answer EEXIST? (see core.autoload.outcome.DECLINED_CAUSE)
+    """Did module `name`'s own init answer EEXIST? (see core.autoload.outcome.DECLINED_EXPLANATION)
 
     The kernel's EEXIST for a module that is there leaves it loaded; an init that answers
     EEXIST (a cpufreq driver when another one is in charge) leaves nothing of the name.

@@ -7,7 +7,8 @@ import errno as E
 import threading
 import time
 
-from kmodd.daemon.loader import InflightInserts, StepAction, _Attempt
+from kmodd.core.kmod.plan import StepAction
+from kmodd.daemon.loader import InflightInserts, _Attempt
 
 
 def _ok() -> _Attempt:

@@ -4,8 +4,9 @@ that only waited for the same insert."""
 
 from __future__ import annotations
 
-from kmodd.core.autoload.decide import LoadOutcome
-from kmodd.daemon.loader import StepAction, StepResult
+from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.kmod.plan import StepAction
+from kmodd.daemon.loader import StepResult
 from kmodd.daemon.records import Records
 
 NIC = "/devices/pci0000:00/0000:00:03.0/virtio2"
@@ -14,7 +15,7 @@ SOUND = "/devices/pci0000:00/0000:00:1b.0"
 
 def insert(module: str, queued: float, started: float, finished: float, after: str | None,
            *, joined: bool = False) -> StepResult:
-    outcome = LoadOutcome.ALREADY_LOADED if joined else LoadOutcome.INSERTED
+    outcome = Outcome.ALREADY_LOADED if joined else Outcome.INSERTED
     return StepResult(module, StepAction.INSERT, outcome, 0, None, True, False,
                       started=started, finished=finished, joined=joined, queued=queued,
                       after=after)

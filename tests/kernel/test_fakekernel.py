@@ -319,12 +319,12 @@ def test_the_kernel_log_is_readable_like_dev_kmsg(kernel, root, mods):
 def test_an_attempt_gives_explain_its_outcome_and_the_kernels_own_words(kernel, root, mods):
     """What `kmodctl explain` builds on: errno -> outcome, and the module's kmsg lines."""
     from kmodd.core.autoload.kmsg import module_lines, texts
-    from kmodd.core.autoload.outcome import Outcome, classify_insert
+    from kmodd.core.autoload.outcome import Cause, classify_insert
 
     kernel.port().insert(mods("other", needs=["nowhere"]))  # noise from another module
     with DevKmsg(root).watch() as watch:
         result = kernel.port().insert(mods("mod_b", needs=["a_fn"]))
         lines = module_lines(watch.records(), "mod_b")
     diagnosis = classify_insert(result.errno)
-    assert diagnosis.outcome is Outcome.UNKNOWN_SYMBOL
+    assert diagnosis.cause is Cause.UNKNOWN_SYMBOL
     assert texts(lines) == ("mod_b: Unknown symbol a_fn (err -2)",)

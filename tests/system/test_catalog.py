@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kmodd.core.autoload.decide import LoadOutcome
 from kmodd.core.autoload.messages import FAILURE_MESSAGES, MESSAGE_IDS, OUTCOME_MESSAGES, Message
-from kmodd.core.autoload.outcome import INSERT_OUTCOMES, classify_insert
+from kmodd.core.autoload.outcome import INSERT_CAUSES, Outcome, classify_insert
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog/kmodd.catalog"
 HEADERS = ("Subject", "Defined-By", "Support", "Documentation")
@@ -51,11 +50,11 @@ def test_the_catalog_has_exactly_one_entry_per_id_with_every_header() -> None:
 
 
 def test_every_outcome_and_every_cause_of_a_failed_insert_has_its_kind() -> None:
-    assert set(OUTCOME_MESSAGES) == set(LoadOutcome)
+    assert set(OUTCOME_MESSAGES) == set(Outcome)
     # Every errno's cause, an errno no table names (init-failed), and a declining init.
-    diagnoses = [classify_insert(e) for e in INSERT_OUTCOMES]
+    diagnoses = [classify_insert(e) for e in INSERT_CAUSES]
     diagnoses += [classify_insert(E.EPROTO), classify_insert(E.EEXIST, declined=True)]
-    assert set(FAILURE_MESSAGES) == {d.outcome for d in diagnoses if not d.ok}
+    assert set(FAILURE_MESSAGES) == {d.cause for d in diagnoses if not d.ok}
 
 
 def test_the_failure_texts_quote_the_records_module_and_errno() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kmodd.core.autoload.outcome import DECLINED_CAUSE
+from kmodd.core.autoload.outcome import DECLINED_EXPLANATION
 from kmodd.core.explain.model import Check, Evidence, Explanation, Finding, Verdict
 from kmodd.core.explain.rules import DECLINED_FIX
 from kmodd.system.attempt import attempt
@@ -530,7 +530,7 @@ def test_an_init_that_answers_eexist_and_leaves_nothing_loaded_is_a_decline(tmp_
                         init_errors={"pcc_cpufreq": E.EEXIST})
     f = the_attempt(explained(kernel, "pcc_cpufreq", load=True), "EEXIST")
     assert (f.summary, texts(f, "cause"), f.fix) == (
-        "the load failed with EEXIST: declined", [DECLINED_CAUSE], DECLINED_FIX)
+        "the load failed with EEXIST: declined", [DECLINED_EXPLANATION], DECLINED_FIX)
     assert kernel.module("pcc_cpufreq") is None
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from kmodd.core.autoload.decide import LoadOutcome
-from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.autoload.outcome import Cause, Outcome
 
 
 class Message(StrEnum):
@@ -124,39 +123,39 @@ MESSAGE_IDS: Mapping[Message, str] = {
 }
 
 #: Load outcome -> kind of its record (a failure with a cause: FAILURE_MESSAGES).
-OUTCOME_MESSAGES: Mapping[LoadOutcome, Message] = {
-    LoadOutcome.INSERTED: Message.INSERTED,
-    LoadOutcome.COMMAND_RAN: Message.COMMAND_RAN,
-    LoadOutcome.ALREADY_LOADED: Message.SKIPPED,
-    LoadOutcome.BUILTIN: Message.SKIPPED,
-    LoadOutcome.BLACKLISTED: Message.BLACKLISTED,
-    LoadOutcome.NOT_FOUND: Message.NOT_FOUND,
-    LoadOutcome.PLANNED: Message.SKIPPED,
-    LoadOutcome.FAILED: Message.FAILED,
-    LoadOutcome.REMOVED: Message.REMOVED,
-    LoadOutcome.NOT_LOADED: Message.SKIPPED,
+OUTCOME_MESSAGES: Mapping[Outcome, Message] = {
+    Outcome.INSERTED: Message.INSERTED,
+    Outcome.COMMAND_RAN: Message.COMMAND_RAN,
+    Outcome.ALREADY_LOADED: Message.SKIPPED,
+    Outcome.BUILTIN: Message.SKIPPED,
+    Outcome.BLACKLISTED: Message.BLACKLISTED,
+    Outcome.NOT_FOUND: Message.NOT_FOUND,
+    Outcome.PLANNED: Message.SKIPPED,
+    Outcome.FAILED: Message.FAILED,
+    Outcome.REMOVED: Message.REMOVED,
+    Outcome.NOT_LOADED: Message.SKIPPED,
 }
 
 #: Cause of a failed insert (`core.autoload.outcome.classify_insert`) -> kind of its record.
-FAILURE_MESSAGES: Mapping[Outcome, Message] = {
-    Outcome.UNKNOWN_SYMBOL: Message.FAILED_UNKNOWN_SYMBOL,
-    Outcome.BAD_FORMAT: Message.FAILED_BAD_FORMAT,
-    Outcome.INVALID: Message.FAILED_INVALID,
-    Outcome.NOT_PERMITTED: Message.FAILED_NOT_PERMITTED,
-    Outcome.SIGNATURE_REJECTED: Message.FAILED_SIGNATURE_REJECTED,
-    Outcome.NO_DEVICE: Message.FAILED_NO_DEVICE,
-    Outcome.BUSY: Message.FAILED_BUSY,
-    Outcome.NO_MEMORY: Message.FAILED_NO_MEMORY,
-    Outcome.NOT_SUPPORTED: Message.FAILED_NOT_SUPPORTED,
-    Outcome.FILE_ERROR: Message.FAILED_FILE_ERROR,
-    Outcome.INTERRUPTED: Message.FAILED_INTERRUPTED,
-    Outcome.INIT_FAILED: Message.FAILED_INIT_FAILED,
-    Outcome.DECLINED: Message.FAILED_DECLINED,
+FAILURE_MESSAGES: Mapping[Cause, Message] = {
+    Cause.UNKNOWN_SYMBOL: Message.FAILED_UNKNOWN_SYMBOL,
+    Cause.BAD_FORMAT: Message.FAILED_BAD_FORMAT,
+    Cause.INVALID: Message.FAILED_INVALID,
+    Cause.NOT_PERMITTED: Message.FAILED_NOT_PERMITTED,
+    Cause.SIGNATURE_REJECTED: Message.FAILED_SIGNATURE_REJECTED,
+    Cause.NO_DEVICE: Message.FAILED_NO_DEVICE,
+    Cause.BUSY: Message.FAILED_BUSY,
+    Cause.NO_MEMORY: Message.FAILED_NO_MEMORY,
+    Cause.NOT_SUPPORTED: Message.FAILED_NOT_SUPPORTED,
+    Cause.FILE_ERROR: Message.FAILED_FILE_ERROR,
+    Cause.INTERRUPTED: Message.FAILED_INTERRUPTED,
+    Cause.INIT_FAILED: Message.FAILED_INIT_FAILED,
+    Cause.DECLINED: Message.FAILED_DECLINED,
 }
 
 
-def outcome_message(outcome: LoadOutcome, diagnosis: Outcome | None) -> Message:
+def outcome_message(outcome: Outcome, diagnosis: Cause | None) -> Message:
     """The kind of an outcome's record: a failure's cause picks its own kind."""
-    if outcome is LoadOutcome.FAILED and diagnosis is not None:
+    if outcome is Outcome.FAILED and diagnosis is not None:
         return FAILURE_MESSAGES.get(diagnosis, Message.FAILED)
     return OUTCOME_MESSAGES[outcome]

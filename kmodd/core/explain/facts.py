@@ -135,7 +135,7 @@ class ModuleFacts:
     dependencies: tuple[DependencyFacts, ...] = ()
     dependency_error: str | None = None
     plan: tuple[str, ...] = ()  # modprobe's steps, as `modprobe -v` prints them
-    plan_early: str | None = None  # why modprobe would do nothing ("loaded", "blacklisted")
+    plan_early: str | None = None  # why modprobe would do nothing (a core.kmod.plan.Skip)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from kmodd.core.explain.kernel_rules import loaded, modversions, signature, symb
 from kmodd.core.explain.model import Check, Evidence, Explanation, Finding, Verdict
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.params import IMPLICIT_PARAMETERS, check_value, find_parameter, split_args
+from kmodd.core.kmod.plan import Skip
 
 #: At most this many kernel log lines are quoted per finding (the newest ones).
 KMSG_QUOTE_MAX = 20
@@ -53,7 +54,8 @@ FIXES = {
     E.ENODEV: "nothing to do unless the device should be there: the driver found no device",
     E.EEXIST: "nothing: the module is loaded",
 }
-#: What to do when a module's init refused with EEXIST (see core.autoload.outcome.DECLINED_CAUSE).
+#: What to do when a module's init refused with EEXIST
+#: (see core.autoload.outcome.DECLINED_EXPLANATION).
 DECLINED_FIX = ("nothing, unless this module should be the one in charge: then unload the "
                 "module of its kind that is (for cpufreq: the driver named in "
                 "/sys/devices/system/cpu/cpufreq/policy0/scaling_driver) and load this one")
@@ -78,7 +80,7 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
     diagnosis = classify_insert(failure.errno, declined=failure.declined)
     who = failure.step or failure.module
     ev = [Evidence("errno", f"{diagnosis.errno_name} ({strerror(failure.errno)})"),
-          Evidence("cause", diagnosis.cause)]
+          Evidence("cause", diagnosis.explanation)]
     if failure.stage:
         ev.append(Evidence("failed at", failure.stage))
     if failure.options:
@@ -96,7 +98,7 @@ def _attempt(failure: FailedAttempt, names: Sequence[str]) -> list[Finding]:
     verdict = Verdict.OK if diagnosis.ok else Verdict.PROBLEM
     fix = DECLINED_FIX if failure.declined else FIXES.get(failure.errno)
     return [Finding(Check.ATTEMPT, verdict,
-                    f"the load failed with {diagnosis.errno_name}{step}: {diagnosis.outcome}",
+                    f"the load failed with {diagnosis.errno_name}{step}: {diagnosis.cause}",
                     failure.module, tuple(ev), fix)]
 
 
@@ -186,7 +188,7 @@ def _state(m: ModuleFacts) -> list[Finding]:
 
 
 def _plan(m: ModuleFacts) -> list[Finding]:
-    if m.plan_early == "blacklisted":
+    if m.plan_early == Skip.BLACKLISTED:
         return [Finding(Check.PLAN, Verdict.INFO, f"modprobe {m.alias or m.name} would do "
                         "nothing: the blacklist applies", m.name)]
     if m.plan_early is not None or not m.plan:

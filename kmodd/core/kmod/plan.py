@@ -47,6 +47,14 @@ class Skip(StrEnum):
     BLACKLISTED = "blacklisted"  # a blacklist flag applies to it
 
 
+class StepAction(StrEnum):
+    """What is done for a step (the control interface's `PlanStep.action`)."""
+
+    INSERT = "insert"
+    INSTALL = "install"  # its `install` command from modprobe.d runs instead
+    SKIP = "skip"  # nothing: it is in the kernel already, or the plan has no steps
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One entry of the probe list, as a value: everything running it needs was looked up
@@ -60,6 +68,11 @@ class Step:
     required: bool  # the requested module or one of its dependencies (not a softdep)
     requested: bool  # the module that was asked for
 
+    @property
+    def action(self) -> StepAction:
+        """What running it does (unless it is in the kernel already)."""
+        return StepAction.INSERT if self.command is None else StepAction.INSTALL
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -67,14 +80,10 @@ class Plan:
 
     name: str  # the requested module
     steps: tuple[Step, ...] = ()
-    #: Why there are no steps (None: there are). `early` is then what libkmod's probe
-    #: returns for it: 0 or -EEXIST (loaded, with FAIL_ON_LOADED) or the blacklist flag.
+    #: Why there are no steps (None: there are). `early` is then what running the plan
+    #: answers at once: EEXIST (loaded, with FAIL_ON_LOADED) or 0.
     skip: Skip | None = None
     early: int | None = None
-
-    @property
-    def reason(self) -> str:
-        return self.skip.value if self.skip is not None else ""
 
 
 class LiveState(Protocol):
@@ -138,23 +147,18 @@ def plan_probe(
     """
     f = int(flags)  # enum.Flag operators cost a microsecond each; this runs per module
     if not f & _IGNORE_LOADED and not not_in_kernel and in_kernel(resolver, live, mod):
-        early = -EEXIST if f & _FAIL_ON_LOADED else 0
+        early = EEXIST if f & _FAIL_ON_LOADED else 0
         return Plan(mod.name, skip=Skip.LOADED, early=early)
-    blacklist_flag = 0
-    if mod.alias is not None and f & _BLACKLIST_ALIAS_ONLY:
-        blacklist_flag = _BLACKLIST_ALIAS_ONLY
-    elif f & _BLACKLIST_ALL:
-        blacklist_flag = _BLACKLIST_ALL
-    elif f & _BLACKLIST:
-        blacklist_flag = _BLACKLIST
-    if blacklist_flag and resolver.is_blacklisted(mod):
-        return Plan(mod.name, skip=Skip.BLACKLISTED, early=blacklist_flag)
+    blacklist_applies = f & (_BLACKLIST_ALL | _BLACKLIST) or (
+        mod.alias is not None and f & _BLACKLIST_ALIAS_ONLY)
+    if blacklist_applies and resolver.is_blacklisted(mod):
+        return Plan(mod.name, skip=Skip.BLACKLISTED, early=0)
 
     probe = probe_list(resolver, mod, bool(f & _IGNORE_COMMAND))
     if f & _BLACKLIST_ALL:
         probe = [m for m in probe if not resolver.is_blacklisted(m)]
         if not probe:
-            return Plan(mod.name, skip=Skip.BLACKLISTED, early=_BLACKLIST_ALL)
+            return Plan(mod.name, skip=Skip.BLACKLISTED, early=0)
     steps = []
     for m in probe:
         opts = options_concat(resolver.options(m), extra_options if m is mod else None)
@@ -221,11 +225,11 @@ class Actions(Protocol):
     """What running a plan does to the system. A dry run never calls these."""
 
     def insert(self, step: Step, options: str, flags: ProbeFlag) -> int:
-        """Insert the step's module file (no file known: -ENOENT); 0 or a negative errno."""
+        """Insert the step's module file (no file known: ENOENT); 0 or an errno."""
         ...
 
     def run_install(self, step: Step, command: str) -> int:
-        """Run an install command ($CMDLINE_OPTS already expanded); 0 or a negative errno."""
+        """Run an install command ($CMDLINE_OPTS already expanded); 0 or an errno."""
         ...
 
 
@@ -245,8 +249,10 @@ def run_plan(
     show: ShowAction | None = None,
     on_step: Callable[[Step, int], None] | None = None,
 ) -> int:
-    """Carry out a plan like libkmod's insertion loop; 0, a flag value or a negative errno.
-    It touches no resolver: any thread may run it."""
+    """Carry out a plan like libkmod's insertion loop; 0, or the errno that ended it (what
+    libkmod returns negated; a blacklisted module, for which it returns the flag, is 0).
+    `on_step` gets each step and its errno (EEXIST: it was in the kernel already). It
+    touches no resolver: any thread may run it."""
     if plan.early is not None:
         return plan.early
     f = int(flags)
@@ -254,7 +260,7 @@ def run_plan(
     err = 0
     for step in plan.steps:
         if check_loaded and step_in_kernel(live, step):
-            err = -EEXIST
+            err = EEXIST
         else:
             opts = step.options or ""
             if step.command is not None:
@@ -270,10 +276,10 @@ def run_plan(
                     err = actions.insert(step, opts, flags)
         if on_step is not None:
             on_step(step, err)
-        if err == -EEXIST and step.requested and f & _FAIL_ON_LOADED:
+        if err == EEXIST and step.requested and f & _FAIL_ON_LOADED:
             break
-        if err == -EEXIST or not step.required:
+        if err == EEXIST or not step.required:
             err = 0
-        elif err < 0:
+        elif err:
             break
     return err

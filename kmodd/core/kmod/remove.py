@@ -4,7 +4,8 @@ The order (tools/modprobe.c: rmmod_do_module): post-softdeps in reverse, then (w
 `--remove-dependencies`/`--remove-holders`) the modules holding it, then the module itself
 (refusing when in use, unless a remove command or `-w` takes over), then every dependency
 whose use count is zero at that moment (errors ignored), then pre-softdeps in reverse.
-The outside world is reached through `RemoveIO`; messages go through its `log`.
+The outside world is reached through `RemoveIO`; messages go through its `log`. Results are
+0 or a positive errno (kmod's are the same, negated).
 """
 
 from __future__ import annotations
@@ -35,30 +36,34 @@ class RemoveIO(Protocol):
         """kmod's LOG(): FATAL (or WARNING under -a); may end the run."""
         ...
 
-    def refcnt(self, name: str) -> int: ...
+    def refcnt(self, name: str) -> int:
+        """The use count, or minus an errno (libkmod's `kmod_module_get_refcnt`)."""
+        ...
 
     def holders(self, name: str) -> list[str] | None: ...
 
     def remove_module(self, mod: Module) -> int:
-        """rmmod_do_remove_module (prints `rmmod X` when showing; dry runs stop there)."""
+        """rmmod_do_remove_module (prints `rmmod X` when showing; dry runs stop there);
+        0 or an errno."""
         ...
 
     def run_remove_command(self, mod: Module, command: str) -> int:
-        """command_do("remove", ...), $CMDLINE_OPTS empty."""
+        """command_do("remove", ...), $CMDLINE_OPTS empty; 0, or the command's exit status
+        (1 when it could not run)."""
         ...
 
 
 def remove(resolver: Resolver, live: LiveState, io: RemoveIO, alias: str, flags: int,
            opts: RemoveOptions) -> int:
-    """rmmod(): look the name up, then remove each module found."""
+    """rmmod(): look the name up, then remove each module found; 0 or the first errno."""
     mods = resolver.lookup(alias)
     err = 0
     if not mods:
         io.log(f"Module {alias} not found.\n")
-        err = -ENOENT
+        err = ENOENT
     for mod in mods:
         err = remove_module(resolver, live, io, mod, flags, opts)
-        if err < 0:
+        if err:
             break
     return err
 
@@ -76,25 +81,25 @@ def remove_module(resolver: Resolver, live: LiveState, io: RemoveIO, mod: Module
         if state is None:
             if opts.first_time:
                 io.log(f"Module {mod.name} is not in kernel.\n")
-                return -ENOENT
+                return ENOENT
             return 0
         if state is InitState.BUILTIN:
             if flags & IGNORE_BUILTIN:
                 return 0
             io.log(f"Module {mod.name} is builtin.\n")
-            return -ENOENT
+            return ENOENT
     _remove_list(resolver, live, io, post, False, opts)
     if flags & REMOVE_HOLDERS:
         holders = [resolver.new_from_name(h) for h in io.holders(mod.name) or []]
         err = _remove_list(resolver, live, io, holders, True, opts)
-        if err < 0:
+        if err:
             return err
     if cmd is None and not opts.ignore_loaded and not opts.wait and io.refcnt(mod.name) > 0:
         if not opts.quiet_inuse:
             io.log(f"Module {mod.name} is in use.\n")
-        return -EBUSY
+        return EBUSY
     err = io.remove_module(mod) if cmd is None else io.run_remove_command(mod, cmd)
-    if err < 0:
+    if err:
         return err
     if cmd is None:
         for dep in resolver.dependencies(mod):
@@ -108,6 +113,6 @@ def _remove_list(resolver: Resolver, live: LiveState, io: RemoveIO, mods: list[M
                  stop_on_errors: bool, opts: RemoveOptions) -> int:
     for m in reversed(mods):
         r = remove_module(resolver, live, io, m, IGNORE_BUILTIN, opts)
-        if r < 0 and stop_on_errors:
+        if r and stop_on_errors:
             return r
     return 0

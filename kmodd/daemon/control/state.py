@@ -22,19 +22,16 @@ from kmodd.core.autoload.decide import (
     AUTOLOAD_FLAGS,
     MODPROBE_FLAGS,
     Candidate,
-    Decision,
-    LoadOutcome,
-    Request,
     Resolution,
     decide,
 )
 from kmodd.core.autoload.loadrecords import LoadedBy
-from kmodd.core.autoload.outcome import Outcome, classify_remove
+from kmodd.core.autoload.outcome import Cause, Outcome, Request, classify_remove
 from kmodd.core.explain.facts import FailedAttempt
 from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.normalize import modname_normalize
-from kmodd.core.kmod.plan import LiveState, initstate
+from kmodd.core.kmod.plan import LiveState, StepAction, initstate
 from kmodd.core.kmod.resolve import ModuleLookupError, Resolver
 from kmodd.daemon.control.interface import INTERFACE, ReloadFailed
 from kmodd.daemon.control.views import (
@@ -54,7 +51,7 @@ from kmodd.daemon.control.words import chain_facts, chain_words, step_views
 from kmodd.daemon.devices import Devices
 from kmodd.daemon.intake import Intake
 from kmodd.daemon.lifecycle import Lifecycle
-from kmodd.daemon.loader import Loader, StepAction
+from kmodd.daemon.loader import Loader
 from kmodd.daemon.records import ChainRecord, DeviceRecord, ModuleRecord
 from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import NOWHERE, Facts, Reporter, describe
@@ -154,13 +151,14 @@ class DaemonControl:
                 if chain is not None and not chain.joined:
                     plan.extend(step_views(chain.result.steps))
                 elif chain is not None:
-                    plan.append(PlanStepView("insert", candidate.name, chain_words(
-                        chain.result, True)))
-                elif candidate.decision is Decision.LOAD and candidate.plan is not None:
-                    plan.extend(PlanStepView("insert", s.name, "queued", s.options)
+                    plan.append(PlanStepView(StepAction.INSERT.value, candidate.name,
+                                             chain_words(chain.result, True)))
+                elif candidate.outcome is None and candidate.plan is not None:
+                    plan.extend(PlanStepView(StepAction.INSERT.value, s.name, "queued", s.options)
                                 for s in candidate.plan.steps)
                 else:
-                    plan.append(PlanStepView("skip", candidate.name, candidate.decision.value))
+                    plan.append(PlanStepView(StepAction.SKIP.value, candidate.name,
+                                             candidate.decision))
         driver = vendor = model = None
         if details:
             found = device_details(self.devices_root, record.devpath)
@@ -256,19 +254,19 @@ class DaemonControl:
             source = resolution.source or "lookup"
             if source == "config-alias" and candidate.module.alias:
                 source = f"config-alias {candidate.module.alias}"
-            views.append(CandidateView(candidate.name, source, candidate.decision.value,
+            views.append(CandidateView(candidate.name, source, candidate.decision,
                                        self._reason(snapshot, candidate, chains)))
         return views
 
     def _reason(self, snapshot: Snapshot, candidate: Candidate,
                 chains: dict[str, ChainRecord]) -> str:
         name = candidate.name
-        match candidate.decision:
-            case Decision.BUILTIN:
+        match candidate.outcome:
+            case Outcome.BUILTIN:
                 return "it is built into the kernel (modules.builtin)"
-            case Decision.ALREADY_LOADED:
+            case Outcome.ALREADY_LOADED:
                 return "it is already loaded"
-            case Decision.BLACKLISTED:
+            case Outcome.BLACKLISTED:
                 return (f"blacklisted by {self.blacklist_origin(snapshot, name)}; udev's "
                         "`kmod load` applies the blacklist to every name, as `modprobe -b`")
         chain = chains.get(name)
@@ -373,10 +371,10 @@ class DaemonControl:
             resolution = decide(resolver, self.live, name, MODPROBE_FLAGS)
             if not resolution.found:
                 text = f"Module {name} not found in directory {snapshot.moddir}"
-                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name,
+                self.reporter.outcome(Facts(Outcome.NOT_FOUND, key=name,
                                             errno=resolution.error or E.ENOENT),
                                       Request.EXPLICIT)
-                results.append(LoadResultView(name, LoadOutcome.NOT_FOUND.value,
+                results.append(LoadResultView(name, Outcome.NOT_FOUND.value,
                                               resolution.error or E.ENOENT, text))
                 continue
             for candidate in resolution.candidates:
@@ -388,7 +386,7 @@ class DaemonControl:
         name = candidate.name
         outcome = candidate.outcome
         if outcome is not None or candidate.plan is None:
-            outcome = outcome or LoadOutcome.ALREADY_LOADED
+            outcome = outcome or Outcome.ALREADY_LOADED
             self.reporter.outcome(Facts(outcome, module=name, key=name), Request.EXPLICIT)
             return LoadResultView(name, outcome.value, None,
                                   self._reason(snapshot, candidate, {}))
@@ -409,14 +407,14 @@ class DaemonControl:
             except ModuleLookupError:
                 found = []
             if not found:
-                self.reporter.outcome(Facts(LoadOutcome.NOT_FOUND, key=name, errno=E.ENOENT),
+                self.reporter.outcome(Facts(Outcome.NOT_FOUND, key=name, errno=E.ENOENT),
                                       Request.EXPLICIT)
-                results.append(LoadResultView(name, LoadOutcome.NOT_FOUND.value, E.ENOENT,
+                results.append(LoadResultView(name, Outcome.NOT_FOUND.value, E.ENOENT,
                                               f"Module {name} not found."))
                 continue
             loaded = [m for m in found if initstate(resolver, self.live, m) is not None]
             if not loaded:
-                outcome = LoadOutcome.NOT_LOADED
+                outcome = Outcome.NOT_LOADED
                 self.reporter.outcome(Facts(outcome, module=found[0].name, key=name),
                                       Request.EXPLICIT)
                 results.append(LoadResultView(name, outcome.value, None,
@@ -426,17 +424,17 @@ class DaemonControl:
             dry_run = self.lifecycle.dry_run
             removal = await self.loader.remove(snapshot.resolver(), name, dry_run=dry_run)
             duration = int((time.monotonic() - started) * 1_000_000)
-            errno = -removal.status if removal.status < 0 else 0
+            errno = removal.errno
             removed = [m for m, err in removal.removed if err == 0]
             if errno == 0 and dry_run:
-                outcome = LoadOutcome.PLANNED
+                outcome = Outcome.PLANNED
                 text = "Would remove " + ", ".join(removed) + " (dry run)"
             elif errno == 0:
-                outcome = LoadOutcome.REMOVED
+                outcome = Outcome.REMOVED
                 text = "Removed " + ", ".join(removed) if removed else "Nothing to remove"
             else:
-                outcome = LoadOutcome.FAILED
-                text = "; ".join(removal.messages) or classify_remove(errno).cause
+                outcome = Outcome.FAILED
+                text = "; ".join(removal.messages) or classify_remove(errno).explanation
             sentence = None
             if errno:
                 sentence = f"Failed to remove module '{loaded[0].name}'"
@@ -465,10 +463,10 @@ def failed_attempt(record: ModuleRecord) -> FailedAttempt | None:
     """The daemon's latest failed step for a module, as the explanation's failure."""
 
     step = record.step
-    if step is None or step.outcome is not LoadOutcome.FAILED:
+    if step is None or step.outcome is not Outcome.FAILED:
         return None
     stage = "install command" if step.action is StepAction.INSTALL else "finit_module"
-    declined = step.diagnosis is not None and step.diagnosis.outcome is Outcome.DECLINED
+    declined = step.diagnosis is not None and step.diagnosis.cause is Cause.DECLINED
     return FailedAttempt(record.name, step.errno, stage=stage, step=step.module,
                          kmsg=step.kernel_records, options=step.options, declined=declined)
 
@@ -495,7 +493,7 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
     step = record.step
     if step is not None and step.detail:
         lines.append(f"{step.module}: {step.detail}")
-    if record.step is None and record.outcome is LoadOutcome.FAILED:
+    if record.step is None and record.outcome is Outcome.FAILED:
         lines.append(f"{record.name} was not loaded because a module it needs failed "
                      "(that module's own explanation says why)")
     for devpath, reprobe in reprobes:

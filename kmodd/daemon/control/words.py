@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kmodd.core.autoload.decide import LoadOutcome
+from kmodd.core.autoload.outcome import Outcome
 from kmodd.core.kmod.libkmodlog import strerror
-from kmodd.core.kmod.plan import LiveState, Plan, step_in_kernel
+from kmodd.core.kmod.plan import LiveState, Plan, StepAction, step_in_kernel
 from kmodd.core.kmod.resolve import Resolver
 from kmodd.daemon.control.views import PlanStepView
-from kmodd.daemon.loader import ChainResult, StepAction, StepResult
+from kmodd.daemon.loader import ChainResult, StepResult
 from kmodd.daemon.records import ChainRecord
 from kmodd.daemon.report import Facts
 
@@ -20,17 +20,12 @@ from kmodd.daemon.report import Facts
 def plan_views(plan: Plan, resolver: Resolver, live: LiveState) -> tuple[PlanStepView, ...]:
     """A plan in the interface's words; steps already in the kernel are skips."""
     if plan.skip is not None:
-        return (PlanStepView("skip", plan.name, plan.skip.value),)
-    views = []
-    for step in plan.steps:
-        if step_in_kernel(live, step):
-            views.append(PlanStepView("skip", step.name, "already in the kernel",
-                                      step.options))
-        elif step.command is not None:
-            views.append(PlanStepView("install", step.name, step.command, step.options))
-        else:
-            views.append(PlanStepView("insert", step.name, None, step.options))
-    return tuple(views)
+        return (PlanStepView(StepAction.SKIP.value, plan.name, plan.skip.value),)
+    return tuple(
+        PlanStepView(StepAction.SKIP.value, step.name, "already in the kernel", step.options)
+        if step_in_kernel(live, step) else
+        PlanStepView(step.action.value, step.name, step.command, step.options)
+        for step in plan.steps)
 
 
 def step_views(steps: Sequence[StepResult]) -> tuple[PlanStepView, ...]:
@@ -38,11 +33,11 @@ def step_views(steps: Sequence[StepResult]) -> tuple[PlanStepView, ...]:
     views = []
     for step in steps:
         reason: str | None = None
-        if step.outcome is LoadOutcome.FAILED:
+        if step.outcome is Outcome.FAILED:
             reason = f"failed: {strerror(step.errno)}"
         elif step.action is StepAction.SKIP:
             reason = step.detail
-        elif step.outcome is not LoadOutcome.INSERTED:
+        elif step.outcome is not Outcome.INSERTED:
             reason = step.outcome.value
         views.append(PlanStepView(step.action.value, step.module, reason, step.options))
     return tuple(views)
@@ -54,13 +49,13 @@ def chain_words(result: ChainResult, joined: bool) -> str:
     if joined:
         return f"{outcome.value} (by a load another request started)"
     deps = [s.module for s in result.steps if not s.requested and s.action is not StepAction.SKIP]
-    if outcome is LoadOutcome.FAILED:
+    if outcome is Outcome.FAILED:
         failed = result.failed_step
         if failed is None:
             return "failed"
         text = f"failed: {strerror(failed.errno)}"
         if failed.diagnosis is not None:
-            text += f" ({failed.diagnosis.outcome.value}: {failed.diagnosis.cause})"
+            text += f" ({failed.diagnosis.cause.value}: {failed.diagnosis.explanation})"
         if not failed.requested:
             text = f"not loaded: its dependency {failed.module} {text}"
         return text
