@@ -61,10 +61,12 @@ class LoadOutcome(StrEnum):
 
 
 class Request(StrEnum):
-    """Who asked: a device (autoload, quiet) or an administrator (explicit, loud)."""
+    """Who asked: a device (autoload, quiet), an administrator (explicit, loud), or a static
+    list read at start (modules-load.d, `modules_load=`, /etc/modules: see LISTED_LEVELS)."""
 
     AUTOLOAD = "autoload"
     EXPLICIT = "explicit"
+    LISTED = "listed"
 
 
 #: Outcomes that count as the module being there (or meant to be) afterwards.
@@ -91,6 +93,16 @@ LOG_LEVELS: Mapping[LoadOutcome, tuple[Priority, Priority]] = {
 MILD_FAILURES: Mapping[Outcome, tuple[Priority, Priority]] = {
     Outcome.NO_DEVICE: (Priority.INFO, Priority.NOTICE),
     Outcome.DECLINED: (Priority.INFO, Priority.NOTICE),
+}
+
+#: A listed module (systemd-modules-load's `module_load_and_warn(..., verbose=true)`) is told
+#: as an explicit request, except: a module that cannot be loaded is a warning (the list stays
+#: in force for the other modules, and the boot goes on), and a deny-listed one a notice (its
+#: level in systemd depends on the version; an admin who listed it wants to see it skipped).
+LISTED_LEVELS: Mapping[LoadOutcome, Priority] = {
+    LoadOutcome.NOT_FOUND: Priority.WARNING,
+    LoadOutcome.FAILED: Priority.WARNING,
+    LoadOutcome.BLACKLISTED: Priority.NOTICE,
 }
 
 #: systemd's wording (module_load_and_warn), `{name}` the module, `{key}` the looked-up name.
@@ -157,8 +169,10 @@ class Resolution:
 
 
 def decide(resolver: Resolver, live: LiveState, key: str,
-           flags: ProbeFlag = AUTOLOAD_FLAGS) -> Resolution:
-    """Look `key` up and decide, for every module found, as module_load_and_warn does."""
+           flags: ProbeFlag = AUTOLOAD_FLAGS, options: str | None = None) -> Resolution:
+    """Look `key` up and decide, for every module found, as module_load_and_warn does
+    (`options`: arguments for the modules found, after modprobe.d's, as modprobe's command
+    line gives them)."""
     try:
         modules = resolver.lookup(key)
     except ModuleLookupError as e:
@@ -171,7 +185,7 @@ def decide(resolver: Resolver, live: LiveState, key: str,
         elif state is InitState.LIVE:
             candidates.append(Candidate(mod, Decision.ALREADY_LOADED))
         else:
-            plan = plan_probe(resolver, live, mod, flags, not_in_kernel=True)
+            plan = plan_probe(resolver, live, mod, flags, options, not_in_kernel=True)
             if plan.skip is Skip.BLACKLISTED:
                 candidates.append(Candidate(mod, Decision.BLACKLISTED, plan))
             elif plan.skip is Skip.LOADED:
@@ -236,6 +250,8 @@ def log_level(outcome: LoadOutcome, request: Request,
     levels = LOG_LEVELS[outcome]
     if outcome is LoadOutcome.FAILED and diagnosis is not None and diagnosis in MILD_FAILURES:
         levels = MILD_FAILURES[diagnosis]
+    elif request is Request.LISTED and outcome in LISTED_LEVELS:
+        return LISTED_LEVELS[outcome]
     return levels[0] if request is Request.AUTOLOAD else levels[1]
 
 

@@ -154,3 +154,19 @@ def test_messages_are_systemds_sentences() -> None:
 
 def test_every_outcome_has_a_sentence_and_levels() -> None:
     assert set(MESSAGES) == set(LOG_LEVELS) == set(LoadOutcome)
+
+
+@pytest.mark.parametrize(("outcome", "level"), [
+    (LoadOutcome.INSERTED, Priority.INFO),
+    (LoadOutcome.ALREADY_LOADED, Priority.INFO),
+    (LoadOutcome.BLACKLISTED, Priority.NOTICE),
+    (LoadOutcome.NOT_FOUND, Priority.WARNING),
+    (LoadOutcome.FAILED, Priority.WARNING),
+])
+def test_a_listed_module_is_told_loudly_deny_listed_at_notice_and_failures_at_warning(
+        outcome: LoadOutcome, level: Priority) -> None:
+    assert log_level(outcome, Request.LISTED) is level
+
+
+def test_a_listed_driver_that_found_no_device_is_a_notice_not_a_warning() -> None:
+    assert log_level(LoadOutcome.FAILED, Request.LISTED, Outcome.NO_DEVICE) is Priority.NOTICE
