@@ -5,7 +5,12 @@ so a daemon killed in the middle of a chain has told every step that ended."""
 
 from __future__ import annotations
 
-from kmodd.core.autoload.decide import LoadOutcome, Request, Resolution
+from kmodd.core.autoload.decide import (
+    KERNEL_BLACKLIST_PARAMETER,
+    LoadOutcome,
+    Request,
+    Resolution,
+)
 from kmodd.daemon.loader import StepAction, StepResult
 from kmodd.daemon.records import ChainRecord, DeviceRecord, Records
 from kmodd.daemon.report import Facts, Reporter, Where
@@ -46,6 +51,8 @@ class Teller:
         if step.started is not None and step.finished is not None:
             duration = int((step.finished - step.started) * 1_000_000)
         detail = step.detail if step.action is not StepAction.SKIP else ""
+        if step.outcome is LoadOutcome.BLACKLISTED and not detail:
+            detail = f"refused by the kernel: {KERNEL_BLACKLIST_PARAMETER} on its command line"
         self.reporter.outcome(
             Facts(step.outcome, module=step.module, key=step.module, where=where,
                   errno=step.errno or None, duration_usec=duration,
