@@ -75,6 +75,9 @@ def test_the_lists_load_at_start_through_the_device_path_with_their_file_and_lin
                                                        name)
                 assert code == 0
                 why.append(out)
+            code, out, _ = await asyncio.to_thread(kmodctl, daemon_socket(root), "explain",
+                                                   "kmodd_pcspkr")
+            why.append(out)
 
     asyncio.run(scenario())
     # The command line first (modules-load= with a dash too), then the files by name; the
@@ -110,6 +113,7 @@ def test_the_lists_load_at_start_through_the_device_path_with_their_file_and_lin
     assert "kmodd_pcspkr is not live: kmodd's last outcome was blacklisted; listed in " \
            "/etc/modules-load.d/20-speaker.conf:3" in why[1]
     assert "listed in the kernel command line (modules_load=)" in why[2]
+    assert "kmodd_pcspkr is listed in /etc/modules-load.d/20-speaker.conf:3" in why[3]
 
 
 def daemon_modules(daemon: Daemon) -> dict[str, object]:
