@@ -182,3 +182,25 @@ def test_arguments_on_an_etc_modules_line_reach_the_kernel_after_modprobe_d_opti
     asyncio.run(scenario())
     module = next(m for m in gated.kernel.loaded if m.name == "kmodd_loop")
     assert module.params == {"max_loop": "8", "part_shift": "2"}
+
+
+def test_a_listed_built_in_module_is_said_built_in_at_info_and_why_says_so(
+        tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", MACHINE_MODULES)
+    (tmp_path / "root/usr/lib/modules-load.d").mkdir(parents=True)
+    (tmp_path / "root/usr/lib/modules-load.d/rtc.conf").write_text("kmodd-rtc\n")
+    sink = ListSink()
+    why: list[str] = []
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, sink=sink, modules_load=True) as daemon:
+            await wait_until(lambda: "kmodd_rtc" in daemon_modules(daemon))
+            code, out, _ = await asyncio.to_thread(kmodctl, daemon_socket(root), "why",
+                                                   "kmodd_rtc")
+            why.append(out)
+
+    asyncio.run(scenario())
+    assert [(r.outcome, r.priority, r.listed) for r in sink.records] == [
+        ("builtin", Priority.INFO, "/usr/lib/modules-load.d/rtc.conf:1")]
+    assert "kmodd_rtc is built into the kernel; listed in /usr/lib/modules-load.d/rtc.conf:1" \
+        in why[0]

@@ -510,6 +510,8 @@ def module_summary(record: ModuleRecord) -> str:
     it), the static lists that name it, and the devices it was loaded for."""
     if record.loaded_by is not None:
         text = f"{record.name} is live: {loaded_by_words(record)}"
+    elif record.outcome is LoadOutcome.BUILTIN:
+        text = f"{record.name} is built into the kernel"
     else:
         text = f"{record.name} is not live: kmodd's last outcome was {record.outcome.value}"
     if record.listed:
