@@ -197,6 +197,7 @@ def test_a_listed_built_in_module_is_said_built_in_at_info_and_why_says_so(
             await wait_until(lambda: "kmodd_rtc" in daemon_modules(daemon))
             code, out, _ = await asyncio.to_thread(kmodctl, daemon_socket(root), "why",
                                                    "kmodd_rtc")
+            assert code == 0
             why.append(out)
 
     asyncio.run(scenario())
