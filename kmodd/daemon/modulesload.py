@@ -14,6 +14,11 @@ Taking over is announced with a flag file (`TAKEOVER_FLAG`) created before READY
 systemd-modules-load.service, ordered after kmodd.service by the drop-in the package ships,
 finds it and stands aside (`ConditionPathExists=!`). Without the setting (or in a dry run,
 which loads nothing) the flag is removed and systemd-modules-load runs as before.
+
+The lists are loaded once per boot, as systemd-modules-load loads them: once they are, the
+flag says so (`LOADED_MARK`; /run is empty at boot), and a later instance of the same boot (a
+restart, an upgrade) only notes which live modules the lists name, so that a module the admin
+removed since is not loaded again behind their back.
 """
 
 from __future__ import annotations
@@ -37,6 +42,30 @@ from kmodd.system.root import Root
 
 #: The flag systemd-modules-load.service's drop-in checks (under the root's /run).
 TAKEOVER_FLAG = "/run/kmodd/modules-load"
+#: The flag's content once an instance of this boot has loaded the lists.
+LOADED_MARK = b"loaded\n"
+
+
+def lists_loaded_this_boot(root: Root) -> bool:
+    """Did an earlier instance of this boot load the lists (the flag says so)?"""
+    try:
+        with open(root.path(TAKEOVER_FLAG), "rb") as f:
+            return f.read(64) == LOADED_MARK
+    except OSError:
+        return False
+
+
+def mark_lists_loaded(root: Root) -> str | None:
+    """Write LOADED_MARK into the flag; the error in words, or None."""
+    try:
+        fd = os.open(root.path(TAKEOVER_FLAG), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, LOADED_MARK)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return f"{TAKEOVER_FLAG}: {e.strerror}"
+    return None
 
 
 def announce_takeover(root: Root, taking_over: bool) -> str | None:
@@ -69,6 +98,15 @@ class StaticLists:
         self.teller = teller
         self.root = root
         self.dry_run = dry_run
+
+    def remember(self, lists: Lists) -> None:
+        """An earlier instance loaded the lists: note the places of the live modules they
+        name (for `kmodctl why`), load nothing."""
+        for item in lists.modules:
+            record = self.records.modules.get(normalize(item.module))
+            if record is not None:
+                self.records.note_listed(record.name, record.outcome,
+                                         [p.where for p in item.places])
 
     async def run(self, lists: Lists) -> None:
         """Say what could not be read, then load every listed module (at once, as the

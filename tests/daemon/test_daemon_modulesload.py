@@ -205,3 +205,43 @@ def test_a_listed_built_in_module_is_said_built_in_at_info_and_why_says_so(
         ("builtin", Priority.INFO, "/usr/lib/modules-load.d/rtc.conf:1")]
     assert "kmodd_rtc is built into the kernel; listed in /usr/lib/modules-load.d/rtc.conf:1" \
         in why[0]
+
+
+def test_the_lists_load_once_per_boot_a_restarted_kmodd_only_remembers_them(
+        tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", MACHINE_MODULES)
+    (tmp_path / "root/etc/modules-load.d").mkdir(parents=True)
+    (tmp_path / "root/etc/modules-load.d/x.conf").write_text("kmodd_net_failover\nkmodd_serial\n")
+    kernel = fake_kernel(root)
+    sink = ListSink()
+    why: list[str] = []
+
+    def live_names() -> set[str]:
+        return {m.name for m in kernel.loaded}
+
+    async def first() -> None:
+        async with RunningDaemon(root, kernel=kernel, modules_load=True) as daemon:
+            await wait_until(lambda: {"kmodd_net_failover", "kmodd_serial"} <= live_names())
+            await wait_until(lambda: daemon.loader is not None and not daemon.loader.loading())
+            await wait_until(lambda: Path(root.path(TAKEOVER_FLAG)).read_bytes() == b"loaded\n",
+                             what="the lists noted as loaded")
+
+    async def second() -> None:
+        async with RunningDaemon(root, kernel=kernel, sink=sink, modules_load=True):
+            await asyncio.sleep(0.3)
+            for name in ("kmodd_net_failover", "kmodd_serial"):
+                code, out, _ = await asyncio.to_thread(kmodctl, daemon_socket(root), "why",
+                                                       name)
+                assert code == 0
+                why.append(out)
+
+    asyncio.run(first())
+    # The admin removes one; kmodd restarts (an upgrade, say) in the same boot.
+    assert kernel.delete_module(b"kmodd_net_failover", 0) == 0
+    asyncio.run(second())
+    assert live_names() == {"kmodd_serial"}
+    assert [r for r in sink.records if r.listed is not None] == []
+    assert os.path.exists(root.path(TAKEOVER_FLAG))  # systemd-modules-load still stands aside
+    assert "listed in" not in why[0]  # not live now: nothing to attribute
+    assert (f"kmodd_serial is live: loaded by the previous kmodd instance (pid {os.getpid()}); "
+            "listed in /etc/modules-load.d/x.conf:2") in why[1]
