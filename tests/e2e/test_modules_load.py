@@ -108,4 +108,7 @@ def test_by_default_systemd_modules_load_keeps_the_lists(boots: dict[str, Boot])
     assert boot.modules_load == {"ActiveState": "active", "ConditionResult": "yes"}
     assert "dummy" in boot.modules
     assert boot.loaded_by["dummy"].startswith("systemd-modules")  # comm: 15 characters
-    assert boot.records == []
+    # kmodd only saw it go live, as any module another program loads.
+    assert [(r["KMODD_MODULE"], "KMODD_LISTED_IN" in r, r["MESSAGE"]) for r in boot.records] == [
+        ("dummy", False, "Module dummy went live, loaded not by kmodd but by the kernel's own "
+                         "request or another program")]
