@@ -8,7 +8,12 @@ import asyncio
 import os
 from pathlib import Path
 
-from daemon_tree import (
+from kmodd.daemon.modulesload import TAKEOVER_FLAG
+from kmodd.daemon.records import ModuleRecord
+from kmodd.daemon.service import Daemon
+from kmodd.system.journal import Priority
+from kmodd.system.root import Root
+from tests.daemon.daemon_tree import (
     MACHINE_MODULES,
     FixtureModule,
     ListSink,
@@ -18,11 +23,6 @@ from daemon_tree import (
     wait_until,
     write_tree,
 )
-
-from kmodd.daemon.modulesload import TAKEOVER_FLAG
-from kmodd.daemon.service import Daemon
-from kmodd.system.journal import Priority
-from kmodd.system.root import Root
 from tests.fakes import GatedSyscalls
 
 CMDLINE = ("BOOT_IMAGE=/boot/vmlinuz root=/dev/vda ro modules-load=kmodd_serial "
@@ -116,7 +116,7 @@ def test_the_lists_load_at_start_through_the_device_path_with_their_file_and_lin
     assert "kmodd_pcspkr is listed in /etc/modules-load.d/20-speaker.conf:3" in why[3]
 
 
-def daemon_modules(daemon: Daemon) -> dict[str, object]:
+def daemon_modules(daemon: Daemon) -> dict[str, ModuleRecord]:
     assert daemon.devices is not None
     return dict(daemon.devices.table.modules)
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import skip_kmodd_without_unit
-from vm import devices, image, manager
-from vm.machine import VM, Init
+
+from tests.e2e.e2e_support import skip_kmodd_without_unit
+from tests.e2e.vm import devices, image, manager
+from tests.e2e.vm.machine import VM, Init
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
