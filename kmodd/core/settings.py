@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("coldplug", Kind.BOOL, True, "scan sysfs for devices after start-up"),
     Setting("static_rules", Kind.BOOL, True,
             "also load what Debian's udev rules load without a modalias (sg, ppdev, ...)"),
+    Setting("modules_load", Kind.BOOL, False,
+            "load the modules that modules-load.d, modules_load= on the kernel command line "
+            "and /etc/modules name, at start, in the place of systemd-modules-load.service "
+            "(which then stands aside)"),
     Setting("dry_run", Kind.BOOL, False, "decide and log, but never load or unload"),
     Setting("index_in_memory", Kind.BOOL, True,
             "decode the module index into memory after start-up (fast lookups; about 25 MB "
@@ -133,6 +137,7 @@ class Settings:
     parallel_loads: int
     coldplug: bool
     static_rules: bool
+    modules_load: bool
     dry_run: bool
     index_in_memory: bool
     watch_config: bool

@@ -118,6 +118,8 @@ class ModuleRecord:
     step: StepResult | None = None  # the latest attempt (insert or command), for explain
     loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
     loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
+    #: The static lists' places that name it (`/etc/modules-load.d/foo.conf:3`, ...).
+    listed: tuple[str, ...] = ()
 
 
 class Records:
@@ -165,6 +167,11 @@ class Records:
             record.started, record.finished = step.started, step.finished
             record.queued, record.after, record.device = step.queued, step.after, devpath
             record.step = step
+
+    def note_listed(self, name: str, outcome: Outcome, places: Iterable[str]) -> None:
+        """A module a static list names (modules-load.d, `modules_load=`, /etc/modules)."""
+        record = self.module(name, outcome)
+        record.listed = tuple(dict.fromkeys((*record.listed, *places)))
 
     def note_failed_chain(self, name: str, errno: int, devpath: str | None) -> None:
         """The requested module was not loaded because a step before it failed."""

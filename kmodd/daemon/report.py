@@ -29,11 +29,13 @@ KERNEL_LINES_MAX = 8
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """The device an outcome is for (nothing, for an explicit request)."""
+    """The device an outcome is for (nothing, for an explicit request), or the place of a
+    static list that names the module (`listed`: `/etc/modules-load.d/foo.conf:3`)."""
 
     devpath: str | None = None
     modalias: str | None = None
     seqnum: int | None = None  # None for coldplug and resync (their events have none)
+    listed: str | None = None
 
 
 NOWHERE = Where()
@@ -76,6 +78,8 @@ def describe(facts: Facts) -> str:
         text += f" [{devpath}]"
     elif devpath:
         text += f" for {devpath}"
+    if facts.where.listed:
+        text += f" [listed in {facts.where.listed}]"
     return text
 
 
@@ -109,7 +113,7 @@ class Reporter:
                 message=text, priority=priority, outcome=facts.outcome.value,
                 message_id=MESSAGE_IDS[outcome_message(facts.outcome, cause)],
                 module=facts.module, modalias=where.modalias, devpath=where.devpath,
-                seqnum=where.seqnum, errno=facts.errno or None,
+                seqnum=where.seqnum, listed=where.listed, errno=facts.errno or None,
                 duration_usec=facts.duration_usec,
                 diagnosis=cause.value if cause is not None else None))
         if self.hub.subscribers:

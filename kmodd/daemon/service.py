@@ -43,6 +43,12 @@ from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
 from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
+from kmodd.daemon.modulesload import (
+    StaticLists,
+    announce_takeover,
+    lists_loaded_this_boot,
+    mark_lists_loaded,
+)
 from kmodd.daemon.records import Records
 from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
@@ -62,6 +68,7 @@ from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.liveview import ListedModules
 from kmodd.system.loadrecords import RECORD_FILE, open_records, read_boot_id
+from kmodd.system.modulesload import read_lists
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
 from kmodd.system.notify import (
     LISTEN_VARIABLES,
@@ -428,6 +435,30 @@ class Daemon:
             self.notifier.status(self._status_text())
         self.coldplugged.set()
 
+    async def _static_lists(self, loaded_before: bool) -> None:
+        """Load what modules-load.d, `modules_load=` and /etc/modules name, alongside
+        coldplug (`daemon.modulesload`); read in a thread (a few small files). Once per
+        boot: `loaded_before`, an earlier instance did, and this one only notes them."""
+        assert self.loader is not None and self.devices is not None
+        root = self.root
+        lists = await self.system_pool.run(lambda: read_lists(root))
+        static = StaticLists(self.snapshots, self.loader, self.devices.live, self.reporter,
+                             self.devices.table, self.devices.teller, self.root,
+                             dry_run=self.settings.dry_run)
+        if loaded_before:
+            static.remember(lists)
+            self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
+                     f"modules-load.d: {len(lists.modules)} listed modules were loaded by an "
+                     "earlier kmodd of this boot; not loading them again")
+            return
+        await static.run(lists)
+        if not self.settings.dry_run:
+            problem = mark_lists_loaded(root)
+            if problem is not None:
+                self.log(Priority.WARNING, Message.RECORDS_FAILED,
+                         f"Cannot note that the lists are loaded ({problem}): a restart of "
+                         "kmodd in this boot loads them again")
+
     async def _until_quiet(self) -> None:
         """Wait for the end of the burst that coldplug set off (see DECODE_QUIET): the
         decode is seconds of CPU on a small machine, which module inits need more."""
@@ -529,6 +560,15 @@ class Daemon:
                                             (signal.SIGINT, self.request_stop)):
                         loop.add_signal_handler(signum, handler)
                         signals.append(signum)
+                # Before READY=1: systemd-modules-load.service, ordered after kmodd.service,
+                # checks the flag when it starts.
+                taking_over = settings.modules_load and not settings.dry_run
+                lists_loaded = taking_over and lists_loaded_this_boot(self.root)
+                problem = announce_takeover(self.root, taking_over)
+                if problem is not None:
+                    self.log(Priority.WARNING, Message.CONFIG_IGNORED,
+                             f"modules_load: cannot tell systemd-modules-load.service to "
+                             f"stand aside ({problem}); both may load the lists")
                 self.lifecycle.state = self.lifecycle.settled_state
                 self.lifecycle.ready = time.monotonic()
                 self.notifier.ready(status=self._status_text())
@@ -537,6 +577,9 @@ class Daemon:
                          + (" (dry run: nothing is loaded)" if settings.dry_run else ""),
                          "ready")
                 self.ready.set()
+                if settings.modules_load:
+                    front.append(tg.create_task(self._static_lists(lists_loaded),
+                                                name="modules-load"))
                 front.append(tg.create_task(self._coldplug(), name="coldplug"))
                 await self._stop.wait()
                 await self._stop_in_order(front, dispatcher)

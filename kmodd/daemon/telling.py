@@ -5,7 +5,7 @@ so a daemon killed in the middle of a chain has told every step that ended."""
 
 from __future__ import annotations
 
-from kmodd.core.autoload.decide import Resolution
+from kmodd.core.autoload.decide import KERNEL_BLACKLIST_PARAMETER, Resolution
 from kmodd.core.autoload.outcome import Outcome, Request
 from kmodd.core.kmod.plan import StepAction
 from kmodd.daemon.loader import StepResult
@@ -48,6 +48,8 @@ class Teller:
         if step.started is not None and step.finished is not None:
             duration = int((step.finished - step.started) * 1_000_000)
         detail = step.detail if step.action is not StepAction.SKIP else ""
+        if step.outcome is Outcome.BLACKLISTED and not detail:
+            detail = f"refused by the kernel: {KERNEL_BLACKLIST_PARAMETER} on its command line"
         self.reporter.outcome(
             Facts(step.outcome, module=step.module, key=step.module, where=where,
                   errno=step.errno or None, duration_usec=duration,

@@ -49,6 +49,7 @@ OUTCOME_FIELDS: Mapping[str, str] = {
     "modalias": "KMODD_MODALIAS",
     "devpath": "KMODD_DEVPATH",
     "seqnum": "KMODD_SEQNUM",
+    "listed": "KMODD_LISTED_IN",
     "errno": "ERRNO",
     "outcome": "KMODD_OUTCOME",
     "duration_usec": "KMODD_DURATION_USEC",
@@ -68,6 +69,7 @@ class OutcomeRecord:
     modalias: str | None = None
     devpath: str | None = None
     seqnum: int | None = None
+    listed: str | None = None  # the static list's FILE:LINE that named the module
     errno: int | None = None
     duration_usec: int | None = None
     diagnosis: str | None = None  # a failure's core.autoload.outcome.Cause (bad-format...)

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.slow
 
 PYTHON_DIR = "usr/lib/python3/dist-packages"
 UNITS = ("kmodd-kernel.socket", "kmodd.service", "kmodd.socket")
+#: systemd-modules-load.service stands aside when kmodd took the lists over (modules_load).
+MODULES_LOAD_DROP_IN = "systemd-modules-load.service.d/kmodd.conf"
 MAN_PAGES = ("man5/kmodd.conf.5", "man8/kmodctl.8", "man8/kmodd.8")
 COMPLETION = "usr/share/bash-completion/completions/kmodctl"
 DAEMON = "usr/sbin/kmodd"
@@ -189,6 +191,7 @@ def test_files_are_where_debian_puts_them(built: Built) -> None:
     assert rest == {
         "etc/kmodd.conf": "-rw-r--r--",
         **{f"lib/systemd/system/{unit}": "-rw-r--r--" for unit in UNITS},
+        f"lib/systemd/system/{MODULES_LOAD_DROP_IN}": "-rw-r--r--",
         f"{UDEV_RULES}/80-debian-compat.rules": "-rw-r--r--",
         "usr/bin/kmodctl": "-rwxr-xr-x",
         DAEMON: "-rwxr-xr-x",
@@ -205,6 +208,7 @@ def test_files_are_where_debian_puts_them(built: Built) -> None:
 def test_shipped_files_are_the_checkouts_byte_for_byte(built: Built) -> None:
     pairs = [(f"lib/systemd/system/{u}", f"systemd/{u}") for u in UNITS]
     pairs += [("etc/kmodd.conf", "etc/kmodd.conf"),
+              (f"lib/systemd/system/{MODULES_LOAD_DROP_IN}", f"systemd/{MODULES_LOAD_DROP_IN}"),
               ("usr/lib/systemd/catalog/kmodd.catalog", "catalog/kmodd.catalog"),
               (COMPLETION, "completion/kmodctl.bash"),
               (f"{UDEV_RULES}/80-debian-compat.rules", "debian/kmodd.debian-compat.udev"),

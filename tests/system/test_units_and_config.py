@@ -116,6 +116,44 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_driver
     assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
 
 
+DROP_IN = "systemd-modules-load.service.d/kmodd.conf"
+
+
+def test_systemd_modules_load_stands_aside_once_kmodd_is_ready_and_only_if_it_took_over(
+        ) -> None:
+    from kmodd.daemon.modulesload import TAKEOVER_FLAG
+
+    drop_in = _unit(DROP_IN)
+    assert dict(drop_in["Unit"]) == {"After": "kmodd.service",
+                                     "ConditionPathExists": f"!{TAKEOVER_FLAG}"}
+    assert drop_in.sections() == ["Unit"]
+    # The flag lives in the service's runtime directory, and kmodd.service runs before
+    # sysinit.target as systemd-modules-load.service does: ordering one after the other makes
+    # no cycle.
+    service = _unit("kmodd.service")
+    assert os.path.dirname(TAKEOVER_FLAG) == "/run/" + service["Service"]["RuntimeDirectory"]
+    assert service["Unit"]["DefaultDependencies"] == "no"
+    assert "sysinit.target" in service["Unit"]["Before"].split()
+
+
+@needs_analyze
+def test_the_drop_in_passes_systemd_analyze_verify_with_systemd_modules_load(
+        tmp_path: Path) -> None:
+    units = {n: (REPO / "systemd" / n).read_text() for n in UNITS}
+    root = _verify_root(tmp_path, units)
+    target = root / "etc/systemd/system" / DROP_IN
+    target.parent.mkdir(parents=True)
+    shutil.copy(REPO / "systemd" / DROP_IN, target)
+    shutil.copy("/lib/systemd/systemd-modules-load", root / "lib/systemd/systemd-modules-load")
+    result = subprocess.run(
+        # --man=no: systemd's own pages are not in the root (ours are checked above).
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}",
+         "systemd-modules-load.service", *UNITS],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MANPATH": str(root / "usr/share/man")})
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
     service = _unit("kmodd.service")["Service"]
     assert service["ProtectKernelLogs"] == "no"  # "yes" makes /dev/kmsg inaccessible

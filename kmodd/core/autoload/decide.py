@@ -73,8 +73,10 @@ class Resolution:
 
 
 def decide(resolver: Resolver, live: LiveState, key: str,
-           flags: ProbeFlag = AUTOLOAD_FLAGS) -> Resolution:
-    """Look `key` up and decide, for every module found, as module_load_and_warn does."""
+           flags: ProbeFlag = AUTOLOAD_FLAGS, options: str | None = None) -> Resolution:
+    """Look `key` up and decide, for every module found, as module_load_and_warn does
+    (`options`: arguments for the modules found, after modprobe.d's, as modprobe's command
+    line gives them)."""
     try:
         modules = resolver.lookup(key)
     except ModuleLookupError as e:
@@ -87,7 +89,7 @@ def decide(resolver: Resolver, live: LiveState, key: str,
         elif state is InitState.LIVE:
             candidates.append(Candidate(mod, Outcome.ALREADY_LOADED))
         else:
-            plan = plan_probe(resolver, live, mod, flags, not_in_kernel=True)
+            plan = plan_probe(resolver, live, mod, flags, options, not_in_kernel=True)
             if plan.skip is Skip.BLACKLISTED:
                 candidates.append(Candidate(mod, Outcome.BLACKLISTED, plan))
             elif plan.skip is Skip.LOADED:

@@ -47,10 +47,12 @@ class Outcome(StrEnum):
 
 
 class Request(StrEnum):
-    """Who asked: a device (autoload, quiet) or an administrator (explicit, loud)."""
+    """Who asked: a device (autoload, quiet), an administrator (explicit, loud), or a static
+    list read at start (modules-load.d, `modules_load=`, /etc/modules: see LISTED_LEVELS)."""
 
     AUTOLOAD = "autoload"
     EXPLICIT = "explicit"
+    LISTED = "listed"
 
 
 class Cause(StrEnum):
@@ -223,6 +225,15 @@ MILD_FAILURES: Mapping[Cause, tuple[Priority, Priority]] = {
     Cause.NO_DEVICE: (Priority.INFO, Priority.NOTICE),
     Cause.DECLINED: (Priority.INFO, Priority.NOTICE),
 }
+#: A listed module (systemd-modules-load's `module_load_and_warn(..., verbose=true)`) is told
+#: as an explicit request, except: a module that cannot be loaded is a warning (the list stays
+#: in force for the other modules, and the boot goes on), and a deny-listed one a notice (its
+#: level in systemd depends on the version; an admin who listed it wants to see it skipped).
+LISTED_LEVELS: Mapping[Outcome, Priority] = {
+    Outcome.NOT_FOUND: Priority.WARNING,
+    Outcome.FAILED: Priority.WARNING,
+    Outcome.BLACKLISTED: Priority.NOTICE,
+}
 #: The EPERM case systemd tells apart: the kernel's own `module_blacklist=`.
 KERNEL_DENY_MESSAGE = "Module '{name}' is deny-listed (by kernel)"
 
@@ -246,8 +257,10 @@ def log_level(outcome: Outcome, request: Request, cause: Cause | None = None) ->
     """The priority of an outcome's record (see TELLING and MILD_FAILURES)."""
     telling = TELLING[outcome]
     levels = (telling.autoload, telling.explicit)
-    if outcome is Outcome.FAILED and cause is not None:
-        levels = MILD_FAILURES.get(cause, levels)
+    if outcome is Outcome.FAILED and cause is not None and cause in MILD_FAILURES:
+        levels = MILD_FAILURES[cause]
+    elif request is Request.LISTED and outcome in LISTED_LEVELS:
+        return LISTED_LEVELS[outcome]
     return levels[0] if request is Request.AUTOLOAD else levels[1]
 
 

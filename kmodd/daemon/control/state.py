@@ -313,7 +313,7 @@ class DaemonControl:
             devpath: str | None = target
         else:
             module = self.records.modules.get(modname_normalize(target))
-            if module is not None and module.loaded_by is not None:
+            if module is not None and (module.loaded_by is not None or module.listed):
                 return WhyView(target, None, None, (), module_summary(module))
             modalias, devpath = target, None
         resolution = decide(resolver, self.live, modalias, AUTOLOAD_FLAGS)
@@ -488,6 +488,8 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
         if record.finished is not None and record.started is not None:
             text += f", in {(record.finished - record.started) * 1e3:.1f} ms"
     lines = [text]
+    if record.listed:
+        lines.append(f"{record.name} is listed in {', '.join(record.listed)}")
     if record.loaded_by is not None:
         lines.append(f"{record.name} is live: {loaded_by_words(record)}")
     step = record.step
@@ -502,8 +504,16 @@ def seen_lines(record: ModuleRecord | None, target: str, reporter: Reporter,
 
 
 def module_summary(record: ModuleRecord) -> str:
-    """`kmodctl why MODULE` for a live module: who made it live, and for which devices."""
-    text = f"{record.name} is live: {loaded_by_words(record)}"
+    """`kmodctl why MODULE` for a live or listed module: who made it live (or what came of
+    it), the static lists that name it, and the devices it was loaded for."""
+    if record.loaded_by is not None:
+        text = f"{record.name} is live: {loaded_by_words(record)}"
+    elif record.outcome is Outcome.BUILTIN:
+        text = f"{record.name} is built into the kernel"
+    else:
+        text = f"{record.name} is not live: kmodd's last outcome was {record.outcome.value}"
+    if record.listed:
+        text += f"; listed in {', '.join(record.listed)}"
     if record.devices:
         text += f"; for {', '.join(sorted(record.devices))}"
     return text

@@ -142,3 +142,19 @@ def test_removal_texts():
         "could not remove module fat: Function not implemented\n"
     assert libkmod_remove_error("fat", E.EWOULDBLOCK) == \
         "could not remove 'fat': Resource temporarily unavailable\n"
+
+
+@pytest.mark.parametrize(("outcome", "level"), [
+    (Outcome.INSERTED, Priority.INFO),
+    (Outcome.ALREADY_LOADED, Priority.INFO),
+    (Outcome.BLACKLISTED, Priority.NOTICE),
+    (Outcome.NOT_FOUND, Priority.WARNING),
+    (Outcome.FAILED, Priority.WARNING),
+])
+def test_a_listed_module_is_told_loudly_deny_listed_at_notice_and_failures_at_warning(
+        outcome: Outcome, level: Priority) -> None:
+    assert log_level(outcome, Request.LISTED) is level
+
+
+def test_a_listed_driver_that_found_no_device_is_a_notice_not_a_warning() -> None:
+    assert log_level(Outcome.FAILED, Request.LISTED, Cause.NO_DEVICE) is Priority.NOTICE

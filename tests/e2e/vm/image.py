@@ -503,11 +503,18 @@ def _install_units(checkout: str, tree: str, kmodd: bool = True) -> bool:
     source = os.path.join(checkout, UNITS_SOURCE)
     shipped = sorted(os.listdir(source)) if kmodd and os.path.isdir(source) else []
     os.makedirs(os.path.join(tree, UNIT_DIR), exist_ok=True)
+    units = []
     for name in shipped:
+        if os.path.isdir(os.path.join(source, name)):  # another unit's drop-ins (NAME.d/)
+            shutil.copytree(os.path.join(source, name), os.path.join(tree, UNIT_DIR, name))
+            for entry in os.listdir(os.path.join(tree, UNIT_DIR, name)):
+                os.chmod(os.path.join(tree, UNIT_DIR, name, entry), 0o644)
+            continue
         shutil.copy(os.path.join(source, name), os.path.join(tree, UNIT_DIR, name))
         os.chmod(os.path.join(tree, UNIT_DIR, name), 0o644)
+        units.append(name)
     # The postinst enables every unit the package ships (its UNITS= is checked against them).
-    for name in shipped:
+    for name in units:
         enable_unit(tree, UNIT_DIR, name)
     agent_units = sorted(n for n in os.listdir(GUEST_DIR) if n.endswith(".service"))
     os.makedirs(os.path.join(tree, LOCAL_UNIT_DIR), exist_ok=True)
