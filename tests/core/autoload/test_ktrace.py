@@ -107,7 +107,7 @@ def test_every_line_of_a_real_boot_parses() -> None:
     assert [e for e in events if isinstance(e, TraceDrop)] == []
     requests = [e for e in events if isinstance(e, ModuleRequest)]
     loads = [e for e in events if isinstance(e, ModuleLoad)]
-    assert (len(requests), len(loads)) == (31, 52)
+    assert (len(requests), len(loads)) == (30, 52)
     assert requests[-2:] == [
         ModuleRequest(Task("python3", 269), 26.744337, "net-pf-21", True, "__sock_create"),
         ModuleRequest(Task("mount", 273), 27.075084, "fs-cramfs", True, "get_fs_type")]
