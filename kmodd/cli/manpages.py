@@ -41,6 +41,7 @@ METAVARS: Mapping[Kind, str] = {
     Kind.PATH: "PATH",
     Kind.CHOICE: "WORD",
     Kind.GROUP: "GROUP",
+    Kind.ALIASES: "ALIASES",
 }
 #: The manual's title in the page header, by section.
 MANUALS: Mapping[int, str] = {5: "File Formats", 8: "System Administration"}
@@ -181,6 +182,8 @@ VALUE_KINDS = (
     (Kind.PATH, "an absolute path."),
     (Kind.CHOICE, "one of the words the setting lists."),
     (Kind.GROUP, "a group name or number; empty for none."),
+    (Kind.ALIASES, "module aliases (net-pf-33, fs-cramfs) separated by spaces or commas; "
+                   "empty for none."),
 )
 
 PRECEDENCE = (
