@@ -42,6 +42,8 @@ HELPER_COMMAND = "modprobe"
 #: A request still waiting for its module after this many seconds of trace time loaded
 #: nothing (the helper gives up long before: modprobe -q of an unknown alias ends at once).
 REQUEST_WAIT_MAX = 30.0
+#: A load by the helper this soon after a request that waits is taken for its dependency.
+HELPER_WINDOW = 5.0
 #: Longest line read from the trace (an alias is at most MODULE_NAME_LEN-ish; the kernel's
 #: request_module buffer is 64 bytes).
 MAX_LINE = 1024
@@ -156,7 +158,7 @@ def parse_line(line: str) -> TraceEvent | TraceDrop:
 
 @dataclass(frozen=True, slots=True)
 class Answered:
-    """What came of a kernel request: the modules that went live for it (none: nothing was
+    """What came of a kernel request: a module that went live for it, or none (nothing was
     loaded, or the policy refused it)."""
 
     request: ModuleRequest
@@ -179,10 +181,15 @@ class _Pending:
 class KernelRequests:
     """Pairs the kernel's requests with the loads that answer them.
 
-    `resolve(alias)`: the modules the alias resolves to now (the request's own, not its
-    dependencies), or an empty set when unknown. `denied`: the aliases the policy refuses.
-    `feed` returns what became known: a request answered (or refused, or timed out) and the
-    loads paired with it; `flush` ends every waiting request.
+    `resolve(alias)`: the modules the alias resolves to now that are not live or built in
+    (the request's own, not its dependencies); none: the helper will load nothing. A load
+    of one of them while the request waits answers it; a load by the helper (`modprobe`)
+    within HELPER_WINDOW of the request is one of its dependencies. (`modprobe` is also what
+    systemd's modprobe@.service and admins run: the window keeps their loads apart from a
+    request's.) `denied`: the aliases the policy refuses.
+    `feed` returns what became known at once: a load paired with its request (one `Answered`
+    per module, as it goes live), a refused request; a request that waited REQUEST_WAIT_MAX
+    without a load ends with an `Answered` without modules (`expire`, `flush`).
     """
 
     def __init__(self, resolve: Callable[[str], frozenset[str]],
@@ -193,16 +200,22 @@ class KernelRequests:
         #: module -> the request it went live for (the latest)
         self.loaded_for: dict[str, ModuleRequest] = {}
 
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
     def feed(self, event: TraceEvent) -> list[Answered]:
-        out: list[Answered] = []
         if isinstance(event, Lost):
-            return out
-        out += self._expire(event.time)
+            return []
+        out = self.expire(event.time)
         if isinstance(event, ModuleRequest):
+            expected = self._resolve(event.alias)
             if event.alias in self.denied:
                 out.append(Answered(event, (), refused=True))
+            elif not expected:
+                out.append(Answered(event, ()))  # no module to load: the helper loads none
             else:
-                self._pending.append(_Pending(event, self._resolve(event.alias)))
+                self._pending.append(_Pending(event, expected))
             return out
         pending = self._owner(event)
         if pending is not None:
@@ -210,26 +223,31 @@ class KernelRequests:
             self.loaded_for[event.module] = pending.request
             if event.module in pending.expected:
                 self._pending.remove(pending)
-                out.append(Answered(pending.request, tuple(pending.modules)))
+            out.append(Answered(pending.request, (event.module,)))
         return out
 
     def _owner(self, load: ModuleLoad) -> _Pending | None:
         for pending in self._pending:
             if load.module in pending.expected:
                 return pending
-        if load.task.comm == HELPER_COMMAND and self._pending:
-            return self._pending[0]  # a dependency, or a module of an alias not resolved
+        if load.task.comm != HELPER_COMMAND:
+            return None
+        for pending in self._pending:  # a dependency the helper loads first
+            if load.time - pending.request.time <= HELPER_WINDOW:
+                return pending
         return None
 
-    def _expire(self, now: float) -> list[Answered]:
+    def expire(self, now: float) -> list[Answered]:
+        """End the requests that waited longer than REQUEST_WAIT_MAX at `now`: those that
+        loaded nothing are told as such."""
         late = [p for p in self._pending if now - p.request.time > REQUEST_WAIT_MAX]
         for p in late:
             self._pending.remove(p)
-        return [Answered(p.request, tuple(p.modules)) for p in late]
+        return [Answered(p.request, ()) for p in late if not p.modules]
 
     def flush(self) -> list[Answered]:
         done, self._pending = self._pending, []
-        return [Answered(p.request, tuple(p.modules)) for p in done]
+        return [Answered(p.request, ()) for p in done if not p.modules]
 
 
 # -- the autoload policy -----------------------------------------------------------------

@@ -134,9 +134,12 @@ def test_a_dependency_loaded_by_the_helper_belongs_to_the_request_too() -> None:
     requests = KernelRequests(_resolve)
     request = ModuleRequest(Task("mount", 5), 1.0, "fs-cramfs", True, "get_fs_type")
     requests.feed(request)
-    assert requests.feed(ModuleLoad(Task("modprobe", 6), 1.1, "zlib_inflate", "")) == []
+    assert requests.feed(ModuleLoad(Task("modprobe", 6), 1.1, "zlib_inflate", "")) == [
+        Answered(request, ("zlib_inflate",))]
+    assert requests.waiting == 1
     assert requests.feed(ModuleLoad(Task("modprobe", 6), 1.2, "cramfs", "")) == [
-        Answered(request, ("zlib_inflate", "cramfs"))]
+        Answered(request, ("cramfs",))]
+    assert requests.waiting == 0
 
 
 def test_a_load_by_another_task_is_not_the_requests() -> None:
@@ -146,11 +149,34 @@ def test_a_load_by_another_task_is_not_the_requests() -> None:
     assert requests.loaded_for == {}
 
 
-def test_a_request_that_loads_nothing_ends_after_the_wait_limit() -> None:
+def test_a_request_answered_by_a_module_it_does_not_resolve_to_ends_quietly() -> None:
+    requests = KernelRequests(lambda alias: frozenset({"rds_tcp"}))
+    request = ModuleRequest(Task("python3", 9), 1.0, "net-pf-21", True, "__sock_create")
+    requests.feed(request)
+    assert requests.feed(ModuleLoad(Task("modprobe", 10), 1.1, "rds", "")) == [
+        Answered(request, ("rds",))]
+    assert requests.expire(40.0) == []
+    assert requests.waiting == 0
+
+
+def test_a_request_for_an_alias_no_module_has_loads_nothing_at_once() -> None:
     requests = KernelRequests(_resolve)
     request = parse_line(SOCKET_REQUEST)
     assert isinstance(request, ModuleRequest)
-    requests.feed(request)
+    assert requests.feed(request) == [Answered(request, ())]
+    assert requests.waiting == 0
+
+
+def test_a_helper_load_long_after_the_request_is_not_its_dependency() -> None:
+    requests = KernelRequests(_resolve)
+    requests.feed(ModuleRequest(Task("mount", 5), 1.0, "fs-cramfs", True, "get_fs_type"))
+    assert requests.feed(ModuleLoad(Task("modprobe", 60), 7.0, "configfs", "")) == []
+
+
+def test_a_request_that_loads_nothing_ends_after_the_wait_limit() -> None:
+    requests = KernelRequests(_resolve)
+    request = ModuleRequest(Task("mount", 5), 1.0, "fs-cramfs", True, "get_fs_type")
+    assert requests.feed(request) == []
     later = ModuleLoad(Task("kmodd", 1), request.time + 31.0, "evdev", "")
     assert requests.feed(later) == [Answered(request, ())]
     assert requests.flush() == []
