@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kmodd.core.autoload.decide import Candidate, LoadOutcome, Resolution
+from kmodd.core.autoload.ktrace import ModuleRequest
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.daemon.intake import Origin
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult
@@ -111,6 +112,10 @@ class ModuleRecord:
     step: StepResult | None = None  # the latest attempt (insert or command), for explain
     loaded_by: LoadedBy | None = None  # who made it live (None: not live, or not known)
     loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
+    #: The kernel's request that made it live (KERNEL_REQUEST, KERNEL_BOOT, INITRAMFS).
+    request: ModuleRequest | None = None
+    #: What else is known of who loaded it before kmodd (INITRAMFS...: the task, a file).
+    cause: str | None = None
 
 
 class Records:
@@ -151,6 +156,7 @@ class Records:
         record.errno = step.errno
         if step.outcome is LoadOutcome.INSERTED or step.outcome is LoadOutcome.COMMAND_RAN:
             record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
+            record.request = record.cause = None
         if step.started is not None:
             record.started, record.finished = step.started, step.finished
             record.step = step
@@ -192,8 +198,17 @@ class Records:
         record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
         return True
 
+    def note_kernel_request(self, name: str, request: ModuleRequest) -> None:
+        """A module went live at the kernel's request (its helper loaded it)."""
+        record = self.module(name, LoadOutcome.ALREADY_LOADED)
+        if record.loaded_by in (LoadedBy.KMODD, LoadedBy.PREVIOUS_INSTANCE):
+            return
+        record.loaded_by, record.loaded_by_pid = LoadedBy.KERNEL_REQUEST, None
+        record.request = request
+
     def went_away(self, name: str) -> None:
         """The module was removed: whoever loads it next makes it live anew."""
         record = self.modules.get(name)
         if record is not None:
             record.loaded_by = record.loaded_by_pid = None
+            record.request = record.cause = None

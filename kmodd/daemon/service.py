@@ -35,12 +35,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
+from kmodd.core.autoload.decide import Decision, decide
 from kmodd.core.autoload.loadrecords import History
 from kmodd.core.autoload.messages import Message
 from kmodd.core.settings import Settings
-from kmodd.daemon.devices import Devices
+from kmodd.daemon.devices import OURS_WITHIN, Devices
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
+from kmodd.daemon.kernelrequests import KernelRequestWatch, apply_policy
 from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.records import Records
@@ -473,8 +475,31 @@ class Daemon:
             self._instance.release()
             self._instance = None
 
+    def _kernel_request_modules(self, alias: str) -> frozenset[str]:
+        """The modules a kernel request for `alias` would load now (not live, not built in)."""
+        try:
+            resolution = decide(self.snapshots.current.resolver(), self.kernel.modules, alias)
+        except Exception:  # a damaged index: the request's loads go unpaired, said as such
+            return frozenset()
+        return frozenset(c.name for c in resolution.candidates
+                         if c.decision not in (Decision.BUILTIN, Decision.ALREADY_LOADED))
+
+    def _watch_kernel_requests(self, loader: Loader, records: Records,
+                               denied: tuple[str, ...]) -> KernelRequestWatch | None:
+        if not self.settings.kernel_requests:
+            self.lifecycle.kernel_requests = "not recorded: kernel_requests=no"
+            return None
+        watch = KernelRequestWatch(self.root, self.reporter, records, self.lifecycle,
+                                   self._kernel_request_modules, denied,
+                                   lambda name: loader.inserts.ours(name, OURS_WITHIN))
+        return watch if watch.open() else None
+
     async def _run_locked(self) -> None:
         loop = asyncio.get_running_loop()
+        # The policy first: the snapshot below reads /run/modprobe.d with it in place.
+        denied: tuple[str, ...] = ()
+        if not self.settings.dry_run:
+            denied = apply_policy(self.root, self.settings.autoload_deny, self.reporter)
         first = await self.snapshots.load_fast()
         if isinstance(first, SnapshotFailure):
             self._degrade(first.reason, f"Cannot read the module index: {first.reason}; "
@@ -506,6 +531,7 @@ class Daemon:
         self.devices.on_index_damage = self._lookup_met_damage
         self.intake.on_warning = self._uevent_rejected
         self.recovery = self._open_records(self.loader, self.devices, self._kmsg)
+        kernel_requests = self._watch_kernel_requests(self.loader, self.records, denied)
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -517,6 +543,8 @@ class Daemon:
                 ]
                 if self.recovery is not None:
                     front.append(tg.create_task(self.recovery.run(), name="recovery"))
+                if kernel_requests is not None:
+                    front.append(tg.create_task(kernel_requests.run(), name="kernel-requests"))
                 dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")
                 if settings.watch_config:
                     front.append(tg.create_task(self._reload_on_change(), name="inotify"))
@@ -544,6 +572,8 @@ class Daemon:
             for signum in signals:
                 loop.remove_signal_handler(signum)
             source.close()
+            if kernel_requests is not None:
+                kernel_requests.close()
             if self.recovery is not None:
                 self.recovery.close()
             if self.loader.records is not None:

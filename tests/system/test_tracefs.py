@@ -68,7 +68,8 @@ def test_lines_are_read_without_blocking_and_whole(tmp_path: Path) -> None:
     opened.close()
 
 
-def test_an_instance_whose_events_cannot_be_enabled_is_removed_with_the_reason(tmp_path: Path) -> None:
+def test_an_instance_whose_events_cannot_be_enabled_is_removed_with_the_reason(
+        tmp_path: Path) -> None:
     tracing = tmp_path / "sys/kernel/tracing/instances"
     tracing.mkdir(parents=True)
     instance = tracing / "kmodd"

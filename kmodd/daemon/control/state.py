@@ -125,6 +125,7 @@ class DaemonControl:
                 lc.previous.pid, lc.previous.started, lc.previous.stopped,
                 lc.previous_modules, lc.previous_unfinished),
             records_failure=lc.records_failure,
+            kernel_requests=lc.kernel_requests,
         )
 
     def statistics(self) -> StatisticsView:
@@ -508,6 +509,10 @@ def module_summary(record: ModuleRecord) -> str:
     return text
 
 
+def _by(cause: str | None) -> str:
+    return f" by {cause}" if cause else ""
+
+
 def loaded_by_words(record: ModuleRecord) -> str:
     """Who made a live module live, in words."""
     match record.loaded_by:
@@ -520,5 +525,15 @@ def loaded_by_words(record: ModuleRecord) -> str:
                     "another program)")
         case LoadedBy.NOT_KMODD:
             return "loaded while kmodd ran, by the kernel's own request or another program"
+        case LoadedBy.KERNEL_REQUEST | LoadedBy.KERNEL_BOOT | LoadedBy.INITRAMFS \
+                if record.request is not None:
+            when = {LoadedBy.KERNEL_REQUEST: "", LoadedBy.KERNEL_BOOT: ", before kmodd started",
+                    LoadedBy.INITRAMFS: ", in the initramfs"}[record.loaded_by]
+            task = record.request.task.words
+            return f"requested by the kernel for {task}: {record.request.alias}{when}"
+        case LoadedBy.INITRAMFS:
+            return f"loaded in the initramfs{_by(record.cause)}"
+        case LoadedBy.KERNEL_BOOT:
+            return f"loaded before kmodd started{_by(record.cause)}"
         case _:
             return "not known"

@@ -87,7 +87,7 @@ def test_lost_events_are_counted() -> None:
     ("", TraceDropReason.EMPTY),
     ("# tracer: nop", TraceDropReason.NOT_AN_EVENT),
     ("garbage without a head", TraceDropReason.NOT_AN_EVENT),
-    ("           bash-1     [000] .....     1.000000: sched_switch: prev=a", 
+    ("           bash-1     [000] .....     1.000000: sched_switch: prev=a",
      TraceDropReason.OTHER_EVENT),
     ("           bash-1     [000] .....     1.000000: module_request: fs-x wait=7 call_site=f",
      TraceDropReason.BAD_REQUEST),
