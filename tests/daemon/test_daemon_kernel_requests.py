@@ -10,8 +10,14 @@ import asyncio
 import os
 from pathlib import Path
 
-from daemon_tree import MACHINE_MODULES, FixtureModule, ListSink, RunningDaemon, wait_until, \
-    write_tree
+from daemon_tree import (
+    MACHINE_MODULES,
+    FixtureModule,
+    ListSink,
+    RunningDaemon,
+    wait_until,
+    write_tree,
+)
 
 from kmodd.core.autoload.ktrace import Task
 from kmodd.core.autoload.loadrecords import LoadedBy
