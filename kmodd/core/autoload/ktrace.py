@@ -287,3 +287,65 @@ def policy_text(aliases: Iterable[str]) -> str:
              "# modprobe of the module's own name still loads it."]
     lines += [f"install {alias} {REFUSE_COMMAND}" for alias in aliases]
     return "\n".join(lines) + "\n"
+
+
+# -- the boot before kmodd -----------------------------------------------------------------
+
+#: The kernel's line when it starts the initramfs' init (`init/main.c`: "Run %s as init
+#: process", for rdinit= and for init=; the initramfs' is the first).
+RUN_INIT = re.compile(r"Run (\S+) as init process")
+#: systemd in an initrd says this as it switches to the real root.
+SWITCHING_ROOT = "Switching root."
+#: systemd's first line as PID 1 ("systemd 252.39-1~deb12u1 running in system mode ...").
+SYSTEMD_STARTED = re.compile(r"systemd\[1\]: systemd \S+ running in system mode")
+
+
+@dataclass(frozen=True, slots=True)
+class BootLoad:
+    """How a module live before kmodd went live, as the boot's trace says."""
+
+    module: str
+    task: Task
+    time: float  # seconds on the trace's clock
+    request: ModuleRequest | None  # the kernel's request it answered, if any
+    initramfs: bool  # before the switch to the real root
+
+
+def switch_root_time(lines: Iterable[tuple[float, str]]) -> float | None:
+    """When the boot left its initramfs, from the kernel log's (seconds, text): systemd's
+    "Switching root." in an initrd run by systemd; else, when the kernel ran an initramfs'
+    init, the first line of systemd as PID 1 (an initramfs-tools initrd has no systemd).
+    None when neither is there (no initramfs, another init, or a log that wrapped)."""
+    ran_init: float | None = None
+    systemd_after_init: float | None = None
+    for seconds, text in lines:
+        if SWITCHING_ROOT in text:
+            return seconds
+        if ran_init is None and RUN_INIT.search(text):
+            ran_init = seconds
+        elif (ran_init is not None and systemd_after_init is None
+              and SYSTEMD_STARTED.search(text)):
+            systemd_after_init = seconds
+    return systemd_after_init
+
+
+def boot_loads(lines: Iterable[str], resolve: Callable[[str], frozenset[str]],
+               switch_root: float | None) -> dict[str, BootLoad]:
+    """Module -> its latest load in a trace of the boot (the global buffer, when the kernel
+    command line enabled `trace_event=module:module_load,module:module_request`), paired
+    with the kernel's request it answered. Lines that are not events are skipped."""
+    requests = KernelRequests(resolve)
+    loads: dict[str, BootLoad] = {}
+    for line in lines:
+        event = parse_line(line)
+        if isinstance(event, (TraceDrop, Lost)):
+            continue
+        requests.feed(event)
+        if isinstance(event, ModuleLoad):
+            request = requests.loaded_for.get(event.module)
+            if request is not None and request.time > event.time:
+                request = None
+            initramfs = switch_root is not None and event.time < switch_root
+            loads[event.module] = BootLoad(event.module, event.task, event.time, request,
+                                           initramfs)
+    return loads

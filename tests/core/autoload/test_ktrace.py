@@ -18,9 +18,11 @@ from kmodd.core.autoload.ktrace import (
     Task,
     TraceDrop,
     TraceDropReason,
+    boot_loads,
     parse_deny_list,
     parse_line,
     policy_text,
+    switch_root_time,
 )
 
 BOOT = Path(__file__).parents[2] / "data/ktrace/boot-systemd-6.1.trace"
@@ -216,3 +218,36 @@ def test_the_policy_file_has_one_install_line_per_alias() -> None:
     text = policy_text(("net-pf-33", "fs-cramfs"))
     assert [line for line in text.splitlines() if not line.startswith("#")] == [
         "install net-pf-33 /bin/false", "install fs-cramfs /bin/false"]
+
+
+def test_boot_loads_pair_the_kernels_requests_and_name_every_other_loader() -> None:
+    loads = boot_loads(BOOT.read_text().splitlines(), _resolve, None)
+    assert len(loads) == 48  # four cpufreq/edac modules loaded twice: the latest counts
+    binfmt = loads["binfmt_misc"]
+    assert (binfmt.task, binfmt.request is not None and binfmt.request.task) == (
+        Task("modprobe", 132), Task("mount", 129))
+    assert (loads["autofs4"].task, loads["autofs4"].request) == (Task("systemd", 1), None)
+    assert loads["configfs"].request is None  # systemd's modprobe@configfs, long after
+    assert not any(load.initramfs for load in loads.values())
+
+
+def test_loads_before_the_switch_to_the_real_root_are_the_initramfs() -> None:
+    loads = boot_loads(BOOT.read_text().splitlines(), _resolve, switch_root=11.0)
+    assert (loads["qemu_fw_cfg"].initramfs, loads["configfs"].initramfs) == (True, False)
+
+
+def test_the_switch_root_is_systemds_in_an_initrd() -> None:
+    log = [(0.5, "Run /init as init process"), (2.0, "systemd[1]: systemd 252 running in "
+           "system mode (+PAM)"), (4.5, "systemd[1]: Switching root."),
+           (5.0, "systemd[1]: systemd 252 running in system mode (+PAM)")]
+    assert switch_root_time(log) == 4.5
+
+
+def test_the_switch_root_after_an_initramfs_without_systemd_is_systemds_first_line() -> None:
+    log = [(0.5, "Run /init as init process"), (3.0, "EXT4-fs (vda): mounted"),
+           (3.2, "systemd[1]: systemd 252.39-1~deb12u1 running in system mode (+PAM +AUDIT)")]
+    assert switch_root_time(log) == 3.2
+
+
+def test_without_an_initramfs_there_is_no_switch_root() -> None:
+    assert switch_root_time([(1.0, "systemd[1]: systemd 252 running in system mode")]) is None
