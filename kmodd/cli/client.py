@@ -234,8 +234,6 @@ def loaded_by_words(m: Mapping[str, Any]) -> str:
             return "not kmodd"
         case "kernel-request":
             return "kernel request"
-        case "kernel-boot":
-            return "before kmodd"
         case "initramfs":
             return "initramfs"
         case _:

@@ -9,11 +9,11 @@ asked for it, and who made it live (`LoadedBy`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kmodd.core.autoload.decide import Candidate, LoadOutcome, Resolution
-from kmodd.core.autoload.ktrace import ModuleRequest
+from kmodd.core.autoload.ktrace import BootLoad, ModuleRequest
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.daemon.intake import Origin
 from kmodd.daemon.loader import ChainResult, StepAction, StepResult
@@ -179,6 +179,25 @@ class Records:
                 record.devices.update(earlier.devpaths)
             else:
                 record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
+
+    def attribute_boot(self, loads: Mapping[str, BootLoad]) -> int:
+        """What the boot's trace says of the modules live before any kmodd (BEFORE_START):
+        the kernel's request one answered, the initramfs, or the task that loaded it.
+        Returns how many modules it told more of."""
+        told = 0
+        for name, load in loads.items():
+            record = self.modules.get(name)
+            if record is None or record.loaded_by is not LoadedBy.BEFORE_START:
+                continue
+            told += 1
+            if load.request is not None:
+                record.loaded_by, record.request = LoadedBy.KERNEL_REQUEST, load.request
+                record.cause = "in the initramfs" if load.initramfs else "before kmodd started"
+            elif load.initramfs:
+                record.loaded_by, record.cause = LoadedBy.INITRAMFS, load.task.words
+            else:
+                record.cause = load.task.words
+        return told
 
     def expect_from_previous(self, inserting: dict[str, int]) -> None:
         """Modules an earlier instance was inserting when it ended (module -> its pid)."""

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 
 from kmodd import __version__
 from kmodd.core.autoload.decide import Decision, decide
-from kmodd.core.autoload.loadrecords import History
+from kmodd.core.autoload.ktrace import boot_loads, switch_root_time
+from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.messages import Message
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import OURS_WITHIN, Devices
@@ -77,6 +78,7 @@ from kmodd.system.notify import (
 )
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
+from kmodd.system.tracefs import read_boot_trace
 
 if TYPE_CHECKING:
     from kmodd.daemon.control.state import DaemonControl
@@ -475,14 +477,34 @@ class Daemon:
             self._instance.release()
             self._instance = None
 
-    def _kernel_request_modules(self, alias: str) -> frozenset[str]:
-        """The modules a kernel request for `alias` would load now (not live, not built in)."""
+    def _kernel_request_modules(self, alias: str, *, live_too: bool = False) -> frozenset[str]:
+        """The modules a kernel request for `alias` would load now (not live, not built in;
+        `live_too`: live ones as well, for a request of the past)."""
+        skipped = (Decision.BUILTIN,) if live_too else (Decision.BUILTIN,
+                                                        Decision.ALREADY_LOADED)
         try:
             resolution = decide(self.snapshots.current.resolver(), self.kernel.modules, alias)
-        except Exception:  # a damaged index: the request's loads go unpaired, said as such
+        except Exception:  # a damaged index: the request's loads go unpaired
             return frozenset()
-        return frozenset(c.name for c in resolution.candidates
-                         if c.decision not in (Decision.BUILTIN, Decision.ALREADY_LOADED))
+        return frozenset(c.name for c in resolution.candidates if c.decision not in skipped)
+
+    def _attribute_boot(self, records: Records, kmsg: DevKmsg) -> None:
+        """Tell more of the modules live before any kmodd from the boot's trace (the global
+        buffer has the module events when the kernel command line enabled them)."""
+        if not any(r.loaded_by is LoadedBy.BEFORE_START for r in records.modules.values()):
+            return
+        lines = read_boot_trace(self.root)
+        if not lines:
+            return
+        switch = switch_root_time((r.usec / 1e6, r.text) for r in kmsg.read_all())
+        loads = boot_loads(lines, lambda a: self._kernel_request_modules(a, live_too=True),
+                           switch)
+        told = records.attribute_boot(loads)
+        if told:
+            self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
+                     f"The boot's trace tells who loaded {told} of the modules live before "
+                     "kmodd started" + ("" if switch is None else
+                                        f" (the initramfs ended at {switch:.3f} s)"))
 
     def _watch_kernel_requests(self, loader: Loader, records: Records,
                                denied: tuple[str, ...]) -> KernelRequestWatch | None:
@@ -601,6 +623,8 @@ class Daemon:
         if opened.records.failure is not None:
             self._records_failed(opened.records.failure)
         devices.table.attribute_at_start(sorted(live), history)
+        if self.settings.kernel_requests:
+            self._attribute_boot(devices.table, kmsg)
         devices.table.expect_from_previous(
             {n: e.pid for n, e in history.loaded.items() if n not in live and not e.returned})
         self._tell_history(history, live)

@@ -138,6 +138,25 @@ def open_instance(root: Root, name: str = INSTANCE) -> TraceInstance | str:
     return TraceInstance(path, fd, tuple(problems))
 
 
+#: Largest global trace read at start (the boot's module events are a few KiB).
+BOOT_TRACE_MAX = 8 << 20
+
+
+def read_boot_trace(root: Root) -> list[str] | None:
+    """The lines of the global trace buffer (`trace`: read without consuming it), where the
+    kernel command line may have enabled the module events from the start of the boot;
+    None when tracefs cannot be read."""
+    base = find_tracefs(root)
+    if base is None:
+        return None
+    try:
+        with open(os.path.join(base, "trace"), "rb") as f:
+            data = f.read(BOOT_TRACE_MAX)
+    except OSError:
+        return None
+    return data.decode("utf-8", "backslashreplace").splitlines()
+
+
 def write_policy(path: str, text: str | None) -> str | None:
     """Write the policy file at `path` atomically (a new file renamed over it), or remove it
     when `text` is None; the reason when that failed."""

@@ -11,14 +11,17 @@ import os
 from pathlib import Path
 
 from daemon_tree import (
+    KVER,
     MACHINE_MODULES,
     FixtureModule,
     ListSink,
     RunningDaemon,
+    fake_kernel,
     wait_until,
     write_tree,
 )
 
+from kmodd.core.autoload.kmsg import KmsgRecord, format_record
 from kmodd.core.autoload.ktrace import Task
 from kmodd.core.autoload.loadrecords import LoadedBy
 from kmodd.core.autoload.messages import Message
@@ -90,3 +93,51 @@ def test_without_tracefs_the_daemon_says_once_that_requests_are_not_recorded(
                           "instances directory); a module the kernel loads is known only as "
                           "loaded without kmodd")]
     assert not os.path.exists(root.path("/run/modprobe.d/kmodd-autoload-policy.conf"))
+
+
+BOOT_TRACE = """\
+# tracer: nop
+#
+        modprobe-80      [000] .....     1.000000: module_load: kmodd_core 
+         systemd-1       [000] .....     9.081026: module_load: kmodd_serial 
+           mount-129     [000] .....    15.090636: module_request: fs-kmoddfs wait=1 call_site=get_fs_type
+        modprobe-132     [000] .....    15.327466: module_load: kmodd_fs 
+"""  # noqa: E501, W291 - the kernel's lines as they are, a module_load's with its space
+
+
+def test_modules_live_before_kmodd_are_attributed_from_the_boots_trace(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", (*MACHINE_MODULES, FS))
+    fake_tracefs(Path(root.prefix))
+    Path(root.path("/sys/kernel/tracing/trace")).write_text(BOOT_TRACE)
+    kernel = fake_kernel(root)
+    with open(root.path("/dev/kmsg"), "ab") as f:
+        for seq, (usec, text) in enumerate(((500_000, "Run /init as init process"),
+                                            (5_000_000, "systemd[1]: systemd 252.39-1~deb12u1 "
+                                                        "running in system mode (+PAM)"))):
+            f.write(format_record(KmsgRecord(seq, Priority.INFO, 0, usec, "-", text)))
+    moddir = root.path(f"/lib/modules/{KVER}/kernel/drivers/kmodd")
+    for name in ("kmodd-core", "kmodd-serial", "kmodd-fs", "kmodd-pcspkr"):
+        assert kernel.port().insert(f"{moddir}/{name}.ko").errno == 0
+    sink = ListSink()
+    answers: dict[str, str] = {}
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, kernel=kernel, sink=sink) as daemon:
+            control = daemon.start_control()
+            for name in ("kmodd_core", "kmodd_serial", "kmodd_fs", "kmodd_pcspkr"):
+                why = control.why(name)
+                assert why is not None
+                answers[name] = why.summary
+
+    asyncio.run(scenario())
+    assert answers == {
+        "kmodd_core": "kmodd_core is live: loaded in the initramfs by `modprobe` (pid 80)",
+        "kmodd_serial": "kmodd_serial is live: live before kmodd started: loaded by `systemd` "
+                        "(pid 1)",
+        "kmodd_fs": "kmodd_fs is live: requested by the kernel for `mount` (pid 129): "
+                    "fs-kmoddfs, before kmodd started",
+        "kmodd_pcspkr": "kmodd_pcspkr is live: live before kmodd started (the initramfs, the "
+                        "kernel's own request or another program)",
+    }
+    assert (Priority.INFO, "The boot's trace tells who loaded 3 of the modules live before "
+                           "kmodd started (the initramfs ended at 5.000 s)") in sink.messages

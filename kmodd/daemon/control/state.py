@@ -520,20 +520,20 @@ def loaded_by_words(record: ModuleRecord) -> str:
             return "loaded by this kmodd"
         case LoadedBy.PREVIOUS_INSTANCE:
             return f"loaded by the previous kmodd instance (pid {record.loaded_by_pid})"
+        case LoadedBy.BEFORE_START if record.cause:
+            return f"live before kmodd started: loaded{_by(record.cause)}"
         case LoadedBy.BEFORE_START:
             return ("live before kmodd started (the initramfs, the kernel's own request or "
                     "another program)")
         case LoadedBy.NOT_KMODD:
             return "loaded while kmodd ran, by the kernel's own request or another program"
-        case LoadedBy.KERNEL_REQUEST | LoadedBy.KERNEL_BOOT | LoadedBy.INITRAMFS \
-                if record.request is not None:
-            when = {LoadedBy.KERNEL_REQUEST: "", LoadedBy.KERNEL_BOOT: ", before kmodd started",
-                    LoadedBy.INITRAMFS: ", in the initramfs"}[record.loaded_by]
+        case LoadedBy.KERNEL_REQUEST if record.request is not None:
             task = record.request.task.words
+            when = f", {record.cause}" if record.cause else ""
             return f"requested by the kernel for {task}: {record.request.alias}{when}"
+        case LoadedBy.KERNEL_REQUEST:
+            return "requested by the kernel"
         case LoadedBy.INITRAMFS:
             return f"loaded in the initramfs{_by(record.cause)}"
-        case LoadedBy.KERNEL_BOOT:
-            return f"loaded before kmodd started{_by(record.cause)}"
         case _:
             return "not known"
