@@ -176,6 +176,7 @@ def write_policy(path: str, text: str | None) -> str | None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644)
         try:
+            os.fchmod(fd, 0o644)  # modprobe run by anyone reads it (the unit's UMask is 0077)
             view = memoryview(text.encode())
             while view:
                 view = view[os.write(fd, view):]

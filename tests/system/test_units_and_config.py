@@ -15,6 +15,7 @@ import pytest
 from debian_udev import udev_rules_dir
 
 from kmodd.cli.client import SOCKET_PATH
+from kmodd.core.autoload.ktrace import POLICY_FILE
 from kmodd.core.settings import SETTINGS, defaults, format_size, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,12 +109,16 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_driver
     assert (service["ProtectSystem"], service["PrivateMounts"], service["UMask"]) == (
         "strict", "yes", "0077")
     # The one writable place, kept at stop: the instance lock and the control socket's home.
-    assert "/run/" + service["RuntimeDirectory"] == os.path.dirname(LOCK_FILE) \
+    runtime, policy_dir = service["RuntimeDirectory"].split()
+    assert "/run/" + policy_dir == os.path.dirname(POLICY_FILE)  # the autoload policy's
+    assert "/run/" + runtime == os.path.dirname(LOCK_FILE) \
         == os.path.dirname(RECORD_FILE) == os.path.dirname(control["ListenStream"])
     assert service["RuntimeDirectoryPreserve"] == "yes"
     # Besides: the buses' drivers_probe files, for the re-probe at start (ProtectKernelTunables
     # makes the rest of /sys read-only).
-    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
+    # And tracefs, for kmodd's trace instance (a kernel without tracing has none: "-").
+    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == (
+        "yes", "/sys/bus -/sys/kernel/tracing")
 
 
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
