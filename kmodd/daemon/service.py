@@ -504,7 +504,7 @@ class Daemon:
             self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
                      f"The boot's trace tells who loaded {told} of the modules live before "
                      "kmodd started" + ("" if switch is None else
-                                        f" (the initramfs ended at {switch:.3f} s)"))
+                                        f" (the initramfs ended by {switch.time:.3f} s)"))
 
     def _watch_kernel_requests(self, loader: Loader, records: Records,
                                denied: tuple[str, ...]) -> KernelRequestWatch | None:

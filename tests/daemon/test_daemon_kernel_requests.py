@@ -140,4 +140,4 @@ def test_modules_live_before_kmodd_are_attributed_from_the_boots_trace(tmp_path:
                         "kernel's own request or another program)",
     }
     assert (Priority.INFO, "The boot's trace tells who loaded 3 of the modules live before "
-                           "kmodd started (the initramfs ended at 5.000 s)") in sink.messages
+                           "kmodd started (the initramfs ended by 5.000 s)") in sink.messages

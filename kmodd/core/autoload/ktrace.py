@@ -311,41 +311,59 @@ class BootLoad:
     initramfs: bool  # before the switch to the real root
 
 
-def switch_root_time(lines: Iterable[tuple[float, str]]) -> float | None:
+@dataclass(frozen=True, slots=True)
+class SwitchRoot:
+    """When the boot left its initramfs: `time` on the kernel log's clock; `exact` when an
+    initrd's systemd said so, else the first sign of the real root's systemd."""
+
+    time: float
+    exact: bool
+
+
+#: The real root's init when it is systemd: its first event in a trace is after the switch.
+SYSTEMD_PID1 = Task("systemd", 1)
+
+
+def switch_root_time(lines: Iterable[tuple[float, str]]) -> SwitchRoot | None:
     """When the boot left its initramfs, from the kernel log's (seconds, text): systemd's
-    "Switching root." in an initrd run by systemd; else, when the kernel ran an initramfs'
-    init, the first line of systemd as PID 1 (an initramfs-tools initrd has no systemd).
+    "Switching root." in an initrd run by systemd (exact); else, when the kernel ran an
+    initramfs' init, the first line of systemd as PID 1 at the latest (an initramfs-tools
+    initrd has no systemd; systemd loads its first modules before that line, so the trace's
+    first event of PID 1 may come earlier: `boot_loads` takes the earlier of the two).
     None when neither is there (no initramfs, another init, or a log that wrapped)."""
     ran_init: float | None = None
     systemd_after_init: float | None = None
     for seconds, text in lines:
         if SWITCHING_ROOT in text:
-            return seconds
+            return SwitchRoot(seconds, True)
         if ran_init is None and RUN_INIT.search(text):
             ran_init = seconds
         elif (ran_init is not None and systemd_after_init is None
               and SYSTEMD_STARTED.search(text)):
             systemd_after_init = seconds
-    return systemd_after_init
+    return None if systemd_after_init is None else SwitchRoot(systemd_after_init, False)
 
 
 def boot_loads(lines: Iterable[str], resolve: Callable[[str], frozenset[str]],
-               switch_root: float | None) -> dict[str, BootLoad]:
+               switch_root: SwitchRoot | None) -> dict[str, BootLoad]:
     """Module -> its latest load in a trace of the boot (the global buffer, when the kernel
     command line enabled `trace_event=module:module_load,module:module_request`), paired
     with the kernel's request it answered. Lines that are not events are skipped."""
+    events = [e for e in map(parse_line, lines) if isinstance(e, (ModuleRequest, ModuleLoad))]
+    switch = switch_root.time if switch_root is not None else None
+    if switch_root is not None and not switch_root.exact:
+        first_pid1 = next((e.time for e in events if e.task == SYSTEMD_PID1), None)
+        if first_pid1 is not None and first_pid1 < switch_root.time:
+            switch = first_pid1
     requests = KernelRequests(resolve)
     loads: dict[str, BootLoad] = {}
-    for line in lines:
-        event = parse_line(line)
-        if isinstance(event, (TraceDrop, Lost)):
-            continue
+    for event in events:
         requests.feed(event)
         if isinstance(event, ModuleLoad):
             request = requests.loaded_for.get(event.module)
             if request is not None and request.time > event.time:
                 request = None
-            initramfs = switch_root is not None and event.time < switch_root
+            initramfs = switch is not None and event.time < switch
             loads[event.module] = BootLoad(event.module, event.task, event.time, request,
                                            initramfs)
     return loads

@@ -15,6 +15,7 @@ from kmodd.core.autoload.ktrace import (
     Lost,
     ModuleLoad,
     ModuleRequest,
+    SwitchRoot,
     Task,
     TraceDrop,
     TraceDropReason,
@@ -231,22 +232,29 @@ def test_boot_loads_pair_the_kernels_requests_and_name_every_other_loader() -> N
     assert not any(load.initramfs for load in loads.values())
 
 
-def test_loads_before_the_switch_to_the_real_root_are_the_initramfs() -> None:
-    loads = boot_loads(BOOT.read_text().splitlines(), _resolve, switch_root=11.0)
+def test_loads_before_an_initrds_switching_root_are_the_initramfs() -> None:
+    loads = boot_loads(BOOT.read_text().splitlines(), _resolve, SwitchRoot(11.0, True))
     assert (loads["qemu_fw_cfg"].initramfs, loads["configfs"].initramfs) == (True, False)
+
+
+def test_the_real_roots_systemd_is_never_the_initramfs() -> None:
+    """Without an initrd's word, the switch is at the real root's systemd's first sign: its
+    kmod-setup loads (autofs4 at 9.08 s) come before its first log line (here 11 s)."""
+    loads = boot_loads(BOOT.read_text().splitlines(), _resolve, SwitchRoot(11.0, False))
+    assert not any(load.initramfs for load in loads.values())
 
 
 def test_the_switch_root_is_systemds_in_an_initrd() -> None:
     log = [(0.5, "Run /init as init process"), (2.0, "systemd[1]: systemd 252 running in "
            "system mode (+PAM)"), (4.5, "systemd[1]: Switching root."),
            (5.0, "systemd[1]: systemd 252 running in system mode (+PAM)")]
-    assert switch_root_time(log) == 4.5
+    assert switch_root_time(log) == SwitchRoot(4.5, True)
 
 
 def test_the_switch_root_after_an_initramfs_without_systemd_is_systemds_first_line() -> None:
     log = [(0.5, "Run /init as init process"), (3.0, "EXT4-fs (vda): mounted"),
            (3.2, "systemd[1]: systemd 252.39-1~deb12u1 running in system mode (+PAM +AUDIT)")]
-    assert switch_root_time(log) == 3.2
+    assert switch_root_time(log) == SwitchRoot(3.2, False)
 
 
 def test_without_an_initramfs_there_is_no_switch_root() -> None:
