@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno as E
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kmodd.core.autoload.ktrace import EVENTS
@@ -46,6 +47,21 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
+def _ensure(path: str, value: str, already: Callable[[str], bool]) -> None:
+    """Write `value` to a tracefs file, unless it cannot be written and already holds it
+    (the unit sets the instance up from outside kmodd's read-only sandbox)."""
+    try:
+        _write(path, value)
+    except OSError:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                if already(f.read(4096)):
+                    return
+        except OSError:
+            pass
+        raise
+
+
 def find_tracefs(root: Root) -> str | None:
     """The tracefs directory that has instances, or None."""
     for directory in TRACEFS_DIRS:
@@ -62,6 +78,8 @@ class TraceInstance:
     path: str
     fd: int | None
     problems: tuple[str, ...] = ()  # what was set up only in part (the clock...)
+    made: bool = True  # kmodd made the instance (else it was there: the unit's, or a
+    # killed kmodd's)
     _pending: bytes = b""
     ended: bool = False  # the pipe said end of file (a test's FIFO whose writer left)
 
@@ -101,6 +119,8 @@ class TraceInstance:
         except FileNotFoundError:
             return None
         except OSError as e:
+            if not self.made:
+                return None  # whoever made it removes it (the unit's ExecStopPost=)
             return f"cannot remove the trace instance {self.path}: {e.strerror or e}"
         return None
 
@@ -112,30 +132,34 @@ def open_instance(root: Root, name: str = INSTANCE) -> TraceInstance | str:
         return ("tracefs is not mounted (" + " or ".join(TRACEFS_DIRS) + " has no instances "
                 "directory)")
     path = os.path.join(base, "instances", name)
+    made = True
     try:
         os.mkdir(path)
     except FileExistsError:
-        pass  # left by an instance that was killed: take it over
+        made = False  # made by the unit, or left by a kmodd that was killed: take it over
     except OSError as e:
         return f"cannot make the trace instance {path}: {e.strerror or e}"
     problems: list[str] = []
     try:
-        _write(os.path.join(path, "trace_clock"), TRACE_CLOCK)
+        _ensure(os.path.join(path, "trace_clock"), TRACE_CLOCK,
+                lambda text: f"[{TRACE_CLOCK}]" in text)
     except OSError as e:
         problems.append(f"cannot set {path}/trace_clock to {TRACE_CLOCK}: {e.strerror or e} "
                         "(times are on the trace's own clock)")
     try:
         for event in EVENTS:
-            _write(os.path.join(path, "events", event, "enable"), "1")
+            _ensure(os.path.join(path, "events", event, "enable"), "1",
+                    lambda text: text.strip() == "1")
         fd = os.open(os.path.join(path, "trace_pipe"),
                      os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         reason = (f"cannot enable the module tracepoints in {path}: "
                   f"{e.strerror or os.strerror(e.errno or E.EIO)}")
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
         return reason
-    return TraceInstance(path, fd, tuple(problems))
+    return TraceInstance(path, fd, tuple(problems), made=made)
 
 
 #: Largest global trace read at start (the boot's module events are a few KiB).

@@ -71,13 +71,21 @@ def test_lines_are_read_without_blocking_and_whole(tmp_path: Path) -> None:
 def test_an_instance_whose_events_cannot_be_enabled_is_removed_with_the_reason(
         tmp_path: Path) -> None:
     tracing = tmp_path / "sys/kernel/tracing/instances"
-    tracing.mkdir(parents=True)
-    instance = tracing / "kmodd"
-    instance.mkdir()  # the kernel's rmdir removes a full instance; a plain empty one here
+    tracing.mkdir(parents=True)  # mkdir of an instance here makes a plain, empty directory
     opened = open_instance(Root(str(tmp_path)))
-    assert opened == (f"cannot enable the module tracepoints in {instance}: "
+    assert opened == (f"cannot enable the module tracepoints in {tracing / 'kmodd'}: "
                       "No such file or directory")
-    assert not instance.exists()
+    assert os.listdir(tracing) == []
+
+
+def test_an_instance_made_by_the_unit_is_taken_over_and_left_to_it(tmp_path: Path) -> None:
+    instance = fake_tracefs(tmp_path)
+    (instance / "events/module/module_request/enable").write_text("1\n")
+    opened = open_instance(Root(str(tmp_path)))
+    assert not isinstance(opened, str)
+    assert opened.made is False
+    assert opened.close() is None  # not empty here, so not removed; not kmodd's to say
+    assert instance.is_dir()
 
 
 def test_the_policy_file_is_replaced_whole_and_removed(tmp_path: Path) -> None:

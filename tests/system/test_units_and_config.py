@@ -116,9 +116,10 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_driver
     assert service["RuntimeDirectoryPreserve"] == "yes"
     # Besides: the buses' drivers_probe files, for the re-probe at start (ProtectKernelTunables
     # makes the rest of /sys read-only).
-    # And tracefs, for kmodd's trace instance (a kernel without tracing has none: "-").
-    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == (
-        "yes", "/sys/bus -/sys/kernel/tracing")
+    assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
+    # tracefs stays read-only: kmodd's trace instance is made from outside the sandbox.
+    assert service["ExecStartPre"].startswith("+-/bin/sh -c 'cd /sys/kernel/tracing/instances")
+    assert service["ExecStopPost"] == "+-/bin/rmdir /sys/kernel/tracing/instances/kmodd"
 
 
 def test_the_service_may_read_the_kernel_log_to_quote_it_on_failures() -> None:
