@@ -133,6 +133,7 @@ def _status(ctx: Context) -> int:
         *((("Previous", previous_words(s["previous_instance"])),)
           if s.get("previous_instance") else ()),
         *((("Load record", s["records_failure"]),) if s.get("records_failure") else ()),
+        *((("Kernel requests", s["kernel_requests"]),) if s.get("kernel_requests") else ()),
         ("Version", s["version"]),
         ("PID", str(s["pid"])),
         ("Kernel", s["kernel_release"]),
@@ -229,6 +230,10 @@ def loaded_by_words(m: Mapping[str, Any]) -> str:
             return "before kmodd"
         case "not-kmodd":
             return "not kmodd"
+        case "kernel-request":
+            return "kernel request"
+        case "initramfs":
+            return "initramfs"
         case _:
             return "-"
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from kmodd import __version__
 from kmodd.cli.client import COMMANDS, EXIT_STATUS, GLOBAL_OPTIONS, SOCKET_ENV, Command, Option
 from kmodd.cli.kmodctl import KMOD_TOOLS, ROOT_ENV, Tool
+from kmodd.core.autoload.ktrace import POLICY_FILE
 from kmodd.core.exitcodes import EXIT_STATUS as KMODD_EXIT_STATUS
 from kmodd.core.settings import (
     CONFIG_FILE,
@@ -41,6 +42,7 @@ METAVARS: Mapping[Kind, str] = {
     Kind.PATH: "PATH",
     Kind.CHOICE: "WORD",
     Kind.GROUP: "GROUP",
+    Kind.ALIASES: "ALIASES",
 }
 #: The manual's title in the page header, by section.
 MANUALS: Mapping[int, str] = {5: "File Formats", 8: "System Administration"}
@@ -181,6 +183,8 @@ VALUE_KINDS = (
     (Kind.PATH, "an absolute path."),
     (Kind.CHOICE, "one of the words the setting lists."),
     (Kind.GROUP, "a group name or number; empty for none."),
+    (Kind.ALIASES, "module aliases (net-pf-33, fs-cramfs) separated by spaces or commas; "
+                   "empty for none."),
 )
 
 PRECEDENCE = (
@@ -299,6 +303,16 @@ def kmodd_page(settings: Sequence[Setting], exits: Mapping[int, str]) -> Page:
                   "that the next instance knows what a killed one loaded. At start kmodd "
                   "re-probes a device left without a driver although its driver module was "
                   "live (once per device).")
+    lines += item(bold(POLICY_FILE),
+                  "The autoload policy kmodd writes from autoload_deny: one "
+                  "\\fBinstall\\fR \\fIALIAS\\fR \\fB/bin/false\\fR line per alias. "
+                  "libkmod tries an install command of the exact name before modules.alias, "
+                  "so the kernel's request for the alias loads nothing while the module's own "
+                  "name still loads; allowed requests are looked up as before.")
+    lines += item(bold("/sys/kernel/tracing/instances/kmodd"),
+                  "kmodd's own trace instance: the kernel's module_request and module_load "
+                  "events, which tell which process made the kernel request a module "
+                  "(kernel_requests). Removed at stop.")
     lines += see_also("kmodctl(8)", "kmodd.conf(5)", "modprobe.d(5)", "depmod(8)", "udev(7)",
                       "systemd.socket(5)")
     return Page("kmodd", 8, render(lines))

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
+from kmodd.core.autoload.ktrace import parse_deny_list
+
 #: Program name used in argv diagnostics.
 PROGRAM = "kmodd"
 #: Prefix of kmodd's parameters on the kernel command line.
@@ -40,6 +42,7 @@ class Kind(StrEnum):
     PATH = "path"
     CHOICE = "choice"
     GROUP = "group"
+    ALIASES = "aliases"
 
 
 Value = bool | int | float | str
@@ -93,6 +96,13 @@ SETTINGS: tuple[Setting, ...] = (
             "how long an `install` command from modprobe.d may run", minimum=0.1, maximum=3600.0),
     Setting("stop_timeout", Kind.DURATION, 10.0,
             "how long shutdown waits for loads in progress", minimum=0.0, maximum=600.0),
+    Setting("kernel_requests", Kind.BOOL, True,
+            "record the kernel's own module requests (module:module_request, through kmodd's "
+            "trace instance in tracefs): the alias, the process that caused it, what loaded"),
+    Setting("autoload_deny", Kind.ALIASES, "",
+            "aliases the kernel may not autoload (net-pf-33 fs-cramfs ...): kmodd writes "
+            "`install ALIAS /bin/false` for each to /run/modprobe.d/kmodd-autoload-policy.conf "
+            "and logs each refused request; the module's own name still loads"),
     Setting("log_level", Kind.CHOICE, "info", "lowest priority that is logged",
             choices=("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")),
     Setting("log_target", Kind.CHOICE, "auto",
@@ -145,6 +155,8 @@ class Settings:
     reload_max_delay: float
     install_timeout: float
     stop_timeout: float
+    kernel_requests: bool
+    autoload_deny: str
     log_level: str
     log_target: str
     control_socket: str
@@ -195,6 +207,7 @@ _EXPECTED: Mapping[Kind, str] = {
     Kind.PATH: "an absolute path",
     Kind.CHOICE: "one of",
     Kind.GROUP: "a group name or number",
+    Kind.ALIASES: "module aliases separated by spaces or commas",
 }
 
 
@@ -254,6 +267,11 @@ def _convert(setting: Setting, text: str) -> Value:
             if text and not _GROUP.fullmatch(text):
                 raise bad
             return text
+        case Kind.ALIASES:
+            aliases, problems = parse_deny_list(text)
+            if problems:
+                raise BadValue(f"invalid value {text!r} for {setting.name}: {problems[0]}")
+            return " ".join(aliases)
     raise AssertionError(setting.kind)  # pragma: no cover - every kind is matched above
 
 

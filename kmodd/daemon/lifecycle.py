@@ -39,6 +39,8 @@ class Lifecycle:
     previous_unfinished: int = 0
     #: Why the record file is not kept, None while it is.
     records_failure: str | None = None
+    #: Whether and how the kernel's own module requests are recorded (daemon.kernelrequests).
+    kernel_requests: str | None = None
 
     @property
     def settled_state(self) -> DaemonState:

@@ -9,10 +9,11 @@ asked for it, and who made it live (`LoadedBy`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kmodd.core.autoload.decide import Candidate, Resolution
+from kmodd.core.autoload.ktrace import BootLoad, ModuleRequest
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.outcome import Outcome
 from kmodd.core.kmod.plan import StepAction
@@ -120,6 +121,10 @@ class ModuleRecord:
     loaded_by_pid: int | None = None  # the earlier instance, for PREVIOUS_INSTANCE
     #: The static lists' places that name it (`/etc/modules-load.d/foo.conf:3`, ...).
     listed: tuple[str, ...] = ()
+    #: The kernel's request that made it live (KERNEL_REQUEST, KERNEL_BOOT, INITRAMFS).
+    request: ModuleRequest | None = None
+    #: What else is known of who loaded it before kmodd (INITRAMFS...: the task, a file).
+    cause: str | None = None
 
 
 class Records:
@@ -160,6 +165,7 @@ class Records:
         record.errno = step.errno
         if step.outcome is Outcome.INSERTED or step.outcome is Outcome.COMMAND_RAN:
             record.loaded_by, record.loaded_by_pid = LoadedBy.KMODD, None
+            record.request = record.cause = None
         if step.started is not None:
             if (step.joined and record.step is not None and not record.step.joined
                     and record.step.started == step.started):
@@ -192,6 +198,25 @@ class Records:
             else:
                 record.loaded_by, record.loaded_by_pid = LoadedBy.BEFORE_START, None
 
+    def attribute_boot(self, loads: Mapping[str, BootLoad]) -> int:
+        """What the boot's trace says of the modules live before any kmodd (BEFORE_START):
+        the kernel's request one answered, the initramfs, or the task that loaded it.
+        Returns how many modules it told more of."""
+        told = 0
+        for name, load in loads.items():
+            record = self.modules.get(name)
+            if record is None or record.loaded_by is not LoadedBy.BEFORE_START:
+                continue
+            told += 1
+            if load.request is not None:
+                record.loaded_by, record.request = LoadedBy.KERNEL_REQUEST, load.request
+                record.cause = "in the initramfs" if load.initramfs else "before kmodd started"
+            elif load.initramfs:
+                record.loaded_by, record.cause = LoadedBy.INITRAMFS, load.task.words
+            else:
+                record.cause = load.task.words
+        return told
+
     def expect_from_previous(self, inserting: dict[str, int]) -> None:
         """Modules an earlier instance was inserting when it ended (module -> its pid)."""
         self._expected = dict(inserting)
@@ -210,8 +235,17 @@ class Records:
         record.loaded_by, record.loaded_by_pid = LoadedBy.NOT_KMODD, None
         return True
 
+    def note_kernel_request(self, name: str, request: ModuleRequest) -> None:
+        """A module went live at the kernel's request (its helper loaded it)."""
+        record = self.module(name, Outcome.ALREADY_LOADED)
+        if record.loaded_by in (LoadedBy.KMODD, LoadedBy.PREVIOUS_INSTANCE):
+            return
+        record.loaded_by, record.loaded_by_pid = LoadedBy.KERNEL_REQUEST, None
+        record.request = request
+
     def went_away(self, name: str) -> None:
         """The module was removed: whoever loads it next makes it live anew."""
         record = self.modules.get(name)
         if record is not None:
             record.loaded_by = record.loaded_by_pid = None
+            record.request = record.cause = None

@@ -35,12 +35,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmodd import __version__
-from kmodd.core.autoload.loadrecords import History
+from kmodd.core.autoload.decide import decide
+from kmodd.core.autoload.ktrace import boot_loads, switch_root_time
+from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.messages import Message
+from kmodd.core.autoload.outcome import Outcome
 from kmodd.core.settings import Settings
-from kmodd.daemon.devices import Devices
+from kmodd.daemon.devices import OURS_WITHIN, Devices
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
+from kmodd.daemon.kernelrequests import KernelRequestWatch, apply_policy
 from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
 from kmodd.daemon.modulesload import (
@@ -82,6 +86,7 @@ from kmodd.system.notify import (
 )
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
+from kmodd.system.tracefs import read_boot_trace
 
 if TYPE_CHECKING:
     from kmodd.daemon.control.state import DaemonControl
@@ -504,8 +509,50 @@ class Daemon:
             self._instance.release()
             self._instance = None
 
+    def _kernel_request_modules(self, alias: str, *, live_too: bool = False) -> frozenset[str]:
+        """The modules a kernel request for `alias` would load now (not live, not built in;
+        `live_too`: live ones as well, for a request of the past)."""
+        skipped = (Outcome.BUILTIN,) if live_too else (Outcome.BUILTIN, Outcome.ALREADY_LOADED)
+        try:
+            resolution = decide(self.snapshots.current.resolver(), self.kernel.modules, alias)
+        except Exception:  # a damaged index: the request's loads go unpaired
+            return frozenset()
+        return frozenset(c.name for c in resolution.candidates if c.outcome not in skipped)
+
+    def _attribute_boot(self, records: Records, kmsg: DevKmsg) -> None:
+        """Tell more of the modules live before any kmodd from the boot's trace (the global
+        buffer has the module events when the kernel command line enabled them)."""
+        if not any(r.loaded_by is LoadedBy.BEFORE_START for r in records.modules.values()):
+            return
+        lines = read_boot_trace(self.root)
+        if not lines:
+            return
+        switch = switch_root_time((r.usec / 1e6, r.text) for r in kmsg.read_all())
+        loads = boot_loads(lines, lambda a: self._kernel_request_modules(a, live_too=True),
+                           switch)
+        told = records.attribute_boot(loads)
+        if told:
+            self.log(Priority.INFO, Message.PREVIOUS_INSTANCE,
+                     f"The boot's trace tells who loaded {told} of the modules live before "
+                     "kmodd started" + ("" if switch is None else
+                                        f" (the initramfs ended by {switch.time:.3f} s)"))
+
+    def _watch_kernel_requests(self, loader: Loader, records: Records,
+                               denied: tuple[str, ...]) -> KernelRequestWatch | None:
+        if not self.settings.kernel_requests:
+            self.lifecycle.kernel_requests = "not recorded: kernel_requests=no"
+            return None
+        watch = KernelRequestWatch(self.root, self.reporter, records, self.lifecycle,
+                                   self._kernel_request_modules, denied,
+                                   lambda name: loader.inserts.ours(name, OURS_WITHIN))
+        return watch if watch.open() else None
+
     async def _run_locked(self) -> None:
         loop = asyncio.get_running_loop()
+        # The policy first: the snapshot below reads /run/modprobe.d with it in place.
+        denied: tuple[str, ...] = ()
+        if not self.settings.dry_run:
+            denied = apply_policy(self.root, self.settings.autoload_deny, self.reporter)
         first = await self.snapshots.load_fast()
         if isinstance(first, SnapshotFailure):
             self._degrade(first.reason, f"Cannot read the module index: {first.reason}; "
@@ -537,6 +584,7 @@ class Daemon:
         self.devices.on_index_damage = self._lookup_met_damage
         self.intake.on_warning = self._uevent_rejected
         self.recovery = self._open_records(self.loader, self.devices, self._kmsg)
+        kernel_requests = self._watch_kernel_requests(self.loader, self.records, denied)
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -548,6 +596,8 @@ class Daemon:
                 ]
                 if self.recovery is not None:
                     front.append(tg.create_task(self.recovery.run(), name="recovery"))
+                if kernel_requests is not None:
+                    front.append(tg.create_task(kernel_requests.run(), name="kernel-requests"))
                 dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")
                 if settings.watch_config:
                     front.append(tg.create_task(self._reload_on_change(), name="inotify"))
@@ -587,6 +637,8 @@ class Daemon:
             for signum in signals:
                 loop.remove_signal_handler(signum)
             source.close()
+            if kernel_requests is not None:
+                kernel_requests.close()
             if self.recovery is not None:
                 self.recovery.close()
             if self.loader.records is not None:
@@ -614,6 +666,8 @@ class Daemon:
         if opened.records.failure is not None:
             self._records_failed(opened.records.failure)
         devices.table.attribute_at_start(sorted(live), history)
+        if self.settings.kernel_requests:
+            self._attribute_boot(devices.table, kmsg)
         devices.table.expect_from_previous(
             {n: e.pid for n, e in history.loaded.items() if n not in live and not e.returned})
         self._tell_history(history, live)

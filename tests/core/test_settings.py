@@ -188,3 +188,16 @@ def test_help_lists_every_setting_with_its_default() -> None:
 def test_any_config_text_gives_values_and_diagnostics_never_an_exception(text: str) -> None:
     result = parse_config(text, "fuzz.conf")
     assert all(d.source == "fuzz.conf" for d in result.diagnostics)
+
+
+def test_the_autoload_deny_list_is_kept_as_its_aliases_once_each() -> None:
+    result = parse_config('autoload_deny = "net-pf-33, fs-cramfs net-pf-33"\n')
+    assert (result.values, result.diagnostics) == ({"autoload_deny": "net-pf-33 fs-cramfs"}, ())
+
+
+def test_a_deny_list_with_a_word_that_is_not_an_alias_is_ignored_whole() -> None:
+    result = parse_config("autoload_deny = fs-cramfs net-pf-*\n", "/etc/kmodd.conf")
+    assert result.values == {}
+    assert [d.text for d in result.diagnostics] == [
+        "/etc/kmodd.conf:1: invalid value 'fs-cramfs net-pf-*' for autoload_deny: "
+        "'net-pf-*' is not a module alias, ignoring"]

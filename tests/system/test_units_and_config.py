@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kmodd.cli.client import SOCKET_PATH
+from kmodd.core.autoload.ktrace import POLICY_FILE
 from kmodd.core.settings import SETTINGS, defaults, format_size, parse_config
 from tests.debian_udev import udev_rules_dir
 
@@ -108,12 +109,17 @@ def test_the_service_is_bounded_and_writes_only_its_runtime_directory_and_driver
     assert (service["ProtectSystem"], service["PrivateMounts"], service["UMask"]) == (
         "strict", "yes", "0077")
     # The one writable place, kept at stop: the instance lock and the control socket's home.
-    assert "/run/" + service["RuntimeDirectory"] == os.path.dirname(LOCK_FILE) \
+    runtime, policy_dir = service["RuntimeDirectory"].split()
+    assert "/run/" + policy_dir == os.path.dirname(POLICY_FILE)  # the autoload policy's
+    assert "/run/" + runtime == os.path.dirname(LOCK_FILE) \
         == os.path.dirname(RECORD_FILE) == os.path.dirname(control["ListenStream"])
     assert service["RuntimeDirectoryPreserve"] == "yes"
     # Besides: the buses' drivers_probe files, for the re-probe at start (ProtectKernelTunables
     # makes the rest of /sys read-only).
     assert (service["ProtectKernelTunables"], service["ReadWritePaths"]) == ("yes", "/sys/bus")
+    # tracefs stays read-only: kmodd's trace instance is made from outside the sandbox.
+    assert service["ExecStartPre"].startswith("+-/bin/sh -c 'cd /sys/kernel/tracing/instances")
+    assert service["ExecStopPost"] == "+-/bin/rmdir /sys/kernel/tracing/instances/kmodd"
 
 
 DROP_IN = "systemd-modules-load.service.d/kmodd.conf"
@@ -131,7 +137,8 @@ def test_systemd_modules_load_stands_aside_once_kmodd_is_ready_and_only_if_it_to
     # sysinit.target as systemd-modules-load.service does: ordering one after the other makes
     # no cycle.
     service = _unit("kmodd.service")
-    assert os.path.dirname(TAKEOVER_FLAG) == "/run/" + service["Service"]["RuntimeDirectory"]
+    runtime = ["/run/" + d for d in service["Service"]["RuntimeDirectory"].split()]
+    assert os.path.dirname(TAKEOVER_FLAG) in runtime
     assert service["Unit"]["DefaultDependencies"] == "no"
     assert "sysinit.target" in service["Unit"]["Before"].split()
 

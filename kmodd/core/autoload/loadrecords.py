@@ -96,6 +96,8 @@ class LoadedBy(StrEnum):
     PREVIOUS_INSTANCE = "previous-instance"  # an earlier kmodd of this boot (the record says)
     BEFORE_START = "before-start"  # live when this instance started, not in the record
     NOT_KMODD = "not-kmodd"  # went live while this instance ran, not by its insert
+    KERNEL_REQUEST = "kernel-request"  # the kernel's request_module (a trace says which)
+    INITRAMFS = "initramfs"  # before the switch to the real root (the boot's trace says)
 
 
 @dataclass(frozen=True, slots=True)

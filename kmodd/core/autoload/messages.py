@@ -62,6 +62,10 @@ class Message(StrEnum):
     PREVIOUS_INSTANCE = "previous-instance"  # what the instances before this one did
     LOADED_BEFORE = "loaded-before"  # a live module another instance was loading
     LOADED_ELSEWHERE = "loaded-elsewhere"  # a module went live, not loaded by kmodd
+    KERNEL_REQUEST = "kernel-request"  # the kernel asked for an alias; what it got
+    KERNEL_REQUEST_REFUSED = "kernel-request-refused"  # denied by the autoload policy
+    TRACE_UNAVAILABLE = "trace-unavailable"  # kernel requests cannot be recorded
+    AUTOLOAD_POLICY = "autoload-policy"  # the policy file written, removed, or not
     REPROBED = "reprobed"
     REPROBE_FAILED = "reprobe-failed"  # still unbound after its re-probe
     RECORDS_FAILED = "records-failed"  # the record file cannot be kept
@@ -111,6 +115,10 @@ MESSAGE_IDS: Mapping[Message, str] = {
     Message.PREVIOUS_INSTANCE: "929b1cb3a22d44aab57c13d81e760405",
     Message.LOADED_BEFORE: "40495851f6b340fc99d15fea10f5bb7f",
     Message.LOADED_ELSEWHERE: "64efd72814e84606bac57aea7493f04f",
+    Message.KERNEL_REQUEST: "98e6aa38afe14a92ad76816550d9843e",
+    Message.KERNEL_REQUEST_REFUSED: "5ecf239acbe3496c8047dd3681a40fbb",
+    Message.TRACE_UNAVAILABLE: "2c241df2aa6748199471540cdbd7c81b",
+    Message.AUTOLOAD_POLICY: "fb213bf252994fafbcfded82c91cbc7d",
     Message.REPROBED: "2b9b8c93573243d797d686077cf2f949",
     Message.REPROBE_FAILED: "132556c895b34d499396d6bb4f31f3f2",
     Message.RECORDS_FAILED: "9e6220e7b2d140c992637d7416dcdffe",

@@ -122,6 +122,7 @@ class DaemonControl:
                 lc.previous.pid, lc.previous.started, lc.previous.stopped,
                 lc.previous_modules, lc.previous_unfinished),
             records_failure=lc.records_failure,
+            kernel_requests=lc.kernel_requests,
         )
 
     def statistics(self) -> StatisticsView:
@@ -519,6 +520,10 @@ def module_summary(record: ModuleRecord) -> str:
     return text
 
 
+def _by(cause: str | None) -> str:
+    return f" by {cause}" if cause else ""
+
+
 def loaded_by_words(record: ModuleRecord) -> str:
     """Who made a live module live, in words."""
     match record.loaded_by:
@@ -526,10 +531,20 @@ def loaded_by_words(record: ModuleRecord) -> str:
             return "loaded by this kmodd"
         case LoadedBy.PREVIOUS_INSTANCE:
             return f"loaded by the previous kmodd instance (pid {record.loaded_by_pid})"
+        case LoadedBy.BEFORE_START if record.cause:
+            return f"live before kmodd started: loaded{_by(record.cause)}"
         case LoadedBy.BEFORE_START:
             return ("live before kmodd started (the initramfs, the kernel's own request or "
                     "another program)")
         case LoadedBy.NOT_KMODD:
             return "loaded while kmodd ran, by the kernel's own request or another program"
+        case LoadedBy.KERNEL_REQUEST if record.request is not None:
+            task = record.request.task.words
+            when = f", {record.cause}" if record.cause else ""
+            return f"requested by the kernel for {task}: {record.request.alias}{when}"
+        case LoadedBy.KERNEL_REQUEST:
+            return "requested by the kernel"
+        case LoadedBy.INITRAMFS:
+            return f"loaded in the initramfs{_by(record.cause)}"
         case _:
             return "not known"

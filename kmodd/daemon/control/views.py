@@ -27,6 +27,7 @@ class StatusView:
     degraded_reason: str | None = None
     previous_instance: PreviousInstanceView | None = None
     records_failure: str | None = None
+    kernel_requests: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
