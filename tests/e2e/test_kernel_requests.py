@@ -3,12 +3,14 @@ started from its unit: a socket of an unloaded family makes the kernel run modpr
 `net-pf-38` (af_alg), which kmodd records with the process that opened the socket; under
 `autoload_deny=net-pf-30` the kernel's request for TIPC is refused and logged at notice; and
 `kmodctl why` answers for every live module, those loaded before kmodd included (the boot's
-trace: `trace_event=module:module_load,module:module_request`).
+trace: `trace_event=module:module_load,module:module_request`); and the boot's timeline,
+`kmodctl plot`, is an SVG with one row per module kmodd loaded.
 """
 
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import pytest
@@ -39,6 +41,10 @@ class Boot:
     policy: str
     status: dict[str, object]
     instances: str
+    plot: str  # `kmodctl plot`: the SVG
+    timed: list[dict[str, object]]  # `kmodctl --json plot`: its rows
+    modules: list[dict[str, object]]  # `kmodctl --json modules`
+    chain: str  # `kmodctl critical-chain`
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +70,15 @@ def boot(guest: image.Guest) -> Boot:
             "journalctl -o json SYSLOG_IDENTIFIER=kmodd").out.splitlines()]
         status = json.loads(vm.sh("kmodctl status --json").out)["status"]
         instances = vm.sh("ls /sys/kernel/tracing/instances").out.strip()
+        plot = vm.sh("kmodctl plot -o /tmp/coldplug.svg && cat /tmp/coldplug.svg").out
+        timed = json.loads(vm.sh("kmodctl --json plot").out)
+        modules = json.loads(vm.sh("kmodctl --json modules").out)
+        chain = vm.sh("kmodctl critical-chain").out
+        print(chain)
         return Boot(alg, tipc, live, whys,
                     [r for r in journal if r.get("MESSAGE_ID") in ids],
-                    vm.sh(f"cat {POLICY}").out, status, instances)
+                    vm.sh(f"cat {POLICY}").out, status, instances, plot, timed,
+                    modules["modules"] if isinstance(modules, dict) else modules, chain)
 
 
 def test_the_allowed_request_loads_and_is_recorded_with_the_process(boot: Boot) -> None:
@@ -112,3 +124,19 @@ def test_why_answers_for_every_live_module(boot: Boot) -> None:
     # systemd's own loads before kmodd, named from the boot's trace
     assert boot.whys["autofs4"] == ("autofs4 is live: live before kmodd started: loaded by "
                                     "`systemd` (pid 1)")
+
+
+def test_the_boots_plot_has_one_row_per_module_kmodd_loaded(boot: Boot) -> None:
+    svg = ET.fromstring(boot.plot)
+    labels = [str(g.get("data-label")) for g in svg.iter("{http://www.w3.org/2000/svg}g")
+              if g.get("class", "").split()[:1] == ["row"]]
+    timed = [str(r["module"]) for r in boot.timed]
+    # One row per module kmodd tried (an insert whose init failed has its row too), each once.
+    assert sorted(labels) == sorted(timed) == sorted(set(timed))
+    inserted = {str(m["name"]) for m in boot.modules if m.get("loaded_by") == "kmodd"}
+    assert inserted and inserted <= set(labels)
+    # The critical chain is outlined on the plot and printed by critical-chain, from the
+    # module that went live last.
+    assert [r for r in boot.timed if r["critical"]]
+    last = max(boot.timed, key=lambda r: int(str(r["finished_usec"])))
+    assert boot.chain.splitlines()[3].startswith(f"{last['module']} @")
