@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from kmodd import __version__
 from kmodd.cli.client import COMMANDS, EXIT_STATUS, GLOBAL_OPTIONS, SOCKET_ENV, Command, Option
 from kmodd.cli.kmodctl import KMOD_TOOLS, ROOT_ENV, Tool
-from kmodd.core.autoload.ktrace import POLICY_FILE
 from kmodd.core.exitcodes import EXIT_STATUS as KMODD_EXIT_STATUS
+from kmodd.core.runpaths import POLICY_FILE
 from kmodd.core.settings import (
     CONFIG_FILE,
     KERNEL_PREFIX,

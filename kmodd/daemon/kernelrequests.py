@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable
 
 from kmodd.core.autoload.ktrace import (
-    POLICY_FILE,
     Answered,
     KernelRequests,
     Lost,
@@ -27,6 +26,7 @@ from kmodd.core.autoload.ktrace import (
     policy_text,
 )
 from kmodd.core.autoload.messages import Message
+from kmodd.core.runpaths import POLICY_FILE
 from kmodd.daemon.lifecycle import Lifecycle
 from kmodd.daemon.records import Records
 from kmodd.daemon.report import Reporter

@@ -32,6 +32,7 @@ from kmodd.core.autoload.messages import Message
 from kmodd.core.autoload.modulesload import ModuleToLoad, normalize
 from kmodd.core.autoload.outcome import Outcome, Request
 from kmodd.core.kmod.plan import LiveState
+from kmodd.core.runpaths import TAKEOVER_FLAG
 from kmodd.daemon.loader import Loader
 from kmodd.daemon.records import ChainRecord, Records
 from kmodd.daemon.report import Facts, Reporter, Where
@@ -41,8 +42,6 @@ from kmodd.system.journal import Priority
 from kmodd.system.modulesload import Lists, blacklist_line
 from kmodd.system.root import Root
 
-#: The flag systemd-modules-load.service's drop-in checks (under the root's /run).
-TAKEOVER_FLAG = "/run/kmodd/modules-load"
 #: The flag's content once an instance of this boot has loaded the lists.
 LOADED_MARK = b"loaded\n"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kmodd.core.autoload.decide import Candidate, Resolution
-from kmodd.core.autoload.ktrace import BootLoad, ModuleRequest
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.outcome import Outcome
 from kmodd.core.kmod.plan import StepAction
@@ -21,6 +21,9 @@ from kmodd.daemon.intake import Origin
 from kmodd.daemon.loader import ChainResult, StepResult
 from kmodd.daemon.recovery import Reprobe
 from kmodd.daemon.report import Where
+
+if TYPE_CHECKING:  # the trace parser is imported once the daemon is ready (daemon.service)
+    from kmodd.core.autoload.ktrace import BootLoad, ModuleRequest
 
 #: Which outcome names a device when several modules were involved, most telling first.
 DEVICE_OUTCOME_ORDER = (

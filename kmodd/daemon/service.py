@@ -36,23 +36,16 @@ from typing import TYPE_CHECKING
 
 from kmodd import __version__
 from kmodd.core.autoload.decide import decide
-from kmodd.core.autoload.ktrace import boot_loads, switch_root_time
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.messages import Message
 from kmodd.core.autoload.outcome import Outcome
+from kmodd.core.runpaths import POLICY_FILE, TAKEOVER_FLAG
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import OURS_WITHIN, Devices
 from kmodd.daemon.events import EventHub
 from kmodd.daemon.intake import Intake, Origin
-from kmodd.daemon.kernelrequests import KernelRequestWatch, apply_policy
 from kmodd.daemon.lifecycle import DaemonState, Lifecycle
 from kmodd.daemon.loader import Loader, parallel_limit
-from kmodd.daemon.modulesload import (
-    StaticLists,
-    announce_takeover,
-    lists_loaded_this_boot,
-    mark_lists_loaded,
-)
 from kmodd.daemon.records import Records
 from kmodd.daemon.recovery import Binding, Recovery
 from kmodd.daemon.report import Reporter
@@ -72,7 +65,6 @@ from kmodd.system.kernel import KernelPort, LinuxKernel
 from kmodd.system.kmsg import DevKmsg
 from kmodd.system.liveview import ListedModules
 from kmodd.system.loadrecords import RECORD_FILE, open_records, read_boot_id
-from kmodd.system.modulesload import read_lists
 from kmodd.system.netlink import UeventSource, adopt_uevent_socket, open_uevent_socket
 from kmodd.system.notify import (
     LISTEN_VARIABLES,
@@ -86,10 +78,10 @@ from kmodd.system.notify import (
 )
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
-from kmodd.system.tracefs import read_boot_trace
 
 if TYPE_CHECKING:
     from kmodd.daemon.control.state import DaemonControl
+    from kmodd.daemon.kernelrequests import KernelRequestWatch
 
 #: `FileDescriptorName=` of the two sockets systemd may pass (the units in systemd/).
 CONTROL_FD_NAME = "control"
@@ -445,6 +437,10 @@ class Daemon:
         coldplug (`daemon.modulesload`); read in a thread (a few small files). Once per
         boot: `loaded_before`, an earlier instance did, and this one only notes them."""
         assert self.loader is not None and self.devices is not None
+        # Imported here, with modules_load = yes only (bench/bench_daemon.py's READY).
+        from kmodd.daemon.modulesload import StaticLists, mark_lists_loaded
+        from kmodd.system.modulesload import read_lists
+
         root = self.root
         lists = await self.system_pool.run(lambda: read_lists(root))
         static = StaticLists(self.snapshots, self.loader, self.devices.live, self.reporter,
@@ -524,6 +520,10 @@ class Daemon:
         buffer has the module events when the kernel command line enabled them)."""
         if not any(r.loaded_by is LoadedBy.BEFORE_START for r in records.modules.values()):
             return
+        # Imported here, after READY (bench/bench_daemon.py).
+        from kmodd.core.autoload.ktrace import boot_loads, switch_root_time
+        from kmodd.system.tracefs import read_boot_trace
+
         lines = read_boot_trace(self.root)
         if not lines:
             return
@@ -542,6 +542,9 @@ class Daemon:
         if not self.settings.kernel_requests:
             self.lifecycle.kernel_requests = "not recorded: kernel_requests=no"
             return None
+        # Imported here, after READY (bench/bench_daemon.py).
+        from kmodd.daemon.kernelrequests import KernelRequestWatch
+
         watch = KernelRequestWatch(self.root, self.reporter, records, self.lifecycle,
                                    self._kernel_request_modules, denied,
                                    lambda name: loader.inserts.ours(name, OURS_WITHIN))
@@ -551,7 +554,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         # The policy first: the snapshot below reads /run/modprobe.d with it in place.
         denied: tuple[str, ...] = ()
-        if not self.settings.dry_run:
+        if not self.settings.dry_run and (self.settings.autoload_deny
+                                          or os.path.lexists(self.root.path(POLICY_FILE))):
+            # Imported here, with a policy to write or an old one to remove: the kernel-request
+            # code is about 7 ms of imports, kept out of bench/bench_daemon.py's READY.
+            from kmodd.daemon.kernelrequests import apply_policy
+
             denied = apply_policy(self.root, self.settings.autoload_deny, self.reporter)
         first = await self.snapshots.load_fast()
         if isinstance(first, SnapshotFailure):
@@ -584,7 +592,7 @@ class Daemon:
         self.devices.on_index_damage = self._lookup_met_damage
         self.intake.on_warning = self._uevent_rejected
         self.recovery = self._open_records(self.loader, self.devices, self._kmsg)
-        kernel_requests = self._watch_kernel_requests(self.loader, self.records, denied)
+        kernel_requests: KernelRequestWatch | None = None
         signals: list[signal.Signals] = []
         try:
             async with asyncio.TaskGroup() as tg:
@@ -596,8 +604,6 @@ class Daemon:
                 ]
                 if self.recovery is not None:
                     front.append(tg.create_task(self.recovery.run(), name="recovery"))
-                if kernel_requests is not None:
-                    front.append(tg.create_task(kernel_requests.run(), name="kernel-requests"))
                 dispatcher = tg.create_task(self.devices.run(self.intake), name="dispatch")
                 if settings.watch_config:
                     front.append(tg.create_task(self._reload_on_change(), name="inotify"))
@@ -613,12 +619,21 @@ class Daemon:
                 # Before READY=1: systemd-modules-load.service, ordered after kmodd.service,
                 # checks the flag when it starts.
                 taking_over = settings.modules_load and not settings.dry_run
-                lists_loaded = taking_over and lists_loaded_this_boot(self.root)
-                problem = announce_takeover(self.root, taking_over)
-                if problem is not None:
-                    self.log(Priority.WARNING, Message.CONFIG_IGNORED,
-                             f"modules_load: cannot tell systemd-modules-load.service to "
-                             f"stand aside ({problem}); both may load the lists")
+                lists_loaded = False
+                if taking_over or os.path.lexists(self.root.path(TAKEOVER_FLAG)):
+                    # Imported here, taking over or removing an old flag: the lists' code
+                    # is kept out of bench/bench_daemon.py's READY.
+                    from kmodd.daemon.modulesload import (
+                        announce_takeover,
+                        lists_loaded_this_boot,
+                    )
+
+                    lists_loaded = taking_over and lists_loaded_this_boot(self.root)
+                    problem = announce_takeover(self.root, taking_over)
+                    if problem is not None:
+                        self.log(Priority.WARNING, Message.CONFIG_IGNORED,
+                                 f"modules_load: cannot tell systemd-modules-load.service to "
+                                 f"stand aside ({problem}); both may load the lists")
                 self.lifecycle.state = self.lifecycle.settled_state
                 self.lifecycle.ready = time.monotonic()
                 self.notifier.ready(status=self._status_text())
@@ -627,6 +642,13 @@ class Daemon:
                          + (" (dry run: nothing is loaded)" if settings.dry_run else ""),
                          "ready")
                 self.ready.set()
+                # The kernel's requests are read from now on: the trace instance kept those
+                # made since the unit enabled it (after READY: bench/bench_daemon.py).
+                if settings.kernel_requests:
+                    self._attribute_boot(self.records, self._kmsg)
+                kernel_requests = self._watch_kernel_requests(self.loader, self.records, denied)
+                if kernel_requests is not None:
+                    front.append(tg.create_task(kernel_requests.run(), name="kernel-requests"))
                 if settings.modules_load:
                     front.append(tg.create_task(self._static_lists(lists_loaded),
                                                 name="modules-load"))
@@ -666,8 +688,6 @@ class Daemon:
         if opened.records.failure is not None:
             self._records_failed(opened.records.failure)
         devices.table.attribute_at_start(sorted(live), history)
-        if self.settings.kernel_requests:
-            self._attribute_boot(devices.table, kmsg)
         devices.table.expect_from_previous(
             {n: e.pid for n, e in history.loaded.items() if n not in live and not e.returned})
         self._tell_history(history, live)

@@ -8,7 +8,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from kmodd.daemon.modulesload import TAKEOVER_FLAG
+from kmodd.core.runpaths import TAKEOVER_FLAG
 from kmodd.daemon.records import ModuleRecord
 from kmodd.daemon.service import Daemon
 from kmodd.system.journal import Priority

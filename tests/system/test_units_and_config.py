@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kmodd.cli.client import SOCKET_PATH
-from kmodd.core.autoload.ktrace import POLICY_FILE
+from kmodd.core.runpaths import POLICY_FILE
 from kmodd.core.settings import SETTINGS, defaults, format_size, parse_config
 from tests.debian_udev import udev_rules_dir
 
@@ -127,7 +127,7 @@ DROP_IN = "systemd-modules-load.service.d/kmodd.conf"
 
 def test_systemd_modules_load_stands_aside_once_kmodd_is_ready_and_only_if_it_took_over(
         ) -> None:
-    from kmodd.daemon.modulesload import TAKEOVER_FLAG
+    from kmodd.core.runpaths import TAKEOVER_FLAG
 
     drop_in = _unit(DROP_IN)
     assert dict(drop_in["Unit"]) == {"After": "kmodd.service",

@@ -252,8 +252,6 @@ class KernelRequests:
 
 # -- the autoload policy -----------------------------------------------------------------
 
-#: The modprobe.d file kmodd writes for its deny list (under the root).
-POLICY_FILE = "/run/modprobe.d/kmodd-autoload-policy.conf"
 #: The command an `install` line of the policy runs: fails at once, loads nothing.
 REFUSE_COMMAND = "/bin/false"
 
