@@ -18,6 +18,7 @@ from kmodd.daemon.control.views import (
     DeviceView,
     ExplanationView,
     LoadResultView,
+    ModuleState,
     ModuleView,
     PlanStepView,
     StatisticsView,
@@ -60,11 +61,11 @@ DEVICES = (
     DeviceView(SERIAL, "platform", "platform:serial8250", 812, (), (), None, 5000),
 )
 MODULES = (
-    ModuleView("virtio_net", "live", "inserted", None, (VIRTIO_NET,), 1200, 9200, "kmodd",
+    ModuleView("virtio_net", ModuleState.LIVE, "inserted", None, (VIRTIO_NET,), 1200, 9200, "kmodd",
                queued_usec=1200, after="net_failover", device=VIRTIO_NET),
-    ModuleView("net_failover", "live", "inserted", None, (VIRTIO_NET,), 1200, 3400,
+    ModuleView("net_failover", ModuleState.LIVE, "inserted", None, (VIRTIO_NET,), 1200, 3400,
                "previous-instance", 377, queued_usec=1200, device=VIRTIO_NET),
-    ModuleView("pcspkr", "unloaded", "blacklisted", None, (PCSPKR,), 1100, 1150),
+    ModuleView("pcspkr", ModuleState.NOT_LOADED, "blacklisted", None, (PCSPKR,), 1100, 1150),
 )
 
 

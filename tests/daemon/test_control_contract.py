@@ -9,6 +9,7 @@ import typing
 from collections.abc import Mapping
 
 from kmodd.core.explain.model import Explanation
+from kmodd.core.kmod.initstate import InitState
 from kmodd.core.varlink_idl import (
     Array,
     Builtin,
@@ -40,7 +41,9 @@ VIEWS: Mapping[type, str] = {
 }
 #: Other Python types the views name, and their types in the text.
 NAMED: Mapping[type, str] = {DaemonState: "DaemonState", Explanation: "Explanation", **VIEWS}
-BUILTINS: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
+#: ModuleState is a closed set sent as a string: a Varlink enum value cannot hold a '-'.
+BUILTINS: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool",
+                                views.ModuleState: "string"}
 
 
 def idl_type(hint: object) -> Type:
@@ -76,6 +79,11 @@ def test_the_explain_reply_is_its_view() -> None:
 
 def test_the_daemon_states_are_the_texts_enum() -> None:
     assert INTERFACE.types["DaemonState"] == Enum(tuple(s.value for s in DaemonState))
+
+
+def test_a_modules_state_is_the_kernels_initstate_or_one_of_kmodds_two() -> None:
+    assert {s.value for s in views.ModuleState} == {s.value for s in InitState} | {
+        "loading", "not-loaded"}
 
 
 def test_every_type_of_the_text_that_a_view_stands_for_has_one() -> None:

@@ -85,10 +85,10 @@ def test_devices_and_modules_are_tables(daemon: tuple[RunningServer, FakeState, 
         "-            -\n"
     ), "")
     assert kmodctl(path, "modules") == (0, (
-        "MODULE        STATE     OUTCOME      TIME  DEVICES  LOADED BY\n"
-        "virtio_net    live      inserted     8ms   1        kmodd\n"
-        "net_failover  live      inserted     2ms   1        kmodd (pid 377)\n"
-        "pcspkr        unloaded  blacklisted  50us  1        -\n"
+        "MODULE        STATE       OUTCOME      TIME  DEVICES  LOADED BY\n"
+        "virtio_net    live        inserted     8ms   1        kmodd\n"
+        "net_failover  live        inserted     2ms   1        kmodd (pid 377)\n"
+        "pcspkr        not-loaded  blacklisted  50us  1        -\n"
     ), "")
 
 

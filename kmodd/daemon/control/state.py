@@ -28,7 +28,6 @@ from kmodd.core.autoload.decide import (
 from kmodd.core.autoload.loadrecords import LoadedBy
 from kmodd.core.autoload.outcome import Cause, Outcome, Request, classify_remove
 from kmodd.core.explain.facts import FailedAttempt
-from kmodd.core.kmod.initstate import InitState
 from kmodd.core.kmod.libkmodlog import strerror
 from kmodd.core.kmod.normalize import modname_normalize
 from kmodd.core.kmod.plan import LiveState, StepAction, initstate
@@ -39,6 +38,7 @@ from kmodd.daemon.control.views import (
     DeviceView,
     ExplanationView,
     LoadResultView,
+    ModuleState,
     ModuleView,
     PlanStepView,
     PreviousInstanceView,
@@ -190,14 +190,14 @@ class DaemonControl:
         return [self._device_view(r, False)
                 for r in sorted(self.records.devices.values(), key=lambda r: r.queued)]
 
-    def _module_state(self, name: str) -> str:
+    def _module_state(self, name: str) -> ModuleState:
         if name in self.loader.loading():
-            return "loading"
+            return ModuleState.LOADING
         snapshot = self.snapshots.current
         if snapshot.indexes.builtin(name):
-            return InitState.BUILTIN.value
+            return ModuleState.BUILTIN
         state = self.live.initstate(name)
-        return state.value if state is not None else "not-loaded"
+        return ModuleState(state.value) if state is not None else ModuleState.NOT_LOADED
 
     def _module_view(self, record: ModuleRecord) -> ModuleView:
         r = self.reporter
@@ -223,7 +223,7 @@ class DaemonControl:
             if record is not None:
                 return [self._module_view(record)]
             state = self._module_state(name)
-            if state == "not-loaded":
+            if state is ModuleState.NOT_LOADED:
                 return []
             return [ModuleView(name, state)]
         return [self._module_view(r) for _, r in sorted(self.records.modules.items())]

@@ -7,10 +7,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from kmodd.core.explain.model import Explanation
 from kmodd.daemon.lifecycle import DaemonState
+
+
+class ModuleState(StrEnum):
+    """The IDL's ModuleState: the kernel's states of a module (core.kmod.initstate's
+    InitState, by value), and two of kmodd's own."""
+
+    BUILTIN = "builtin"
+    LIVE = "live"
+    COMING = "coming"
+    GOING = "going"
+    LOADING = "loading"  # kmodd is inserting it now
+    NOT_LOADED = "not-loaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +104,7 @@ class ReprobeView:
 @dataclass(frozen=True, slots=True)
 class ModuleView:
     name: str
-    state: str
+    state: ModuleState
     outcome: str | None = None
     errno: int | None = None
     devices: tuple[str, ...] = ()
