@@ -400,16 +400,24 @@ def parse_argv(argv: Sequence[str]) -> Argv:
     return Argv(values, paths.get("config"), show_help, show_version, paths.get("root"))
 
 
-def _kernel_words(text: str) -> list[str]:
-    """Split like the kernel's `next_arg`: spaces separate, double quotes group and vanish."""
+def cmdline_words(text: str, quotes: str = '"') -> list[str]:
+    """Split a kernel command line into words: whitespace separates, and a character of
+    `quotes` groups everything up to the next same one, both vanishing. The kernel's own
+    `next_arg` knows double quotes only (the default); systemd's parser takes single quotes
+    too (`core.autoload.modulesload`)."""
     words: list[str] = []
     current: list[str] = []
-    quoted = in_word = False
+    quote = ""
+    in_word = False
     for c in text:
-        if c == '"':
-            quoted = not quoted
-            in_word = True
-        elif c.isspace() and not quoted:
+        if quote:
+            if c == quote:
+                quote = ""
+            else:
+                current.append(c)
+        elif c in quotes:
+            quote, in_word = c, True
+        elif c.isspace():
             if in_word:
                 words.append("".join(current))
                 current, in_word = [], False
@@ -425,7 +433,7 @@ def parse_kernel_cmdline(text: str) -> SourceValues:
     """`kmodd.name=value` words of /proc/cmdline (`kmodd.flag` alone sets a boolean)."""
     layer = _Layer()
     source = "kernel command line"
-    for word in _kernel_words(text):
+    for word in cmdline_words(text):
         if not word.startswith(KERNEL_PREFIX):
             continue
         name, sep, value = word[len(KERNEL_PREFIX) :].partition("=")

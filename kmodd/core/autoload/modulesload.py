@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kmodd.core.settings import cmdline_words
+
 #: The directories systemd-modules-load reads, earlier ones winning (CONF_PATHS_NULSTR).
 MODULES_LOAD_DIRS = (
     "/etc/modules-load.d",
@@ -175,38 +177,11 @@ def parse_debian_modules(path: str, text: str) -> list[Listed]:
     return out
 
 
-def _cmdline_words(text: str) -> list[str]:
-    """Split /proc/cmdline as systemd does (whitespace separates; single and double quotes
-    group and vanish)."""
-    words: list[str] = []
-    current: list[str] = []
-    quote = ""
-    in_word = False
-    for c in text:
-        if quote:
-            if c == quote:
-                quote = ""
-            else:
-                current.append(c)
-        elif c in "\"'":
-            quote, in_word = c, True
-        elif c.isspace():
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        else:
-            current.append(c)
-            in_word = True
-    if in_word:
-        words.append("".join(current))
-    return words
-
-
 def cmdline_modules(cmdline: str) -> list[Listed]:
     """Every module named by `modules_load=` (or `modules-load=`) on the kernel command line,
     in order; `rd.modules_load=` is the initrd's and a key without a value names nothing."""
     out: list[Listed] = []
-    for word in _cmdline_words(cmdline):
+    for word in cmdline_words(cmdline, quotes="\"'"):
         key, sep, value = word.partition("=")
         if not sep or key.replace("-", "_") != CMDLINE_KEY:
             continue
