@@ -39,7 +39,7 @@ from kmodd.daemon.report import Facts, Reporter, Where
 from kmodd.daemon.snapshot import Snapshots
 from kmodd.daemon.telling import Teller
 from kmodd.system.journal import Priority
-from kmodd.system.modulesload import Lists, blacklist_line
+from kmodd.system.modulesload import Lists
 from kmodd.system.root import Root
 
 #: The flag's content once an instance of this boot has loaded the lists.
@@ -151,9 +151,8 @@ class StaticLists:
                 continue
             detail = ""
             if decided is Outcome.BLACKLISTED:
-                origin = blacklist_line(self.root, snapshot.config.files, candidate.name)
                 detail = ("skipped: blacklisted by "
-                          + (origin or "the kernel command line (modprobe.blacklist=)"))
+                          + snapshot.config.blacklist_source(candidate.name))
             self.reporter.outcome(Facts(decided, module=candidate.name, key=key, where=where,
                                         detail=detail), Request.LISTED)
             self.records.note_module(candidate.name, decided, None)

@@ -9,7 +9,6 @@ does not exist is normal; one that cannot be listed, or a file that cannot be re
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +21,10 @@ from kmodd.core.autoload.modulesload import (
     choose_files,
     collect,
 )
-from kmodd.system.moddb import read_cmdline, read_config_file, read_file
+from kmodd.system.moddb import read_cmdline, read_config_file
 from kmodd.system.root import Root
 
 _DEV_NULL = "/dev/null"
-_BLACKLIST_LINE = re.compile(r"[ \t]*blacklist[ \t]+(\S+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +100,3 @@ def read_lists(root: Root, dirs: Sequence[str] = MODULES_LOAD_DIRS) -> Lists:
             texts[f.path] = None
     cmdline = (read_cmdline(root) or b"").decode("utf-8", "replace")
     return Lists(tuple(collect(cmdline, choice, texts)), choice, tuple(problems))
-
-
-def blacklist_line(root: Root, files: Sequence[str], name: str) -> str | None:
-    """Where `blacklist NAME` is written (`FILE:LINE`), among modprobe.d's `files` (system
-    paths, in kmod's order); None when no file says it (the kernel command line's
-    `modprobe.blacklist=` then)."""
-    for path in files:
-        data = read_file(root.path(path))
-        if data is None:
-            continue
-        for number, line in enumerate(data.decode("latin-1").splitlines(), 1):
-            m = _BLACKLIST_LINE.match(line)
-            if m and m.group(1).replace("-", "_") == name:
-                return f"{path}:{number}"
-    return None

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from kmodd.core.autoload.modulesload import Listed, ListFile, Overridden
-from kmodd.system.modulesload import blacklist_line, read_lists
+from kmodd.system.modulesload import read_lists
 from kmodd.system.root import Root
 
 
@@ -62,11 +62,3 @@ def test_etc_modules_is_read_through_debians_link_with_its_arguments(tmp_path: P
     (module,) = read_lists(root).modules
     assert module.places == (Listed("loop", "/etc/modules", 2, "max_loop=8"),
                              Listed("loop", "/etc/modules-load.d/zz.conf", 1))
-
-
-def test_the_line_that_blacklists_a_module_is_found_in_modprobe_d(tmp_path: Path) -> None:
-    root = tree(tmp_path, {"etc/modprobe.d/a.conf": "# x\noptions snd index=1\n",
-                           "etc/modprobe.d/b.conf": "install x /bin/true\n blacklist pcspkr\n"})
-    files = ["/etc/modprobe.d/a.conf", "/etc/modprobe.d/b.conf"]
-    assert blacklist_line(root, files, "pcspkr") == "/etc/modprobe.d/b.conf:2"
-    assert blacklist_line(root, files, "snd") is None

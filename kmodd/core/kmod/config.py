@@ -102,6 +102,14 @@ class Config(NamedTuple):
     remove_origins: tuple[Origin, ...] = ()
     softdep_origins: tuple[Origin, ...] = ()
 
+    def blacklist_source(self, name: str) -> str:
+        """Where the first `blacklist NAME` was read, in words: `FILE:LINE`, or the kernel
+        command line's `modprobe.blacklist=`."""
+        for blacklisted, origin in zip(self.blacklists, self.blacklist_origins, strict=False):
+            if blacklisted == name and origin.line:
+                return str(origin)
+        return "the kernel command line (modprobe.blacklist=)"
+
 
 # -- which files ---------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import errno as E
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -73,7 +72,6 @@ SOURCE_WORDS = {
     "modules.builtin": "modules.builtin",
     "modules.builtin.alias": "modules.builtin.alias",
 }
-_BLACKLIST_LINE = re.compile(r"blacklist[ \t]+(\S+)")
 
 
 def _usec(reporter: Reporter, t: float | None) -> int | None:
@@ -234,20 +232,6 @@ class DaemonControl:
         snapshot = self.snapshots.current
         return snapshot, snapshot.resolver()
 
-    def blacklist_origin(self, snapshot: Snapshot, name: str) -> str:
-        """Where `blacklist name` comes from: the file and line, or the kernel command line."""
-        for path in snapshot.config.files:
-            if path.endswith("/modules.softdep"):
-                continue
-            data = read_file(path if self.root.is_host else self.root.path(path))
-            if data is None:
-                continue
-            for number, line in enumerate(data.decode("latin-1").splitlines(), 1):
-                m = _BLACKLIST_LINE.match(line)
-                if m and m.group(1).replace("-", "_") == name:
-                    return f"{path}:{number}"
-        return "the kernel command line (modprobe.blacklist=)"
-
     def _candidate_views(self, snapshot: Snapshot, resolution: Resolution,
                          chains: dict[str, ChainRecord]) -> list[CandidateView]:
         views = []
@@ -268,7 +252,7 @@ class DaemonControl:
             case Outcome.ALREADY_LOADED:
                 return "it is already loaded"
             case Outcome.BLACKLISTED:
-                return (f"blacklisted by {self.blacklist_origin(snapshot, name)}; udev's "
+                return (f"blacklisted by {snapshot.config.blacklist_source(name)}; udev's "
                         "`kmod load` applies the blacklist to every name, as `modprobe -b`")
         chain = chains.get(name)
         if chain is not None:

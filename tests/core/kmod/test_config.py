@@ -233,3 +233,14 @@ def test_files_are_read_in_order_and_the_command_line_comes_last() -> None:
     assert config.options == (("m", "from=a"), ("m", "from=b"), ("m", "from=cmdline"))
     assert config.files == ("/a.conf", "/b.conf")
     assert config.option_origins == (Origin("/a.conf", 1), Origin("/b.conf", 1), CMDLINE_ORIGIN)
+
+
+def test_a_blacklists_source_is_the_first_line_that_says_it_or_the_command_line() -> None:
+    config = build_config([(ConfigFile("a.conf", "/etc/modprobe.d/a.conf"),
+                            b"# x\noptions snd index=1\n"),
+                           (ConfigFile("b.conf", "/etc/modprobe.d/b.conf"),
+                            b"install x /bin/true\n blacklist pcspkr\nblacklist snd-pcm\n")],
+                          b"modprobe.blacklist=snd")
+    assert config.blacklist_source("pcspkr") == "/etc/modprobe.d/b.conf:2"
+    assert config.blacklist_source("snd_pcm") == "/etc/modprobe.d/b.conf:3"
+    assert config.blacklist_source("snd") == "the kernel command line (modprobe.blacklist=)"
