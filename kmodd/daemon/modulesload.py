@@ -16,7 +16,7 @@ finds it and stands aside (`ConditionPathExists=!`). Without the setting (or in 
 which loads nothing) the flag is removed and systemd-modules-load runs as before.
 
 The lists are loaded once per boot, as systemd-modules-load loads them: once they are, the
-flag says so (`LOADED_MARK`; /run is empty at boot), and a later instance of the same boot (a
+flag says so (`system.takeover`; /run is empty at boot), and a later instance of the same boot (a
 restart, an upgrade) only notes which live modules the lists name, so that a module the admin
 removed since is not loaded again behind their back.
 """
@@ -24,15 +24,12 @@ removed since is not loaded again behind their back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 
 from kmodd.core.autoload.decide import AUTOLOAD_FLAGS, Candidate, decide
 from kmodd.core.autoload.messages import Message
 from kmodd.core.autoload.modulesload import ModuleToLoad, normalize
 from kmodd.core.autoload.outcome import Outcome, Request
 from kmodd.core.kmod.plan import LiveState
-from kmodd.core.runpaths import TAKEOVER_FLAG
 from kmodd.daemon.loader import Loader
 from kmodd.daemon.records import ChainRecord, Records
 from kmodd.daemon.report import Facts, Reporter, Where
@@ -41,47 +38,6 @@ from kmodd.daemon.telling import Teller
 from kmodd.system.journal import Priority
 from kmodd.system.modulesload import Lists
 from kmodd.system.root import Root
-
-#: The flag's content once an instance of this boot has loaded the lists.
-LOADED_MARK = b"loaded\n"
-
-
-def lists_loaded_this_boot(root: Root) -> bool:
-    """Did an earlier instance of this boot load the lists (the flag says so)?"""
-    try:
-        with open(root.path(TAKEOVER_FLAG), "rb") as f:
-            return f.read(64) == LOADED_MARK
-    except OSError:
-        return False
-
-
-def mark_lists_loaded(root: Root) -> str | None:
-    """Write LOADED_MARK into the flag; the error in words, or None."""
-    try:
-        fd = os.open(root.path(TAKEOVER_FLAG), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            os.write(fd, LOADED_MARK)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        return f"{TAKEOVER_FLAG}: {e.strerror}"
-    return None
-
-
-def announce_takeover(root: Root, taking_over: bool) -> str | None:
-    """Create (or, not taking over, remove) the flag; the error in words, or None."""
-    path = root.path(TAKEOVER_FLAG)
-    try:
-        if taking_over:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    except OSError as e:
-        return f"{TAKEOVER_FLAG}: {e.strerror}"
-    return None
 
 
 class StaticLists:

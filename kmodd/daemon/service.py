@@ -39,7 +39,7 @@ from kmodd.core.autoload.decide import decide
 from kmodd.core.autoload.loadrecords import History, LoadedBy
 from kmodd.core.autoload.messages import Message
 from kmodd.core.autoload.outcome import Outcome
-from kmodd.core.runpaths import POLICY_FILE, TAKEOVER_FLAG
+from kmodd.core.runpaths import POLICY_FILE
 from kmodd.core.settings import Settings
 from kmodd.daemon.devices import OURS_WITHIN, Devices
 from kmodd.daemon.events import EventHub
@@ -78,6 +78,7 @@ from kmodd.system.notify import (
 )
 from kmodd.system.root import Root, module_dir
 from kmodd.system.sysfs import module_is_present
+from kmodd.system.takeover import announce_takeover, lists_loaded_this_boot, mark_lists_loaded
 
 if TYPE_CHECKING:
     from kmodd.daemon.control.state import DaemonControl
@@ -438,7 +439,7 @@ class Daemon:
         boot: `loaded_before`, an earlier instance did, and this one only notes them."""
         assert self.loader is not None and self.devices is not None
         # Imported here, with modules_load = yes only (bench/bench_daemon.py's READY).
-        from kmodd.daemon.modulesload import StaticLists, mark_lists_loaded
+        from kmodd.daemon.modulesload import StaticLists
         from kmodd.system.modulesload import read_lists
 
         root = self.root
@@ -619,21 +620,12 @@ class Daemon:
                 # Before READY=1: systemd-modules-load.service, ordered after kmodd.service,
                 # checks the flag when it starts.
                 taking_over = settings.modules_load and not settings.dry_run
-                lists_loaded = False
-                if taking_over or os.path.lexists(self.root.path(TAKEOVER_FLAG)):
-                    # Imported here, taking over or removing an old flag: the lists' code
-                    # is kept out of bench/bench_daemon.py's READY.
-                    from kmodd.daemon.modulesload import (
-                        announce_takeover,
-                        lists_loaded_this_boot,
-                    )
-
-                    lists_loaded = taking_over and lists_loaded_this_boot(self.root)
-                    problem = announce_takeover(self.root, taking_over)
-                    if problem is not None:
-                        self.log(Priority.WARNING, Message.CONFIG_IGNORED,
-                                 f"modules_load: cannot tell systemd-modules-load.service to "
-                                 f"stand aside ({problem}); both may load the lists")
+                lists_loaded = taking_over and lists_loaded_this_boot(self.root)
+                problem = announce_takeover(self.root, taking_over)
+                if problem is not None:
+                    self.log(Priority.WARNING, Message.CONFIG_IGNORED,
+                             f"modules_load: cannot tell systemd-modules-load.service to "
+                             f"stand aside ({problem}); both may load the lists")
                 self.lifecycle.state = self.lifecycle.settled_state
                 self.lifecycle.ready = time.monotonic()
                 self.notifier.ready(status=self._status_text())
