@@ -36,6 +36,12 @@ from kmodd.system.tracefs import TraceInstance, open_instance, write_policy
 
 #: How often requests that wait are checked for their end (seconds).
 EXPIRE_EVERY = 5.0
+#: A request that loads nothing can be repeated at will by any local user (each socket() of an
+#: unknown family makes one): after its record, the same alias's next ones are counted, not
+#: told, for this many seconds, and the next record says how many there were.
+REPEAT_QUIET = 60.0
+#: Aliases whose last record is remembered at most (fs-NAME takes any name).
+REPEAT_MEMORY = 1024
 
 
 def apply_policy(root: Root, deny: str, reporter: Reporter) -> tuple[str, ...]:
@@ -73,6 +79,8 @@ class KernelRequestWatch:
         self.requests = 0
         self.refused = 0
         self.latest: str | None = None
+        self._told_at: dict[str, float] = {}  # alias -> when its last record was written
+        self._untold: Counter[str] = Counter()  # alias -> requests counted since then
 
     def open(self) -> bool:
         """Make the trace instance; when there is none, say why once (status and journal)."""
@@ -147,6 +155,25 @@ class KernelRequestWatch:
             asyncio.get_running_loop().remove_reader(instance.fd)
         self._status()
 
+    def _repeats(self, alias: str) -> str | None:
+        """None: a record for `alias` was written less than REPEAT_QUIET ago (this request
+        is counted); else what the record adds about the requests counted since the last."""
+        now = time.monotonic()
+        last = self._told_at.get(alias)
+        if last is not None and now - last < REPEAT_QUIET:
+            self._untold[alias] += 1
+            return None
+        if last is None and len(self._told_at) >= REPEAT_MEMORY:
+            self._told_at = {a: t for a, t in self._told_at.items() if now - t < REPEAT_QUIET}
+            if len(self._told_at) >= REPEAT_MEMORY:  # a flood of names: forget the oldest
+                oldest = min(self._told_at, key=self._told_at.__getitem__)
+                del self._told_at[oldest]
+            self._untold = Counter({a: n for a, n in self._untold.items() if a in self._told_at})
+        self._told_at[alias] = now
+        untold = self._untold.pop(alias, 0)
+        return (f" ({untold} more such requests in the {now - last:.0f} s before this one)"
+                if untold and last is not None else "")
+
     def _tell(self, answered: Answered) -> None:
         request = answered.request
         who = request.task.words
@@ -155,15 +182,20 @@ class KernelRequestWatch:
         if answered.refused:
             self.refused += 1
             self.latest = f"refused {request.alias} for {who}"
-            self.reporter.log(Priority.NOTICE, Message.KERNEL_REQUEST_REFUSED,
-                              f"Refused the kernel's request for {request.alias} from {who}: "
-                              "denied by the autoload policy", None, **fields)
+            repeats = self._repeats(request.alias)
+            if repeats is not None:
+                self.reporter.log(Priority.NOTICE, Message.KERNEL_REQUEST_REFUSED,
+                                  f"Refused the kernel's request for {request.alias} from "
+                                  f"{who}: denied by the autoload policy{repeats}", None,
+                                  **fields)
             return
         if not answered.modules:
             self.latest = f"{request.alias} for {who}: nothing loaded"
-            self.reporter.log(Priority.INFO, Message.KERNEL_REQUEST,
-                              f"The kernel's request for {request.alias} from {who} loaded "
-                              "no module", None, **fields)
+            repeats = self._repeats(request.alias)
+            if repeats is not None:
+                self.reporter.log(Priority.INFO, Message.KERNEL_REQUEST,
+                                  f"The kernel's request for {request.alias} from {who} loaded "
+                                  f"no module{repeats}", None, **fields)
             return
         for module in answered.modules:
             if self.ours(module):

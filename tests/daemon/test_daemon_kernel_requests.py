@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from kmodd.core.autoload.kmsg import KmsgRecord, format_record
 from kmodd.core.autoload.ktrace import Task
 from kmodd.core.autoload.loadrecords import LoadedBy
 from kmodd.core.autoload.messages import Message
+from kmodd.daemon import kernelrequests
 from kmodd.system.journal import Priority
+from kmodd.system.root import Root
 from tests.daemon.daemon_tree import (
     KVER,
     MACHINE_MODULES,
@@ -72,6 +78,35 @@ def test_a_kernel_request_is_recorded_with_its_process_and_a_denied_one_refused(
     policy = Path(root.path("/run/modprobe.d/kmodd-autoload-policy.conf"))
     assert [line for line in policy.read_text().splitlines() if not line.startswith("#")] == [
         "install net-pf-33 /bin/false"]
+
+
+def test_a_request_repeated_by_a_local_user_is_counted_not_told_each_time(
+        tmp_path: Path) -> None:
+    """Any user can make the kernel request net-pf-33 in a loop (a socket() of that family):
+    the journal gets one record per alias and REPEAT_QUIET, the counters every request."""
+    root = write_tree(tmp_path / "root", MACHINE_MODULES)
+    instance = fake_tracefs(Path(root.prefix))
+    sink = ListSink()
+    other = DENIED.replace("net-pf-33", "net-pf-21")
+
+    async def scenario() -> None:
+        async with RunningDaemon(root, sink=sink, autoload_deny="net-pf-33") as daemon:
+            writer = os.open(instance / "trace_pipe", os.O_WRONLY)
+            try:
+                os.write(writer, (DENIED * 500 + other * 3).encode())
+                control = daemon.start_control()
+                await wait_until(lambda: str(control.status().kernel_requests).startswith(
+                    f"recorded through {instance}: 503 requests, 500 refused"))
+            finally:
+                os.close(writer)
+
+    asyncio.run(scenario())
+    assert sink.of_kind(Message.KERNEL_REQUEST_REFUSED) == [
+        (Priority.NOTICE, "Refused the kernel's request for net-pf-33 from `python3` (pid 900): "
+                          "denied by the autoload policy")]
+    assert sink.of_kind(Message.KERNEL_REQUEST) == [
+        (Priority.INFO, "The kernel's request for net-pf-21 from `python3` (pid 900) loaded no "
+                        "module")]
 
 
 def test_without_tracefs_the_daemon_says_once_that_requests_are_not_recorded(
@@ -140,3 +175,20 @@ def test_modules_live_before_kmodd_are_attributed_from_the_boots_trace(tmp_path:
     }
     assert (Priority.INFO, "The boot's trace tells who loaded 3 of the modules live before "
                            "kmodd started (the initramfs ended by 5.000 s)") in sink.messages
+
+
+def test_the_next_record_after_the_quiet_time_says_how_many_came_between(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the module reads time.monotonic
+    unused: Any = None  # only the repeat bookkeeping is exercised
+    watch = kernelrequests.KernelRequestWatch(
+        Root(str(tmp_path)), unused, unused, unused, lambda alias: frozenset(), (),
+        lambda name: False)
+    assert watch._repeats("net-pf-33") == ""
+    clock[0] += 1
+    assert [watch._repeats("net-pf-33") for _ in range(3)] == [None, None, None]
+    assert watch._repeats("net-pf-21") == ""
+    clock[0] += kernelrequests.REPEAT_QUIET
+    assert watch._repeats("net-pf-33") == " (3 more such requests in the 61 s before this one)"
+    assert watch._repeats("net-pf-21") == ""  # told at 1001: its quiet time is over too
