@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from kmodd.core.autoload.loadrecords import LoadedBy
 from tests.e2e.vm import anchor, bindings, loaders, manager
 from tests.e2e.vm.machine import VM, GuestError
 
@@ -221,7 +222,8 @@ def udev_settle(vm: VM) -> None:
 
 
 # --- kmodd's own records ------------------------------------------------------------------------
-LOADED_BY = ("kmodd", "previous-instance", "before-start", "not-kmodd")
+#: Every answer kmodd gives to "who loaded it" (a live module without one is unexplained).
+LOADED_BY = tuple(who.value for who in LoadedBy)
 
 
 @dataclass(frozen=True)
